@@ -1,0 +1,1 @@
+//! Test support: throwaway PostgreSQL clusters (filled by the test-server issue).

@@ -1,0 +1,328 @@
+//! A stateful, sans-IO decoder for a whole pgoutput stream.
+
+use alloc::collections::BTreeMap;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use crate::error::{Error, ErrorKind};
+use crate::pgoutput::{
+    Message, OldTuple, ParseContext, ProtocolVersion, Relation, ReplicaIdentity, Streaming,
+    TupleData,
+};
+use crate::types::{Oid, Xid};
+
+/// Decodes the pgoutput messages of one replication session, in order.
+///
+/// The decoder keeps what a single message does not carry: whether it is inside a streamed
+/// block (so the parse knows whether an xid comes first), the relations and types described so
+/// far (a re-sent Relation replaces the earlier one), and where the stream is in a transaction
+/// (a Commit without a Begin is an error). It checks every row against its relation's column
+/// count and resolves it to that relation.
+///
+/// Call sequence: [`Decoder::new`] with the options the stream was started with, then
+/// [`Decoder::decode`] for each XLogData payload in order. After a reconnect, start a new
+/// decoder (or call [`Decoder::reset`]): the server describes every relation again.
+///
+/// A message that fails to decode leaves the decoder as it was.
+///
+/// ```
+/// use walproto::{Decoder, pgoutput::{Message, ProtocolVersion, Streaming}};
+///
+/// let mut decoder = Decoder::new(ProtocolVersion::V1, Streaming::Off);
+/// // Begin, Relation 16384 "public"."t" (one key column "id" int4), Insert (7), Commit.
+/// let stream: [&[u8]; 4] = [
+///     b"B\0\0\0\0\x01\x6B\x37\x48\0\0\0\0\0\0\0\0\0\0\x02\xE4",
+///     b"R\0\0\x40\0public\0t\0d\0\x01\x01id\0\0\0\0\x17\xFF\xFF\xFF\xFF",
+///     b"I\0\0\x40\0N\0\x01t\0\0\0\x017",
+///     b"C\0\0\0\0\0\x01\x6B\x37\x48\0\0\0\0\x01\x6B\x37\x80\0\0\0\0\0\0\0\0",
+/// ];
+/// for payload in stream {
+///     let decoded = decoder.decode(payload)?;
+///     if let (Message::Insert(insert), Some(rel)) = (decoded.message, decoded.relation) {
+///         assert_eq!((rel.namespace.as_str(), rel.name.as_str()), ("public", "t"));
+///         assert_eq!(insert.new.columns().next().and_then(|c| c.as_str()), Some("7"));
+///     }
+/// }
+/// # Ok::<(), walproto::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    version: ProtocolVersion,
+    streaming: Streaming,
+    state: State,
+    relations: BTreeMap<Oid, Arc<RelationInfo>>,
+    types: BTreeMap<Oid, TypeInfo>,
+    max_relations: usize,
+}
+
+/// Where the stream is between transaction boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle,
+    Transaction,
+    Prepare(Xid),
+    Stream(Xid),
+}
+
+/// A decoded message, with the relation a row message refers to.
+#[derive(Debug, Clone, Copy)]
+pub struct Decoded<'a, 'd> {
+    /// The message, borrowing from the decoded bytes.
+    pub message: Message<'a>,
+    /// For Insert, Update and Delete (and a Relation message itself), the relation as now
+    /// cached.
+    pub relation: Option<&'d Arc<RelationInfo>>,
+}
+
+/// A relation as described by the last Relation message for its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationInfo {
+    /// The relation's OID.
+    pub id: Oid,
+    /// The schema (empty for `pg_catalog`).
+    pub namespace: String,
+    /// The table name.
+    pub name: String,
+    /// The replica identity setting.
+    pub replica_identity: ReplicaIdentity,
+    /// The published columns, in order.
+    pub columns: Vec<ColumnInfo>,
+}
+
+/// One column of a [`RelationInfo`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnInfo {
+    /// The column name.
+    pub name: String,
+    /// The column's type OID.
+    pub type_oid: Oid,
+    /// The type modifier, `-1` for none.
+    pub type_modifier: i32,
+    /// Whether the column is part of the replica identity.
+    pub key: bool,
+}
+
+/// A data type as described by a Type message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeInfo {
+    /// The type's OID.
+    pub id: Oid,
+    /// The type's schema (empty for `pg_catalog`).
+    pub namespace: String,
+    /// The type's name.
+    pub name: String,
+}
+
+/// The default bound on cached relations: far above any real publication, low enough that a
+/// hostile server cannot grow the cache without limit (each entry is bounded by the 64 KiB of
+/// columns one message can describe, so the cache stays within a few GiB even when full of the
+/// largest relations, and within a few MiB for real schemas).
+pub const DEFAULT_MAX_RELATIONS: usize = 100_000;
+
+impl Decoder {
+    /// A decoder for a stream started with this protocol version and streaming mode.
+    pub fn new(version: ProtocolVersion, streaming: Streaming) -> Self {
+        Decoder {
+            version,
+            streaming,
+            state: State::Idle,
+            relations: BTreeMap::new(),
+            types: BTreeMap::new(),
+            max_relations: DEFAULT_MAX_RELATIONS,
+        }
+    }
+
+    /// Sets the most relations the cache may hold; a Relation message beyond it is an error
+    /// ([`ErrorKind::TooManyRelations`]). Re-describing a cached relation is always allowed.
+    pub fn with_max_relations(mut self, max: usize) -> Self {
+        self.max_relations = max;
+        self
+    }
+
+    /// The parse context for the next message.
+    pub fn context(&self) -> ParseContext {
+        ParseContext::new(self.version, self.streaming)
+            .in_stream(matches!(self.state, State::Stream(_)))
+    }
+
+    /// The top-level xid of the streamed block the decoder is in, if any.
+    pub fn stream_xid(&self) -> Option<Xid> {
+        match self.state {
+            State::Stream(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    /// Whether the decoder is between transactions and streamed blocks.
+    pub fn is_idle(&self) -> bool {
+        self.state == State::Idle
+    }
+
+    /// The cached description of a relation.
+    pub fn relation(&self, id: Oid) -> Option<&Arc<RelationInfo>> {
+        self.relations.get(&id)
+    }
+
+    /// The cached description of a type.
+    pub fn type_info(&self, id: Oid) -> Option<&TypeInfo> {
+        self.types.get(&id)
+    }
+
+    /// Forgets all state, as for a new replication session.
+    pub fn reset(&mut self) {
+        self.state = State::Idle;
+        self.relations.clear();
+        self.types.clear();
+    }
+
+    /// Decodes the next message of the stream.
+    pub fn decode<'a>(&mut self, payload: &'a [u8]) -> Result<Decoded<'a, '_>, Error> {
+        let message = Message::parse(payload, self.context())?;
+        let out_of_order = Error::new(ErrorKind::OutOfOrder, Some(message.tag()), 0);
+        let in_change_scope = matches!(
+            self.state,
+            State::Transaction | State::Prepare(_) | State::Stream(_)
+        );
+        let next = match (&message, self.state) {
+            (Message::Begin(_), State::Idle) => State::Transaction,
+            (Message::BeginPrepare(b), State::Idle) => State::Prepare(b.xid),
+            (Message::Commit(_), State::Transaction) => State::Idle,
+            (Message::Prepare(p), State::Prepare(x)) if p.xid == x => State::Idle,
+            (Message::StreamStart(s), State::Idle) => State::Stream(s.xid),
+            (Message::StreamStop, State::Stream(_)) => State::Idle,
+            (
+                Message::StreamCommit(_)
+                | Message::StreamAbort(_)
+                | Message::StreamPrepare(_)
+                | Message::CommitPrepared(_)
+                | Message::RollbackPrepared(_),
+                State::Idle,
+            ) => State::Idle,
+            (Message::Message(m), state) if !m.transactional() => state,
+            (
+                Message::Origin(_)
+                | Message::Relation(_)
+                | Message::Type(_)
+                | Message::Insert(_)
+                | Message::Update(_)
+                | Message::Delete(_)
+                | Message::Truncate(_)
+                | Message::Message(_),
+                state,
+            ) if in_change_scope => state,
+            _ => return Err(out_of_order),
+        };
+        let relation_id = match &message {
+            Message::Relation(rel) => {
+                self.store_relation(rel)?;
+                Some(rel.id)
+            }
+            Message::Type(t) => {
+                self.types.insert(
+                    t.id,
+                    TypeInfo {
+                        id: t.id,
+                        namespace: t.namespace.to_string(),
+                        name: t.name.to_string(),
+                    },
+                );
+                None
+            }
+            Message::Insert(m) => {
+                self.check_tuple(m.relation_id, &m.new, message.tag())?;
+                Some(m.relation_id)
+            }
+            Message::Update(m) => {
+                if let Some(old) = &m.old {
+                    self.check_old(m.relation_id, old, message.tag())?;
+                }
+                self.check_tuple(m.relation_id, &m.new, message.tag())?;
+                Some(m.relation_id)
+            }
+            Message::Delete(m) => {
+                self.check_old(m.relation_id, &m.old, message.tag())?;
+                Some(m.relation_id)
+            }
+            Message::Truncate(m) => {
+                for id in m.relation_ids.iter() {
+                    self.known(id, message.tag())?;
+                }
+                None
+            }
+            _ => None,
+        };
+        self.state = next;
+        let relation = relation_id.and_then(|id| self.relations.get(&id));
+        Ok(Decoded { message, relation })
+    }
+
+    fn store_relation(&mut self, rel: &Relation<'_>) -> Result<(), Error> {
+        if !self.relations.contains_key(&rel.id) && self.relations.len() >= self.max_relations {
+            return Err(Error::new(
+                ErrorKind::TooManyRelations,
+                Some(crate::pgoutput::tag::RELATION),
+                0,
+            ));
+        }
+        let columns = rel
+            .columns
+            .iter()
+            .map(|c| ColumnInfo {
+                name: c.name.to_string(),
+                type_oid: c.type_oid,
+                type_modifier: c.type_modifier,
+                key: c.is_key(),
+            })
+            .collect();
+        self.relations.insert(
+            rel.id,
+            Arc::new(RelationInfo {
+                id: rel.id,
+                namespace: rel.namespace.to_string(),
+                name: rel.name.to_string(),
+                replica_identity: rel.replica_identity,
+                columns,
+            }),
+        );
+        Ok(())
+    }
+
+    fn known(&self, id: Oid, tag: u8) -> Result<&RelationInfo, Error> {
+        self.relations.get(&id).map(|r| &**r).ok_or(Error::new(
+            ErrorKind::UnknownRelation(id),
+            Some(tag),
+            0,
+        ))
+    }
+
+    fn check_tuple(&self, id: Oid, tuple: &TupleData<'_>, tag: u8) -> Result<(), Error> {
+        let rel = self.known(id, tag)?;
+        let expected = u16::try_from(rel.columns.len()).unwrap_or(u16::MAX);
+        if tuple.len() != expected {
+            return Err(Error::new(
+                ErrorKind::ColumnCountMismatch {
+                    expected,
+                    found: tuple.len(),
+                },
+                Some(tag),
+                0,
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_old(&self, id: Oid, old: &OldTuple<'_>, tag: u8) -> Result<(), Error> {
+        self.check_tuple(id, old.tuple(), tag)
+    }
+}
+
+impl RelationInfo {
+    /// The column named `name`, with its position.
+    pub fn column(&self, name: &str) -> Option<(usize, &ColumnInfo)> {
+        self.columns
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == name)
+    }
+}
