@@ -1,13 +1,36 @@
 //! Repository automation, run as `cargo xtask <command>` (see `.cargo/config.toml`).
+//!
+//! - `nostd`: builds walproto for a target without `std`.
+//! - `pg install` / `pg list`: PostgreSQL 16-18 server binaries for the live tests.
+//! - `test [args]`: the project's test command (installs servers, then runs every test).
+//! - `capture`: records pgoutput streams from each installed major into `testdata/`.
 
+mod capture;
+mod pg;
+
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+
+/// xtask errors are messages for a person at a terminal.
+type Result<T> = std::result::Result<T, String>;
+
+const USAGE: &str = "usage: cargo xtask <command>
+  nostd             build walproto for a target without std
+  pg install        fetch PostgreSQL 16-18 server binaries into the cache (idempotent)
+  pg list           show which PostgreSQL majors the tests will use
+  test [ARGS...]    pg install, then run every test (ARGS go to nextest or cargo test)
+  capture           record pgoutput streams from each installed major into testdata/";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or_default();
     let result = match args.first().map(String::as_str) {
         Some("nostd") => nostd(),
+        Some("pg") => pg::main(rest),
+        Some("test") => test(rest),
+        Some("capture") => capture::main(rest),
         _ => {
-            eprintln!("usage: cargo xtask <nostd>");
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -22,7 +45,7 @@ fn main() -> ExitCode {
 
 /// Builds `walproto` through the `#![no_std]` check crate for a target that has no `std` at all,
 /// so any use of `std` in walproto or its dependencies fails the build.
-fn nostd() -> Result<(), String> {
+fn nostd() -> Result<()> {
     const TARGET: &str = "thumbv7em-none-eabi";
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
@@ -34,14 +57,46 @@ fn nostd() -> Result<(), String> {
     run(Command::new(cargo()).args(["build", "-p", "nostd-check", "--target", TARGET]))
 }
 
+/// `pg install`, then every test of the workspace: through cargo-nextest when it is installed
+/// (each test in its own process; the doctests, which nextest does not run, through
+/// `cargo test --doc`), else through `cargo test`. `args` go to the test runner.
+fn test(args: &[String]) -> Result<()> {
+    pg::install()?;
+    let cache = pg::cache_dir();
+    let nextest = Command::new(cargo())
+        .args(["nextest", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if nextest {
+        run(Command::new(cargo())
+            .args(["nextest", "run", "--workspace"])
+            .args(args)
+            .env("WALSTREAM_PG_CACHE", &cache))?;
+        run(Command::new(cargo())
+            .args(["test", "--doc", "--workspace"])
+            .env("WALSTREAM_PG_CACHE", &cache))
+    } else {
+        run(Command::new(cargo())
+            .args(["test", "--workspace"])
+            .args(args)
+            .env("WALSTREAM_PG_CACHE", &cache))
+    }
+}
+
+/// The workspace root: this crate lives in `<root>/xtask`.
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let status = cmd
-        .status()
-        .map_err(|e| format!("running {cmd:?}: {e}"))?;
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().map_err(|e| format!("running {cmd:?}: {e}"))?;
     if status.success() {
         Ok(())
     } else {

@@ -1,0 +1,634 @@
+//! One throwaway PostgreSQL cluster: configuration, start, SQL, stop.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::bins::{self, PgBins};
+use crate::guard::{self, ProcessId, ServerUser};
+use crate::Error;
+
+/// The superuser of every test cluster (trusted on localhost unless the config says otherwise).
+pub const SUPERUSER: &str = "postgres";
+
+/// The address test clusters listen on.
+pub const HOST: &str = "127.0.0.1";
+
+/// How long to wait for a server to start, and for another process's shared cluster.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How a cluster is set up. Start one with [`Config::start`].
+///
+/// The defaults: wal_level=logical, room for replication slots, WAL senders and prepared
+/// transactions, fsync off, superuser `postgres` trusted over the Unix socket and on 127.0.0.1
+/// (including replication connections).
+///
+/// ```no_run
+/// let cluster = pgtest::Config::new(17)
+///     .setting("logical_decoding_work_mem", "64kB")
+///     .start()?;
+/// # Ok::<(), pgtest::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    major: u32,
+    settings: Vec<(String, String)>,
+    hba_lines: Vec<String>,
+    trust_localhost: bool,
+    files: Vec<(String, Vec<u8>)>,
+    initdb_args: Vec<String>,
+}
+
+impl Config {
+    /// The default configuration for PostgreSQL `major`.
+    pub fn new(major: u32) -> Self {
+        Self {
+            major,
+            settings: Vec::new(),
+            hba_lines: Vec::new(),
+            trust_localhost: true,
+            files: Vec::new(),
+            initdb_args: Vec::new(),
+        }
+    }
+
+    /// Adds `name = 'value'` to `postgresql.conf` (after the defaults, so it wins).
+    pub fn setting(mut self, name: &str, value: &str) -> Self {
+        self.settings.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Adds a `pg_hba.conf` line, before the default trust lines (so it is matched first).
+    pub fn hba_line(mut self, line: &str) -> Self {
+        self.hba_lines.push(line.to_owned());
+        self
+    }
+
+    /// Whether to append the default `trust` lines for local and 127.0.0.1 connections
+    /// (default true). Turn off for clusters that must demand a password or certificate.
+    pub fn trust_localhost(mut self, trust: bool) -> Self {
+        self.trust_localhost = trust;
+        self
+    }
+
+    /// Writes a file into the data directory (mode 0600) before the server starts, for example
+    /// `server.key`; refer to it from a [`setting`](Self::setting) by its bare name.
+    pub fn file(mut self, name: &str, contents: impl Into<Vec<u8>>) -> Self {
+        self.files.push((name.to_owned(), contents.into()));
+        self
+    }
+
+    /// Passes an extra argument to `initdb` (for example `--pwfile=...`).
+    pub fn initdb_arg(mut self, arg: &str) -> Self {
+        self.initdb_args.push(arg.to_owned());
+        self
+    }
+
+    /// Starts a cluster of its own, stopped and removed when the handle is dropped.
+    pub fn start(self) -> Result<Cluster, Error> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let owner = ProcessId::current();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("own-{}-{n}-pg{}", owner.pid, self.major);
+        Cluster::create(self, &name, owner, true)
+    }
+}
+
+/// A running PostgreSQL cluster: its address, SQL access and lifetime.
+///
+/// Owned clusters ([`Config::start`]) stop and delete their directory on drop, also while a
+/// test panics; shared ones ([`cluster`](crate::cluster)) end with the test run (see
+/// [`guard`](crate::root_dir) for how).
+#[derive(Debug)]
+pub struct Cluster {
+    bins: PgBins,
+    dir: PathBuf,
+    port: u16,
+    user: ServerUser,
+    owned: bool,
+}
+
+impl Cluster {
+    /// The server's major version.
+    pub fn major(&self) -> u32 {
+        self.bins.major
+    }
+
+    /// The host to connect to over TCP (`127.0.0.1`).
+    pub fn host(&self) -> &str {
+        HOST
+    }
+
+    /// The TCP port (the Unix socket in [`socket_dir`](Self::socket_dir) uses the same number).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The superuser to connect as.
+    pub fn user(&self) -> &str {
+        SUPERUSER
+    }
+
+    /// The directory holding the server's Unix socket `.s.PGSQL.<port>`.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.join("sock")
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The directory of this major's server binaries.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bins.bin_dir
+    }
+
+    /// The server log file.
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// A key=value conninfo for `dbname`: `host=127.0.0.1 port=N user=postgres dbname=...`.
+    pub fn conninfo(&self, dbname: &str) -> String {
+        format!(
+            "host={HOST} port={} user={SUPERUSER} dbname={}",
+            self.port,
+            quote_conninfo(dbname)
+        )
+    }
+
+    /// A URL conninfo for `dbname`: `postgresql://postgres@127.0.0.1:N/dbname`.
+    pub fn url(&self, dbname: &str) -> String {
+        format!(
+            "postgresql://{SUPERUSER}@{HOST}:{}/{}",
+            self.port,
+            percent_encode(dbname)
+        )
+    }
+
+    /// Runs `sql` (any number of statements) in `dbname` through
+    /// `psql -X -A -t -q -v ON_ERROR_STOP=1`; returns what it printed, without the final
+    /// newline. Rows are separated by newlines and columns by `|`.
+    pub fn psql(&self, dbname: &str, sql: &str) -> Result<String, Error> {
+        let mut out = self.run_psql(dbname, sql, &[])?;
+        if out.ends_with('\n') {
+            out.pop();
+        }
+        Ok(out)
+    }
+
+    /// Runs `sql` in `dbname` and returns the rows its statements printed, each a list of
+    /// column values (a NULL is an empty string). Values may contain newlines and `|`, but not
+    /// the ASCII unit separator (0x1F), which separates the columns.
+    pub fn query(&self, dbname: &str, sql: &str) -> Result<Vec<Vec<String>>, Error> {
+        // Zero bytes separate records (no text value can contain one) and the ASCII unit
+        // separator separates fields.
+        let out = self.run_psql(dbname, sql, &["-F", "\u{1f}", "-0"])?;
+        Ok(out
+            .split('\0')
+            .map(|r| r.strip_prefix('\n').unwrap_or(r))
+            .filter(|r| !r.is_empty())
+            .map(|r| r.split('\u{1f}').map(str::to_owned).collect())
+            .collect())
+    }
+
+    /// `SHOW server_version`, for example `"17.2"`.
+    pub fn server_version(&self) -> Result<String, Error> {
+        self.psql("postgres", "SHOW server_version")
+    }
+
+    /// Creates database `name` (dropping a leftover one of that name and its replication slots
+    /// first, so a retried test starts clean) and returns a handle to it.
+    ///
+    /// Shared clusters are used by many tests at once: give each test its own database, named
+    /// after the test.
+    pub fn create_database(&self, name: &str) -> Result<Database<'_>, Error> {
+        let ident = quote_ident(name);
+        let lit = quote_literal(name);
+        self.psql(
+            "postgres",
+            &format!(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE database = {lit};\n\
+                 DROP DATABASE IF EXISTS {ident} WITH (FORCE);\n\
+                 CREATE DATABASE {ident};\n"
+            ),
+        )?;
+        Ok(Database {
+            cluster: self,
+            name: name.to_owned(),
+        })
+    }
+
+    /// A name no other test in this run will use, for a slot, publication or database:
+    /// `<prefix>_<pid>_<n>`, lower case and at most 63 bytes as PostgreSQL requires.
+    pub fn unique_name(&self, prefix: &str) -> String {
+        unique_name(prefix)
+    }
+
+    fn run_psql(&self, dbname: &str, sql: &str, extra: &[&str]) -> Result<String, Error> {
+        let psql = bins::psql();
+        let mut cmd = Command::new(&psql);
+        cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .args(extra)
+            .arg("-d")
+            .arg(self.conninfo(dbname))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("PGCONNECT_TIMEOUT", "30")
+            .env("PGAPPNAME", "pgtest");
+        for var in [
+            "PGPASSWORD",
+            "PGSERVICE",
+            "PGOPTIONS",
+            "PGSSLMODE",
+            "PGTZ",
+            "PGCLIENTENCODING",
+        ] {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::new(format!(
+                "running {}: {e} (PostgreSQL 15's psql is expected at \
+                 /usr/lib/postgresql/15/bin/psql; set WALSTREAM_PSQL to use another)",
+                psql.display()
+            ))
+        })?;
+        let written = child
+            .stdin
+            .take()
+            .map(|mut stdin| stdin.write_all(sql.as_bytes()))
+            .transpose();
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::new(format!("waiting for psql: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::new(format!(
+                "psql on PostgreSQL {} port {} ({}) failed: {}\nSQL: {}",
+                self.major(),
+                self.port,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                abbreviate(sql)
+            )));
+        }
+        written.map_err(|e| Error::new(format!("writing SQL to psql: {e}")))?;
+        String::from_utf8(out.stdout)
+            .map_err(|e| Error::new(format!("psql printed invalid UTF-8: {e}")))
+    }
+
+    /// Stops the server (`pg_ctl stop -m immediate`) and deletes the cluster directory.
+    fn stop_and_remove(&self) {
+        guard::stop_immediate(self.user, &self.bins.tool("pg_ctl"), &self.data_dir());
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+
+    /// Creates the cluster directory `<root>/<name>`, or waits for another process that is
+    /// creating it, and returns the running cluster.
+    pub(crate) fn create(
+        config: Config,
+        name: &str,
+        owner: ProcessId,
+        owned: bool,
+    ) -> Result<Self, Error> {
+        let bins = bins::bins(config.major)?;
+        let user = ServerUser::detect()?;
+        let root = guard::ensure_root()?;
+        reap_once(&root, user);
+        let dir = root.join(name);
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !owned => {
+                return Self::wait_for(dir, bins, user);
+            }
+            Err(e) => return Err(Error::new(format!("creating {}: {e}", dir.display()))),
+        }
+        let mut cluster = Self {
+            bins,
+            dir,
+            port: 0,
+            user,
+            owned,
+        };
+        let result = cluster.init_and_start(&config, owner);
+        match result {
+            Ok(port) => {
+                cluster.port = port;
+                let _ = fs::write(cluster.dir.join("ready"), port.to_string());
+                Ok(cluster)
+            }
+            Err(e) => {
+                // Tell processes waiting for a shared cluster why; its directory stays for them
+                // to read until the watchdog removes it. Dropping an owned one removes it now.
+                let _ = fs::write(cluster.dir.join("failed"), e.to_string());
+                drop(cluster);
+                Err(e)
+            }
+        }
+    }
+
+    fn wait_for(dir: PathBuf, bins: PgBins, user: ServerUser) -> Result<Self, Error> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(port) = fs::read_to_string(dir.join("ready")) {
+                let port = port.trim().parse().map_err(|_| {
+                    Error::new(format!("bad port {port:?} in {}/ready", dir.display()))
+                })?;
+                return Ok(Self {
+                    bins,
+                    dir,
+                    port,
+                    user,
+                    owned: false,
+                });
+            }
+            if let Ok(why) = fs::read_to_string(dir.join("failed")) {
+                return Err(Error::new(why));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::new(format!(
+                    "timed out waiting for another process to start the cluster in {}",
+                    dir.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn init_and_start(&self, config: &Config, owner: ProcessId) -> Result<u16, Error> {
+        let user = self.user;
+        user.chown(&self.dir)?;
+        guard::claim(&self.dir, owner, &self.bins.bin_dir)?;
+        guard::spawn_watchdog(user, &self.dir, owner, &self.bins.tool("pg_ctl"))?;
+        let sock = self.socket_dir();
+        fs::create_dir(&sock)
+            .map_err(|e| Error::new(format!("creating {}: {e}", sock.display())))?;
+        user.chown(&sock)?;
+
+        let data = self.data_dir();
+        let mut initdb = Command::new(self.bins.tool("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-N",
+            ])
+            .args(&config.initdb_args);
+        self.run_as_server(&mut initdb, "initdb")?;
+
+        let mut conf = String::from("\n# Added by pgtest.\n");
+        let defaults = [
+            ("listen_addresses", HOST.to_owned()),
+            ("unix_socket_directories", sock.display().to_string()),
+            ("wal_level", "logical".to_owned()),
+            ("max_wal_senders", "20".to_owned()),
+            ("max_replication_slots", "40".to_owned()),
+            ("max_prepared_transactions", "20".to_owned()),
+            ("max_connections", "60".to_owned()),
+            ("shared_buffers", "32MB".to_owned()),
+            // fsync off makes commits cheap. synchronous_commit stays on: logical decoding
+            // only sees flushed WAL, and tests expect a committed change to be decodable at once.
+            ("fsync", "off".to_owned()),
+            ("full_page_writes", "off".to_owned()),
+            ("log_min_messages", "warning".to_owned()),
+            ("timezone", "UTC".to_owned()),
+        ];
+        let extra = config.settings.iter().map(|(k, v)| (k.clone(), v.clone()));
+        for (k, v) in defaults
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .chain(extra)
+        {
+            let _ = writeln!(conf, "{k} = {}", quote_literal(&v));
+        }
+        append(&data.join("postgresql.conf"), conf.as_bytes())?;
+
+        let mut hba = String::from("# Written by pgtest.\n");
+        for line in &config.hba_lines {
+            let _ = writeln!(hba, "{line}");
+        }
+        if config.trust_localhost {
+            hba.push_str(
+                "local all all trust\nhost all all 127.0.0.1/32 trust\n\
+                 local replication all trust\nhost replication all 127.0.0.1/32 trust\n",
+            );
+        }
+        let hba_path = data.join("pg_hba.conf");
+        fs::write(&hba_path, hba)
+            .map_err(|e| Error::new(format!("writing {}: {e}", hba_path.display())))?;
+        for (name, contents) in &config.files {
+            let path = data.join(name);
+            fs::write(&path, contents)
+                .and_then(|()| {
+                    use std::os::unix::fs::PermissionsExt;
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                })
+                .map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
+            user.chown(&path)?;
+        }
+
+        // The free port we pick may be taken before the server binds it: try a few times.
+        let mut last = Error::new("no start attempted");
+        for _ in 0..5 {
+            let port = free_port()?;
+            let mut pg_ctl = Command::new(self.bins.tool("pg_ctl"));
+            pg_ctl
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(self.log_file())
+                .args(["-w", "-t", &START_TIMEOUT.as_secs().to_string(), "-s", "-o"])
+                .arg(format!("-p {port}"))
+                .arg("start");
+            match self.run_as_server(&mut pg_ctl, "pg_ctl start") {
+                Ok(()) => return Ok(port),
+                Err(e) => {
+                    let log = fs::read_to_string(self.log_file()).unwrap_or_default();
+                    let in_use = log.contains("Address already in use");
+                    last = Error::new(format!("{e}\nserver log:\n{}", tail(&log, 20)));
+                    if !in_use {
+                        break;
+                    }
+                    let _ = fs::remove_file(self.log_file());
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn run_as_server(&self, cmd: &mut Command, what: &str) -> Result<(), Error> {
+        cmd.current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("LC_ALL", "C")
+            .env_remove("PGDATA")
+            .env_remove("PGPORT");
+        self.user.apply(cmd);
+        let out = cmd.output().map_err(|e| {
+            Error::new(format!(
+                "running {what} ({:?}) as {}: {e}",
+                cmd.get_program(),
+                self.user.describe()
+            ))
+        })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::new(format!(
+                "PostgreSQL {}: {what} failed ({}), running as {}:\n{}{}",
+                self.major(),
+                out.status,
+                self.user.describe(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.owned {
+            self.stop_and_remove();
+        }
+    }
+}
+
+/// A database of a [`Cluster`], made by [`Cluster::create_database`].
+#[derive(Debug)]
+pub struct Database<'c> {
+    cluster: &'c Cluster,
+    name: String,
+}
+
+impl Database<'_> {
+    /// The database name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The cluster it lives in.
+    pub fn cluster(&self) -> &Cluster {
+        self.cluster
+    }
+
+    /// Key=value conninfo for this database (see [`Cluster::conninfo`]).
+    pub fn conninfo(&self) -> String {
+        self.cluster.conninfo(&self.name)
+    }
+
+    /// URL conninfo for this database (see [`Cluster::url`]).
+    pub fn url(&self) -> String {
+        self.cluster.url(&self.name)
+    }
+
+    /// Runs SQL in this database (see [`Cluster::psql`]).
+    pub fn psql(&self, sql: &str) -> Result<String, Error> {
+        self.cluster.psql(&self.name, sql)
+    }
+
+    /// Runs SQL in this database and returns its rows (see [`Cluster::query`]).
+    pub fn query(&self, sql: &str) -> Result<Vec<Vec<String>>, Error> {
+        self.cluster.query(&self.name, sql)
+    }
+}
+
+/// See [`Cluster::unique_name`].
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let clean: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("{clean}_{}_{n}", std::process::id())
+}
+
+fn reap_once(root: &Path, user: ServerUser) {
+    static REAPED: std::sync::Once = std::sync::Once::new();
+    REAPED.call_once(|| guard::reap_stale(root, user));
+}
+
+fn free_port() -> Result<u16, Error> {
+    TcpListener::bind((HOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::new(format!("finding a free port on {HOST}: {e}")))
+}
+
+fn append(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| Error::new(format!("appending to {}: {e}", path.display())))
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all.get(all.len().saturating_sub(lines)..)
+        .unwrap_or_default()
+        .join("\n")
+}
+
+fn abbreviate(sql: &str) -> String {
+    match sql.char_indices().nth(500) {
+        Some((i, _)) => format!("{}...", sql.get(..i).unwrap_or(sql)),
+        None => sql.to_owned(),
+    }
+}
+
+/// `'...'` with quotes doubled: a SQL string literal, also valid in `postgresql.conf`.
+pub(crate) fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// `"..."` with quotes doubled: a SQL identifier.
+pub(crate) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn quote_conninfo(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
