@@ -62,6 +62,8 @@ pub enum ErrorKind {
     OutOfOrder,
     /// The decoder's relation cache is full; see `Decoder::with_max_relations`.
     TooManyRelations,
+    /// A capture file did not start with the `WALCAP1` magic.
+    BadMagic,
 }
 
 impl Error {
@@ -140,6 +142,7 @@ impl fmt::Display for ErrorKind {
             ),
             ErrorKind::OutOfOrder => f.write_str("message out of order for the stream state"),
             ErrorKind::TooManyRelations => f.write_str("relation cache limit reached"),
+            ErrorKind::BadMagic => f.write_str("not a WALCAP1 capture file"),
         }
     }
 }

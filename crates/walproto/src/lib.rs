@@ -10,6 +10,7 @@
 //!   under an explicit [`pgoutput::ParseContext`];
 //! - a [`Decoder`] that follows a whole stream: streamed blocks, transaction boundaries, the
 //!   relation cache, and each row checked against its relation;
+//! - the `WALCAP1` capture file framing ([`capture`]);
 //! - owned forms backed by [`bytes::Bytes`] for values that cross tasks ([`owned`]).
 //!
 //! Every parse borrows from its input, checks each length and count against the bytes left
@@ -39,6 +40,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod capture;
 mod decoder;
 mod error;
 pub mod owned;
