@@ -74,3 +74,20 @@ pub fn decoder_sequence(data: &[u8]) {
         rest = tail;
     }
 }
+
+/// Reads a capture file and decodes every frame it holds, as `walstream decode` does.
+pub fn capture_file(data: &[u8]) {
+    let Ok(capture) = crate::capture::Capture::parse(data) else {
+        return;
+    };
+    let mut decoder = Decoder::new(ProtocolVersion::V4, Streaming::Parallel).with_max_relations(64);
+    for frame in capture.frames() {
+        let Ok(frame) = frame else {
+            assert!(capture.frames().last().is_some());
+            return;
+        };
+        if let Ok(ServerMessage::XLogData(x)) = ServerMessage::parse(frame.payload) {
+            let _ = decoder.decode(x.data);
+        }
+    }
+}

@@ -147,8 +147,14 @@ impl fmt::Display for Oid {
 /// assert_eq!(t.to_string(), "2026-11-24T12:00:00.123456Z");
 /// assert_eq!(Timestamp::new(0).to_string(), "2000-01-01T00:00:00.000000Z");
 /// ```
-#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({self})")
+    }
+}
 
 /// Microseconds from the Unix epoch (1970-01-01) to the PostgreSQL epoch (2000-01-01).
 const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;

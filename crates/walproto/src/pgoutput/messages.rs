@@ -186,7 +186,7 @@ impl core::fmt::Debug for RelationIds<'_> {
 }
 
 /// `M`: a logical decoding message (`pg_logical_emit_message`), when `messages` is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct LogicalMessage<'a> {
     /// The xid of the transaction, present only inside a streamed block (protocol 2+).
     pub xid: Option<Xid>,
@@ -198,6 +198,21 @@ pub struct LogicalMessage<'a> {
     pub prefix: &'a str,
     /// The content, arbitrary bytes.
     pub content: &'a [u8],
+}
+
+impl core::fmt::Debug for LogicalMessage<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("LogicalMessage")
+            .field("xid", &self.xid)
+            .field("flags", &self.flags)
+            .field("lsn", &self.lsn)
+            .field("prefix", &self.prefix)
+            .field(
+                "content",
+                &format_args!("b\"{}\"", self.content.escape_ascii()),
+            )
+            .finish()
+    }
 }
 
 impl LogicalMessage<'_> {

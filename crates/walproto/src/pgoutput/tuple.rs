@@ -15,7 +15,7 @@ pub struct TupleData<'a> {
 }
 
 /// One column of a [`TupleData`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Column<'a> {
     /// `n`: SQL NULL.
     Null,
@@ -108,6 +108,18 @@ impl<'a> TupleData<'a> {
 impl fmt::Debug for TupleData<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.columns()).finish()
+    }
+}
+
+impl fmt::Debug for Column<'_> {
+    /// Values are shown as byte strings (`Text(b"42")`), which is how they were sent.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Column::Null => f.write_str("Null"),
+            Column::UnchangedToast => f.write_str("UnchangedToast"),
+            Column::Text(b) => write!(f, "Text(b\"{}\")", b.escape_ascii()),
+            Column::Binary(b) => write!(f, "Binary(b\"{}\")", b.escape_ascii()),
+        }
     }
 }
 
