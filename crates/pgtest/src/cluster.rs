@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::bins::{self, PgBins};
 use crate::guard::{self, ProcessId, ServerUser};
-use crate::Error;
+use crate::{Error, Session};
 
 /// The superuser of every test cluster (trusted on localhost unless the config says otherwise).
 pub const SUPERUSER: &str = "postgres";
@@ -235,25 +235,11 @@ impl Cluster {
     fn run_psql(&self, dbname: &str, sql: &str, extra: &[&str]) -> Result<String, Error> {
         let psql = bins::psql();
         let mut cmd = Command::new(&psql);
-        cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
-            .args(extra)
-            .arg("-d")
-            .arg(self.conninfo(dbname))
+        self.psql_args(&mut cmd, dbname);
+        cmd.args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("PGCONNECT_TIMEOUT", "30")
-            .env("PGAPPNAME", "pgtest");
-        for var in [
-            "PGPASSWORD",
-            "PGSERVICE",
-            "PGOPTIONS",
-            "PGSSLMODE",
-            "PGTZ",
-            "PGCLIENTENCODING",
-        ] {
-            cmd.env_remove(var);
-        }
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| {
             Error::new(format!(
                 "running {}: {e} (PostgreSQL 15's psql is expected at \
@@ -282,6 +268,41 @@ impl Cluster {
         written.map_err(|e| Error::new(format!("writing SQL to psql: {e}")))?;
         String::from_utf8(out.stdout)
             .map_err(|e| Error::new(format!("psql printed invalid UTF-8: {e}")))
+    }
+
+    /// Opens a [`Session`]: one `psql` process, kept open across statements.
+    pub fn session(&self, dbname: &str) -> Result<Session, Error> {
+        Session::open(self, dbname)
+    }
+
+    /// The arguments and environment of every `psql` we run: no psqlrc, unaligned tuples only,
+    /// stop at the first error, SQL from stdin, and no `PG*` variables of the caller's that
+    /// could point it elsewhere.
+    pub(crate) fn psql_args(&self, cmd: &mut Command, dbname: &str) {
+        cmd.args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            "-",
+            "-d",
+        ])
+        .arg(self.conninfo(dbname))
+        .env("PGCONNECT_TIMEOUT", "30")
+        .env("PGAPPNAME", "pgtest");
+        for var in [
+            "PGPASSWORD",
+            "PGSERVICE",
+            "PGOPTIONS",
+            "PGSSLMODE",
+            "PGTZ",
+            "PGCLIENTENCODING",
+        ] {
+            cmd.env_remove(var);
+        }
     }
 
     /// Stops the server (`pg_ctl stop -m immediate`) and deletes the cluster directory.
@@ -545,6 +566,11 @@ impl Database<'_> {
     /// Runs SQL in this database and returns its rows (see [`Cluster::query`]).
     pub fn query(&self, sql: &str) -> Result<Vec<Vec<String>>, Error> {
         self.cluster.query(&self.name, sql)
+    }
+
+    /// Opens a [`Session`] on this database (see [`Cluster::session`]).
+    pub fn session(&self) -> Result<Session, Error> {
+        self.cluster.session(&self.name)
     }
 }
 

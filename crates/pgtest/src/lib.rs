@@ -31,12 +31,14 @@
 mod bins;
 mod cluster;
 mod guard;
+mod session;
 
 use std::sync::OnceLock;
 
 pub use bins::{bin_dir, cache_dirs, installed_majors, MAJORS};
 pub use cluster::{unique_name, Cluster, Config, Database, HOST, SUPERUSER};
 pub use guard::root_dir;
+pub use session::Session;
 
 /// What to run when no server is available.
 pub const INSTALL_HINT: &str = "install PostgreSQL 16-18 with `cargo xtask pg install` \

@@ -9,6 +9,7 @@
 )]
 
 mod lifecycle;
+mod session;
 mod shared;
 
 /// The oldest installed major, for tests that need just one server.
