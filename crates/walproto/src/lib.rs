@@ -52,6 +52,11 @@ mod types;
 #[doc(hidden)]
 pub mod fuzzing;
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use decoder::{ColumnInfo, Decoded, Decoder, RelationInfo, TypeInfo, DEFAULT_MAX_RELATIONS};
 pub use error::{Error, ErrorKind};
 pub use types::{Lsn, Oid, ParseLsnError, Timestamp, Xid};
