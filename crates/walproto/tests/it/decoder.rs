@@ -231,3 +231,35 @@ fn truncate_needs_known_relations() {
         ErrorKind::UnknownRelation(Oid(2))
     );
 }
+
+/// The server sends `0/0` as the XLogData start of Relation and Type messages (and of a Begin
+/// followed by Origin); it is a valid position to parse and print, not an error.
+#[test]
+fn zero_lsn_on_relation_and_type_frames() {
+    use walproto::replication::{ServerMessage, XLogData};
+    let mut d = Decoder::new(ProtocolVersion::V1, Streaming::Off);
+    d.decode(&begin(1)).unwrap();
+    let ty = enc(Message::Type(Type {
+        xid: None,
+        id: Oid(16390),
+        namespace: "public",
+        name: "posint",
+    }));
+    for payload in [ty, relation(None, 10, "t", &[("id", true)])] {
+        let mut frame = Vec::new();
+        ServerMessage::XLogData(XLogData {
+            wal_start: Lsn::ZERO,
+            wal_end: Lsn::ZERO,
+            send_time: Timestamp::new(0),
+            data: &payload,
+        })
+        .encode(&mut frame);
+        let ServerMessage::XLogData(x) = ServerMessage::parse(&frame).unwrap() else {
+            panic!("not XLogData");
+        };
+        assert_eq!(x.wal_start.to_string(), "0/0");
+        assert!(x.wal_start.is_zero());
+        d.decode(x.data).unwrap();
+    }
+    assert_eq!(d.type_info(Oid(16390)).unwrap().name, "posint");
+}
