@@ -59,30 +59,64 @@ fn nostd() -> Result<()> {
 
 /// `pg install`, then every test of the workspace: through cargo-nextest when it is installed
 /// (each test in its own process; the doctests, which nextest does not run, through
-/// `cargo test --doc`), else through `cargo test`. `args` go to the test runner.
+/// `cargo test --doc`), else through `cargo test`. `args` go to the test runner; package
+/// selections (`-p NAME`, `--package NAME`) replace `--workspace` and apply to the doctests too.
 fn test(args: &[String]) -> Result<()> {
     pg::install()?;
     let cache = pg::cache_dir();
+    // Package selections in `args` reach the runner with the rest of `args`.
+    let packages = package_args(args);
+    let workspace = if packages.is_empty() {
+        &["--workspace"][..]
+    } else {
+        &[]
+    };
+    let doc_scope = if packages.is_empty() {
+        vec!["--workspace".to_owned()]
+    } else {
+        packages
+    };
     let nextest = Command::new(cargo())
         .args(["nextest", "--version"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
+    let runner: &[&str] = if nextest {
+        &["nextest", "run"]
+    } else {
+        &["test"]
+    };
+    run(Command::new(cargo())
+        .args(runner)
+        .args(workspace)
+        .args(args)
+        .env("WALSTREAM_PG_CACHE", &cache))?;
     if nextest {
         run(Command::new(cargo())
-            .args(["nextest", "run", "--workspace"])
-            .args(args)
+            .args(["test", "--doc"])
+            .args(&doc_scope)
             .env("WALSTREAM_PG_CACHE", &cache))?;
-        run(Command::new(cargo())
-            .args(["test", "--doc", "--workspace"])
-            .env("WALSTREAM_PG_CACHE", &cache))
-    } else {
-        run(Command::new(cargo())
-            .args(["test", "--workspace"])
-            .args(args)
-            .env("WALSTREAM_PG_CACHE", &cache))
     }
+    Ok(())
+}
+
+/// The `-p NAME`, `--package NAME` and `--package=NAME` arguments in `args`.
+fn package_args(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--" {
+            break;
+        }
+        if arg == "-p" || arg == "--package" {
+            out.push(arg.clone());
+            out.extend(iter.next().cloned());
+        } else if arg.starts_with("--package=") || (arg.starts_with("-p") && arg.len() > 2) {
+            out.push(arg.clone());
+        }
+    }
+    out
 }
 
 /// The workspace root: this crate lives in `<root>/xtask`.
@@ -101,5 +135,32 @@ fn run(cmd: &mut Command) -> Result<()> {
         Ok(())
     } else {
         Err(format!("{cmd:?} failed: {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_args_are_found_before_a_double_dash() {
+        let args: Vec<String> = [
+            "-p",
+            "pgtest",
+            "--package=walproto",
+            "-pxtask",
+            "filter",
+            "--",
+            "-p",
+            "x",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        assert_eq!(
+            package_args(&args),
+            ["-p", "pgtest", "--package=walproto", "-pxtask"]
+        );
+        assert!(package_args(&["some_test".to_owned()]).is_empty());
     }
 }

@@ -102,8 +102,8 @@ impl Config {
 /// A running PostgreSQL cluster: its address, SQL access and lifetime.
 ///
 /// Owned clusters ([`Config::start`]) stop and delete their directory on drop, also while a
-/// test panics; shared ones ([`cluster`](crate::cluster)) end with the test run (see
-/// [`guard`](crate::root_dir) for how).
+/// test panics; shared ones ([`cluster`](crate::cluster)) end with the test run: a watchdog
+/// process stops them when the test process exits (see the crate docs and [`root_dir`](crate::root_dir)).
 #[derive(Debug)]
 pub struct Cluster {
     bins: PgBins,
