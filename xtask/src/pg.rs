@@ -8,8 +8,7 @@
 //! runs as the user that will run the servers.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -173,7 +172,10 @@ fn string_values(json: &str, key: &str) -> Vec<String> {
 /// give "others" search permission on the cache's ancestors that lack it (printing each), and
 /// read permission inside the cache.
 fn make_reachable(cache: &Path) -> Result<()> {
-    if server_user().is_none() {
+    if !pgtest::ServerUser::detect()
+        .map_err(|e| e.to_string())?
+        .is_other_user()
+    {
         return Ok(());
     }
     for dir in cache.ancestors() {
@@ -215,15 +217,9 @@ fn version_of(bin: &Path) -> Result<String> {
     let postgres = bin.join("postgres");
     let mut cmd = Command::new(&postgres);
     cmd.arg("--version").current_dir("/");
-    let user = server_user();
-    if let Some((uid, gid)) = user {
-        cmd.uid(uid).gid(gid);
-    }
-    let as_whom = if user.is_some() {
-        "the postgres user"
-    } else {
-        "the current user"
-    };
+    let user = pgtest::ServerUser::detect().map_err(|e| e.to_string())?;
+    user.apply(&mut cmd);
+    let as_whom = user.describe();
     let out = cmd
         .output()
         .map_err(|e| format!("running {} as {as_whom}: {e}", postgres.display()))?;
@@ -237,21 +233,4 @@ fn version_of(bin: &Path) -> Result<String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
-}
-
-/// `Some((uid, gid))` of `postgres` when we are root (servers then run as that user).
-fn server_user() -> Option<(u32, u32)> {
-    let euid = fs::metadata("/proc/self").map(|m| m.uid()).ok()?;
-    if euid != 0 {
-        return None;
-    }
-    fs::read_to_string("/etc/passwd")
-        .ok()?
-        .lines()
-        .find_map(|line| {
-            let f: Vec<&str> = line.split(':').collect();
-            (f.first() == Some(&"postgres"))
-                .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))
-                .flatten()
-        })
 }

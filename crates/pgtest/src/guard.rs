@@ -23,15 +23,18 @@ use crate::Error;
 const UNCLAIMED_GRACE: Duration = Duration::from_secs(600);
 
 /// The user that runs the servers: the current user, or `postgres` when we are root (PostgreSQL
-/// refuses to run as root).
+/// refuses to run as root). Server-side commands (`initdb`, `pg_ctl`, `postgres`) go through
+/// [`apply`](Self::apply); clients such as `psql` may run as anyone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ServerUser {
+pub struct ServerUser {
     /// `Some((uid, gid))` when commands must switch to that user.
     switch_to: Option<(u32, u32)>,
 }
 
 impl ServerUser {
-    pub(crate) fn detect() -> Result<Self, Error> {
+    /// The current user, or `postgres` (from `/etc/passwd`) when we are root; an error when we
+    /// are root and there is no `postgres` user.
+    pub fn detect() -> Result<Self, Error> {
         // `/proc/self` is owned by the effective uid of the process looking at it.
         let euid = fs::metadata("/proc/self")
             .map_err(|e| Error::new(format!("reading /proc/self: {e}")))?
@@ -59,7 +62,7 @@ impl ServerUser {
     }
 
     /// Makes `cmd` run as the server user.
-    pub(crate) fn apply<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+    pub fn apply<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
         if let Some((uid, gid)) = self.switch_to {
             cmd.uid(uid).gid(gid);
         }
@@ -75,8 +78,13 @@ impl ServerUser {
         Ok(())
     }
 
-    /// A name for messages.
-    pub(crate) fn describe(&self) -> &'static str {
+    /// Whether servers run as another user than the current one (we are root).
+    pub fn is_other_user(&self) -> bool {
+        self.switch_to.is_some()
+    }
+
+    /// `"the postgres user"` or `"the current user"`, for messages.
+    pub fn describe(&self) -> &'static str {
         if self.switch_to.is_some() {
             "the postgres user"
         } else {

@@ -37,7 +37,7 @@ use std::sync::OnceLock;
 
 pub use bins::{bin_dir, cache_dirs, installed_majors, MAJORS};
 pub use cluster::{unique_name, Cluster, Config, Database, HOST, SUPERUSER};
-pub use guard::root_dir;
+pub use guard::{root_dir, ServerUser};
 pub use session::Session;
 
 /// What to run when no server is available.
