@@ -1,7 +1,236 @@
-//! The `walstream` command-line tool. Its contract is `shared/CLI.md`; the subcommands arrive
-//! with their own issue.
+//! The `walstream` command-line tool. Its contract is `shared/CLI.md`.
+//!
+//! `decode` works today; `tail`, `record` and `demo` are declared with their options so that
+//! their help is already the contract's, and say they are not implemented until the walconn
+//! and walstream layers they stand on exist.
 
-fn main() {
-    eprintln!("walstream: no subcommands yet (see the project's issues)");
-    std::process::exit(2);
+mod capture;
+mod decode;
+mod header;
+mod json;
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use tracing::level_filters::LevelFilter;
+use walproto::Lsn;
+
+use decode::DecodeError;
+
+/// Exit codes; `--help` lists them too.
+mod exit {
+    /// The capture is invalid, or a message in it could not be decoded. Every line before the
+    /// problem was written.
+    pub(crate) const DATA: u8 = 1;
+    /// The command line is wrong, or the subcommand is not implemented yet. clap's own usage
+    /// errors exit with 2 as well.
+    pub(crate) const USAGE: u8 = 2;
+    /// A file could not be opened or read, or the output could not be written.
+    pub(crate) const IO: u8 = 3;
+}
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success
+  1  the capture is invalid or a message in it cannot be decoded
+     (every line before the problem is written first)
+  2  usage error, or a subcommand that is not implemented yet
+  3  a file cannot be read, or the output cannot be written";
+
+/// Decode, tail and record PostgreSQL logical replication (pgoutput) streams as JSON lines.
+#[derive(Debug, Parser)]
+#[command(name = "walstream", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// More diagnostics on stderr: -v info, -vv debug, -vvv trace. RUST_LOG=LEVEL does the same.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Stream decoded changes as JSON lines on stdout, acknowledging what was written.
+    Tail(TailArgs),
+    /// Write the raw replication stream to a capture file.
+    Record(RecordArgs),
+    /// Decode a capture file to JSON lines on stdout (the same schema as `tail`).
+    #[command(after_help = DECODE_EXAMPLES)]
+    Decode(DecodeArgs),
+    /// Start a throwaway local PostgreSQL, write changes to a demo table and tail them.
+    Demo,
+}
+
+const DECODE_EXAMPLES: &str = "\
+Examples:
+  walstream decode testdata/pg17-v1.walcap
+  walstream decode --keepalives capture.walcap | jq -c 'select(.type == \"insert\")'
+  walstream decode - < capture.walcap
+
+Each line is one JSON object with \"type\" and \"lsn\" first, for example:
+  {\"type\":\"begin\",\"lsn\":\"0/16B3748\",\"final_lsn\":\"0/16B3880\",\"commit_time\":\"2026-11-24T12:00:00.123456Z\",\"xid\":740}
+
+Exit status:
+  0  success
+  1  the capture is invalid or a message in it cannot be decoded; every line before the
+     problem is written first, then the error (with its byte offset) on stderr
+  2  usage error
+  3  the file cannot be read, or the output cannot be written";
+
+#[derive(Debug, Args)]
+struct DecodeArgs {
+    /// The capture file (WALCAP1), or `-` for standard input.
+    file: PathBuf,
+    /// Also print a line for each primary keepalive.
+    #[arg(long)]
+    keepalives: bool,
+}
+
+#[derive(Debug, Args)]
+struct TailArgs {
+    #[command(flatten)]
+    stream: StreamArgs,
+    /// Read the tables' existing rows first, from the slot's exported snapshot.
+    #[arg(long)]
+    snapshot: bool,
+}
+
+#[derive(Debug, Args)]
+struct RecordArgs {
+    #[command(flatten)]
+    stream: StreamArgs,
+    /// The capture file to write.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+/// The options that start a stream, shared by `tail` and `record`.
+#[derive(Debug, Args)]
+struct StreamArgs {
+    /// A libpq connection string: a URL or key=value pairs; PG* variables are the defaults.
+    #[arg(value_name = "CONNINFO")]
+    conninfo: String,
+    /// The replication slot.
+    #[arg(long, value_name = "S")]
+    slot: String,
+    /// A publication to stream (repeat for several).
+    #[arg(long, value_name = "P", required = true)]
+    publication: Vec<String>,
+    /// Create the slot if it does not exist.
+    #[arg(long)]
+    create_slot: bool,
+    /// With --create-slot, make it a temporary slot.
+    #[arg(long)]
+    temporary: bool,
+    /// The pgoutput protocol version (1 to 4); the highest the server supports by default.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4))]
+    proto_version: Option<u32>,
+    /// Stream large in-progress transactions (protocol 2+; parallel needs 4+).
+    #[arg(long, value_enum, default_value_t = StreamingArg::Off)]
+    streaming: StreamingArg,
+    /// Ask for binary-format column values.
+    #[arg(long)]
+    binary: bool,
+    /// Include logical decoding messages (pg_logical_emit_message).
+    #[arg(long)]
+    messages: bool,
+    /// Decode prepared transactions at PREPARE (protocol 3+).
+    #[arg(long)]
+    two_phase: bool,
+    /// Which changes by replication origin to send.
+    #[arg(long, value_enum, default_value_t = OriginArg::Any)]
+    origin: OriginArg,
+    /// Start at this LSN (X/X) instead of the slot's confirmed position.
+    #[arg(long, value_name = "LSN")]
+    start: Option<Lsn>,
+    /// Stop cleanly once this LSN (X/X) is reached.
+    #[arg(long, value_name = "LSN")]
+    end: Option<Lsn>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StreamingArg {
+    Off,
+    On,
+    Parallel,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OriginArg {
+    Any,
+    None,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match cli.command {
+        Command::Decode(args) => run_decode(&args),
+        Command::Tail(args) => not_implemented("tail", &args),
+        Command::Record(args) => not_implemented("record", &args),
+        Command::Demo => not_implemented("demo", &()),
+    }
+}
+
+fn run_decode(args: &DecodeArgs) -> ExitCode {
+    let name = args.file.display();
+    let stdout = io::stdout().lock();
+    let result = if args.file.as_os_str() == "-" {
+        decode::decode(io::stdin().lock(), stdout, args.keepalives)
+    } else {
+        match File::open(&args.file) {
+            Ok(file) => decode::decode(file, stdout, args.keepalives),
+            Err(e) => {
+                eprintln!("error: cannot open {name}: {e}");
+                return ExitCode::from(exit::IO);
+            }
+        }
+    };
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        // A reader that went away (`walstream decode f | head`) is not an error of ours.
+        Err(DecodeError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e @ DecodeError::Data { .. }) => {
+            eprintln!("error: {name}: {e}");
+            ExitCode::from(exit::DATA)
+        }
+        Err(e) => {
+            eprintln!("error: {name}: {e}");
+            ExitCode::from(exit::IO)
+        }
+    }
+}
+
+fn not_implemented(command: &str, args: &dyn std::fmt::Debug) -> ExitCode {
+    tracing::debug!("{command} {args:?}");
+    eprintln!(
+        "error: walstream {command}: not implemented yet: needs the walstream/walconn layers"
+    );
+    ExitCode::from(exit::USAGE)
+}
+
+/// Diagnostics go to stderr, never stdout (which carries the JSON lines). The level is the
+/// higher of `-v`'s and `RUST_LOG`'s when that is a plain level name (`RUST_LOG=debug`); this
+/// tool has too few log sites to need per-module filters.
+fn init_tracing(verbose: u8) {
+    let from_flag = match verbose {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.trim().parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::OFF);
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_max_level(from_flag.max(from_env))
+        .with_target(false)
+        .without_time()
+        .init();
 }
