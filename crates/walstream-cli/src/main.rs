@@ -177,9 +177,14 @@ fn main() -> ExitCode {
 }
 
 fn run_decode(args: &DecodeArgs) -> ExitCode {
-    let name = args.file.display();
+    let stdin = args.file.as_os_str() == "-";
+    let name = if stdin {
+        "<stdin>".to_owned()
+    } else {
+        args.file.display().to_string()
+    };
     let stdout = io::stdout().lock();
-    let result = if args.file.as_os_str() == "-" {
+    let result = if stdin {
         decode::decode(io::stdin().lock(), stdout, args.keepalives)
     } else {
         match File::open(&args.file) {

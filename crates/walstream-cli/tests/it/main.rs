@@ -1,0 +1,22 @@
+//! Integration tests of the `walstream` binary.
+//!
+//! - `messages`: hand-built captures (walproto's encoders) covering every pgoutput message of
+//!   protocols 1-4 and every column kind, with exact expected lines;
+//! - `errors`: truncated and corrupt captures, and the exit codes;
+//! - `cli`: the command line itself;
+//! - `testdata`: every recorded `testdata/*.walcap` against its committed `.jsonl`
+//!   (`UPDATE_EXPECT=1` rewrites them).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a failed assertion (clippy.toml's allow-*-in-tests does not \
+              reach helper functions outside #[test] items)"
+)]
+
+mod cli;
+mod errors;
+mod messages;
+mod support;
+mod testdata;
