@@ -149,7 +149,10 @@ pub fn parse_header(file: &[u8]) -> Result<Option<(&str, usize)>, Error> {
     else {
         if after.len() > MAX_HEADER_LEN {
             return Err(Error::new(
-                ErrorKind::LengthOutOfBounds(MAX_HEADER_LEN as u32),
+                ErrorKind::TooLong {
+                    len: u32::try_from(after.len()).unwrap_or(u32::MAX),
+                    max: MAX_HEADER_LEN as u32,
+                },
                 None,
                 MAGIC.len(),
             ));
@@ -172,7 +175,14 @@ pub fn split_frame(buf: &[u8]) -> Result<Option<(&[u8], usize)>, Error> {
     };
     let len = u32::from_be_bytes(*len);
     if len > MAX_FRAME_LEN {
-        return Err(Error::new(ErrorKind::LengthOutOfBounds(len), None, 0));
+        return Err(Error::new(
+            ErrorKind::TooLong {
+                len,
+                max: MAX_FRAME_LEN,
+            },
+            None,
+            0,
+        ));
     }
     Ok(rest.get(..len as usize).map(|p| (p, 4 + len as usize)))
 }
@@ -257,7 +267,13 @@ mod tests {
         let e = got[1].unwrap_err();
         assert_eq!(
             (e.kind(), e.offset()),
-            (ErrorKind::LengthOutOfBounds(u32::MAX), 17)
+            (
+                ErrorKind::TooLong {
+                    len: u32::MAX,
+                    max: MAX_FRAME_LEN
+                },
+                17
+            )
         );
     }
 
@@ -285,7 +301,7 @@ mod tests {
         long.resize(MAX_HEADER_LEN + 20, b' ');
         assert!(matches!(
             parse_header(&long).unwrap_err().kind(),
-            ErrorKind::LengthOutOfBounds(_)
+            ErrorKind::TooLong { .. }
         ));
     }
 }

@@ -176,8 +176,26 @@ impl Decoder {
         self.types.clear();
     }
 
-    /// Decodes the next message of the stream.
+    /// Decodes the next message of the stream, with the relation a row refers to.
+    ///
+    /// The result borrows the decoder (for the relation); use [`Decoder::decode_message`] when
+    /// the decoder must be queried again while the message is alive (for the several
+    /// relations of a Truncate, say).
     pub fn decode<'a>(&mut self, payload: &'a [u8]) -> Result<Decoded<'a, '_>, Error> {
+        let (message, relation_id) = self.advance(payload)?;
+        let relation = relation_id.and_then(|id| self.relations.get(&id));
+        Ok(Decoded { message, relation })
+    }
+
+    /// Decodes the next message of the stream, exactly as [`Decoder::decode`] does, returning
+    /// only the message: it does not keep the decoder borrowed, so [`Decoder::relation`] can
+    /// be called while it is alive.
+    pub fn decode_message<'a>(&mut self, payload: &'a [u8]) -> Result<Message<'a>, Error> {
+        self.advance(payload).map(|(message, _)| message)
+    }
+
+    /// Parses, checks and applies one message; returns it with the relation it resolved to.
+    fn advance<'a>(&mut self, payload: &'a [u8]) -> Result<(Message<'a>, Option<Oid>), Error> {
         let message = Message::parse(payload, self.context())?;
         let out_of_order = Error::new(ErrorKind::OutOfOrder, Some(message.tag()), 0);
         let in_change_scope = matches!(
@@ -253,8 +271,7 @@ impl Decoder {
             _ => None,
         };
         self.state = next;
-        let relation = relation_id.and_then(|id| self.relations.get(&id));
-        Ok(Decoded { message, relation })
+        Ok((message, relation_id))
     }
 
     fn store_relation(&mut self, rel: &Relation<'_>) -> Result<(), Error> {

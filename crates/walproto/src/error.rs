@@ -64,6 +64,13 @@ pub enum ErrorKind {
     TooManyRelations,
     /// A capture file did not start with the `WALCAP1` magic.
     BadMagic,
+    /// A length is above a fixed limit of the format (not of the bytes at hand).
+    TooLong {
+        /// The length found.
+        len: u32,
+        /// The largest length allowed there.
+        max: u32,
+    },
 }
 
 impl Error {
@@ -143,6 +150,9 @@ impl fmt::Display for ErrorKind {
             ErrorKind::OutOfOrder => f.write_str("message out of order for the stream state"),
             ErrorKind::TooManyRelations => f.write_str("relation cache limit reached"),
             ErrorKind::BadMagic => f.write_str("not a WALCAP1 capture file"),
+            ErrorKind::TooLong { len, max } => {
+                write!(f, "length {len} exceeds the limit of {max} bytes")
+            }
         }
     }
 }

@@ -263,3 +263,26 @@ fn zero_lsn_on_relation_and_type_frames() {
     }
     assert_eq!(d.type_info(Oid(16390)).unwrap().name, "posint");
 }
+
+#[test]
+fn decode_message_leaves_the_decoder_free_to_query() {
+    let mut d = Decoder::new(ProtocolVersion::V1, Streaming::Off);
+    d.decode(&begin(1)).unwrap();
+    d.decode(&relation(None, 1, "a", &[])).unwrap();
+    d.decode(&relation(None, 2, "b", &[])).unwrap();
+    let bytes: Vec<u8> = [1u32, 2].iter().flat_map(|i| i.to_be_bytes()).collect();
+    let t = enc(Message::Truncate(Truncate {
+        xid: None,
+        options: 1,
+        relation_ids: RelationIds::new(&bytes).unwrap(),
+    }));
+    let Message::Truncate(t) = d.decode_message(&t).unwrap() else {
+        panic!("not a truncate");
+    };
+    let names: Vec<_> = t
+        .relation_ids
+        .iter()
+        .map(|id| d.relation(id).unwrap().name.clone())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+}

@@ -213,7 +213,7 @@ fn corrupt_messages_name_offset_and_type() {
     assert_failed(
         &decode(&cap, &[]),
         3,
-        &format!("byte offset {at}: length 4294967295 exceeds the bytes left in the message"),
+        &format!("byte offset {at}: length 4294967295 exceeds the limit of 1073741823 bytes"),
     );
 
     // A Commit without a Begin.
