@@ -199,7 +199,10 @@ fn pg_walstream_parse(all: &Bytes) -> u64 {
     let mut sum = 0u64;
     for_each_frame(all, |start, end| {
         let frame = all.slice(start..end);
-        assert!(frame.len() >= 25 && frame[0] == b'w', "not an XLogData at {start}");
+        assert!(
+            frame.len() >= 25 && frame[0] == b'w',
+            "not an XLogData at {start}"
+        );
         let mut header = &frame[1..25];
         let wal_start = header.get_u64();
         let _wal_end = header.get_u64();

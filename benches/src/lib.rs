@@ -213,7 +213,10 @@ $$;
 /// now. The file is written to a temporary name and renamed, so an interrupted run never
 /// leaves a partial corpus behind.
 pub fn record_mixed(major: u32, path: &Path) -> Result<(), Error> {
-    eprintln!("recording the mixed corpus from PostgreSQL {major} into {} ...", path.display());
+    eprintln!(
+        "recording the mixed corpus from PostgreSQL {major} into {} ...",
+        path.display()
+    );
     let cluster = pgtest::Config::new(major)
         .start()
         .map_err(|e| format!("starting PostgreSQL {major}: {e}"))?;
@@ -313,7 +316,12 @@ fn decode_hex(hex: &str, out: &mut Vec<u8>) -> Result<(), Error> {
         let [hi, lo] = pair else { continue };
         match (nibble(*hi), nibble(*lo)) {
             (Some(h), Some(l)) => out.push(h << 4 | l),
-            _ => return Err(format!("bad hex digits {:?}", String::from_utf8_lossy(pair))),
+            _ => {
+                return Err(format!(
+                    "bad hex digits {:?}",
+                    String::from_utf8_lossy(pair)
+                ))
+            }
         }
     }
     Ok(())

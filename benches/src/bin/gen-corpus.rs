@@ -37,7 +37,10 @@ fn run() -> Result<(), benches::Error> {
     if force || !path.exists() {
         benches::record_mixed(major, &path)?;
     } else {
-        println!("reusing {} (pass --force to record it again)", path.display());
+        println!(
+            "reusing {} (pass --force to record it again)",
+            path.display()
+        );
     }
     let corpus = benches::Corpus::load(&path)?;
     println!("{}: {}", path.display(), corpus.summary());
