@@ -1,0 +1,267 @@
+//! The crate's one error type.
+
+use std::fmt;
+
+/// The result of this crate's operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, broadly; see [`Error`] for the details and the predicates callers branch on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The conninfo string or a setting is invalid.
+    Config,
+    /// A socket operation failed (connect, read, write).
+    Io,
+    /// The TLS handshake or certificate checks failed, or TLS was required but refused.
+    Tls,
+    /// Authentication failed or could not be carried out as configured.
+    Auth,
+    /// The server sent an `ErrorResponse`; [`Error::db`] has its fields.
+    Db,
+    /// The server sent something this client does not understand.
+    Protocol,
+    /// The server closed the connection.
+    Closed,
+    /// A time limit (`connect_timeout`) passed.
+    Timeout,
+    /// The operation was cancelled.
+    Cancelled,
+    /// The connected server is too old for what was asked.
+    Unsupported,
+    /// The server does not match `target_session_attrs`.
+    SessionAttrs,
+}
+
+/// The fields of a server `ErrorResponse` (or `NoticeResponse`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DbError {
+    /// `ERROR`, `FATAL`, `PANIC` (localized text is in `S`, this is `V` when present).
+    pub severity: String,
+    /// The SQLSTATE code, such as `28P01`.
+    pub code: String,
+    /// The primary message.
+    pub message: String,
+    /// An optional detail message.
+    pub detail: Option<String>,
+    /// An optional hint.
+    pub hint: Option<String>,
+}
+
+impl DbError {
+    pub(crate) fn from_fields(
+        fields: &mut postgres_protocol::message::backend::ErrorFields<'_>,
+    ) -> std::io::Result<Self> {
+        use fallible_iterator::FallibleIterator as _;
+        let mut e = DbError::default();
+        let mut localized_severity = String::new();
+        while let Some(f) = fields.next()? {
+            let value = String::from_utf8_lossy(f.value_bytes()).into_owned();
+            match f.type_() {
+                b'S' => localized_severity = value,
+                b'V' => e.severity = value,
+                b'C' => e.code = value,
+                b'M' => e.message = value,
+                b'D' => e.detail = Some(value),
+                b'H' => e.hint = Some(value),
+                _ => {}
+            }
+        }
+        if e.severity.is_empty() {
+            e.severity = localized_severity;
+        }
+        Ok(e)
+    }
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} (SQLSTATE {})",
+            self.severity, self.message, self.code
+        )?;
+        if let Some(d) = &self.detail {
+            write!(f, "; DETAIL: {d}")?;
+        }
+        if let Some(h) = &self.hint {
+            write!(f, "; HINT: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An error of a replication connection: a kind, a message, the server's fields when the server
+/// reported it, and the underlying cause.
+///
+/// Callers branch on the predicates: [`is_auth_failed`](Self::is_auth_failed),
+/// [`is_slot_in_use`](Self::is_slot_in_use), [`is_slot_missing`](Self::is_slot_missing),
+/// [`is_connection_lost`](Self::is_connection_lost), [`is_cancelled`](Self::is_cancelled) and,
+/// most often, [`is_retryable`](Self::is_retryable). Passwords never appear in the message.
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    db: Option<Box<DbError>>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            db: None,
+            source: None,
+        }
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+
+    pub(crate) fn protocol(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Protocol, message)
+    }
+
+    pub(crate) fn closed() -> Self {
+        Self::new(ErrorKind::Closed, "the server closed the connection")
+    }
+
+    pub(crate) fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn io(context: impl Into<String>, e: std::io::Error) -> Self {
+        let kind = match e.kind() {
+            std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe => ErrorKind::Closed,
+            _ => ErrorKind::Io,
+        };
+        Self::new(kind, context).with_source(e)
+    }
+
+    pub(crate) fn server(db: DbError) -> Self {
+        let kind = if matches!(db.code.as_str(), "28P01" | "28000") {
+            ErrorKind::Auth
+        } else {
+            ErrorKind::Db
+        };
+        Self {
+            kind,
+            message: String::new(),
+            db: Some(Box::new(db)),
+            source: None,
+        }
+    }
+
+    /// The broad kind of error.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The server's error fields, when the server reported the error.
+    pub fn db(&self) -> Option<&DbError> {
+        self.db.as_deref()
+    }
+
+    /// The SQLSTATE code, when the server reported the error.
+    pub fn code(&self) -> Option<&str> {
+        self.db.as_deref().map(|d| d.code.as_str())
+    }
+
+    /// Authentication failed: SQLSTATE `28P01` (invalid password) or `28000` (invalid
+    /// authorization, such as no `pg_hba.conf` entry), or the client refused to authenticate as
+    /// asked (for example `channel_binding=require` without TLS).
+    pub fn is_auth_failed(&self) -> bool {
+        self.kind == ErrorKind::Auth
+    }
+
+    /// The replication slot is active for another process: SQLSTATE `55006`.
+    pub fn is_slot_in_use(&self) -> bool {
+        self.code() == Some("55006")
+    }
+
+    /// The replication slot does not exist: SQLSTATE `42704`.
+    pub fn is_slot_missing(&self) -> bool {
+        self.code() == Some("42704")
+    }
+
+    /// The connection is gone: closed by the server, reset, or terminated by an administrator
+    /// (SQLSTATE class `08`, `57P01`-`57P03`).
+    pub fn is_connection_lost(&self) -> bool {
+        self.kind == ErrorKind::Closed
+            || self
+                .code()
+                .is_some_and(|c| c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03"))
+    }
+
+    /// The operation was cancelled (by the caller, or on the server: SQLSTATE `57014`).
+    pub fn is_cancelled(&self) -> bool {
+        self.kind == ErrorKind::Cancelled || self.code() == Some("57014")
+    }
+
+    /// Trying again later, on a new connection, may succeed: the connection was lost or timed
+    /// out, the server is starting or shutting down or out of resources (class `53`), or the
+    /// slot is still in use by a departing process. Configuration, TLS, authentication and
+    /// protocol errors are not retryable.
+    pub fn is_retryable(&self) -> bool {
+        match self.kind {
+            ErrorKind::Io | ErrorKind::Closed | ErrorKind::Timeout => true,
+            ErrorKind::Db => {
+                self.is_connection_lost()
+                    || self.is_slot_in_use()
+                    || self
+                        .code()
+                        .is_some_and(|c| c.starts_with("53") || c == "40001")
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind);
+        if !self.message.is_empty() {
+            d.field("message", &self.message);
+        }
+        if let Some(db) = &self.db {
+            d.field("db", db);
+        }
+        if let Some(s) = &self.source {
+            d.field("source", s);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        if !self.message.is_empty() {
+            f.write_str(&self.message)?;
+            sep = ": ";
+        }
+        if let Some(db) = &self.db {
+            write!(f, "{sep}{db}")?;
+        } else if let Some(s) = &self.source {
+            write!(f, "{sep}{s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
