@@ -342,7 +342,7 @@ fn main() {
     for a in &allocs {
         let _ = writeln!(
             alloc_text,
-            "{:<20} {:>9.3} per message ({} in {} messages); {:.3} per row message ({} in {} I/U/D)",
+            "{:<20} {:>9.5} per message ({} in {} messages); {:.5} per row message ({} in {} I/U/D)",
             a.name,
             a.per_message,
             a.total,
@@ -405,10 +405,11 @@ fn summary(corpus: &benches::Corpus, allocs: &[AllocReport]) {
         let Some(ns) = ns else { continue };
         let _ = writeln!(
             out,
-            "| {name} | {ns:.1} | {:.0} | {:.2} | {:.3} | {:.3} |",
+            "| {name} | {ns:.1} | {:.0} | {:.2} | {:.5} ({} total) | {:.5} |",
             bytes_per_msg / ns * 1e3,
             ns / baseline,
             a.per_message,
+            a.total,
             a.row_allocs as f64 / a.rows.max(1) as f64,
         );
     }
