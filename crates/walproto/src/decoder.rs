@@ -182,8 +182,48 @@ impl Decoder {
     /// the decoder must be queried again while the message is alive (for the several
     /// relations of a Truncate, say).
     pub fn decode<'a>(&mut self, payload: &'a [u8]) -> Result<Decoded<'a, '_>, Error> {
-        let (message, relation_id) = self.advance(payload)?;
-        let relation = relation_id.and_then(|id| self.relations.get(&id));
+        let message = Message::parse(payload, self.context())?;
+        let next = self.next_state(&message)?;
+        let tag = message.tag();
+        // Everything that can fail is checked before `self.state` changes, so a bad message
+        // leaves the decoder as it was. Row messages look their relation up once.
+        let relation = match &message {
+            Message::Relation(rel) => {
+                self.store_relation(rel)?;
+                self.relations.get(&rel.id)
+            }
+            Message::Type(t) => {
+                self.types.insert(
+                    t.id,
+                    TypeInfo {
+                        id: t.id,
+                        namespace: t.namespace.to_string(),
+                        name: t.name.to_string(),
+                    },
+                );
+                None
+            }
+            Message::Insert(m) => Some(row(&self.relations, m.relation_id, &m.new, None, tag)?),
+            Message::Update(m) => {
+                let old = m.old.as_ref().map(OldTuple::tuple);
+                Some(row(&self.relations, m.relation_id, &m.new, old, tag)?)
+            }
+            Message::Delete(m) => Some(row(
+                &self.relations,
+                m.relation_id,
+                m.old.tuple(),
+                None,
+                tag,
+            )?),
+            Message::Truncate(m) => {
+                for id in m.relation_ids.iter() {
+                    known(&self.relations, id, tag)?;
+                }
+                None
+            }
+            _ => None,
+        };
+        self.state = next;
         Ok(Decoded { message, relation })
     }
 
@@ -191,18 +231,16 @@ impl Decoder {
     /// only the message: it does not keep the decoder borrowed, so [`Decoder::relation`] can
     /// be called while it is alive.
     pub fn decode_message<'a>(&mut self, payload: &'a [u8]) -> Result<Message<'a>, Error> {
-        self.advance(payload).map(|(message, _)| message)
+        self.decode(payload).map(|d| d.message)
     }
 
-    /// Parses, checks and applies one message; returns it with the relation it resolved to.
-    fn advance<'a>(&mut self, payload: &'a [u8]) -> Result<(Message<'a>, Option<Oid>), Error> {
-        let message = Message::parse(payload, self.context())?;
-        let out_of_order = Error::new(ErrorKind::OutOfOrder, Some(message.tag()), 0);
+    /// The state after `message`, or an error if it cannot come now.
+    fn next_state(&self, message: &Message<'_>) -> Result<State, Error> {
         let in_change_scope = matches!(
             self.state,
             State::Transaction | State::Prepare(_) | State::Stream(_)
         );
-        let next = match (&message, self.state) {
+        Ok(match (message, self.state) {
             (Message::Begin(_), State::Idle) => State::Transaction,
             (Message::BeginPrepare(b), State::Idle) => State::Prepare(b.xid),
             (Message::Commit(_), State::Transaction) => State::Idle,
@@ -229,49 +267,8 @@ impl Decoder {
                 | Message::Message(_),
                 state,
             ) if in_change_scope => state,
-            _ => return Err(out_of_order),
-        };
-        let relation_id = match &message {
-            Message::Relation(rel) => {
-                self.store_relation(rel)?;
-                Some(rel.id)
-            }
-            Message::Type(t) => {
-                self.types.insert(
-                    t.id,
-                    TypeInfo {
-                        id: t.id,
-                        namespace: t.namespace.to_string(),
-                        name: t.name.to_string(),
-                    },
-                );
-                None
-            }
-            Message::Insert(m) => {
-                self.check_tuple(m.relation_id, &m.new, message.tag())?;
-                Some(m.relation_id)
-            }
-            Message::Update(m) => {
-                if let Some(old) = &m.old {
-                    self.check_old(m.relation_id, old, message.tag())?;
-                }
-                self.check_tuple(m.relation_id, &m.new, message.tag())?;
-                Some(m.relation_id)
-            }
-            Message::Delete(m) => {
-                self.check_old(m.relation_id, &m.old, message.tag())?;
-                Some(m.relation_id)
-            }
-            Message::Truncate(m) => {
-                for id in m.relation_ids.iter() {
-                    self.known(id, message.tag())?;
-                }
-                None
-            }
-            _ => None,
-        };
-        self.state = next;
-        Ok((message, relation_id))
+            _ => return Err(Error::new(ErrorKind::OutOfOrder, Some(message.tag()), 0)),
+        })
     }
 
     fn store_relation(&mut self, rel: &Relation<'_>) -> Result<(), Error> {
@@ -304,18 +301,30 @@ impl Decoder {
         );
         Ok(())
     }
+}
 
-    fn known(&self, id: Oid, tag: u8) -> Result<&RelationInfo, Error> {
-        self.relations.get(&id).map(|r| &**r).ok_or(Error::new(
-            ErrorKind::UnknownRelation(id),
-            Some(tag),
-            0,
-        ))
-    }
+/// The cached relation `id`, or [`ErrorKind::UnknownRelation`].
+fn known(
+    relations: &BTreeMap<Oid, Arc<RelationInfo>>,
+    id: Oid,
+    tag: u8,
+) -> Result<&Arc<RelationInfo>, Error> {
+    relations
+        .get(&id)
+        .ok_or(Error::new(ErrorKind::UnknownRelation(id), Some(tag), 0))
+}
 
-    fn check_tuple(&self, id: Oid, tuple: &TupleData<'_>, tag: u8) -> Result<(), Error> {
-        let rel = self.known(id, tag)?;
-        let expected = u16::try_from(rel.columns.len()).unwrap_or(u16::MAX);
+/// The relation of a row message, after checking that its tuples have its column count.
+fn row<'r>(
+    relations: &'r BTreeMap<Oid, Arc<RelationInfo>>,
+    id: Oid,
+    new: &TupleData<'_>,
+    old: Option<&TupleData<'_>>,
+    tag: u8,
+) -> Result<&'r Arc<RelationInfo>, Error> {
+    let rel = known(relations, id, tag)?;
+    let expected = u16::try_from(rel.columns.len()).unwrap_or(u16::MAX);
+    for tuple in core::iter::once(new).chain(old) {
         if tuple.len() != expected {
             return Err(Error::new(
                 ErrorKind::ColumnCountMismatch {
@@ -326,12 +335,8 @@ impl Decoder {
                 0,
             ));
         }
-        Ok(())
     }
-
-    fn check_old(&self, id: Oid, old: &OldTuple<'_>, tag: u8) -> Result<(), Error> {
-        self.check_tuple(id, old.tuple(), tag)
-    }
+    Ok(rel)
 }
 
 impl RelationInfo {

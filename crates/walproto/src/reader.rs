@@ -31,14 +31,17 @@ impl<'a> Reader<'a> {
     }
 
     /// The offset of the next unread byte from the start of the message.
+    #[inline]
     pub(crate) fn offset(&self) -> usize {
         self.whole.len() - self.rest.len()
     }
 
+    #[inline]
     pub(crate) fn remaining(&self) -> usize {
         self.rest.len()
     }
 
+    #[inline]
     pub(crate) fn rest(&self) -> &'a [u8] {
         self.rest
     }
@@ -53,6 +56,7 @@ impl<'a> Reader<'a> {
         Error::new(kind, self.tag, at)
     }
 
+    #[inline]
     fn run<O>(
         &mut self,
         parser: impl FnOnce(&'a [u8]) -> IResult<&'a [u8], O, NomError<'a>>,
@@ -76,47 +80,58 @@ impl<'a> Reader<'a> {
         Ok(tag)
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self) -> Result<u8, Error> {
         self.run(be_u8)
     }
 
+    #[inline]
     pub(crate) fn u16(&mut self) -> Result<u16, Error> {
         self.run(be_u16)
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self) -> Result<u32, Error> {
         self.run(be_u32)
     }
 
+    #[inline]
     pub(crate) fn i32(&mut self) -> Result<i32, Error> {
         self.run(be_i32)
     }
 
+    #[inline]
     pub(crate) fn u64(&mut self) -> Result<u64, Error> {
         self.run(be_u64)
     }
 
+    #[inline]
     pub(crate) fn i64(&mut self) -> Result<i64, Error> {
         self.run(be_i64)
     }
 
+    #[inline]
     pub(crate) fn lsn(&mut self) -> Result<Lsn, Error> {
         self.u64().map(Lsn::new)
     }
 
+    #[inline]
     pub(crate) fn xid(&mut self) -> Result<Xid, Error> {
         self.u32().map(Xid)
     }
 
+    #[inline]
     pub(crate) fn oid(&mut self) -> Result<Oid, Error> {
         self.u32().map(Oid)
     }
 
+    #[inline]
     pub(crate) fn timestamp(&mut self) -> Result<Timestamp, Error> {
         self.i64().map(Timestamp::new)
     }
 
     /// Takes exactly `n` bytes.
+    #[inline]
     pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], Error> {
         self.run(take(n))
     }

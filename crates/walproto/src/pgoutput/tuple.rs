@@ -53,20 +53,38 @@ impl<'a> TupleData<'a> {
         // Every column takes at least its kind byte.
         r.check_count(u32::from(ncols), 1, at)?;
         let start = r.rest();
+        let base = r.offset();
+        // This loop runs once per column of every row, so it works on the slice directly
+        // rather than through the reader's per-field calls (measured: two thirds of the parse
+        // time went there). Errors are rare and carry the kinds and offsets the reader gives.
+        let offset_of = |rest: &[u8]| base + (start.len() - rest.len());
+        let mut rest = start;
         for _ in 0..ncols {
-            let kind_at = r.offset();
-            match r.u8()? {
-                NULL | UNCHANGED_TOAST => {}
+            let Some((&kind, after)) = rest.split_first() else {
+                return Err(r.error_at(ErrorKind::UnexpectedEof, offset_of(rest)));
+            };
+            rest = match kind {
+                NULL | UNCHANGED_TOAST => after,
                 TEXT | BINARY => {
-                    r.len_prefixed()?;
+                    let len_at = offset_of(after);
+                    let Some((len, value)) = after.split_first_chunk::<4>() else {
+                        return Err(r.error_at(ErrorKind::UnexpectedEof, len_at));
+                    };
+                    let len = i32::from_be_bytes(*len);
+                    let Ok(n) = u32::try_from(len) else {
+                        return Err(r.error_at(ErrorKind::NegativeLength(len), len_at));
+                    };
+                    match value.get(n as usize..) {
+                        Some(after_value) => after_value,
+                        None => return Err(r.error_at(ErrorKind::LengthOutOfBounds(n), len_at)),
+                    }
                 }
-                other => return Err(r.error_at(ErrorKind::UnknownColumnKind(other), kind_at)),
-            }
+                other => {
+                    return Err(r.error_at(ErrorKind::UnknownColumnKind(other), offset_of(rest)));
+                }
+            };
         }
-        let used = start.len() - r.remaining();
-        let data = start
-            .get(..used)
-            .ok_or_else(|| r.error(ErrorKind::UnexpectedEof))?;
+        let data = r.bytes(start.len() - rest.len())?;
         Ok(TupleData { ncols, data })
     }
 
