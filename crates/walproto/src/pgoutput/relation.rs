@@ -230,6 +230,9 @@ impl<'a> Relation<'a> {
 }
 
 /// `Y`: describes a non-built-in data type before a relation that uses it.
+///
+/// For a domain, PostgreSQL sends the domain's own OID with the schema and name of its base
+/// type (a domain over `int4` arrives as `""`, `"int4"`); the recorded captures show it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Type<'a> {
     /// The xid of the (sub)transaction, present only inside a streamed block (protocol 2+).
