@@ -135,6 +135,17 @@ impl Error {
         self
     }
 
+    /// Puts `context` in front of the message (which host failed, for example).
+    pub(crate) fn context(mut self, context: impl Into<String>) -> Self {
+        let context = context.into();
+        self.message = if self.message.is_empty() {
+            context
+        } else {
+            format!("{context}: {}", self.message)
+        };
+        self
+    }
+
     pub(crate) fn io(context: impl Into<String>, e: std::io::Error) -> Self {
         let kind = match e.kind() {
             std::io::ErrorKind::UnexpectedEof

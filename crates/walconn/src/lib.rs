@@ -1,16 +1,71 @@
 //! A pure-Rust PostgreSQL replication connection: conninfo, TLS, authentication, replication
-//! commands and the CopyBoth duplex of raw CopyData frames.
+//! commands and the CopyBoth duplex of raw CopyData frames, on tokio, without libpq.
+//!
+//! The call sequence:
+//!
+//! 1. [`Config::parse`] a libpq conninfo (URL or key=value; `PG*` variables fill the gaps).
+//! 2. [`Connection::connect`]: hosts in order, TLS per `sslmode`, trust/password/MD5/SCRAM
+//!    (with channel binding over TLS), a `replication=database` session by default.
+//! 3. Replication commands with typed results ([`Connection::identify_system`],
+//!    [`Connection::create_replication_slot`], ...) and plain SQL
+//!    ([`Connection::simple_query`]).
+//! 4. [`Connection::start_logical_replication`] turns the connection into a [`CopyBoth`]:
+//!    [`CopyBoth::recv`] yields CopyData payloads as `Bytes` (parse them with
+//!    [`walproto::replication::ServerMessage::parse`]), [`CopyBoth::send_status_update`]
+//!    acknowledges, [`CopyBoth::finish`] ends the stream and gives the connection back.
+//!
+//! ```no_run
+//! use walconn::{Config, Connection, CreateSlotOptions, LogicalReplicationOptions};
+//! use walproto::replication::{ServerMessage, StandbyStatusUpdate};
+//!
+//! # async fn run() -> Result<(), walconn::Error> {
+//! let config = Config::parse("postgresql://repl@db.example/app?sslmode=verify-full")?;
+//! let mut conn = Connection::connect(&config).await?;
+//! let slot = conn
+//!     .create_replication_slot("app_slot", &CreateSlotOptions::logical("pgoutput"))
+//!     .await?;
+//! let options = LogicalReplicationOptions::new(1, &["app_pub"]);
+//! let mut stream = conn
+//!     .start_logical_replication("app_slot", slot.consistent_point, &options)
+//!     .await?;
+//! while let Some(frame) = stream.recv().await? {
+//!     if let Ok(ServerMessage::XLogData(x)) = ServerMessage::parse(&frame) {
+//!         // ... apply x.data, then acknowledge it:
+//!         let update = StandbyStatusUpdate {
+//!             write: x.wal_end,
+//!             flush: x.wal_end,
+//!             apply: x.wal_end,
+//!             client_time: std::time::SystemTime::now().into(),
+//!             reply_requested: false,
+//!         };
+//!         stream.send_status_update(&update).await?;
+//!         break;
+//!     }
+//! }
+//! let conn = stream.finish().await?;
+//! conn.close().await?;
+//! # Ok(())
+//! # }
+//! ```
 
-// Removed with the next commit, which adds the connection that uses these helpers.
-#![allow(dead_code, reason = "helpers for the connection, which lands next")]
-
+mod commands;
 mod config;
+mod conn;
+mod copy_both;
 mod error;
 mod pgpass;
+mod stream;
+mod tls;
 
+pub use commands::{
+    quote_ident, quote_literal, CreateSlotOptions, CreatedSlot, QueryResult, SlotInfo,
+    SnapshotAction, SystemInfo,
+};
 pub use config::{
     ChannelBinding, Config, Host, Replication, SslMode, SslRootCert, TargetSessionAttrs,
     DEFAULT_PORT,
 };
+pub use conn::{Connection, MAX_MESSAGE_LEN};
+pub use copy_both::{CancelToken, CopyBoth, LogicalReplicationOptions, Origin, Streaming};
 pub use error::{DbError, Error, ErrorKind, Result};
 pub use walproto;

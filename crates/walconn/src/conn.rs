@@ -1,0 +1,582 @@
+//! The connection: framing of backend messages over a read buffer, startup and authentication.
+
+use std::collections::HashMap;
+
+use bytes::{Buf as _, BytesMut};
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{self, ScramSha256};
+use postgres_protocol::message::backend::{Header, Message};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::config::{ChannelBinding, Config, Host, Replication, SslMode, TargetSessionAttrs};
+use crate::error::{DbError, Error, ErrorKind, Result};
+use crate::stream::Stream;
+use crate::tls;
+
+/// The largest backend message accepted. PostgreSQL never sends more than 1 GiB in one
+/// message (`MaxAllocSize`); a larger length is corruption, and believing it would make the
+/// read buffer reserve gigabytes.
+pub const MAX_MESSAGE_LEN: usize = 1 << 30;
+
+/// How much the read buffer asks the socket for at once: large, so that a busy replication
+/// stream of small messages costs few system calls.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// `W`: CopyBothResponse, which `postgres-protocol`'s parser does not know.
+const COPY_BOTH_RESPONSE_TAG: u8 = b'W';
+
+/// An open replication connection, ready for commands.
+///
+/// Made by [`Connection::connect`]; runs replication commands and plain SQL (see the crate
+/// docs for the call sequence), and becomes a [`CopyBoth`](crate::CopyBoth) with
+/// [`start_logical_replication`](Self::start_logical_replication).
+pub struct Connection {
+    stream: Stream,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    params: HashMap<String, String>,
+    backend_key: Option<(i32, i32)>,
+    server_version_num: u32,
+    host: Host,
+    port: u16,
+    tls: bool,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("server_version_num", &self.server_version_num)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Connects as `config` says: each host in order (within `connect_timeout` each), TLS as
+    /// `sslmode` says, authentication, then checks `target_session_attrs`. The error of the
+    /// last host tried is returned when none succeeds.
+    ///
+    /// Cancel-safe in the sense that dropping the future closes the half-open socket.
+    pub async fn connect(config: &Config) -> Result<Connection> {
+        let mut last = Error::config("no host to connect to");
+        let targets = config.targets();
+        // prefer-standby: a first pass for standbys only, then any server.
+        let passes: &[TargetSessionAttrs] =
+            if config.target_session_attrs == TargetSessionAttrs::PreferStandby {
+                &[TargetSessionAttrs::Standby, TargetSessionAttrs::Any]
+            } else {
+                std::slice::from_ref(&config.target_session_attrs)
+            };
+        for &attrs in passes {
+            for (host, addr, port) in &targets {
+                let attempt = Self::connect_host(config, host, addr.as_deref(), *port, attrs);
+                let result = match config.connect_timeout {
+                    Some(t) => match tokio::time::timeout(t, attempt).await {
+                        Ok(r) => r,
+                        Err(_) => Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!("timeout expired after {}s", t.as_secs()),
+                        )),
+                    },
+                    None => attempt.await,
+                };
+                match result {
+                    Ok(c) => return Ok(c),
+                    Err(e) => {
+                        tracing::debug!(%host, port, error = %e, "connection attempt failed");
+                        last = e.context(format!(
+                            "connection to server at \"{host}\", port {port} failed"
+                        ));
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// One host, with libpq's second try: `allow` retries with TLS when the server refuses a
+    /// plaintext connection, `prefer` retries without TLS when the TLS handshake fails.
+    async fn connect_host(
+        config: &Config,
+        host: &Host,
+        addr: Option<&str>,
+        port: u16,
+        attrs: TargetSessionAttrs,
+    ) -> Result<Connection> {
+        let first = Self::connect_one(config, host, addr, port, attrs, config.sslmode).await;
+        match (config.sslmode, first) {
+            (SslMode::Allow, Err(e)) if matches!(e.kind(), ErrorKind::Auth | ErrorKind::Db) => {
+                tracing::debug!(error = %e, "plaintext refused, retrying with TLS (sslmode=allow)");
+                Self::connect_one(config, host, addr, port, attrs, SslMode::Require).await
+            }
+            (SslMode::Prefer, Err(e)) if e.kind() == ErrorKind::Tls => {
+                tracing::debug!(error = %e, "TLS failed, retrying without (sslmode=prefer)");
+                Self::connect_one(config, host, addr, port, attrs, SslMode::Disable).await
+            }
+            (_, result) => result,
+        }
+    }
+
+    async fn connect_one(
+        config: &Config,
+        host: &Host,
+        addr: Option<&str>,
+        port: u16,
+        attrs: TargetSessionAttrs,
+        mode: SslMode,
+    ) -> Result<Connection> {
+        let (stream, tls_used) = match host {
+            Host::Unix(dir) => {
+                let path = dir.join(format!(".s.PGSQL.{port}"));
+                let s = UnixStream::connect(&path)
+                    .await
+                    .map_err(|e| Error::io(format!("connect to {}", path.display()), e))?;
+                (Stream::Unix(s), false)
+            }
+            Host::Tcp(name) => {
+                let target = addr.unwrap_or(name);
+                let tcp = TcpStream::connect((target, port))
+                    .await
+                    .map_err(|e| Error::io(format!("connect to {target}:{port}"), e))?;
+                tcp.set_nodelay(true)
+                    .map_err(|e| Error::io("set TCP_NODELAY", e))?;
+                tls::negotiate(tcp, name, config, mode).await?
+            }
+        };
+        let mut conn = Connection {
+            stream,
+            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            write_buf: BytesMut::new(),
+            params: HashMap::new(),
+            backend_key: None,
+            server_version_num: 0,
+            host: host.clone(),
+            port,
+            tls: tls_used,
+        };
+        conn.startup(config).await?;
+        conn.check_attrs(attrs)?;
+        Ok(conn)
+    }
+
+    async fn startup(&mut self, config: &Config) -> Result<()> {
+        let mut params: Vec<(&str, &str)> =
+            vec![("user", &config.user), ("client_encoding", "UTF8")];
+        match config.replication {
+            Replication::Database => {
+                params.push(("database", &config.dbname));
+                params.push(("replication", "database"));
+            }
+            Replication::Physical => params.push(("replication", "true")),
+        }
+        if let Some(a) = &config.application_name {
+            params.push(("application_name", a));
+        }
+        if let Some(o) = &config.options {
+            params.push(("options", o));
+        }
+        frontend::startup_message(params.iter().copied(), &mut self.write_buf)
+            .map_err(|e| Error::config("invalid startup parameter").with_source(e))?;
+        self.flush().await?;
+        self.authenticate(config).await?;
+        loop {
+            match self.read_message().await? {
+                Message::ReadyForQuery(_) => break,
+                Message::BackendKeyData(k) => {
+                    self.backend_key = Some((k.process_id(), k.secret_key()));
+                }
+                Message::ParameterStatus(p) => {
+                    let name = p.name().map_err(bad_message)?.to_owned();
+                    let value = p.value().map_err(bad_message)?.to_owned();
+                    self.params.insert(name, value);
+                }
+                other => return Err(unexpected(&other, "startup")),
+            }
+        }
+        self.server_version_num = self
+            .params
+            .get("server_version")
+            .map(|v| parse_server_version(v))
+            .unwrap_or(0);
+        Ok(())
+    }
+
+    async fn authenticate(&mut self, config: &Config) -> Result<()> {
+        let mut channel_bound = false;
+        loop {
+            match self.read_message().await? {
+                Message::AuthenticationOk => break,
+                Message::AuthenticationCleartextPassword => {
+                    self.refuse_without_binding(config)?;
+                    let pw = self.password(config)?;
+                    frontend::password_message(pw.as_bytes(), &mut self.write_buf)
+                        .map_err(|e| Error::new(ErrorKind::Auth, "password").with_source(e))?;
+                    self.flush().await?;
+                }
+                Message::AuthenticationMd5Password(body) => {
+                    self.refuse_without_binding(config)?;
+                    let pw = self.password(config)?;
+                    let hash = md5_hash(config.user.as_bytes(), pw.as_bytes(), body.salt());
+                    frontend::password_message(hash.as_bytes(), &mut self.write_buf)
+                        .map_err(|e| Error::new(ErrorKind::Auth, "password").with_source(e))?;
+                    self.flush().await?;
+                }
+                Message::AuthenticationSasl(body) => {
+                    let mut plus = false;
+                    let mut plain = false;
+                    let mut mechs = body.mechanisms();
+                    while let Some(m) = fallible_iterator::FallibleIterator::next(&mut mechs)
+                        .map_err(bad_message)?
+                    {
+                        plus |= m == sasl::SCRAM_SHA_256_PLUS;
+                        plain |= m == sasl::SCRAM_SHA_256;
+                    }
+                    let endpoint = match &self.stream {
+                        Stream::Tls(s) => tls::server_end_point(s),
+                        _ => None,
+                    };
+                    let (mechanism, binding) = match (config.channel_binding, endpoint) {
+                        (ChannelBinding::Disable, _) => {
+                            (sasl::SCRAM_SHA_256, sasl::ChannelBinding::unsupported())
+                        }
+                        (_, Some(sig)) if plus => (
+                            sasl::SCRAM_SHA_256_PLUS,
+                            sasl::ChannelBinding::tls_server_end_point(sig),
+                        ),
+                        (ChannelBinding::Require, _) => {
+                            return Err(Error::new(
+                                ErrorKind::Auth,
+                                "channel binding required, but the server did not offer \
+                                 SCRAM-SHA-256-PLUS over TLS",
+                            ))
+                        }
+                        (_, Some(_)) => (sasl::SCRAM_SHA_256, sasl::ChannelBinding::unrequested()),
+                        (_, None) => (sasl::SCRAM_SHA_256, sasl::ChannelBinding::unsupported()),
+                    };
+                    if mechanism == sasl::SCRAM_SHA_256 && !plain {
+                        return Err(Error::new(
+                            ErrorKind::Auth,
+                            "the server offers no SASL mechanism this client supports",
+                        ));
+                    }
+                    channel_bound = mechanism == sasl::SCRAM_SHA_256_PLUS;
+                    let pw = self.password(config)?;
+                    self.scram(mechanism, ScramSha256::new(pw.as_bytes(), binding))
+                        .await?;
+                }
+                Message::AuthenticationGss
+                | Message::AuthenticationSspi
+                | Message::AuthenticationKerberosV5
+                | Message::AuthenticationScmCredential => {
+                    return Err(Error::new(
+                        ErrorKind::Auth,
+                        "the server asks for an authentication method this client does not \
+                         support (GSSAPI, SSPI, Kerberos or SCM credentials)",
+                    ))
+                }
+                other => return Err(unexpected(&other, "authentication")),
+            }
+        }
+        if config.channel_binding == ChannelBinding::Require && !channel_bound {
+            return Err(Error::new(
+                ErrorKind::Auth,
+                "channel binding required, but the server authenticated the client without it",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn scram(&mut self, mechanism: &str, mut scram: ScramSha256) -> Result<()> {
+        let auth = |e: std::io::Error| Error::new(ErrorKind::Auth, "SCRAM exchange").with_source(e);
+        frontend::sasl_initial_response(mechanism, scram.message(), &mut self.write_buf)
+            .map_err(auth)?;
+        self.flush().await?;
+        match self.read_message().await? {
+            Message::AuthenticationSaslContinue(body) => scram.update(body.data()).map_err(auth)?,
+            other => return Err(unexpected(&other, "SCRAM")),
+        }
+        frontend::sasl_response(scram.message(), &mut self.write_buf).map_err(auth)?;
+        self.flush().await?;
+        match self.read_message().await? {
+            Message::AuthenticationSaslFinal(body) => scram.finish(body.data()).map_err(auth)?,
+            other => return Err(unexpected(&other, "SCRAM")),
+        }
+        Ok(())
+    }
+
+    fn refuse_without_binding(&self, config: &Config) -> Result<()> {
+        if config.channel_binding == ChannelBinding::Require {
+            return Err(Error::new(
+                ErrorKind::Auth,
+                "channel binding required, but the server asked for a password without SCRAM",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The password from the config, else from the password file.
+    fn password(&self, config: &Config) -> Result<String> {
+        if let Some(p) = &config.password {
+            return Ok(p.0.clone());
+        }
+        let db = match config.replication {
+            Replication::Database => config.dbname.as_str(),
+            Replication::Physical => "replication",
+        };
+        config
+            .passfile
+            .as_deref()
+            .and_then(|f| {
+                crate::pgpass::lookup(f, self.host.pgpass_name(), self.port, db, &config.user)
+            })
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Auth,
+                    "the server requested password authentication, but no password was given",
+                )
+            })
+    }
+
+    fn check_attrs(&self, attrs: TargetSessionAttrs) -> Result<()> {
+        let on = |name: &str| self.params.get(name).is_some_and(|v| v == "on");
+        let standby = on("in_hot_standby");
+        let read_only = standby || on("default_transaction_read_only");
+        let ok = match attrs {
+            TargetSessionAttrs::Any | TargetSessionAttrs::PreferStandby => true,
+            TargetSessionAttrs::ReadWrite => !read_only,
+            TargetSessionAttrs::ReadOnly => read_only,
+            TargetSessionAttrs::Primary => !standby,
+            TargetSessionAttrs::Standby => standby,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::SessionAttrs,
+                format!("server does not match target_session_attrs {attrs:?}"),
+            ))
+        }
+    }
+
+    /// A run-time parameter the server reported (`server_version`, `in_hot_standby`, ...).
+    pub fn parameter(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    /// The server's version as in `server_version_num`: `170002` for 17.2.
+    pub fn server_version_num(&self) -> u32 {
+        self.server_version_num
+    }
+
+    /// Whether the connection is encrypted with TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// A token that cancels the command running on this connection from elsewhere.
+    pub fn cancel_token(&self) -> Option<crate::CancelToken> {
+        self.backend_key.map(|(pid, key)| crate::CancelToken {
+            host: self.host.clone(),
+            port: self.port,
+            process_id: pid,
+            secret_key: key,
+        })
+    }
+
+    /// Errors with [`ErrorKind::Unsupported`] unless the server is at least `major`.
+    pub(crate) fn require_version(&self, major: u32, what: &str) -> Result<()> {
+        if self.server_version_num < major * 10000 {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{what} needs PostgreSQL {major} or newer; the server is {}",
+                    self.parameter("server_version").unwrap_or("unknown")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The next backend message. Notices are logged and skipped; an `ErrorResponse` is
+    /// returned as a message for the caller to handle (see [`read_message`](Self::read_message)).
+    ///
+    /// Cancel-safe: bytes are only taken from the read buffer once a whole message is there,
+    /// so a dropped call loses nothing and the next call resumes where it left off.
+    pub(crate) async fn read_raw(&mut self) -> Result<Message> {
+        loop {
+            if self.fill_frame().await? == COPY_BOTH_RESPONSE_TAG {
+                return Err(Error::protocol(
+                    "unexpected CopyBothResponse from the server",
+                ));
+            }
+            let msg = Message::parse(&mut self.read_buf)
+                .map_err(bad_message)?
+                .ok_or_else(|| Error::protocol("incomplete message after a complete frame"))?;
+            if let Message::NoticeResponse(n) = &msg {
+                if let Ok(notice) = DbError::from_fields(&mut n.fields()) {
+                    tracing::info!(%notice, "server notice");
+                }
+                continue;
+            }
+            return Ok(msg);
+        }
+    }
+
+    /// Reads until one whole frame is buffered and returns its tag, without consuming it.
+    ///
+    /// Cancel-safe, as is everything built on it that consumes only whole frames.
+    pub(crate) async fn fill_frame(&mut self) -> Result<u8> {
+        loop {
+            if let Some(header) = Header::parse(&self.read_buf).map_err(bad_message)? {
+                let len = usize::try_from(header.len()).unwrap_or(usize::MAX);
+                if len > MAX_MESSAGE_LEN {
+                    return Err(Error::protocol(format!(
+                        "the server sent a message of {len} bytes (tag {:?}), more than the \
+                         {MAX_MESSAGE_LEN} allowed",
+                        char::from(header.tag())
+                    )));
+                }
+                if self.read_buf.len() > len {
+                    return Ok(header.tag());
+                }
+                self.read_buf.reserve(len + 1 - self.read_buf.len());
+            }
+            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
+                self.read_buf.reserve(READ_CHUNK);
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.read_buf)
+                .await
+                .map_err(|e| Error::io("read from server", e))?;
+            if n == 0 {
+                return Err(if self.read_buf.has_remaining() {
+                    Error::new(
+                        ErrorKind::Closed,
+                        "the server closed the connection mid-message",
+                    )
+                } else {
+                    Error::closed()
+                });
+            }
+        }
+    }
+
+    /// Consumes a `CopyBothResponse` if that is the next (whole, buffered) frame.
+    pub(crate) fn take_copy_both_response(&mut self) -> bool {
+        let Some(Ok(Some(header))) = Some(Header::parse(&self.read_buf)) else {
+            return false;
+        };
+        let total = usize::try_from(header.len())
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        if header.tag() == COPY_BOTH_RESPONSE_TAG && self.read_buf.len() >= total {
+            self.read_buf.advance(total);
+            return true;
+        }
+        false
+    }
+
+    /// The next backend message, with an `ErrorResponse` turned into an [`Error`].
+    ///
+    /// After an `ErrorResponse` outside startup the server still sends `ReadyForQuery`; use
+    /// [`read_until_ready`](Self::read_until_ready) to stay in step.
+    pub(crate) async fn read_message(&mut self) -> Result<Message> {
+        match self.read_raw().await? {
+            Message::ErrorResponse(body) => Err(Error::server(
+                DbError::from_fields(&mut body.fields()).map_err(bad_message)?,
+            )),
+            m => Ok(m),
+        }
+    }
+
+    /// Reads and drops messages up to and including `ReadyForQuery`.
+    pub(crate) async fn read_until_ready(&mut self) -> Result<()> {
+        loop {
+            if let Message::ReadyForQuery(_) = self.read_raw().await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends whatever is in the write buffer.
+    ///
+    /// Not cancel-safe: a dropped call may have sent part of a message, after which the
+    /// connection must be dropped.
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        self.stream
+            .write_all_buf(&mut self.write_buf)
+            .await
+            .map_err(|e| Error::io("write to server", e))?;
+        self.stream
+            .flush()
+            .await
+            .map_err(|e| Error::io("write to server", e))
+    }
+
+    /// The write buffer, for callers that encode a message into it before [`flush`](Self::flush).
+    pub(crate) fn write_buf(&mut self) -> &mut BytesMut {
+        &mut self.write_buf
+    }
+
+    /// Sends `Terminate` and closes the socket.
+    pub async fn close(mut self) -> Result<()> {
+        frontend::terminate(&mut self.write_buf);
+        self.flush().await?;
+        self.stream
+            .shutdown()
+            .await
+            .map_err(|e| Error::io("close connection", e))
+    }
+}
+
+/// `server_version` such as `17.2 (Debian 17.2-1)` or `16beta1` as `server_version_num`.
+fn parse_server_version(v: &str) -> u32 {
+    let digits_of = |s: &str| -> u32 {
+        s.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or(0)
+    };
+    let mut parts = v.split('.');
+    let major = parts.next().map(digits_of).unwrap_or(0);
+    let minor = parts.next().map(digits_of).unwrap_or(0);
+    major * 10000 + minor
+}
+
+pub(crate) fn bad_message(e: std::io::Error) -> Error {
+    Error::protocol("malformed message from the server").with_source(e)
+}
+
+pub(crate) fn unexpected(msg: &Message, during: &str) -> Error {
+    let name = match msg {
+        Message::CopyData(_) => "CopyData",
+        Message::CopyDone => "CopyDone",
+        Message::CopyInResponse(_) => "CopyInResponse",
+        Message::CopyOutResponse(_) => "CopyOutResponse",
+        Message::DataRow(_) => "DataRow",
+        Message::RowDescription(_) => "RowDescription",
+        Message::CommandComplete(_) => "CommandComplete",
+        Message::ReadyForQuery(_) => "ReadyForQuery",
+        Message::EmptyQueryResponse => "EmptyQueryResponse",
+        _ => "message",
+    };
+    Error::protocol(format!("unexpected {name} from the server during {during}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_versions() {
+        assert_eq!(parse_server_version("17.2 (Debian 17.2-1.pgdg)"), 170002);
+        assert_eq!(parse_server_version("15.10"), 150010);
+        assert_eq!(parse_server_version("18beta1"), 180000);
+    }
+}

@@ -1,0 +1,364 @@
+//! `START_REPLICATION` and the CopyBoth duplex of raw CopyData frames; the cancel request.
+
+use bytes::{Bytes, BytesMut};
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use walproto::replication::StandbyStatusUpdate;
+use walproto::Lsn;
+
+use crate::commands::{quote_ident, quote_literal};
+use crate::config::Host;
+use crate::conn::{bad_message, unexpected, Connection};
+use crate::error::{Error, ErrorKind, Result};
+
+/// `streaming`: whether large in-progress transactions are streamed (protocol 2+).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Streaming {
+    /// `off`: only committed transactions, whole.
+    Off,
+    /// `on`: stream in-progress transactions (protocol 2+).
+    On,
+    /// `parallel`: as `on`, with the abort LSN and time in Stream Abort (protocol 4, 16+).
+    Parallel,
+}
+
+/// `origin`: which changes to send by replication origin (PostgreSQL 16+).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// Changes of any origin.
+    Any,
+    /// Only changes without an origin (made locally, not replicated in).
+    None,
+}
+
+/// The options of `START_REPLICATION ... LOGICAL` for `pgoutput`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogicalReplicationOptions {
+    /// `proto_version`: 1-4 (3 needs PostgreSQL 15, 4 needs 16).
+    pub proto_version: u32,
+    /// `publication_names`: each is quoted, so commas, quotes and capitals are safe.
+    pub publication_names: Vec<String>,
+    /// `streaming`, if set.
+    pub streaming: Option<Streaming>,
+    /// `binary`: column values in binary format.
+    pub binary: bool,
+    /// `messages`: include `pg_logical_emit_message` messages.
+    pub messages: bool,
+    /// `two_phase`: decode prepared transactions at PREPARE (protocol 3+).
+    pub two_phase: bool,
+    /// `origin`, if set.
+    pub origin: Option<Origin>,
+}
+
+impl LogicalReplicationOptions {
+    /// Protocol `proto_version` for `publications`, no other options.
+    pub fn new(proto_version: u32, publications: &[&str]) -> Self {
+        Self {
+            proto_version,
+            publication_names: publications.iter().map(|&p| p.to_owned()).collect(),
+            streaming: None,
+            binary: false,
+            messages: false,
+            two_phase: false,
+            origin: None,
+        }
+    }
+
+    /// The parenthesized option list of `START_REPLICATION`.
+    pub(crate) fn to_sql(&self) -> String {
+        let pubs = self
+            .publication_names
+            .iter()
+            .map(|p| quote_ident(p))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut opts = vec![
+            format!("\"proto_version\" '{}'", self.proto_version),
+            format!("\"publication_names\" {}", quote_literal(&pubs)),
+        ];
+        if let Some(s) = self.streaming {
+            let v = match s {
+                Streaming::Off => "off",
+                Streaming::On => "on",
+                Streaming::Parallel => "parallel",
+            };
+            opts.push(format!("\"streaming\" '{v}'"));
+        }
+        for (name, on) in [
+            ("binary", self.binary),
+            ("messages", self.messages),
+            ("two_phase", self.two_phase),
+        ] {
+            if on {
+                opts.push(format!("\"{name}\" 'true'"));
+            }
+        }
+        if let Some(o) = self.origin {
+            let v = match o {
+                Origin::Any => "any",
+                Origin::None => "none",
+            };
+            opts.push(format!("\"origin\" '{v}'"));
+        }
+        format!("({})", opts.join(", "))
+    }
+
+    fn check(&self, conn: &Connection) -> Result<()> {
+        if self.proto_version >= 3 || self.two_phase {
+            conn.require_version(15, "pgoutput protocol 3 and two_phase")?;
+        }
+        if self.proto_version >= 4 || self.streaming == Some(Streaming::Parallel) {
+            conn.require_version(16, "pgoutput protocol 4 and streaming=parallel")?;
+        }
+        if self.origin.is_some() {
+            conn.require_version(16, "the origin option")?;
+        }
+        Ok(())
+    }
+}
+
+impl Connection {
+    /// `START_REPLICATION SLOT slot LOGICAL start (options)`: enters CopyBoth mode.
+    ///
+    /// Options the server is too old for are refused before anything is sent. A server error
+    /// (the slot is missing or in use, ...) is returned with the connection still usable; it
+    /// is consumed either way, so reconnect for a retry.
+    pub async fn start_logical_replication(
+        mut self,
+        slot: &str,
+        start: Lsn,
+        options: &LogicalReplicationOptions,
+    ) -> Result<CopyBoth> {
+        options.check(&self)?;
+        let sql = format!(
+            "START_REPLICATION SLOT {} LOGICAL {start} {}",
+            quote_ident(slot),
+            options.to_sql()
+        );
+        self.start_copy_both(&sql).await?;
+        Ok(CopyBoth::new(self))
+    }
+
+    /// `START_REPLICATION [SLOT slot] PHYSICAL start [TIMELINE tli]` on a `replication=true`
+    /// connection: enters CopyBoth mode.
+    pub async fn start_physical_replication(
+        mut self,
+        slot: Option<&str>,
+        start: Lsn,
+        timeline: Option<u32>,
+    ) -> Result<CopyBoth> {
+        let mut sql = String::from("START_REPLICATION");
+        if let Some(s) = slot {
+            sql.push_str(&format!(" SLOT {}", quote_ident(s)));
+        }
+        sql.push_str(&format!(" PHYSICAL {start}"));
+        if let Some(t) = timeline {
+            sql.push_str(&format!(" TIMELINE {t}"));
+        }
+        self.start_copy_both(&sql).await?;
+        Ok(CopyBoth::new(self))
+    }
+
+    async fn start_copy_both(&mut self, sql: &str) -> Result<()> {
+        frontend::query(sql, self.write_buf())
+            .map_err(|e| Error::config("command contains a NUL byte").with_source(e))?;
+        self.flush().await?;
+        loop {
+            self.fill_frame().await?;
+            if self.take_copy_both_response() {
+                return Ok(());
+            }
+            match self.read_raw().await? {
+                Message::ErrorResponse(body) => {
+                    let e = Error::server(
+                        crate::DbError::from_fields(&mut body.fields()).map_err(bad_message)?,
+                    );
+                    self.read_until_ready().await?;
+                    return Err(e);
+                }
+                Message::ParameterStatus(_) => {}
+                other => return Err(unexpected(&other, "START_REPLICATION")),
+            }
+        }
+    }
+}
+
+/// The CopyBoth duplex after `START_REPLICATION`: receive CopyData payloads, send CopyData
+/// (status updates) at any time, end with [`finish`](Self::finish).
+///
+/// [`recv`](Self::recv) is cancel-safe: use it in `tokio::select!` beside a timer that sends
+/// status updates; a dropped `recv` loses no data and never leaves half a frame consumed.
+/// [`send`](Self::send) is not: a dropped send may have written part of a message, after which
+/// the connection must be dropped.
+#[derive(Debug)]
+pub struct CopyBoth {
+    conn: Connection,
+    client_done: bool,
+    server_done: bool,
+    /// The server has sent ReadyForQuery: the copy is over on both sides.
+    ready: bool,
+    scratch: BytesMut,
+}
+
+impl CopyBoth {
+    fn new(conn: Connection) -> Self {
+        Self {
+            conn,
+            client_done: false,
+            server_done: false,
+            ready: false,
+            scratch: BytesMut::new(),
+        }
+    }
+
+    /// The next CopyData payload (for logical replication, an XLogData or keepalive to parse
+    /// with `walproto::replication::ServerMessage::parse`), as `Bytes` split from the read
+    /// buffer without a copy; `None` when the server has ended its side with CopyDone.
+    ///
+    /// A server `ErrorResponse` becomes the typed error (the slot was dropped, the server
+    /// shuts down: [`Error::is_connection_lost`], ...).
+    pub async fn recv(&mut self) -> Result<Option<Bytes>> {
+        if self.ready || self.server_done {
+            return Ok(None);
+        }
+        loop {
+            match self.conn.read_raw().await? {
+                Message::CopyData(body) => return Ok(Some(body.into_bytes())),
+                Message::CopyDone => {
+                    self.server_done = true;
+                    return Ok(None);
+                }
+                // A walsender told to stop (pg_terminate_backend, shutdown) may end the copy
+                // with CommandComplete and no CopyDone; what follows says how it ended.
+                Message::CommandComplete(_) => self.server_done = true,
+                Message::ReadyForQuery(_) if self.server_done => {
+                    self.ready = true;
+                    return Ok(None);
+                }
+                Message::ErrorResponse(body) => {
+                    return Err(Error::server(
+                        crate::DbError::from_fields(&mut body.fields()).map_err(bad_message)?,
+                    ))
+                }
+                Message::ParameterStatus(_) => {}
+                other => return Err(unexpected(&other, "CopyBoth")),
+            }
+        }
+    }
+
+    /// Sends one CopyData message with `payload` (an encoded `StandbyStatusUpdate`, for
+    /// example) and flushes it.
+    pub async fn send(&mut self, payload: &[u8]) -> Result<()> {
+        if self.client_done {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "CopyData after CopyDone: the client side of the stream has ended",
+            ));
+        }
+        frontend::CopyData::new(payload)
+            .map_err(|e| Error::protocol("CopyData too large").with_source(e))?
+            .write(self.conn.write_buf());
+        self.conn.flush().await
+    }
+
+    /// Encodes and sends a standby status update.
+    pub async fn send_status_update(&mut self, update: &StandbyStatusUpdate) -> Result<()> {
+        self.scratch.clear();
+        update.encode(&mut self.scratch);
+        let payload = self.scratch.split().freeze();
+        self.send(&payload).await
+    }
+
+    /// Ends the stream cleanly: sends CopyDone (once), skips what the server still sends,
+    /// reads its CopyDone, CommandComplete and ReadyForQuery, and returns the connection for
+    /// further commands.
+    pub async fn finish(mut self) -> Result<Connection> {
+        if self.ready {
+            return Ok(self.conn);
+        }
+        if !self.client_done {
+            frontend::copy_done(self.conn.write_buf());
+            self.conn.flush().await?;
+            self.client_done = true;
+        }
+        let mut error = None;
+        loop {
+            match self.conn.read_raw().await? {
+                Message::ReadyForQuery(_) => break,
+                Message::ErrorResponse(body) => {
+                    error = Some(Error::server(
+                        crate::DbError::from_fields(&mut body.fields()).map_err(bad_message)?,
+                    ));
+                }
+                // Data in flight, the server's CopyDone, and for physical replication the
+                // next timeline's result set.
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(self.conn),
+        }
+    }
+
+    /// The connection under the stream (for its parameters and cancel token).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// Cancels the command running on a connection (such as `START_REPLICATION`), from any task:
+/// opens a new connection and sends `CancelRequest` with the backend's key.
+#[derive(Clone, Debug)]
+pub struct CancelToken {
+    pub(crate) host: Host,
+    pub(crate) port: u16,
+    pub(crate) process_id: i32,
+    pub(crate) secret_key: i32,
+}
+
+impl CancelToken {
+    /// Sends the cancel request. The server answers nothing; success means it was delivered,
+    /// not that a command was running. (The request is sent without TLS.)
+    pub async fn cancel(&self) -> Result<()> {
+        let mut buf = BytesMut::new();
+        frontend::cancel_request(self.process_id, self.secret_key, &mut buf);
+        let io = |e| Error::io("send cancel request", e);
+        match &self.host {
+            Host::Tcp(h) => {
+                let mut s = tokio::net::TcpStream::connect((h.as_str(), self.port))
+                    .await
+                    .map_err(io)?;
+                s.write_all(&buf).await.map_err(io)?;
+                let _ = s.read_u8().await;
+            }
+            Host::Unix(dir) => {
+                let path = dir.join(format!(".s.PGSQL.{}", self.port));
+                let mut s = tokio::net::UnixStream::connect(path).await.map_err(io)?;
+                s.write_all(&buf).await.map_err(io)?;
+                let _ = s.read_u8().await;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_quoted() {
+        let mut o = LogicalReplicationOptions::new(4, &["pub", "My,Pub \"x\" 'y'"]);
+        o.streaming = Some(Streaming::Parallel);
+        o.messages = true;
+        o.origin = Some(Origin::None);
+        assert_eq!(
+            o.to_sql(),
+            r#"("proto_version" '4', "publication_names" '"pub","My,Pub ""x"" ''y''"', "streaming" 'parallel', "messages" 'true', "origin" 'none')"#
+        );
+    }
+}

@@ -1,0 +1,321 @@
+//! TLS with rustls: the `SSLRequest` negotiation and libpq's `sslmode` checks.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use sha2::Digest as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::config::{Config, SslMode, SslRootCert};
+use crate::error::{Error, ErrorKind, Result};
+use crate::stream::Stream;
+
+/// Negotiates TLS on a fresh TCP connection as `config.sslmode` says; returns the stream and
+/// whether it is encrypted. `host` is the name certificates are checked against.
+pub(crate) async fn negotiate(
+    mut tcp: TcpStream,
+    host: &str,
+    config: &Config,
+    mode: SslMode,
+) -> Result<(Stream, bool)> {
+    if matches!(mode, SslMode::Disable | SslMode::Allow) {
+        return Ok((Stream::Tcp(tcp), false));
+    }
+    let mut buf = BytesMut::new();
+    frontend::ssl_request(&mut buf);
+    tcp.write_all(&buf)
+        .await
+        .map_err(|e| Error::io("send SSLRequest", e))?;
+    let answer = tcp
+        .read_u8()
+        .await
+        .map_err(|e| Error::io("read the answer to SSLRequest", e))?;
+    match answer {
+        b'S' => {}
+        b'N' if mode == SslMode::Prefer => return Ok((Stream::Tcp(tcp), false)),
+        b'N' => {
+            return Err(Error::new(
+                ErrorKind::Tls,
+                format!("the server does not support TLS, but sslmode={mode:?} requires it"),
+            ))
+        }
+        other => {
+            return Err(Error::protocol(format!(
+                "unexpected answer {:?} to SSLRequest",
+                char::from(other)
+            )))
+        }
+    }
+    let client_config = client_config(config, mode)?;
+    let name = server_name(host)?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    let tls = connector.connect(name, tcp).await.map_err(|e| {
+        let what = match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
+            | Some(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                ..
+            })) => format!(
+                "TLS: the server certificate is not valid for host name \"{host}\" \
+                 (sslmode=verify-full)"
+            ),
+            Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+                "TLS: the server certificate is not signed by a trusted root (sslrootcert)"
+                    .to_owned()
+            }
+            Some(rustls::Error::InvalidCertificate(c)) => {
+                format!("TLS: the server certificate was rejected: {c:?}")
+            }
+            _ => "TLS handshake failed".to_owned(),
+        };
+        Error::new(ErrorKind::Tls, what).with_source(e)
+    })?;
+    Ok((Stream::Tls(Box::new(tls)), true))
+}
+
+/// The `tls-server-end-point` channel binding data (RFC 5929): a hash of the server's
+/// certificate, with SHA-256 unless its signature uses SHA-384 or SHA-512.
+pub(crate) fn server_end_point(tls: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
+    let cert = tls.get_ref().1.peer_certificates()?.first()?;
+    let der = cert.as_ref();
+    let contains = |oid: &[u8]| der.windows(oid.len()).any(|w| w == oid);
+    // Signature algorithm OIDs, DER-encoded: sha384/sha512 with RSA, ECDSA with SHA-384/512.
+    const SHA384: [&[u8]; 2] = [
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c],
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
+    ];
+    const SHA512: [&[u8]; 2] = [
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d],
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04],
+    ];
+    Some(if SHA512.iter().any(|o| contains(o)) {
+        sha2::Sha512::digest(der).to_vec()
+    } else if SHA384.iter().any(|o| contains(o)) {
+        sha2::Sha384::digest(der).to_vec()
+    } else {
+        sha2::Sha256::digest(der).to_vec()
+    })
+}
+
+fn server_name(host: &str) -> Result<ServerName<'static>> {
+    ServerName::try_from(host.to_owned()).map_err(|e| {
+        Error::new(
+            ErrorKind::Tls,
+            format!("invalid TLS server name \"{host}\""),
+        )
+        .with_source(e)
+    })
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn client_config(config: &Config, mode: SslMode) -> Result<rustls::ClientConfig> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::new(ErrorKind::Tls, "TLS setup").with_source(e))?;
+    // libpq: with a root certificate file, require behaves as verify-ca.
+    let verify = match mode {
+        SslMode::VerifyCa | SslMode::VerifyFull => true,
+        SslMode::Require => matches!(config.sslrootcert, Some(SslRootCert::File(_))),
+        _ => false,
+    };
+    let verifier: Arc<dyn ServerCertVerifier> = if verify {
+        let roots = Arc::new(root_store(config)?);
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Tls, "TLS root certificates").with_source(e))?;
+        if mode == SslMode::VerifyFull {
+            webpki
+        } else {
+            Arc::new(VerifyCa(webpki))
+        }
+    } else {
+        Arc::new(NoVerify(provider))
+    };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    match (&config.sslcert, &config.sslkey) {
+        (Some(cert), Some(key)) => {
+            let certs = CertificateDer::pem_file_iter(cert)
+                .and_then(|i| i.collect::<std::result::Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Tls,
+                        format!("could not read client certificate {}", cert.display()),
+                    )
+                    .with_source(e)
+                })?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                Error::new(
+                    ErrorKind::Tls,
+                    format!("could not read client key {}", key.display()),
+                )
+                .with_source(e)
+            })?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| Error::new(ErrorKind::Tls, "client certificate").with_source(e))
+        }
+        (Some(cert), None) => Err(Error::new(
+            ErrorKind::Tls,
+            format!("client certificate {} given without sslkey", cert.display()),
+        )),
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+fn root_store(config: &Config) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    match &config.sslrootcert {
+        Some(SslRootCert::File(path)) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|i| i.collect::<std::result::Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Tls,
+                        format!("could not read root certificate file {}", path.display()),
+                    )
+                    .with_source(e)
+                })?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(Error::new(
+                    ErrorKind::Tls,
+                    format!("no usable certificate in {}", path.display()),
+                ));
+            }
+        }
+        Some(SslRootCert::System) => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Tls,
+                    "sslrootcert=system: no certificates in the platform store",
+                ));
+            }
+        }
+        None => {
+            return Err(Error::new(
+                ErrorKind::Tls,
+                "root certificate file \"~/.postgresql/root.crt\" does not exist; either \
+                 provide the file (sslrootcert), use the system's trusted roots with \
+                 sslrootcert=system, or change sslmode to disable server certificate \
+                 verification",
+            ))
+        }
+    }
+    Ok(roots)
+}
+
+/// `verify-ca`: the chain must be trusted, the name need not match.
+#[derive(Debug)]
+struct VerifyCa(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for VerifyCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// `require` and `prefer` without a root certificate: encryption without authentication of
+/// the server, as in libpq. The handshake signatures are still checked.
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,29 @@
+//! Live tests of walconn against PostgreSQL 15-18 (pgtest starts the servers).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a failed assertion (clippy.toml's allow-*-in-tests does not \
+              reach helper functions outside #[test] items)"
+)]
+
+mod auth;
+mod commands;
+mod replication;
+mod tls;
+
+/// Runs `f` to completion on a fresh current-thread runtime (pgtest's helpers block, so each
+/// major's part of a test gets its own runtime).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A conninfo parsed with no environment at all, so the caller's `PG*` cannot interfere.
+fn config(conninfo: &str) -> walconn::Config {
+    walconn::Config::parse_with_env(conninfo, |_| None).unwrap()
+}
