@@ -1,6 +1,6 @@
 //! The `walstream` command-line tool. Its contract is `shared/CLI.md`.
 //!
-//! `decode` works today; `tail`, `record` and `demo` are declared with their options so that
+//! `decode` and `record` work today; `tail` and `demo` are declared with their options so that
 //! their help is already the contract's, and say they are not implemented until the walconn
 //! and walstream layers they stand on exist.
 
@@ -8,6 +8,7 @@ mod capture;
 mod decode;
 mod header;
 mod json;
+mod record;
 
 use std::fs::File;
 use std::io;
@@ -30,6 +31,7 @@ mod exit {
     pub(crate) const USAGE: u8 = 2;
     /// A file could not be opened or read, or the output could not be written.
     pub(crate) const IO: u8 = 3;
+    pub(crate) const SERVER: u8 = 4;
 }
 
 const EXIT_CODES: &str = "\
@@ -38,7 +40,8 @@ Exit status:
   1  the capture is invalid or a message in it cannot be decoded
      (every line before the problem is written first)
   2  usage error, or a subcommand that is not implemented yet
-  3  a file cannot be read, or the output cannot be written";
+  3  a file cannot be read, or the output cannot be written
+  4  the server or the connection failed (record)";
 
 /// Decode, tail and record PostgreSQL logical replication (pgoutput) streams as JSON lines.
 #[derive(Debug, Parser)]
@@ -57,6 +60,7 @@ enum Command {
     /// Stream decoded changes as JSON lines on stdout, acknowledging what was written.
     Tail(TailArgs),
     /// Write the raw replication stream to a capture file.
+    #[command(after_help = RECORD_EXAMPLES)]
     Record(RecordArgs),
     /// Decode a capture file to JSON lines on stdout (the same schema as `tail`).
     #[command(after_help = DECODE_EXAMPLES)]
@@ -64,6 +68,21 @@ enum Command {
     /// Start a throwaway local PostgreSQL, write changes to a demo table and tail them.
     Demo,
 }
+
+const RECORD_EXAMPLES: &str = "\
+Examples:
+  walstream record 'host=db user=repl dbname=app' --slot s --publication p --out app.walcap
+  walstream record postgresql://repl@db/app --slot s --publication p --create-slot \\
+      --streaming parallel --messages --end 0/3000000 --out app.walcap
+
+The slot is acknowledged only up to a transaction end (or an idle keepalive) already synced
+to the file, so a restart resumes where the file stops. SIGINT/SIGTERM stop cleanly.
+
+Exit status:
+  0  stopped at --end, by a signal, or by the server ending the stream
+  2  usage error
+  3  the capture cannot be written
+  4  the server or the connection failed";
 
 const DECODE_EXAMPLES: &str = "\
 Examples:
@@ -150,6 +169,11 @@ struct StreamArgs {
     /// Stop cleanly once this LSN (X/X) is reached.
     #[arg(long, value_name = "LSN")]
     end: Option<Lsn>,
+    /// Seconds between status updates to the server (which also flush the output), like
+    /// `pg_recvlogical --status-interval`; keep it well under the server's
+    /// `wal_sender_timeout`.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    status_interval: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -171,7 +195,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Decode(args) => run_decode(&args),
         Command::Tail(args) => not_implemented("tail", &args),
-        Command::Record(args) => not_implemented("record", &args),
+        Command::Record(args) => run_record(&args),
         Command::Demo => not_implemented("demo", &()),
     }
 }
@@ -206,6 +230,38 @@ fn run_decode(args: &DecodeArgs) -> ExitCode {
         Err(e) => {
             eprintln!("error: {name}: {e}");
             ExitCode::from(exit::IO)
+        }
+    }
+}
+
+fn run_record(args: &RecordArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::IO);
+        }
+    };
+    match runtime.block_on(record::record(args)) {
+        Ok(summary) => {
+            tracing::info!(
+                frames = summary.frames,
+                acknowledged = %summary.acknowledged,
+                "recorded {}",
+                args.out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: walstream record: {e}");
+            ExitCode::from(match e {
+                record::RecordError::Usage(_) => exit::USAGE,
+                record::RecordError::Server(_) => exit::SERVER,
+                record::RecordError::Io(_) => exit::IO,
+            })
         }
     }
 }

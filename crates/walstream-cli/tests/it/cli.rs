@@ -33,18 +33,6 @@ fn decode_help_has_examples_and_exit_codes() {
 fn unimplemented_subcommands_exit_2() {
     for args in [
         &["tail", "host=x", "--slot", "s", "--publication", "p"][..],
-        &[
-            "record",
-            "postgresql://h/db",
-            "--slot",
-            "s",
-            "--publication",
-            "p",
-            "--out",
-            "f.walcap",
-            "--end",
-            "0/16B3748",
-        ],
         &["demo"],
     ] {
         let run = walstream(args, b"");

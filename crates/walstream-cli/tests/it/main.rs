@@ -18,5 +18,6 @@
 mod cli;
 mod errors;
 mod messages;
+mod record;
 mod support;
 mod testdata;
