@@ -74,6 +74,17 @@ pub(crate) async fn negotiate(
                 "TLS: the server certificate is not signed by a trusted root (sslrootcert)"
                     .to_owned()
             }
+            // webpki picks the issuer by name: a root with the right name and another key
+            // leaves a signature that does not verify.
+            Some(rustls::Error::InvalidCertificate(CertificateError::BadSignature)) => {
+                "TLS: the server certificate is not signed by a trusted root (sslrootcert): \
+                 a root of the same name has another key"
+                    .to_owned()
+            }
+            Some(rustls::Error::InvalidCertificate(CertificateError::Expired))
+            | Some(rustls::Error::InvalidCertificate(CertificateError::ExpiredContext {
+                ..
+            })) => "TLS: the server certificate has expired".to_owned(),
             Some(rustls::Error::InvalidCertificate(c)) => {
                 format!("TLS: the server certificate was rejected: {c:?}")
             }
@@ -85,12 +96,17 @@ pub(crate) async fn negotiate(
 }
 
 /// The `tls-server-end-point` channel binding data (RFC 5929): a hash of the server's
-/// certificate, with SHA-256 unless its signature uses SHA-384 or SHA-512.
+/// certificate, with the hash of the certificate's signature algorithm (SHA-256 for MD5,
+/// SHA-1 and anything else, as the RFC and PostgreSQL's server say).
 pub(crate) fn server_end_point(tls: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
     let cert = tls.get_ref().1.peer_certificates()?.first()?;
-    let der = cert.as_ref();
-    let contains = |oid: &[u8]| der.windows(oid.len()).any(|w| w == oid);
-    // Signature algorithm OIDs, DER-encoded: sha384/sha512 with RSA, ECDSA with SHA-384/512.
+    Some(end_point_hash(cert.as_ref()))
+}
+
+/// [`server_end_point`] for a DER certificate.
+fn end_point_hash(der: &[u8]) -> Vec<u8> {
+    // Signature algorithm OIDs (contents octets): sha384/sha512 with RSA, ECDSA with
+    // SHA-384/512. RSASSA-PSS carries its hash in the parameters; it falls back to SHA-256.
     const SHA384: [&[u8]; 2] = [
         &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c],
         &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
@@ -99,13 +115,49 @@ pub(crate) fn server_end_point(tls: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
         &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d],
         &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04],
     ];
-    Some(if SHA512.iter().any(|o| contains(o)) {
-        sha2::Sha512::digest(der).to_vec()
-    } else if SHA384.iter().any(|o| contains(o)) {
-        sha2::Sha384::digest(der).to_vec()
+    match signature_algorithm(der) {
+        Some(oid) if SHA512.contains(&oid) => sha2::Sha512::digest(der).to_vec(),
+        Some(oid) if SHA384.contains(&oid) => sha2::Sha384::digest(der).to_vec(),
+        _ => sha2::Sha256::digest(der).to_vec(),
+    }
+}
+
+/// The OID (contents octets) of a DER certificate's outer `signatureAlgorithm` (RFC 5280
+/// section 4.1: `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signature }`).
+/// A walk of three DER headers: no X.509 crate is needed for one field.
+fn signature_algorithm(cert: &[u8]) -> Option<&[u8]> {
+    const SEQUENCE: u8 = 0x30;
+    const OID: u8 = 0x06;
+    let (certificate, _) = der_element(cert, SEQUENCE)?;
+    let (_tbs, rest) = der_element(certificate, SEQUENCE)?;
+    let (algorithm, _) = der_element(rest, SEQUENCE)?;
+    let (oid, _) = der_element(algorithm, OID)?;
+    Some(oid)
+}
+
+/// Splits the DER element with tag `tag` off the front of `input`: its contents and what
+/// follows it. `None` for another tag, an indefinite or oversized length, or a short input.
+fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&found, rest) = input.split_first()?;
+    if found != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
     } else {
-        sha2::Sha256::digest(der).to_vec()
-    })
+        // Long form: the low bits count the length octets; certificates need at most 4.
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let (octets, rest) = rest.split_at_checked(count)?;
+        let len = octets
+            .iter()
+            .fold(0usize, |len, &b| (len << 8) | usize::from(b));
+        (len, rest)
+    };
+    rest.split_at_checked(len)
 }
 
 fn server_name(host: &str) -> Result<ServerName<'static>> {
@@ -317,5 +369,37 @@ impl ServerCertVerifier for NoVerify {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(alg: &'static rcgen::SignatureAlgorithm) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate_for(alg).unwrap();
+        rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    #[test]
+    fn end_point_hash_follows_the_signature_algorithm() {
+        let p256 = cert(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let p384 = cert(&rcgen::PKCS_ECDSA_P384_SHA384);
+        assert_eq!(
+            signature_algorithm(&p384),
+            Some(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03][..])
+        );
+        assert_eq!(end_point_hash(&p256), sha2::Sha256::digest(&p256).to_vec());
+        assert_eq!(end_point_hash(&p384), sha2::Sha384::digest(&p384).to_vec());
+        // Not a certificate: SHA-256, and no panic on any prefix.
+        for len in 0..p384.len() {
+            assert_eq!(signature_algorithm(&p384[..len]), None, "{len}");
+        }
+        assert_eq!(end_point_hash(b"junk").len(), 32);
     }
 }
