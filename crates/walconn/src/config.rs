@@ -54,6 +54,18 @@ pub enum SslRootCert {
     System,
 }
 
+/// How TLS is started (`sslnegotiation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SslNegotiation {
+    /// Ask with `SSLRequest`, then start TLS if the server agrees (the default; every server).
+    #[default]
+    Postgres,
+    /// Start TLS at once, with ALPN `postgresql` (PostgreSQL 17+; saves a round trip). Needs
+    /// `sslmode` require, verify-ca or verify-full, as in libpq.
+    Direct,
+}
+
 /// Whether SCRAM channel binding is used (`channel_binding`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -194,6 +206,7 @@ pub struct Config {
     pub(crate) sslcert: Option<PathBuf>,
     pub(crate) sslkey: Option<PathBuf>,
     pub(crate) channel_binding: ChannelBinding,
+    pub(crate) sslnegotiation: SslNegotiation,
     pub(crate) replication: Replication,
     pub(crate) target_session_attrs: TargetSessionAttrs,
 }
@@ -437,18 +450,27 @@ impl Config {
                 "channel_binding=require needs TLS, but sslmode is disable",
             ));
         }
-        match raw.sslnegotiation.as_deref() {
-            None | Some("postgres") => {}
-            Some("direct") => {
-                return Err(Error::config(
-                    "sslnegotiation=direct is not supported yet (use \"postgres\")",
-                ))
-            }
+        let sslnegotiation = match raw.sslnegotiation.as_deref() {
+            None | Some("postgres") => SslNegotiation::Postgres,
+            Some("direct") => SslNegotiation::Direct,
             Some(other) => {
                 return Err(Error::config(format!(
                     "invalid sslnegotiation value: \"{other}\""
                 )))
             }
+        };
+        // libpq: direct TLS leaves no plaintext fallback, so a mode that allows one is refused.
+        if sslnegotiation == SslNegotiation::Direct
+            && !matches!(
+                sslmode,
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+            )
+        {
+            return Err(Error::config(format!(
+                "weak sslmode \"{}\" may not be used with sslnegotiation=direct (use \
+                 \"require\", \"verify-ca\", or \"verify-full\")",
+                raw.sslmode.as_deref().unwrap_or("prefer")
+            )));
         }
         let target_session_attrs = match raw.target_session_attrs.as_deref() {
             None => TargetSessionAttrs::Any,
@@ -488,6 +510,7 @@ impl Config {
             sslcert,
             sslkey,
             channel_binding,
+            sslnegotiation,
             replication,
             target_session_attrs,
         })
@@ -557,6 +580,11 @@ impl Config {
     /// The channel binding policy.
     pub fn channel_binding(&self) -> ChannelBinding {
         self.channel_binding
+    }
+
+    /// How TLS is started.
+    pub fn sslnegotiation(&self) -> SslNegotiation {
+        self.sslnegotiation
     }
 
     /// The kind of replication connection.

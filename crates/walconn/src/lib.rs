@@ -62,8 +62,8 @@ pub use commands::{
     SnapshotAction, SystemInfo,
 };
 pub use config::{
-    ChannelBinding, Config, Host, Replication, SslMode, SslRootCert, TargetSessionAttrs,
-    DEFAULT_PORT,
+    ChannelBinding, Config, Host, Replication, SslMode, SslNegotiation, SslRootCert,
+    TargetSessionAttrs, DEFAULT_PORT,
 };
 pub use conn::{Connection, MAX_MESSAGE_LEN};
 pub use copy_both::{CancelToken, CopyBoth, LogicalReplicationOptions, Origin, Streaming};

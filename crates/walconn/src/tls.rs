@@ -15,12 +15,15 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::{Config, SslMode, SslRootCert};
+use crate::config::{Config, SslMode, SslNegotiation, SslRootCert};
 use crate::error::{Error, ErrorKind, Result};
 use crate::stream::Stream;
 
-/// Negotiates TLS on a fresh TCP connection as `config.sslmode` says; returns the stream and
-/// whether it is encrypted. `host` is the name certificates are checked against.
+/// The ALPN protocol name PostgreSQL 17+ registers for itself.
+const ALPN_POSTGRESQL: &[u8] = b"postgresql";
+
+/// Negotiates TLS on a fresh TCP connection as `config.sslmode` and `sslnegotiation` say;
+/// returns the stream and whether it is encrypted. `host` is the name certificates are checked against.
 pub(crate) async fn negotiate(
     mut tcp: TcpStream,
     host: &str,
@@ -30,29 +33,32 @@ pub(crate) async fn negotiate(
     if matches!(mode, SslMode::Disable | SslMode::Allow) {
         return Ok((Stream::Tcp(tcp), false));
     }
-    let mut buf = BytesMut::new();
-    frontend::ssl_request(&mut buf);
-    tcp.write_all(&buf)
-        .await
-        .map_err(|e| Error::io("send SSLRequest", e))?;
-    let answer = tcp
-        .read_u8()
-        .await
-        .map_err(|e| Error::io("read the answer to SSLRequest", e))?;
-    match answer {
-        b'S' => {}
-        b'N' if mode == SslMode::Prefer => return Ok((Stream::Tcp(tcp), false)),
-        b'N' => {
-            return Err(Error::new(
-                ErrorKind::Tls,
-                format!("the server does not support TLS, but sslmode={mode:?} requires it"),
-            ))
-        }
-        other => {
-            return Err(Error::protocol(format!(
-                "unexpected answer {:?} to SSLRequest",
-                char::from(other)
-            )))
+    let direct = config.sslnegotiation == SslNegotiation::Direct;
+    if !direct {
+        let mut buf = BytesMut::new();
+        frontend::ssl_request(&mut buf);
+        tcp.write_all(&buf)
+            .await
+            .map_err(|e| Error::io("send SSLRequest", e))?;
+        let answer = tcp
+            .read_u8()
+            .await
+            .map_err(|e| Error::io("read the answer to SSLRequest", e))?;
+        match answer {
+            b'S' => {}
+            b'N' if mode == SslMode::Prefer => return Ok((Stream::Tcp(tcp), false)),
+            b'N' => {
+                return Err(Error::new(
+                    ErrorKind::Tls,
+                    format!("the server does not support TLS, but sslmode={mode:?} requires it"),
+                ))
+            }
+            other => {
+                return Err(Error::protocol(format!(
+                    "unexpected answer {:?} to SSLRequest",
+                    char::from(other)
+                )))
+            }
         }
     }
     let client_config = client_config(config, mode)?;
@@ -88,10 +94,22 @@ pub(crate) async fn negotiate(
             Some(rustls::Error::InvalidCertificate(c)) => {
                 format!("TLS: the server certificate was rejected: {c:?}")
             }
+            // A server before 17 reads the ClientHello as a startup packet and hangs up.
+            _ if direct => "TLS handshake failed (sslnegotiation=direct needs PostgreSQL 17 or \
+                            newer)"
+                .to_owned(),
             _ => "TLS handshake failed".to_owned(),
         };
         Error::new(ErrorKind::Tls, what).with_source(e)
     })?;
+    // libpq insists on ALPN for direct TLS: it is what tells the server (and any TLS proxy
+    // in between) that PostgreSQL runs inside.
+    if direct && tls.get_ref().1.alpn_protocol() != Some(ALPN_POSTGRESQL) {
+        return Err(Error::new(
+            ErrorKind::Tls,
+            "the server did not negotiate ALPN \"postgresql\" on a direct TLS connection",
+        ));
+    }
     Ok((Stream::Tls(Box::new(tls)), true))
 }
 
@@ -201,7 +219,7 @@ fn client_config(config: &Config, mode: SslMode) -> Result<rustls::ClientConfig>
     let builder = builder
         .dangerous()
         .with_custom_certificate_verifier(verifier);
-    match (&config.sslcert, &config.sslkey) {
+    let mut tls_config = match (&config.sslcert, &config.sslkey) {
         (Some(cert), Some(key)) => {
             let certs = CertificateDer::pem_file_iter(cert)
                 .and_then(|i| i.collect::<std::result::Result<Vec<_>, _>>())
@@ -228,7 +246,10 @@ fn client_config(config: &Config, mode: SslMode) -> Result<rustls::ClientConfig>
             format!("client certificate {} given without sslkey", cert.display()),
         )),
         _ => Ok(builder.with_no_client_auth()),
-    }
+    }?;
+    // Sent on every connection, as libpq 17+ does; older servers ignore it.
+    tls_config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    Ok(tls_config)
 }
 
 fn root_store(config: &Config) -> Result<RootCertStore> {

@@ -287,3 +287,47 @@ fn sslrootcert_system_is_verify_full() {
         });
     }
 }
+
+/// `sslnegotiation=direct`: TLS at once with ALPN, on 17+; a clear error from older servers.
+#[test]
+fn sslnegotiation_direct() {
+    let err =
+        walconn::Config::parse_with_env("user=u sslmode=prefer sslnegotiation=direct", |_| None)
+            .unwrap_err();
+    assert!(err.to_string().contains("weak sslmode \"prefer\""), "{err}");
+    let pki = Pki::new("tls-direct");
+    let ca = pki.path("ca.pem");
+    for major in pgtest::installed_majors() {
+        println!("PostgreSQL {major}:");
+        let cluster = pki.cluster(major);
+        let named = format!(
+            "host=localhost hostaddr=127.0.0.1 port={} user=tlsuser password='tls pass' \
+             dbname=postgres connect_timeout=10 sslnegotiation=direct",
+            cluster.port()
+        );
+        block_on(async {
+            if major < 17 {
+                println!(
+                    "skipping direct TLS on PostgreSQL {major}: needs 17+ (checking the error)"
+                );
+                let err = fails(&format!("{named} sslmode=require")).await;
+                assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+                assert!(err.to_string().contains("needs PostgreSQL 17"), "{err}");
+                return;
+            }
+            assert!(connects(&format!("{named} sslmode=require")).await);
+            assert!(
+                connects(&format!(
+                    "{named} sslmode=verify-full sslrootcert={ca} channel_binding=require"
+                ))
+                .await
+            );
+            let err = fails(&format!(
+                "{named} sslmode=verify-ca sslrootcert={}",
+                pki.path("other.pem")
+            ))
+            .await;
+            assert!(err.to_string().contains("trusted root"), "{err}");
+        });
+    }
+}
