@@ -10,6 +10,7 @@
 
 mod auth;
 mod commands;
+mod fake_server;
 mod replication;
 mod tls;
 

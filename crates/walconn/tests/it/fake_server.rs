@@ -1,0 +1,204 @@
+//! A scripted fake server on a local TCP socket, for what a real server will not do on demand:
+//! truncated and inflated frames, an ErrorResponse mid-CopyBoth, silence, and CopyBoth ended by
+//! CommandComplete without CopyDone.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use walconn::{Connection, CopyBoth, ErrorKind, LogicalReplicationOptions};
+use walproto::Lsn;
+
+use crate::{block_on, config};
+
+/// A backend message: tag, length (counting itself), body.
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(u32::try_from(body.len()).unwrap() + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn copy_data(payload: &[u8]) -> Vec<u8> {
+    msg(b'd', payload)
+}
+
+/// Reads one frontend message with a tag and returns its tag.
+async fn read_tagged(s: &mut TcpStream) -> u8 {
+    let tag = s.read_u8().await.unwrap();
+    let len = s.read_u32().await.unwrap();
+    let mut body = vec![0; usize::try_from(len).unwrap() - 4];
+    s.read_exact(&mut body).await.unwrap();
+    tag
+}
+
+/// Runs `script` as the server of one connection: the startup (trust, a 17.0 server) and the
+/// `START_REPLICATION` query are answered first, up to CopyBothResponse; the script goes on
+/// from there. Returns the CopyBoth of the client.
+async fn start<F, Fut>(script: F) -> CopyBoth
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let len = s.read_u32().await.unwrap();
+        let mut startup = vec![0; usize::try_from(len).unwrap() - 4];
+        s.read_exact(&mut startup).await.unwrap();
+        let mut out = msg(b'R', &0u32.to_be_bytes());
+        out.extend(msg(b'S', b"server_version\x0017.0\x00"));
+        out.extend(msg(b'K', &[0, 0, 0, 42, 0, 0, 0, 7]));
+        out.extend(msg(b'Z', b"I"));
+        s.write_all(&out).await.unwrap();
+        assert_eq!(read_tagged(&mut s).await, b'Q');
+        s.write_all(&msg(b'W', &[0, 0, 0])).await.unwrap();
+        script(s).await;
+    });
+    let conn = Connection::connect(&config(&format!(
+        "host=127.0.0.1 port={port} user=fake dbname=fake sslmode=disable"
+    )))
+    .await
+    .unwrap();
+    conn.start_logical_replication(
+        "slot",
+        Lsn::ZERO,
+        &LogicalReplicationOptions::new(1, &["p"]),
+    )
+    .await
+    .unwrap()
+}
+
+#[test]
+fn truncated_frame_is_a_closed_connection() {
+    block_on(async {
+        let mut stream = start(|mut s| async move {
+            let mut out = copy_data(b"whole");
+            // A CopyData announcing 100 bytes, cut after 10.
+            out.extend_from_slice(&copy_data(&[7; 100])[..15]);
+            s.write_all(&out).await.unwrap();
+        })
+        .await;
+        assert_eq!(stream.recv().await.unwrap().unwrap(), &b"whole"[..]);
+        let err = stream.recv().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Closed, "{err:?}");
+        assert!(err.to_string().contains("mid-message"), "{err}");
+        assert!(err.is_connection_lost(), "{err:?}");
+    });
+}
+
+#[test]
+fn inflated_length_fails_before_allocating() {
+    // 2 GiB - 1 passes as a positive i32 and must hit walconn's own limit; 4 GiB - 1 is
+    // negative as the protocol's signed length. Neither may reserve the buffer it claims.
+    for len in [0x7fff_ffffu32, 0xffff_ffff] {
+        block_on(async {
+            let mut stream = start(move |mut s| async move {
+                let mut out = vec![b'd'];
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&[0; 64]);
+                s.write_all(&out).await.unwrap();
+                // Stay open: the client must decide from the header alone.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            })
+            .await;
+            let err = tokio::time::timeout(Duration::from_secs(5), stream.recv())
+                .await
+                .expect("no answer from the header alone")
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Protocol, "{len:#x}: {err:?}");
+            if len == 0x7fff_ffff {
+                assert!(err.to_string().contains("more than the"), "{err}");
+            }
+        });
+    }
+}
+
+#[test]
+fn error_response_mid_copy_both_is_typed() {
+    block_on(async {
+        let mut stream = start(|mut s| async move {
+            let mut out = copy_data(b"first");
+            out.extend(msg(
+                b'E',
+                b"SERROR\0VERROR\0C55000\0Mreplication slot \"slot\" was invalidated\0\
+                  Dthe slot's restart_lsn is too old\0Hcreate a new slot\0\0",
+            ));
+            s.write_all(&out).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        })
+        .await;
+        assert_eq!(stream.recv().await.unwrap().unwrap(), &b"first"[..]);
+        let err = stream.recv().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Db, "{err:?}");
+        assert_eq!(err.code(), Some("55000"));
+        let db = err.db().unwrap();
+        assert_eq!(db.severity, "ERROR");
+        assert_eq!(db.message, "replication slot \"slot\" was invalidated");
+        assert_eq!(
+            db.detail.as_deref(),
+            Some("the slot's restart_lsn is too old")
+        );
+        assert_eq!(db.hint.as_deref(), Some("create a new slot"));
+        assert!(err.to_string().contains("HINT: create a new slot"), "{err}");
+    });
+}
+
+#[test]
+fn silent_server_times_out_and_a_dropped_recv_keeps_the_stream_in_step() {
+    block_on(async {
+        let (go, wait) = oneshot::channel::<()>();
+        let mut stream = start(|mut s| async move {
+            let first = copy_data(b"a frame cut in two by a pause");
+            // Half a frame, then silence until the client has given up waiting once.
+            s.write_all(&first[..9]).await.unwrap();
+            wait.await.unwrap();
+            let mut rest = first[9..].to_vec();
+            rest.extend(copy_data(b"next"));
+            s.write_all(&rest).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        })
+        .await;
+        // The caller's timeout drops a recv that has buffered half a frame.
+        let timed_out = tokio::time::timeout(Duration::from_millis(200), stream.recv()).await;
+        assert!(timed_out.is_err(), "{timed_out:?}");
+        // So does losing a select! race.
+        tokio::select! {
+            r = stream.recv() => panic!("{r:?}"),
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        go.send(()).unwrap();
+        assert_eq!(
+            stream.recv().await.unwrap().unwrap(),
+            &b"a frame cut in two by a pause"[..]
+        );
+        assert_eq!(stream.recv().await.unwrap().unwrap(), &b"next"[..]);
+    });
+}
+
+#[test]
+fn command_complete_without_copy_done_ends_the_stream() {
+    block_on(async {
+        let mut stream = start(|mut s| async move {
+            let mut out = copy_data(b"last");
+            out.extend(msg(b'C', b"START_REPLICATION\0"));
+            out.extend(msg(b'Z', b"I"));
+            s.write_all(&out).await.unwrap();
+            // The connection is back to idle: answer one simple query.
+            assert_eq!(read_tagged(&mut s).await, b'Q');
+            let mut out = msg(b'C', b"SELECT 0\0");
+            out.extend(msg(b'Z', b"I"));
+            s.write_all(&out).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        })
+        .await;
+        assert_eq!(stream.recv().await.unwrap().unwrap(), &b"last"[..]);
+        assert_eq!(stream.recv().await.unwrap(), None);
+        assert_eq!(stream.recv().await.unwrap(), None);
+        let mut conn = stream.finish().await.unwrap();
+        conn.simple_query("SELECT").await.unwrap();
+    });
+}
