@@ -207,6 +207,13 @@ pub struct Config {
     pub(crate) sslkey: Option<PathBuf>,
     pub(crate) channel_binding: ChannelBinding,
     pub(crate) sslnegotiation: SslNegotiation,
+    /// `keepalives`: TCP keepalive on (the default) or off.
+    pub(crate) keepalives: bool,
+    /// `keepalives_idle`, `keepalives_interval`, `keepalives_count`: the kernel's defaults
+    /// unless set.
+    pub(crate) keepalives_idle: Option<Duration>,
+    pub(crate) keepalives_interval: Option<Duration>,
+    pub(crate) keepalives_count: Option<u32>,
     pub(crate) replication: Replication,
     pub(crate) target_session_attrs: TargetSessionAttrs,
 }
@@ -233,15 +240,15 @@ struct Raw {
     replication: Option<String>,
     target_session_attrs: Option<String>,
     sslnegotiation: Option<String>,
+    keepalives: Option<String>,
+    keepalives_idle: Option<String>,
+    keepalives_interval: Option<String>,
+    keepalives_count: Option<String>,
 }
 
 /// Settings libpq knows that this crate accepts and ignores: they tune what it does not do
-/// (keepalive timers are the kernel's defaults, GSSAPI is not supported).
+/// (GSSAPI is not supported, the TLS versions are rustls' safe defaults).
 const IGNORED_KEYS: &[&str] = &[
-    "keepalives",
-    "keepalives_idle",
-    "keepalives_interval",
-    "keepalives_count",
     "tcp_user_timeout",
     "gssencmode",
     "sslcompression",
@@ -274,6 +281,10 @@ impl Raw {
             "replication" => &mut self.replication,
             "target_session_attrs" => &mut self.target_session_attrs,
             "sslnegotiation" => &mut self.sslnegotiation,
+            "keepalives" => &mut self.keepalives,
+            "keepalives_idle" => &mut self.keepalives_idle,
+            "keepalives_interval" => &mut self.keepalives_interval,
+            "keepalives_count" => &mut self.keepalives_count,
             k if IGNORED_KEYS.contains(&k) => return Ok(()),
             k => return Err(Error::config(format!("invalid connection option \"{k}\""))),
         };
@@ -472,6 +483,25 @@ impl Config {
                 raw.sslmode.as_deref().unwrap_or("prefer")
             )));
         }
+        // libpq: keepalives=0 turns them off, any other integer leaves them on; the timers
+        // are seconds, and zero means the kernel's default.
+        let keepalives = parse_int(raw.keepalives.as_deref(), "keepalives")?.is_none_or(|k| k != 0);
+        let seconds = |v: Option<i64>| {
+            v.and_then(|s| u64::try_from(s).ok())
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs)
+        };
+        let keepalives_idle = seconds(parse_int(
+            raw.keepalives_idle.as_deref(),
+            "keepalives_idle",
+        )?);
+        let keepalives_interval = seconds(parse_int(
+            raw.keepalives_interval.as_deref(),
+            "keepalives_interval",
+        )?);
+        let keepalives_count = parse_int(raw.keepalives_count.as_deref(), "keepalives_count")?
+            .and_then(|c| u32::try_from(c).ok())
+            .filter(|&c| c > 0);
         let target_session_attrs = match raw.target_session_attrs.as_deref() {
             None => TargetSessionAttrs::Any,
             Some(t) => TargetSessionAttrs::parse(t)?,
@@ -511,6 +541,10 @@ impl Config {
             sslkey,
             channel_binding,
             sslnegotiation,
+            keepalives,
+            keepalives_idle,
+            keepalives_interval,
+            keepalives_count,
             replication,
             target_session_attrs,
         })
@@ -648,6 +682,17 @@ impl std::str::FromStr for Config {
 
 fn existing(path: Option<PathBuf>) -> Option<PathBuf> {
     path.filter(|p| p.exists())
+}
+
+/// An integer setting, if given.
+fn parse_int(value: Option<&str>, key: &str) -> Result<Option<i64>> {
+    value
+        .map(|v| {
+            v.trim()
+                .parse()
+                .map_err(|_| Error::config(format!("invalid integer value \"{v}\" for {key}")))
+        })
+        .transpose()
 }
 
 /// libpq's default: the Unix socket directory (Debian's, else the upstream `/tmp`).

@@ -144,6 +144,7 @@ impl Connection {
                     .map_err(|e| Error::io(format!("connect to {target}:{port}"), e))?;
                 tcp.set_nodelay(true)
                     .map_err(|e| Error::io("set TCP_NODELAY", e))?;
+                set_keepalives(&tcp, config)?;
                 tls::negotiate(tcp, name, config, mode).await?
             }
         };
@@ -534,6 +535,29 @@ impl Connection {
     }
 }
 
+/// Applies `keepalives*` to the socket. tokio can only switch keepalive on; socket2 (already
+/// under tokio) sets the timers.
+fn set_keepalives(tcp: &TcpStream, config: &Config) -> Result<()> {
+    let sock = socket2::SockRef::from(tcp);
+    if !config.keepalives {
+        return sock
+            .set_keepalive(false)
+            .map_err(|e| Error::io("turn TCP keepalive off", e));
+    }
+    let mut params = socket2::TcpKeepalive::new();
+    if let Some(idle) = config.keepalives_idle {
+        params = params.with_time(idle);
+    }
+    if let Some(interval) = config.keepalives_interval {
+        params = params.with_interval(interval);
+    }
+    if let Some(count) = config.keepalives_count {
+        params = params.with_retries(count);
+    }
+    sock.set_tcp_keepalive(&params)
+        .map_err(|e| Error::io("set TCP keepalive", e))
+}
+
 /// `server_version` such as `17.2 (Debian 17.2-1)` or `16beta1` as `server_version_num`.
 fn parse_server_version(v: &str) -> u32 {
     let digits_of = |s: &str| -> u32 {
@@ -578,5 +602,33 @@ mod tests {
         assert_eq!(parse_server_version("17.2 (Debian 17.2-1.pgdg)"), 170002);
         assert_eq!(parse_server_version("15.10"), 150010);
         assert_eq!(parse_server_version("18beta1"), 180000);
+    }
+
+    #[tokio::test]
+    async fn keepalives_reach_the_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let sock = socket2::SockRef::from(&tcp);
+        let config = |c: &str| Config::parse_with_env(c, |_| None).unwrap();
+        set_keepalives(
+            &tcp,
+            &config("user=u keepalives_idle=31 keepalives_interval=7 keepalives_count=4"),
+        )
+        .unwrap();
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(
+            sock.tcp_keepalive_time().unwrap(),
+            std::time::Duration::from_secs(31)
+        );
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            std::time::Duration::from_secs(7)
+        );
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
+        set_keepalives(&tcp, &config("user=u keepalives=0")).unwrap();
+        assert!(!sock.keepalive().unwrap());
+        assert!(Config::parse_with_env("user=u keepalives_idle=soon", |_| None).is_err());
     }
 }
