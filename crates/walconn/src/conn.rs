@@ -41,6 +41,9 @@ pub struct Connection {
     server_version_num: u32,
     host: Host,
     port: u16,
+    /// The address a TCP connection reached (after `hostaddr` and name resolution), so a
+    /// cancel request goes to the very same server.
+    peer: Option<std::net::SocketAddr>,
     tls: bool,
 }
 
@@ -129,6 +132,7 @@ impl Connection {
         attrs: TargetSessionAttrs,
         mode: SslMode,
     ) -> Result<Connection> {
+        let mut peer = None;
         let (stream, tls_used) = match host {
             Host::Unix(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{port}"));
@@ -144,6 +148,7 @@ impl Connection {
                     .map_err(|e| Error::io(format!("connect to {target}:{port}"), e))?;
                 tcp.set_nodelay(true)
                     .map_err(|e| Error::io("set TCP_NODELAY", e))?;
+                peer = tcp.peer_addr().ok();
                 set_keepalives(&tcp, config)?;
                 tls::negotiate(tcp, name, config, mode).await?
             }
@@ -157,6 +162,7 @@ impl Connection {
             server_version_num: 0,
             host: host.clone(),
             port,
+            peer,
             tls: tls_used,
         };
         conn.startup(config).await?;
@@ -383,6 +389,7 @@ impl Connection {
         self.backend_key.map(|(pid, key)| crate::CancelToken {
             host: self.host.clone(),
             port: self.port,
+            peer: self.peer,
             process_id: pid,
             secret_key: key,
         })

@@ -316,6 +316,7 @@ impl CopyBoth {
 pub struct CancelToken {
     pub(crate) host: Host,
     pub(crate) port: u16,
+    pub(crate) peer: Option<std::net::SocketAddr>,
     pub(crate) process_id: i32,
     pub(crate) secret_key: i32,
 }
@@ -329,9 +330,13 @@ impl CancelToken {
         let io = |e| Error::io("send cancel request", e);
         match &self.host {
             Host::Tcp(h) => {
-                let mut s = tokio::net::TcpStream::connect((h.as_str(), self.port))
-                    .await
-                    .map_err(io)?;
+                // The address the connection reached, not the name again: with `hostaddr`
+                // the name may not resolve, and a name may resolve to another server.
+                let mut s = match self.peer {
+                    Some(addr) => tokio::net::TcpStream::connect(addr).await,
+                    None => tokio::net::TcpStream::connect((h.as_str(), self.port)).await,
+                }
+                .map_err(io)?;
                 s.write_all(&buf).await.map_err(io)?;
                 let _ = s.read_u8().await;
             }
