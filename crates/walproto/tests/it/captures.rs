@@ -44,10 +44,12 @@ fn summarize(path: &Path) -> String {
     let mut stream_xids = 0;
     for frame in cap.frames() {
         let frame = frame.unwrap();
-        frames += 1;
+        // Keepalives are counted nowhere: how many the server sends depends on timing, so
+        // they would make the summary change from one recording to the next.
         let ServerMessage::XLogData(x) = ServerMessage::parse(frame.payload).unwrap() else {
             continue;
         };
+        frames += 1;
         let decoded = decoder
             .decode(x.data)
             .unwrap_or_else(|e| panic!("{}: frame at {}: {e}", path.display(), frame.offset));
@@ -108,7 +110,7 @@ fn summarize(path: &Path) -> String {
     );
     let mut out = String::new();
     writeln!(out, "proto_version {version} streaming {streaming:?}").unwrap();
-    writeln!(out, "frames {frames}").unwrap();
+    writeln!(out, "xlogdata frames {frames}").unwrap();
     writeln!(out, "messages with a stream xid {stream_xids}").unwrap();
     for (t, n) in &tags {
         writeln!(out, "tag {t} {n}").unwrap();
