@@ -20,6 +20,28 @@ fn setup<'c>(cluster: &'c pgtest::Cluster, name: &str) -> (pgtest::Database<'c>,
     (db, slot)
 }
 
+/// Runs `walstream record` on slot `slot` (publication `p`) until `end`, into `out`.
+fn record_to(db: &pgtest::Database<'_>, slot: &str, end: &str, out: &std::path::Path) {
+    let run = bin()
+        .args([
+            "record",
+            &db.conninfo(),
+            "--slot",
+            slot,
+            "--publication",
+            "p",
+        ])
+        .args(["--end", end, "--out"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 fn confirmed_flush(db: &pgtest::Database<'_>, slot: &str) -> String {
     db.query(&format!(
         "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"
@@ -52,24 +74,7 @@ fn record_until_end_lsn_then_decode() {
         let end = db.query("SELECT pg_current_wal_lsn()").unwrap()[0][0].clone();
         let dir = tempdir();
         let out = dir.join("rec.walcap");
-        let run = bin()
-            .args([
-                "record",
-                &db.conninfo(),
-                "--slot",
-                &slot,
-                "--publication",
-                "p",
-            ])
-            .args(["--end", &end, "--out"])
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        record_to(&db, &slot, &end, &out);
 
         let lines = decode(&out);
         let types: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
@@ -119,24 +124,7 @@ fn record_until_end_lsn_then_decode() {
         db.psql("INSERT INTO t VALUES (3, 'three')").unwrap();
         let end = db.query("SELECT pg_current_wal_lsn()").unwrap()[0][0].clone();
         let out2 = dir.join("rec2.walcap");
-        let run = bin()
-            .args([
-                "record",
-                &db.conninfo(),
-                "--slot",
-                &slot,
-                "--publication",
-                "p",
-            ])
-            .args(["--end", &end, "--out"])
-            .arg(&out2)
-            .output()
-            .unwrap();
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        record_to(&db, &slot, &end, &out2);
         let inserts: Vec<_> = decode(&out2)
             .into_iter()
             .filter(|l| l["type"] == "insert")
