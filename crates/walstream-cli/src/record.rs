@@ -234,7 +234,7 @@ impl Recorder {
                         break;
                     }
                 }
-                _ = status.tick() => self.send_status(false).await?,
+                _ = status.tick() => self.send_status().await?,
                 _ = term.recv() => {
                     tracing::info!("SIGTERM: stopping");
                     break;
@@ -246,7 +246,7 @@ impl Recorder {
             }
         }
         // The last word to the server: everything in the file, acknowledged.
-        self.send_status(false).await
+        self.send_status().await
     }
 
     /// Writes one frame; returns whether `--end` has been reached.
@@ -277,7 +277,7 @@ impl Recorder {
                     }
                 }
                 if k.reply_requested {
-                    self.send_status(false).await?;
+                    self.send_status().await?;
                 }
             }
             Ok(_) => {}
@@ -309,7 +309,7 @@ impl Recorder {
     }
 
     /// Flushes the file to disk, then tells the server what it holds.
-    async fn send_status(&mut self, reply_requested: bool) -> Result<(), RecordError> {
+    async fn send_status(&mut self) -> Result<(), RecordError> {
         self.out.flush()?;
         self.out.get_ref().sync_data()?;
         let flush = self.ready;
@@ -318,7 +318,7 @@ impl Recorder {
             flush,
             apply: flush,
             client_time: SystemTime::now().into(),
-            reply_requested,
+            reply_requested: false,
         };
         self.stream.send_status_update(&update).await?;
         self.acknowledged = flush;

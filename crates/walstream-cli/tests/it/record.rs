@@ -89,24 +89,8 @@ fn record_until_end_lsn_then_decode() {
         // The slot was acknowledged exactly to the end of the last transaction recorded, or,
         // when other tests' WAL put `--end` past it, to the idle keepalive that reached
         // `--end` (the last frame of the file then).
-        let mut want = lsn(lines[7]["end_lsn"].as_str().unwrap());
-        let with_keepalives = bin()
-            .args(["decode", "--keepalives"])
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(with_keepalives.status.success());
-        let all: Vec<serde_json::Value> = String::from_utf8(with_keepalives.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let last_commit = all.iter().rposition(|l| l["type"] == "commit").unwrap();
-        for l in &all[last_commit..] {
-            if l["type"] == "keepalive" {
-                want = want.max(lsn(l["wal_end"].as_str().unwrap()));
-            }
-        }
+        let (_, want) = decode_with_final_boundary(&out);
+        assert!(want >= lsn(lines[7]["end_lsn"].as_str().unwrap()));
         assert_eq!(lsn(&confirmed_flush(&db, &slot)), want);
 
         // The header says where the stream came from.
@@ -181,28 +165,8 @@ fn sigint_stops_cleanly_with_everything_acknowledged_in_the_file() {
             String::from_utf8_lossy(&run.stderr)
         );
 
-        let out = bin()
-            .args(["decode", "--keepalives"])
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let (lines, want) = decode_with_final_boundary(&out);
         assert_eq!(lines.iter().filter(|l| l["type"] == "insert").count(), 50);
-        // The final acknowledgement is the furthest point the file holds between
-        // transactions: the last commit's end, or a later keepalive's wal_end (the stream
-        // is idle after the commit). Never more, never less.
-        let last_commit = lines.iter().rposition(|l| l["type"] == "commit").unwrap();
-        let mut want = lsn(lines[last_commit]["end_lsn"].as_str().unwrap());
-        for l in &lines[last_commit..] {
-            if l["type"] == "keepalive" {
-                want = want.max(lsn(l["wal_end"].as_str().unwrap()));
-            }
-        }
         assert_eq!(
             lsn(&confirmed_flush(&db, &slot)),
             want,
@@ -210,6 +174,35 @@ fn sigint_stops_cleanly_with_everything_acknowledged_in_the_file() {
             cluster.major()
         );
     });
+}
+
+/// Decodes `path` with keepalives, and returns its lines and the furthest point it holds
+/// between transactions: the last commit's end, or a later keepalive's wal_end (the stream is
+/// idle after the commit). The recorder must acknowledge exactly this, never more, never less.
+fn decode_with_final_boundary(path: &std::path::Path) -> (Vec<serde_json::Value>, u64) {
+    let out = bin()
+        .args(["decode", "--keepalives"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last_commit = lines.iter().rposition(|l| l["type"] == "commit").unwrap();
+    let mut boundary = lsn(lines[last_commit]["end_lsn"].as_str().unwrap());
+    for l in &lines[last_commit..] {
+        if l["type"] == "keepalive" {
+            boundary = boundary.max(lsn(l["wal_end"].as_str().unwrap()));
+        }
+    }
+    (lines, boundary)
 }
 
 fn lsn(s: &str) -> u64 {
