@@ -474,6 +474,18 @@ impl Connection {
         }
     }
 
+    /// Whether a whole backend message is already in the read buffer, so that the next read
+    /// completes without waiting for the socket.
+    pub(crate) fn has_buffered_frame(&self) -> bool {
+        match Header::parse(&self.read_buf) {
+            Ok(Some(header)) => {
+                let len = usize::try_from(header.len()).unwrap_or(usize::MAX);
+                self.read_buf.len() > len
+            }
+            _ => false,
+        }
+    }
+
     /// Consumes a `CopyBothResponse` if that is the next (whole, buffered) frame.
     pub(crate) fn take_copy_both_response(&mut self) -> bool {
         let Some(Ok(Some(header))) = Some(Header::parse(&self.read_buf)) else {

@@ -249,6 +249,13 @@ impl CopyBoth {
         }
     }
 
+    /// Whether the next message is already buffered, so that [`recv`](Self::recv) returns
+    /// without reading the socket. A consumer that batches drains the buffered messages this
+    /// way and waits on the socket only when it is empty: fewer wake-ups and system calls.
+    pub fn has_buffered_frame(&self) -> bool {
+        self.conn.has_buffered_frame()
+    }
+
     /// Sends one CopyData message with `payload` (an encoded `StandbyStatusUpdate`, for
     /// example) and flushes it.
     pub async fn send(&mut self, payload: &[u8]) -> Result<()> {

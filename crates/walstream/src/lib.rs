@@ -1,7 +1,87 @@
-//! A high-level async PostgreSQL logical replication change stream: LSN feedback, retry and
-//! resume, cancellation, transactions and typed rows.
+//! A high-level async PostgreSQL logical replication change stream: negotiation, LSN
+//! feedback that never acknowledges more than the application did, reconnect and resume,
+//! cancellation, backpressure, and owned events.
 //!
-//! This crate is a shell for now; its own issue fills it. It re-exports the connection layer it
-//! stands on so the layering is visible from the start.
+//! The call sequence:
+//!
+//! 1. [`ReplicationStreamConfig::builder`]: the slot, the publications, and what to change
+//!    from the defaults (the highest protocol and streaming mode the server has).
+//! 2. [`LogicalReplicationStream::connect`]: connects (pure Rust, no libpq), negotiates the
+//!    options against `server_version_num` (refusing what the server cannot do, naming the
+//!    version needed), and checks or creates the slot.
+//! 3. [`LogicalReplicationStream::start`]: spawns the driver task and returns an
+//!    [`EventStream`], a `futures::Stream` of [`ChangeEvent`]s (or use
+//!    [`EventStream::next_event`]).
+//! 4. Acknowledge each transaction once it is durably applied, with [`EventStream::ack`] or a
+//!    clone of [`EventStream::feedback`] from any task. The slot never moves past it.
+//! 5. [`EventStream::shutdown`]: a last status update, a clean end of the replication.
+//!
+//! ```no_run
+//! use walstream::{EventKind, LogicalReplicationStream, ReplicationStreamConfig};
+//!
+//! # async fn run() -> walstream::Result<()> {
+//! let config = ReplicationStreamConfig::builder("app_slot", ["app_pub"]).build()?;
+//! let mut events = LogicalReplicationStream::connect("postgresql://repl@db/app", config)
+//!     .await?
+//!     .start();
+//! while let Some(event) = events.next_event().await? {
+//!     match &event.kind {
+//!         EventKind::Insert(i) => println!("insert into {}: {:?}", i.relation.name, i.new),
+//!         EventKind::Reconnected { resume_lsn, .. } => {
+//!             println!("resumed at {resume_lsn}: drop any half-seen transaction");
+//!         }
+//!         _ => {}
+//!     }
+//!     if let Some(lsn) = event.ack_lsn() {
+//!         events.ack(lsn);
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Guarantees
+//!
+//! - **Feedback never lies.** The flush position sent to the server is what the application
+//!   acknowledged, or, between transactions with everything acknowledged, a keepalive's
+//!   `wal_end` (so an idle publication does not pin WAL). Status updates go out every
+//!   interval (at most a third of `wal_sender_timeout`) and at once when the server asks,
+//!   from the driver task, however slowly the application reads.
+//! - **Resume never loses.** Retryable failures reconnect with backoff and jitter
+//!   ([`RetryPolicy`]) and resume from the acknowledged position; what follows an
+//!   [`EventKind::Reconnected`] may repeat transactions (deduplicate by commit LSN), never
+//!   skip one. Another cluster or timeline after a reconnect, a missing slot, or failed
+//!   authentication end the stream with an error.
+//! - **Memory is bounded.** The driver stops reading the socket while
+//!   [`buffer_batches`](ReplicationStreamConfigBuilder::buffer_batches) batches of at most
+//!   [`MAX_BATCH_BYTES`] wait for the consumer.
 
-pub use walconn;
+mod config;
+mod driver;
+mod error;
+mod event;
+mod feedback;
+mod follow;
+mod retry;
+mod session;
+mod slots;
+mod stream;
+
+pub use config::{
+    max_protocol, negotiate, CreateSlot, Negotiated, ReplicationStreamConfig,
+    ReplicationStreamConfigBuilder, DEFAULT_BUFFER_BATCHES, DEFAULT_STATUS_INTERVAL,
+};
+pub use driver::MAX_BATCH_BYTES;
+pub use error::{Error, ErrorKind, Result};
+pub use event::{
+    ChangeEvent, CommitPrepared, Delete, EventKind, Insert, LogicalMessage, OldRow, PrepareInfo,
+    RawXLogData, RollbackPrepared, Row, Truncate, Update,
+};
+pub use feedback::{FeedbackTracker, SharedLsnFeedback, Status};
+pub use retry::RetryPolicy;
+pub use slots::{SlotInfo, SlotManager};
+pub use stream::{EventStream, LogicalReplicationStream, StreamStats};
+
+pub use tokio_util::sync::CancellationToken;
+pub use walconn::{self, Origin, Streaming};
+pub use walproto::{self, owned::ColumnValue, ColumnInfo, Lsn, RelationInfo, Timestamp, Xid};

@@ -1,0 +1,428 @@
+//! The driver task: owns the connection, reads frames into batches of events, sends status
+//! updates on its own schedule, and reconnects.
+//!
+//! It runs apart from the consumer so that a slow or busy application never delays a status
+//! update: `wal_sender_timeout` cannot kill a healthy slow consumer. The consumer's pace
+//! reaches the socket through the bounded channel: while it is full the driver stops reading,
+//! and TCP tells the server to wait.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use walconn::{Connection, CopyBoth, SystemInfo};
+use walproto::replication::{ServerMessage, StandbyStatusUpdate};
+use walproto::Lsn;
+
+use crate::config::{Negotiated, ReplicationStreamConfig};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{ChangeEvent, EventKind};
+use crate::feedback::{FeedbackTracker, SharedLsnFeedback};
+use crate::follow::Follower;
+use crate::retry::Jitter;
+use crate::session::{open_session, Session};
+
+/// A batch is closed once it holds this many bytes of frames; see
+/// [`ReplicationStreamConfigBuilder::buffer_batches`](crate::ReplicationStreamConfigBuilder::buffer_batches)
+/// for the memory bound it gives.
+pub const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// How long the last status update and the clean end of the copy may take before the
+/// connection is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What crosses the channel: events decoded from one read of the socket, or the error that
+/// ended the stream.
+pub(crate) type Item = Result<Batch>;
+
+/// Events and the bytes of stream they came from.
+pub(crate) struct Batch {
+    pub(crate) events: Vec<ChangeEvent>,
+    pub(crate) bytes: usize,
+}
+
+/// What the driver and the consumer share.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) feedback: SharedLsnFeedback,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) status_updates: AtomicU64,
+    pub(crate) reported_flush: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) buffered_bytes: AtomicUsize,
+    pub(crate) peak_buffered_bytes: AtomicUsize,
+}
+
+/// Why a session ended.
+enum Failure {
+    /// An error, and whether the session delivered data before it (which resets the count of
+    /// consecutive failures).
+    Error(Error, bool),
+}
+
+pub(crate) struct Driver {
+    pub(crate) conn_config: walconn::Config,
+    pub(crate) config: ReplicationStreamConfig,
+    pub(crate) negotiated: Negotiated,
+    pub(crate) system: SystemInfo,
+    pub(crate) created_temporary: bool,
+    pub(crate) tx: Option<mpsc::Sender<Item>>,
+    pub(crate) stop: CancellationToken,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) tracker: FeedbackTracker,
+    pub(crate) follower: Follower,
+    pub(crate) pending: Option<Batch>,
+    pub(crate) carry: Vec<ChangeEvent>,
+    pub(crate) ended: bool,
+}
+
+impl Driver {
+    /// Streams until stopped, ended or failed; returns the last flush position reported.
+    pub(crate) async fn run(mut self, first: Connection) -> Result<Lsn> {
+        let mut conn = Some(first);
+        let mut failures = 0u32;
+        let mut jitter = Jitter::new();
+        loop {
+            let result = match conn.take() {
+                Some(c) => self.session(c).await,
+                None => match self.reopen().await {
+                    Ok(c) => self.session(c).await,
+                    Err(e) => Err(Failure::Error(e, false)),
+                },
+            };
+            let Err(Failure::Error(error, progressed)) = result else {
+                return Ok(self.tracker.reported());
+            };
+            if progressed {
+                failures = 0;
+            }
+            failures += 1;
+            let error = if !error.is_retryable() {
+                Some(error)
+            } else if self.created_temporary {
+                Some(error.with_context(format!(
+                    "the connection was lost, and with it the temporary slot \"{}\": the \
+                     stream cannot resume",
+                    self.config.slot
+                )))
+            } else if !self.config.retry.allows(failures) {
+                Some(Error::retries_exhausted(error, failures))
+            } else {
+                let delay = self.config.retry.delay(failures, jitter.next());
+                tracing::warn!(
+                    attempt = failures,
+                    ?delay,
+                    "replication stream: {error}; reconnecting"
+                );
+                tokio::select! {
+                    () = self.stop.cancelled() => return Ok(self.tracker.reported()),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                None
+            };
+            if let Some(error) = error {
+                return Err(self.fail(error).await);
+            }
+            let resume = self.tracker.restart(self.shared.feedback.flushed());
+            self.follower.reset();
+            self.carry.push(ChangeEvent {
+                lsn: resume,
+                xid: None,
+                commit_time: None,
+                kind: EventKind::Reconnected {
+                    resume_lsn: resume,
+                    attempts: failures,
+                },
+            });
+        }
+    }
+
+    /// Delivers what is pending, then the error; returns a copy of the error for the task's
+    /// result.
+    async fn fail(&mut self, error: Error) -> Error {
+        tracing::error!("replication stream ended: {error}");
+        let summary = Error::new(error.kind(), error.to_string());
+        if let Some(tx) = self.tx.take() {
+            if let Some(batch) = self.pending.take() {
+                self.count_sent(batch.bytes);
+                let _ = tx.send(Ok(batch)).await;
+            }
+            let _ = tx.send(Err(error)).await;
+        }
+        summary
+    }
+
+    /// A new connection for a retry, checked against the first: same cluster, same timeline,
+    /// the slot still there.
+    async fn reopen(&mut self) -> Result<Connection> {
+        let Session {
+            conn,
+            system,
+            negotiated,
+            ..
+        } = open_session(&self.conn_config, &self.config, false).await?;
+        if system.system_id != self.system.system_id || system.timeline != self.system.timeline {
+            return Err(Error::new(
+                ErrorKind::ClusterChanged,
+                format!(
+                    "after reconnecting, the server is system {} timeline {}, not system {} \
+                     timeline {}: refusing to resume there",
+                    system.system_id, system.timeline, self.system.system_id, self.system.timeline
+                ),
+            ));
+        }
+        if negotiated != self.negotiated {
+            return Err(Error::new(
+                ErrorKind::ClusterChanged,
+                format!(
+                    "after reconnecting, the server negotiates {negotiated:?} instead of {:?}",
+                    self.negotiated
+                ),
+            ));
+        }
+        self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+        Ok(conn)
+    }
+
+    /// One replication session on `conn`, until stopped, ended or failed.
+    async fn session(&mut self, conn: Connection) -> std::result::Result<(), Failure> {
+        let start = self.tracker.reported();
+        let options = self.negotiated.options(&self.config.publications);
+        let mut copy = conn
+            .start_logical_replication(&self.config.slot, start, &options)
+            .await
+            .map_err(|e| Failure::Error(e.into(), false))?;
+        tracing::info!(slot = self.config.slot, %start, "replication started");
+        let mut progressed = false;
+        match self.pump(&mut copy, &mut progressed).await {
+            Ok(()) => {
+                self.close(copy).await;
+                Ok(())
+            }
+            Err(e) => Err(Failure::Error(e, progressed)),
+        }
+    }
+
+    /// Reads, batches, delivers and reports until stopped or ended.
+    async fn pump(&mut self, copy: &mut CopyBoth, progressed: &mut bool) -> Result<()> {
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        let stop = self.stop.clone();
+        loop {
+            match self.tracker.next_status_at() {
+                Some(at) if at > Instant::now() => {
+                    if armed != Some(at) {
+                        timer.as_mut().reset(at.into());
+                        armed = Some(at);
+                    }
+                }
+                _ => {
+                    self.send_status(copy).await?;
+                    continue;
+                }
+            }
+            let deliver = self.pending.is_some() && self.tx.is_some();
+            let read = self.pending.is_none() && !self.ended;
+            let tx = if deliver { self.tx.clone() } else { None };
+            let wake = tokio::select! {
+                biased;
+                () = stop.cancelled() => Wake::Stop,
+                () = &mut timer => Wake::Timer,
+                permit = reserve(tx), if deliver => Wake::Permit(permit.ok()),
+                frame = copy.recv(), if read => Wake::Frame(frame),
+            };
+            match wake {
+                Wake::Stop => return Ok(()),
+                Wake::Timer => {
+                    armed = None;
+                    self.send_status(copy).await?;
+                }
+                Wake::Permit(permit) => {
+                    let (Some(permit), Some(batch)) = (permit, self.pending.take()) else {
+                        // The consumer is gone: end as if stopped.
+                        return Ok(());
+                    };
+                    self.count_sent(batch.bytes);
+                    permit.send(Ok(batch));
+                    self.close_channel_if_ended();
+                }
+                Wake::Frame(frame) => {
+                    let Some(frame) = frame? else {
+                        return Err(Error::server_ended());
+                    };
+                    *progressed = true;
+                    self.read_batch(copy, frame).await?;
+                    self.close_channel_if_ended();
+                }
+            }
+        }
+    }
+
+    /// Follows `first` and every frame already buffered after it, up to a batch's size, and
+    /// hands the batch to the consumer (or keeps it pending while the channel is full).
+    async fn read_batch(&mut self, copy: &mut CopyBoth, first: Bytes) -> Result<()> {
+        let mut events = std::mem::take(&mut self.carry);
+        let mut bytes = 0;
+        let mut frame = first;
+        let result = loop {
+            bytes += frame.len();
+            if let Err(e) = self.on_frame(copy, &frame, &mut events).await {
+                break Err(e);
+            }
+            if self.ended || bytes >= MAX_BATCH_BYTES || !copy.has_buffered_frame() {
+                break Ok(());
+            }
+            match copy.recv().await {
+                Ok(Some(f)) => frame = f,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e.into()),
+            }
+        };
+        if !events.is_empty() {
+            let batch = Batch { events, bytes };
+            if let Some(tx) = &self.tx {
+                let size = batch.bytes;
+                match tx.try_send(Ok(batch)) {
+                    Ok(()) => self.count_sent(size),
+                    Err(mpsc::error::TrySendError::Full(Ok(batch))) => self.pending = Some(batch),
+                    // The consumer is gone; the stop token ends the driver.
+                    Err(_) => {}
+                }
+            }
+        }
+        result
+    }
+
+    /// Follows one frame; events go to `events`.
+    async fn on_frame(
+        &mut self,
+        copy: &mut CopyBoth,
+        frame: &Bytes,
+        events: &mut Vec<ChangeEvent>,
+    ) -> Result<()> {
+        match ServerMessage::parse(frame) {
+            Ok(ServerMessage::XLogData(x)) => {
+                self.tracker.on_wal_end(x.wal_end);
+                let followed = self
+                    .follower
+                    .follow(frame, &x)
+                    .map_err(|e| Error::decode_at(e, x.wal_start))?;
+                events.extend(followed.event);
+                if let Some(end) = followed.transaction_end {
+                    self.tracker.on_transaction_end(end);
+                    if self.config.end_lsn.is_some_and(|target| end >= target) {
+                        tracing::info!(%end, "reached the end LSN");
+                        self.ended = true;
+                    }
+                }
+            }
+            Ok(ServerMessage::PrimaryKeepalive(k)) => {
+                let between = self.follower.between_transactions();
+                self.tracker
+                    .on_keepalive(k.wal_end, k.reply_requested, between);
+                if between
+                    && self
+                        .config
+                        .end_lsn
+                        .is_some_and(|target| k.wal_end >= target)
+                {
+                    tracing::info!(wal_end = %k.wal_end, "reached the end LSN");
+                    self.ended = true;
+                }
+                if k.reply_requested {
+                    self.send_status(copy).await?;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Error::decode_at(e, self.tracker.reported())
+                    .with_context("undecodable CopyData message from the server"))
+            }
+        }
+        self.shared
+            .received
+            .fetch_max(self.tracker.received().get(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// After the end LSN, once everything is handed over, the consumer's stream ends; the
+    /// driver stays to report acknowledgements until shut down.
+    fn close_channel_if_ended(&mut self) {
+        if self.ended && self.pending.is_none() && self.tx.take().is_some() {
+            tracing::debug!("all events up to the end LSN delivered");
+        }
+    }
+
+    fn count_sent(&self, bytes: usize) {
+        let now = self
+            .shared
+            .buffered_bytes
+            .fetch_add(bytes, Ordering::AcqRel)
+            + bytes;
+        self.shared
+            .peak_buffered_bytes
+            .fetch_max(now, Ordering::AcqRel);
+    }
+
+    /// Sends a status update with what the application has acknowledged.
+    async fn send_status(&mut self, copy: &mut CopyBoth) -> Result<()> {
+        let fb = &self.shared.feedback;
+        let s = self
+            .tracker
+            .status(Instant::now(), fb.flushed(), fb.applied());
+        let update = StandbyStatusUpdate {
+            write: s.write,
+            flush: s.flush,
+            apply: s.apply,
+            client_time: SystemTime::now().into(),
+            reply_requested: false,
+        };
+        copy.send_status_update(&update).await?;
+        self.shared.status_updates.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .reported_flush
+            .fetch_max(s.flush.get(), Ordering::AcqRel);
+        tracing::trace!(write = %s.write, flush = %s.flush, "status update");
+        Ok(())
+    }
+
+    /// The last status update, the end of the copy, and the end of the connection, each
+    /// bounded in time: a server that does not answer is left.
+    async fn close(&mut self, mut copy: CopyBoth) {
+        let closing = async {
+            self.send_status(&mut copy).await?;
+            let conn = copy.finish().await?;
+            conn.close().await?;
+            Ok::<(), Error>(())
+        };
+        match tokio::time::timeout(CLOSE_TIMEOUT, closing).await {
+            Ok(Ok(())) => {
+                tracing::info!(flush = %self.tracker.reported(), "replication stream closed")
+            }
+            Ok(Err(e)) => tracing::warn!("closing the replication stream: {e}"),
+            Err(_) => tracing::warn!("closing the replication stream timed out"),
+        }
+    }
+}
+
+/// What woke the driver.
+enum Wake {
+    Stop,
+    Timer,
+    Permit(Option<mpsc::OwnedPermit<Item>>),
+    Frame(walconn::Result<Option<Bytes>>),
+}
+
+/// A permit on `tx`, or never when there is no channel.
+async fn reserve(
+    tx: Option<mpsc::Sender<Item>>,
+) -> std::result::Result<mpsc::OwnedPermit<Item>, mpsc::error::SendError<()>> {
+    match tx {
+        Some(tx) => tx.reserve_owned().await,
+        None => std::future::pending().await,
+    }
+}

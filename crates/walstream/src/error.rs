@@ -1,0 +1,235 @@
+//! The stream layer's error: what went wrong, where in the stream, and whether a retry helps.
+
+use std::fmt;
+
+use walproto::Lsn;
+
+/// The broad kind of an [`Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The configuration is invalid (no slot name, no publication, contradictory options).
+    Config,
+    /// The server cannot do what was asked: the message names the option and the PostgreSQL
+    /// version it needs.
+    Unsupported,
+    /// The connection or the server failed; [`Error::connection`] has the details.
+    Connection,
+    /// A message from the server could not be decoded; [`Error::decode`] has the message tag
+    /// and byte offset, [`Error::lsn`] the position of the XLogData that carried it.
+    Decode,
+    /// The replication slot is missing, of the wrong kind, or a temporary slot was lost with
+    /// its connection.
+    Slot,
+    /// After a reconnect the server is a different cluster (system identifier) or on another
+    /// timeline: resuming there could skip or invent changes.
+    ClusterChanged,
+    /// A retryable error repeated more often than the [`RetryPolicy`](crate::RetryPolicy)
+    /// allows; [`Error::connection`] has the last one.
+    RetriesExhausted,
+    /// The stream has ended or its driver task is gone.
+    Closed,
+}
+
+/// An error of the change stream.
+///
+/// Server errors keep their SQLSTATE ([`Error::code`]); decode errors keep the byte offset and
+/// message tag; every error says whether trying again later can help
+/// ([`Error::is_retryable`]).
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+/// The fields of an [`Error`], boxed so that results stay small.
+struct Inner {
+    kind: ErrorKind,
+    message: String,
+    lsn: Option<Lsn>,
+    connection: Option<walconn::Error>,
+    decode: Option<walproto::Error>,
+    /// A connection failure without a connection-layer error (the server ended the copy).
+    retryable: bool,
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::from_inner(Inner {
+            kind,
+            message: message.into(),
+            lsn: None,
+            connection: None,
+            decode: None,
+            retryable: false,
+        })
+    }
+
+    fn from_inner(inner: Inner) -> Self {
+        Self {
+            inner: Box::new(inner),
+        }
+    }
+
+    fn base(kind: ErrorKind, message: impl Into<String>) -> Inner {
+        *Self::new(kind, message).inner
+    }
+
+    /// The server ended the replication stream without being asked (a walsender told to
+    /// stop): retryable.
+    pub(crate) fn server_ended() -> Self {
+        Self::from_inner(Inner {
+            retryable: true,
+            ..Self::base(
+                ErrorKind::Connection,
+                "the server ended the replication stream",
+            )
+        })
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+
+    pub(crate) fn unsupported(what: &str, needs: &str, server_version: &str) -> Self {
+        Self::new(
+            ErrorKind::Unsupported,
+            format!("{what} needs {needs}; the server is PostgreSQL {server_version}"),
+        )
+    }
+
+    pub(crate) fn decode_at(e: walproto::Error, lsn: Lsn) -> Self {
+        Self::from_inner(Inner {
+            lsn: Some(lsn),
+            decode: Some(e),
+            ..Self::base(
+                ErrorKind::Decode,
+                format!("undecodable message in the XLogData at {lsn}"),
+            )
+        })
+    }
+
+    pub(crate) fn with_context(mut self, message: impl Into<String>) -> Self {
+        self.inner.message = message.into();
+        self
+    }
+
+    pub(crate) fn retries_exhausted(last: Error, attempts: u32) -> Self {
+        let message = format!("gave up after {attempts} failed attempts: {last}");
+        let last = *last.inner;
+        Self::from_inner(Inner {
+            lsn: last.lsn,
+            connection: last.connection,
+            ..Self::base(ErrorKind::RetriesExhausted, message)
+        })
+    }
+
+    /// The broad kind of error.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The connection layer's error, for [`ErrorKind::Connection`] and
+    /// [`ErrorKind::RetriesExhausted`] (the last failure).
+    pub fn connection(&self) -> Option<&walconn::Error> {
+        self.inner.connection.as_ref()
+    }
+
+    /// The decode error (message tag and byte offset within the pgoutput message), for
+    /// [`ErrorKind::Decode`].
+    pub fn decode(&self) -> Option<&walproto::Error> {
+        self.inner.decode.as_ref()
+    }
+
+    /// The stream position the error refers to, when there is one.
+    pub fn lsn(&self) -> Option<Lsn> {
+        self.inner.lsn
+    }
+
+    /// The SQLSTATE code, when the server reported the error.
+    pub fn code(&self) -> Option<&str> {
+        self.inner
+            .connection
+            .as_ref()
+            .and_then(walconn::Error::code)
+    }
+
+    /// Trying again later, on a new connection, may succeed (the connection was lost, the
+    /// server restarts, the slot is still held by a departing walsender). The stream's own
+    /// retries have already tried this for errors it returns, except when its
+    /// [`RetryPolicy`](crate::RetryPolicy) allows none.
+    pub fn is_retryable(&self) -> bool {
+        self.inner.kind == ErrorKind::Connection
+            && (self.inner.retryable
+                || self
+                    .inner
+                    .connection
+                    .as_ref()
+                    .is_some_and(walconn::Error::is_retryable))
+    }
+}
+
+impl From<walconn::Error> for Error {
+    fn from(e: walconn::Error) -> Self {
+        let kind = if e.is_slot_missing() {
+            ErrorKind::Slot
+        } else {
+            ErrorKind::Connection
+        };
+        Self::from_inner(Inner {
+            connection: Some(e),
+            ..Self::base(kind, "")
+        })
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.inner.kind);
+        if !self.inner.message.is_empty() {
+            d.field("message", &self.inner.message);
+        }
+        if let Some(lsn) = self.inner.lsn {
+            d.field("lsn", &lsn);
+        }
+        if let Some(c) = &self.inner.connection {
+            d.field("connection", c);
+        }
+        if let Some(p) = &self.inner.decode {
+            d.field("decode", p);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        if !self.inner.message.is_empty() {
+            f.write_str(&self.inner.message)?;
+            sep = ": ";
+        }
+        if let Some(p) = &self.inner.decode {
+            write!(f, "{sep}{p}")?;
+        } else if let Some(c) = &self.inner.connection {
+            if self.inner.kind != ErrorKind::RetriesExhausted {
+                write!(f, "{sep}{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        if let Some(p) = &self.inner.decode {
+            return Some(p);
+        }
+        self.inner
+            .connection
+            .as_ref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}

@@ -1,0 +1,303 @@
+//! Owned change events: cheap to move between tasks, backed by the frames' `Bytes`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use walproto::owned::{ColumnValue, TupleBuf};
+use walproto::pgoutput::{Begin, Commit, StreamAbort, StreamCommit, StreamStart};
+use walproto::{ColumnInfo, Lsn, RelationInfo, Timestamp, TypeInfo, Xid};
+
+/// One message of the replication stream, decoded and owned.
+///
+/// Events are `Send + Sync` and cheap to move: row values are slices of the received frame
+/// (shared, not copied) and relations are shared `Arc`s. Holding an event keeps its frame's
+/// buffer alive.
+#[derive(Clone, Debug)]
+pub struct ChangeEvent {
+    /// The `wal_start` of the XLogData that carried the message (`0/0` for some messages,
+    /// such as Relation and Type; see the protocol docs).
+    pub lsn: Lsn,
+    /// The top-level transaction the message belongs to: the xid of its Begin or Begin
+    /// Prepare, or of the streamed transaction whose block it is in. Row messages made in a
+    /// subtransaction of a streamed transaction carry that subtransaction's xid in their own
+    /// `xid` field.
+    pub xid: Option<Xid>,
+    /// The commit time of the transaction, where known when the message arrives (for a
+    /// transaction sent whole, from its Begin; for a streamed one, only at its Stream Commit).
+    pub commit_time: Option<Timestamp>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+impl ChangeEvent {
+    /// For an event that ends a transaction, the LSN to acknowledge once the transaction is
+    /// durably applied ([`SharedLsnFeedback::ack`](crate::SharedLsnFeedback::ack)): the
+    /// transaction's end LSN. `None` for every other event.
+    pub fn ack_lsn(&self) -> Option<Lsn> {
+        match &self.kind {
+            EventKind::Commit(c) => Some(c.end_lsn),
+            EventKind::StreamCommit(c) => Some(c.end_lsn),
+            EventKind::Prepare(p) | EventKind::StreamPrepare(p) => Some(p.end_lsn),
+            EventKind::CommitPrepared(c) => Some(c.end_lsn),
+            EventKind::RollbackPrepared(r) => Some(r.rollback_end_lsn),
+            _ => None,
+        }
+    }
+}
+
+/// What a [`ChangeEvent`] reports.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A transaction sent whole begins.
+    Begin(Begin),
+    /// It committed.
+    Commit(Commit),
+    /// The transaction came from another node (replication origin).
+    Origin {
+        /// The commit LSN on the origin server.
+        commit_lsn: Lsn,
+        /// The origin's name.
+        name: String,
+    },
+    /// A relation was described (also sent before the first row of each relation).
+    Relation(Arc<RelationInfo>),
+    /// A data type was described.
+    Type(TypeInfo),
+    /// A row was inserted.
+    Insert(Insert),
+    /// A row was updated.
+    Update(Update),
+    /// A row was deleted.
+    Delete(Delete),
+    /// Tables were truncated.
+    Truncate(Truncate),
+    /// A `pg_logical_emit_message` message.
+    Message(LogicalMessage),
+    /// A block of a streamed (in-progress) transaction begins (protocol 2+).
+    StreamStart(StreamStart),
+    /// The block ends.
+    StreamStop,
+    /// A streamed transaction committed.
+    StreamCommit(StreamCommit),
+    /// A streamed transaction (`xid == subxid`) or one of its subtransactions aborted.
+    StreamAbort(StreamAbort),
+    /// A prepared transaction begins (two-phase, protocol 3+).
+    BeginPrepare(PrepareInfo),
+    /// It was prepared.
+    Prepare(PrepareInfo),
+    /// A streamed transaction was prepared.
+    StreamPrepare(PrepareInfo),
+    /// A prepared transaction committed.
+    CommitPrepared(CommitPrepared),
+    /// A prepared transaction rolled back.
+    RollbackPrepared(RollbackPrepared),
+    /// Raw mode: the undecoded XLogData.
+    XLogData(RawXLogData),
+    /// The connection was lost and the stream resumed on a new one from `resume_lsn`: what
+    /// follows may repeat transactions already delivered (at-least-once), and a transaction
+    /// that was being delivered when the connection dropped starts again from its beginning.
+    Reconnected {
+        /// Where the new session resumed (everything after it is sent again).
+        resume_lsn: Lsn,
+        /// How many attempts the reconnect took.
+        attempts: u32,
+    },
+}
+
+/// A row: the values of one tuple, with the relation that names them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    relation: Arc<RelationInfo>,
+    tuple: TupleBuf,
+}
+
+impl Row {
+    pub(crate) fn new(relation: Arc<RelationInfo>, tuple: TupleBuf) -> Self {
+        Self { relation, tuple }
+    }
+
+    /// The relation the row belongs to.
+    pub fn relation(&self) -> &Arc<RelationInfo> {
+        &self.relation
+    }
+
+    /// The number of columns.
+    pub fn len(&self) -> usize {
+        usize::from(self.tuple.len())
+    }
+
+    /// Whether the row has no columns.
+    pub fn is_empty(&self) -> bool {
+        self.tuple.is_empty()
+    }
+
+    /// The value of the column named `name`.
+    pub fn get(&self, name: &str) -> Option<ColumnValue> {
+        let (i, _) = self.relation.column(name)?;
+        self.value(i)
+    }
+
+    /// The value of column `index`.
+    pub fn value(&self, index: usize) -> Option<ColumnValue> {
+        self.tuple.values().nth(index)
+    }
+
+    /// The columns with their values, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ColumnInfo, ColumnValue)> + '_ {
+        self.relation.columns.iter().zip(self.tuple.values())
+    }
+
+    /// The values, in column order.
+    pub fn values(&self) -> impl ExactSizeIterator<Item = ColumnValue> + '_ {
+        self.tuple.values()
+    }
+
+    /// The underlying tuple.
+    pub fn tuple(&self) -> &TupleBuf {
+        &self.tuple
+    }
+}
+
+/// The old row of an update or delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OldRow {
+    /// Only the replica identity (key) columns are set; the others are NULL.
+    Key(Row),
+    /// The whole old row (`REPLICA IDENTITY FULL`).
+    Full(Row),
+}
+
+impl OldRow {
+    /// The row, whichever kind it is.
+    pub fn row(&self) -> &Row {
+        match self {
+            OldRow::Key(r) | OldRow::Full(r) => r,
+        }
+    }
+}
+
+/// An inserted row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Insert {
+    /// The xid pgoutput sent with the message inside a streamed block (protocol 2+): the
+    /// (sub)transaction that made the change. `None` outside streamed blocks.
+    pub xid: Option<Xid>,
+    /// The relation.
+    pub relation: Arc<RelationInfo>,
+    /// The new row.
+    pub new: Row,
+}
+
+/// An updated row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Update {
+    /// As [`Insert::xid`].
+    pub xid: Option<Xid>,
+    /// The relation.
+    pub relation: Arc<RelationInfo>,
+    /// The old key or row, when the server sent it (the key changed, or replica identity
+    /// full).
+    pub old: Option<OldRow>,
+    /// The new row. Unchanged TOASTed values are [`ColumnValue::UnchangedToast`], not NULL.
+    pub new: Row,
+}
+
+/// A deleted row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delete {
+    /// As [`Insert::xid`].
+    pub xid: Option<Xid>,
+    /// The relation.
+    pub relation: Arc<RelationInfo>,
+    /// The old key or row.
+    pub old: OldRow,
+}
+
+/// Truncated tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Truncate {
+    /// As [`Insert::xid`].
+    pub xid: Option<Xid>,
+    /// The relations, in the order sent.
+    pub relations: Vec<Arc<RelationInfo>>,
+    /// `TRUNCATE ... CASCADE`.
+    pub cascade: bool,
+    /// `TRUNCATE ... RESTART IDENTITY`.
+    pub restart_identity: bool,
+}
+
+/// A logical decoding message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogicalMessage {
+    /// As [`Insert::xid`].
+    pub xid: Option<Xid>,
+    /// Whether it was emitted as part of a transaction.
+    pub transactional: bool,
+    /// The LSN of the message.
+    pub lsn: Lsn,
+    /// The prefix.
+    pub prefix: String,
+    /// The content, a slice of the frame.
+    pub content: Bytes,
+}
+
+/// Begin Prepare, Prepare and Stream Prepare.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrepareInfo {
+    /// The LSN of the prepare.
+    pub prepare_lsn: Lsn,
+    /// The end LSN of the prepared transaction.
+    pub end_lsn: Lsn,
+    /// The prepare time.
+    pub prepare_time: Timestamp,
+    /// The transaction's xid.
+    pub xid: Xid,
+    /// The global transaction identifier.
+    pub gid: String,
+}
+
+/// Commit Prepared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitPrepared {
+    /// The LSN of the commit prepared.
+    pub commit_lsn: Lsn,
+    /// The end LSN of the commit prepared transaction.
+    pub end_lsn: Lsn,
+    /// The commit time.
+    pub commit_time: Timestamp,
+    /// The transaction's xid.
+    pub xid: Xid,
+    /// The global transaction identifier.
+    pub gid: String,
+}
+
+/// Rollback Prepared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RollbackPrepared {
+    /// The end LSN of the prepared transaction.
+    pub prepare_end_lsn: Lsn,
+    /// The end LSN of the rollback prepared transaction.
+    pub rollback_end_lsn: Lsn,
+    /// The prepare time.
+    pub prepare_time: Timestamp,
+    /// The rollback time.
+    pub rollback_time: Timestamp,
+    /// The transaction's xid.
+    pub xid: Xid,
+    /// The global transaction identifier.
+    pub gid: String,
+}
+
+/// An XLogData as received (raw mode).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawXLogData {
+    /// The WAL position of the data.
+    pub wal_start: Lsn,
+    /// The server's WAL end when it sent this.
+    pub wal_end: Lsn,
+    /// When the server sent it.
+    pub send_time: Timestamp,
+    /// The pgoutput message, a slice of the frame.
+    pub data: Bytes,
+}

@@ -1,0 +1,191 @@
+//! Opening a session: connect, identify, negotiate, learn `wal_sender_timeout`, check or
+//! create the slot.
+
+use std::time::Duration;
+
+use walconn::{quote_literal, Connection, CreateSlotOptions, SnapshotAction, SystemInfo};
+use walproto::Lsn;
+
+use crate::config::{negotiate, CreateSlot, Negotiated, ReplicationStreamConfig};
+use crate::error::{Error, ErrorKind, Result};
+
+/// The shortest status interval used, whatever `wal_sender_timeout` says.
+const MIN_STATUS_INTERVAL: Duration = Duration::from_millis(50);
+
+/// An open, checked connection, not yet streaming.
+pub(crate) struct Session {
+    pub(crate) conn: Connection,
+    pub(crate) system: SystemInfo,
+    pub(crate) negotiated: Negotiated,
+    pub(crate) status_interval: Duration,
+    /// The slot's `confirmed_flush_lsn` (or the new slot's consistent point).
+    pub(crate) slot_position: Lsn,
+    /// The slot was created here, as a temporary slot.
+    pub(crate) created_temporary: bool,
+}
+
+/// Connects and prepares a session. `first` allows creating the slot: on a reconnect a
+/// missing slot is an error (creating it anew would silently skip changes).
+pub(crate) async fn open_session(
+    conn_config: &walconn::Config,
+    config: &ReplicationStreamConfig,
+    first: bool,
+) -> Result<Session> {
+    let mut conn = Connection::connect(conn_config).await?;
+    let system = conn.identify_system().await?;
+    let version = conn.parameter("server_version").unwrap_or("?").to_owned();
+    let negotiated = negotiate(config, conn.server_version_num(), &version)?;
+    let timeout = conn.show("wal_sender_timeout").await?;
+    let status_interval = status_interval(config.status_interval, parse_duration(&timeout));
+    let (slot_position, created_temporary) = match slot_position(&mut conn, config).await? {
+        Some(lsn) => (lsn, false),
+        None => match config.create_slot.filter(|_| first) {
+            Some(kind) => create_slot(&mut conn, config, &negotiated, kind).await?,
+            None => {
+                return Err(Error::new(
+                    ErrorKind::Slot,
+                    format!(
+                        "replication slot \"{}\" does not exist{}",
+                        config.slot,
+                        if first {
+                            " (create it, or ask for it to be created if missing)"
+                        } else {
+                            " any more: it was dropped while the stream was reconnecting"
+                        }
+                    ),
+                ))
+            }
+        },
+    };
+    Ok(Session {
+        conn,
+        system,
+        negotiated,
+        status_interval,
+        slot_position,
+        created_temporary,
+    })
+}
+
+/// The slot's `confirmed_flush_lsn`, after checking it is a `pgoutput` slot of this database;
+/// `None` if it does not exist.
+async fn slot_position(
+    conn: &mut Connection,
+    config: &ReplicationStreamConfig,
+) -> Result<Option<Lsn>> {
+    let sql = format!(
+        "SELECT slot_type, plugin, database, confirmed_flush_lsn, current_database() AS db \
+         FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
+        quote_literal(&config.slot)
+    );
+    let results = conn.simple_query(&sql).await?;
+    let Some(r) = results.first().filter(|r| !r.rows.is_empty()) else {
+        return Ok(None);
+    };
+    let slot = &config.slot;
+    if r.get(0, "slot_type") != Some("logical") {
+        return Err(Error::new(
+            ErrorKind::Slot,
+            format!("replication slot \"{slot}\" is a physical slot, not a logical one"),
+        ));
+    }
+    if r.get(0, "plugin") != Some("pgoutput") {
+        return Err(Error::new(
+            ErrorKind::Slot,
+            format!(
+                "replication slot \"{slot}\" uses the output plugin {:?}, not pgoutput",
+                r.get(0, "plugin").unwrap_or("")
+            ),
+        ));
+    }
+    if r.get(0, "database") != r.get(0, "db") {
+        return Err(Error::new(
+            ErrorKind::Slot,
+            format!(
+                "replication slot \"{slot}\" belongs to database {:?}, not {:?}",
+                r.get(0, "database").unwrap_or(""),
+                r.get(0, "db").unwrap_or("")
+            ),
+        ));
+    }
+    Ok(Some(
+        r.get(0, "confirmed_flush_lsn")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(Lsn::ZERO),
+    ))
+}
+
+async fn create_slot(
+    conn: &mut Connection,
+    config: &ReplicationStreamConfig,
+    negotiated: &Negotiated,
+    kind: CreateSlot,
+) -> Result<(Lsn, bool)> {
+    let mut options = CreateSlotOptions::logical("pgoutput");
+    options.temporary = kind == CreateSlot::Temporary;
+    options.two_phase = negotiated.two_phase;
+    options.snapshot = Some(SnapshotAction::Nothing);
+    match conn.create_replication_slot(&config.slot, &options).await {
+        Ok(created) => {
+            tracing::info!(slot = config.slot, at = %created.consistent_point, ?kind, "created the replication slot");
+            Ok((created.consistent_point, options.temporary))
+        }
+        // 42710 duplicate_object: created meanwhile by someone else; use it.
+        Err(e) if e.code() == Some("42710") => match slot_position(conn, config).await? {
+            Some(lsn) => Ok((lsn, false)),
+            None => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The status interval: the configured one, shortened to a third of `wal_sender_timeout`.
+fn status_interval(configured: Duration, wal_sender_timeout: Option<Duration>) -> Duration {
+    let interval = match wal_sender_timeout {
+        Some(t) if !t.is_zero() => configured.min(t / 3),
+        _ => configured,
+    };
+    interval.max(MIN_STATUS_INTERVAL)
+}
+
+/// A PostgreSQL time setting as `SHOW` prints it (`60s`, `1min`, `500ms`, `0`).
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "min" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_sender_timeout_shortens_the_interval() {
+        let ten = Duration::from_secs(10);
+        assert_eq!(parse_duration("1min"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(status_interval(ten, parse_duration("1min")), ten);
+        assert_eq!(
+            status_interval(ten, parse_duration("6s")),
+            Duration::from_secs(2)
+        );
+        assert_eq!(status_interval(ten, parse_duration("0")), ten);
+        assert_eq!(
+            status_interval(ten, parse_duration("30ms")),
+            MIN_STATUS_INTERVAL
+        );
+    }
+}

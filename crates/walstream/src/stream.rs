@@ -1,0 +1,278 @@
+//! `LogicalReplicationStream` (connect, negotiate, start) and `EventStream` (the consumer's
+//! side: `futures::Stream`, `next_event`, acknowledgements, shutdown).
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use walconn::{Connection, SystemInfo};
+use walproto::Lsn;
+
+use crate::config::{Negotiated, ReplicationStreamConfig};
+use crate::driver::{Driver, Item, Shared};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::ChangeEvent;
+use crate::feedback::{FeedbackTracker, SharedLsnFeedback};
+use crate::follow::Follower;
+use crate::session::{open_session, Session};
+
+/// A connected, checked logical replication session, ready to [`start`](Self::start).
+///
+/// ```no_run
+/// use walstream::{LogicalReplicationStream, ReplicationStreamConfig, EventKind};
+///
+/// # async fn run() -> walstream::Result<()> {
+/// let config = ReplicationStreamConfig::builder("app_slot", ["app_pub"]).build()?;
+/// let stream = LogicalReplicationStream::connect("postgresql://repl@db/app", config).await?;
+/// let mut events = stream.start();
+/// while let Some(event) = events.next_event().await? {
+///     if let EventKind::Insert(insert) = &event.kind {
+///         println!("{}: {:?}", insert.relation.name, insert.new.get("id"));
+///     }
+///     // Acknowledge each transaction once it is durably applied.
+///     if let Some(lsn) = event.ack_lsn() {
+///         events.ack(lsn);
+///     }
+/// }
+/// events.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct LogicalReplicationStream {
+    conn_config: walconn::Config,
+    config: ReplicationStreamConfig,
+    conn: Connection,
+    system: SystemInfo,
+    negotiated: Negotiated,
+    status_interval: Duration,
+    start_lsn: Lsn,
+    created_temporary: bool,
+}
+
+impl LogicalReplicationStream {
+    /// Connects with a libpq conninfo (URL or key=value; `PG*` variables fill the gaps),
+    /// negotiates the options with the server, and checks (or creates) the slot.
+    pub async fn connect(conninfo: &str, config: ReplicationStreamConfig) -> Result<Self> {
+        Self::connect_with(walconn::Config::parse(conninfo)?, config).await
+    }
+
+    /// As [`connect`](Self::connect), with a parsed connection configuration.
+    pub async fn connect_with(
+        conn_config: walconn::Config,
+        config: ReplicationStreamConfig,
+    ) -> Result<Self> {
+        let Session {
+            conn,
+            system,
+            negotiated,
+            status_interval,
+            slot_position,
+            created_temporary,
+        } = open_session(&conn_config, &config, true).await?;
+        let start_lsn = config.start_lsn.unwrap_or(Lsn::ZERO).max(slot_position);
+        Ok(Self {
+            conn_config,
+            config,
+            conn,
+            system,
+            negotiated,
+            status_interval,
+            start_lsn,
+            created_temporary,
+        })
+    }
+
+    /// The options agreed with the server.
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.negotiated
+    }
+
+    /// The server's `IDENTIFY_SYSTEM` answer (a reconnect must find the same system and
+    /// timeline).
+    pub fn system(&self) -> &SystemInfo {
+        &self.system
+    }
+
+    /// The interval between status updates, after `wal_sender_timeout`.
+    pub fn status_interval(&self) -> Duration {
+        self.status_interval
+    }
+
+    /// Where streaming starts: the slot's confirmed position, or the configured start if later.
+    pub fn start_lsn(&self) -> Lsn {
+        self.start_lsn
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ReplicationStreamConfig {
+        &self.config
+    }
+
+    /// Starts streaming: spawns the driver task on the current tokio runtime and returns the
+    /// consumer's end.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (as `tokio::spawn` does).
+    pub fn start(self) -> EventStream {
+        let (tx, rx) = mpsc::channel(self.config.buffer_batches);
+        let stop = self.config.cancel.child_token();
+        let shared = Arc::new(Shared::default());
+        let n = &self.negotiated;
+        let driver = Driver {
+            follower: Follower::new(n.proto_version, n.streaming, self.config.raw),
+            tracker: FeedbackTracker::new(self.start_lsn, self.status_interval),
+            conn_config: self.conn_config,
+            negotiated: self.negotiated,
+            system: self.system,
+            created_temporary: self.created_temporary,
+            tx: Some(tx),
+            stop: stop.clone(),
+            shared: shared.clone(),
+            pending: None,
+            carry: Vec::new(),
+            ended: false,
+            config: self.config,
+        };
+        let handle = tokio::spawn(driver.run(self.conn));
+        EventStream {
+            rx,
+            current: Vec::new().into_iter(),
+            shared,
+            stop,
+            driver: Some(handle),
+        }
+    }
+}
+
+/// The consumer's end of a started stream: a [`futures_core::Stream`] of
+/// [`ChangeEvent`]s, also readable with [`next_event`](Self::next_event).
+///
+/// Reading is cancel-safe: dropping a `next_event` future (in `tokio::select!`, or under a
+/// timeout) loses nothing, even while the driver reconnects. Status updates go out from the
+/// driver task on their own schedule, however slowly the events are read.
+///
+/// Dropping the stream stops the driver in the background (with a last status update);
+/// [`shutdown`](Self::shutdown) does the same and waits for it.
+#[derive(Debug)]
+pub struct EventStream {
+    rx: mpsc::Receiver<Item>,
+    current: std::vec::IntoIter<ChangeEvent>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    driver: Option<JoinHandle<Result<Lsn>>>,
+}
+
+/// Counters of a running stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamStats {
+    /// Successful reconnects.
+    pub reconnects: u64,
+    /// Status updates sent.
+    pub status_updates: u64,
+    /// The highest flush position reported to the server.
+    pub reported_flush: Lsn,
+    /// The furthest server position received.
+    pub received: Lsn,
+    /// Bytes of stream in batches handed to the channel and not yet taken by the consumer.
+    pub buffered_bytes: usize,
+    /// The most bytes that were ever waiting so.
+    pub peak_buffered_bytes: usize,
+}
+
+impl EventStream {
+    /// The next event; `Ok(None)` when the stream has ended (end LSN reached, cancelled, or
+    /// after an error was returned).
+    pub async fn next_event(&mut self) -> Result<Option<ChangeEvent>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx))
+            .await
+            .transpose()
+    }
+
+    /// The acknowledgement handle, to clone into the tasks that apply changes.
+    pub fn feedback(&self) -> &SharedLsnFeedback {
+        &self.shared.feedback
+    }
+
+    /// Acknowledges everything up to `lsn` as applied and flushed (see [`SharedLsnFeedback`]).
+    pub fn ack(&self, lsn: Lsn) {
+        self.shared.feedback.ack(lsn);
+    }
+
+    /// The stream's counters.
+    pub fn stats(&self) -> StreamStats {
+        let s = &self.shared;
+        StreamStats {
+            reconnects: s.reconnects.load(Ordering::Relaxed),
+            status_updates: s.status_updates.load(Ordering::Relaxed),
+            reported_flush: Lsn::new(s.reported_flush.load(Ordering::Acquire)),
+            received: Lsn::new(s.received.load(Ordering::Relaxed)),
+            buffered_bytes: s.buffered_bytes.load(Ordering::Acquire),
+            peak_buffered_bytes: s.peak_buffered_bytes.load(Ordering::Acquire),
+        }
+    }
+
+    /// A token that stops this stream when cancelled (a child of the configured one).
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Stops the stream: sends a last status update with what has been acknowledged, ends the
+    /// replication cleanly and closes the connection. Returns the flush position last reported,
+    /// or the error that had already ended the stream.
+    pub async fn shutdown(mut self) -> Result<Lsn> {
+        self.stop.cancel();
+        match self.driver.take() {
+            Some(handle) => handle.await.map_err(|e| {
+                Error::new(
+                    ErrorKind::Closed,
+                    format!("the stream's driver task failed: {e}"),
+                )
+            })?,
+            None => Err(Error::new(
+                ErrorKind::Closed,
+                "the stream was already shut down",
+            )),
+        }
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<ChangeEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(event) = self.current.next() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            if self.stop.is_cancelled() {
+                return Poll::Ready(None);
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(batch))) => {
+                    self.shared
+                        .buffered_bytes
+                        .fetch_sub(batch.bytes, Ordering::AcqRel);
+                    self.current = batch.events.into_iter();
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
