@@ -305,6 +305,36 @@ impl Cluster {
         }
     }
 
+    /// Stops the server (`pg_ctl stop -m fast`: sessions are terminated, walsenders end their
+    /// streams); [`start_again`](Self::start_again) brings it back on the same port.
+    pub fn stop(&self) -> Result<(), Error> {
+        let mut pg_ctl = Command::new(self.bins.tool("pg_ctl"));
+        pg_ctl.arg("-D").arg(self.data_dir()).args([
+            "-w",
+            "-t",
+            &START_TIMEOUT.as_secs().to_string(),
+            "-s",
+            "-m",
+            "fast",
+            "stop",
+        ]);
+        self.run_as_server(&mut pg_ctl, "pg_ctl stop")
+    }
+
+    /// Starts a server stopped with [`stop`](Self::stop), on the same port.
+    pub fn start_again(&self) -> Result<(), Error> {
+        let mut pg_ctl = Command::new(self.bins.tool("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.log_file())
+            .args(["-w", "-t", &START_TIMEOUT.as_secs().to_string(), "-s", "-o"])
+            .arg(format!("-p {}", self.port))
+            .arg("start");
+        self.run_as_server(&mut pg_ctl, "pg_ctl start")
+    }
+
     /// Stops the server (`pg_ctl stop -m immediate`) and deletes the cluster directory.
     fn stop_and_remove(&self) {
         guard::stop_immediate(self.user, &self.bins.tool("pg_ctl"), &self.data_dir());

@@ -285,10 +285,15 @@ impl Driver {
         if !events.is_empty() {
             let batch = Batch { events, bytes };
             if let Some(tx) = &self.tx {
+                // Counted before it is sent: the consumer may take it at once.
                 let size = batch.bytes;
+                self.count_sent(size);
                 match tx.try_send(Ok(batch)) {
-                    Ok(()) => self.count_sent(size),
-                    Err(mpsc::error::TrySendError::Full(Ok(batch))) => self.pending = Some(batch),
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(Ok(batch))) => {
+                        self.shared.buffered_bytes.fetch_sub(size, Ordering::AcqRel);
+                        self.pending = Some(batch);
+                    }
                     // The consumer is gone; the stop token ends the driver.
                     Err(_) => {}
                 }

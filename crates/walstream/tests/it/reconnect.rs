@@ -1,0 +1,269 @@
+//! Reconnect and resume: a workload under walsender terminations and a server restart
+//! arrives whole, at least once, exactly once after deduplication by commit LSN; permanent
+//! errors end the stream.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use walstream::{ColumnValue, ErrorKind, EventKind, EventStream, RetryPolicy, Streaming, Xid};
+
+use crate::{block_on, Fixture};
+
+/// What a consumer that assembles committed transactions saw.
+#[derive(Debug, Default)]
+struct Delivered {
+    /// Ids of committed rows, once per distinct commit.
+    ids: Vec<i64>,
+    /// Rows seen again in a transaction already delivered (at-least-once), before
+    /// deduplication.
+    duplicates: usize,
+    reconnects: usize,
+}
+
+fn id(v: Option<ColumnValue>) -> i64 {
+    match v {
+        Some(ColumnValue::Text(b)) => std::str::from_utf8(&b).unwrap().parse().unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Reads until the row `marker` commits, assembling transactions by top-level xid (streamed
+/// ones included), dropping aborted (sub)transactions and partial ones cut by a reconnect,
+/// acknowledging each commit. Every read goes through a 1 ms timeout, so many `next_event`
+/// futures are dropped mid-way, also during reconnects.
+async fn consume(mut events: EventStream, marker: i64) -> Delivered {
+    let mut out = Delivered::default();
+    let mut open: HashMap<Xid, Vec<(Option<Xid>, i64)>> = HashMap::new();
+    let mut commits = HashSet::new();
+    loop {
+        let event = match tokio::time::timeout(Duration::from_millis(1), events.next_event()).await
+        {
+            Err(_) => continue,
+            Ok(e) => e.unwrap().expect("the stream ended"),
+        };
+        let (commit, xid) = match &event.kind {
+            EventKind::Insert(i) => {
+                let top = event.xid.unwrap();
+                open.entry(top)
+                    .or_default()
+                    .push((i.xid, id(i.new.get("id"))));
+                continue;
+            }
+            EventKind::StreamAbort(a) => {
+                if a.xid == a.subxid {
+                    open.remove(&a.xid);
+                } else if let Some(rows) = open.get_mut(&a.xid) {
+                    rows.retain(|(x, _)| *x != Some(a.subxid));
+                }
+                continue;
+            }
+            EventKind::Reconnected { .. } => {
+                out.reconnects += 1;
+                open.clear();
+                continue;
+            }
+            EventKind::Commit(c) => (c.commit_lsn, event.xid.unwrap()),
+            EventKind::StreamCommit(c) => (c.commit_lsn, c.xid),
+            _ => continue,
+        };
+        let rows = open.remove(&xid).unwrap_or_default();
+        let done = rows.iter().any(|&(_, id)| id == marker);
+        if commits.insert(commit) {
+            out.ids.extend(rows.into_iter().map(|(_, id)| id));
+        } else {
+            out.duplicates += rows.len();
+        }
+        events.ack(event.ack_lsn().unwrap());
+        if done {
+            events.shutdown().await.unwrap();
+            return out;
+        }
+    }
+}
+
+#[test]
+fn a_workload_survives_terminations_and_a_restart() {
+    // The newest installed major, on a cluster of our own (it is restarted), with a small
+    // logical_decoding_work_mem so that the larger transactions are streamed.
+    let major = *pgtest::installed_majors().last().unwrap();
+    let cluster = pgtest::Config::new(major)
+        .setting("logical_decoding_work_mem", "64kB")
+        .start()
+        .unwrap();
+    let f = Fixture::new(&cluster, "ws_faults");
+    let marker = -1;
+    block_on(async {
+        let events = f
+            .start(f.config().streaming(if major >= 16 {
+                Streaming::Parallel
+            } else {
+                Streaming::On
+            }))
+            .await;
+        let consumer = tokio::spawn(consume(events, marker));
+
+        let db = &f.db;
+        let workload = std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let mut next = 1i64;
+                let mut aborted = 0;
+                for round in 0..60 {
+                    let size = match round % 6 {
+                        0 => 3000, // streamed
+                        1 => 1,
+                        _ => 1 + (round * 37) % 200,
+                    };
+                    let sql = |next: i64| {
+                        if round % 10 == 9 {
+                            // A streamed transaction with a rolled-back subtransaction, and a
+                            // rolled-back transaction: none of their rows may arrive.
+                            format!(
+                                "BEGIN; INSERT INTO t SELECT g, repeat('x', 50) FROM generate_series({a}, {b}) g;
+                                 SAVEPOINT s; INSERT INTO t SELECT -g - 1000000, repeat('y', 50) FROM generate_series(1, 2000) g;
+                                 ROLLBACK TO SAVEPOINT s; COMMIT;
+                                 BEGIN; INSERT INTO t SELECT -g - 2000000, repeat('z', 50) FROM generate_series(1, 2000) g; ROLLBACK;",
+                                a = next,
+                                b = next + size - 1,
+                            )
+                        } else {
+                            format!(
+                                "INSERT INTO t SELECT g, repeat('x', 50) FROM generate_series({}, {}) g",
+                                next,
+                                next + size - 1
+                            )
+                        }
+                    };
+                    // The server may be down: retry with new ids (whether a failed attempt
+                    // committed is settled by the table itself at the end).
+                    loop {
+                        let ok = db.psql(&sql(next)).is_ok();
+                        next += size;
+                        if ok {
+                            break;
+                        }
+                        aborted += 1;
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    std::thread::sleep(Duration::from_millis(30));
+                }
+                (next, aborted)
+            });
+            let terminate = || {
+                db.psql(&format!(
+                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+                     WHERE slot_name = '{}' AND active_pid IS NOT NULL",
+                    f.slot
+                ))
+                .unwrap();
+            };
+            std::thread::sleep(Duration::from_millis(700));
+            terminate();
+            std::thread::sleep(Duration::from_millis(700));
+            terminate();
+            std::thread::sleep(Duration::from_millis(500));
+            cluster.stop().unwrap();
+            std::thread::sleep(Duration::from_millis(1000));
+            cluster.start_again().unwrap();
+            std::thread::sleep(Duration::from_millis(700));
+            terminate();
+            writer.join().unwrap()
+        });
+        println!("workload: {workload:?}");
+        db.psql(&format!("INSERT INTO t VALUES ({marker}, 'end')"))
+            .unwrap();
+        let delivered = tokio::time::timeout(Duration::from_secs(120), consumer)
+            .await
+            .expect("the consumer did not see the marker")
+            .unwrap();
+
+        let table: BTreeSet<i64> = db
+            .psql("SELECT id FROM t")
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        let got: BTreeSet<i64> = delivered.ids.iter().copied().collect();
+        let missing: Vec<_> = table.difference(&got).take(10).collect();
+        let extra: Vec<_> = got.difference(&table).take(10).collect();
+        println!(
+            "rows: {}, reconnects: {}, duplicates before deduplication: {}, lost: {}",
+            table.len(),
+            delivered.reconnects,
+            delivered.duplicates,
+            table.len() - table.intersection(&got).count()
+        );
+        assert!(
+            missing.is_empty(),
+            "committed rows never delivered: {missing:?}"
+        );
+        assert!(
+            extra.is_empty(),
+            "rows delivered that are not committed: {extra:?}"
+        );
+        assert_eq!(
+            delivered.ids.len(),
+            got.len(),
+            "a row delivered twice after deduplication"
+        );
+        assert!(delivered.reconnects >= 3, "{delivered:?}");
+        assert!(table.len() > 10_000);
+    });
+}
+
+#[test]
+fn a_slot_dropped_during_a_reconnect_ends_the_stream() {
+    let cluster = pgtest::cluster(16);
+    let f = Fixture::new(cluster, "ws_gone");
+    f.db.psql("INSERT INTO t VALUES (1, 'a')").unwrap();
+    block_on(async {
+        let retry = RetryPolicy::default()
+            .backoff(Duration::from_millis(1500), Duration::from_secs(2))
+            .jitter(0.0);
+        let mut events = f.start(f.config().retry(retry)).await;
+        let first = events.next_event().await.unwrap().unwrap();
+        assert!(matches!(first.kind, EventKind::Begin(_)));
+        f.db.psql(&format!(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+             WHERE slot_name = '{}'",
+            f.slot
+        ))
+        .unwrap();
+        // Drop the slot as soon as the walsender has let go of it.
+        let drop_sql = format!(
+            "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots \
+             WHERE slot_name = '{0}' AND active_pid IS NULL",
+            f.slot
+        );
+        while f.db.psql(&drop_sql).unwrap() == "0" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let err = loop {
+            match events.next_event().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without an error"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), ErrorKind::Slot, "{err}");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(events.next_event().await.unwrap().is_none());
+        assert!(events.shutdown().await.is_err());
+    });
+}
+
+#[test]
+fn bad_credentials_are_not_retried() {
+    let cluster = pgtest::cluster(15);
+    let f = Fixture::new(cluster, "ws_auth");
+    block_on(async {
+        let conninfo = format!("{} user=nobody_here", f.db.conninfo());
+        let started = std::time::Instant::now();
+        let err =
+            walstream::LogicalReplicationStream::connect(&conninfo, f.config().build().unwrap())
+                .await
+                .unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("nobody_here"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    });
+}
