@@ -1,14 +1,14 @@
 //! The `walstream` command-line tool. Its contract is `shared/CLI.md`.
 //!
-//! `decode` and `record` work today; `tail` and `demo` are declared with their options so that
-//! their help is already the contract's, and say they are not implemented until the walconn
-//! and walstream layers they stand on exist.
+//! `decode`, `record` and `tail` work today; `demo` is declared so that its help is already
+//! the contract's, and says it is not implemented yet.
 
 mod capture;
 mod decode;
 mod header;
 mod json;
 mod record;
+mod tail;
 
 use std::fs::File;
 use std::io;
@@ -41,7 +41,7 @@ Exit status:
      (every line before the problem is written first)
   2  usage error, or a subcommand that is not implemented yet
   3  a file cannot be read, or the output cannot be written
-  4  the server or the connection failed (record)";
+  4  the server or the connection failed (record, tail)";
 
 /// Decode, tail and record PostgreSQL logical replication (pgoutput) streams as JSON lines.
 #[derive(Debug, Parser)]
@@ -58,6 +58,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Stream decoded changes as JSON lines on stdout, acknowledging what was written.
+    #[command(after_help = TAIL_EXAMPLES)]
     Tail(TailArgs),
     /// Write the raw replication stream to a capture file.
     #[command(after_help = RECORD_EXAMPLES)]
@@ -68,6 +69,24 @@ enum Command {
     /// Start a throwaway local PostgreSQL, write changes to a demo table and tail them.
     Demo,
 }
+
+const TAIL_EXAMPLES: &str = "\
+Examples:
+  walstream tail 'host=db user=repl dbname=app' --slot s --publication p
+  walstream tail postgresql://repl@db/app --slot s --publication p --create-slot \\
+      --streaming parallel --end 0/3000000 | jq -c 'select(.type == \"insert\")'
+
+Lines have the schema of `walstream decode`. A transaction is acknowledged to the server only
+after its lines are flushed to stdout, so a restart resumes after the last transaction
+printed whole (one cut short by a crash is printed again). Lost connections are retried with
+backoff. SIGINT/SIGTERM stop cleanly with a last status update.
+
+Exit status:
+  0  stopped at --end, by a signal, or because stdout was closed
+  1  a message from the server cannot be decoded
+  2  usage error (or an option this server does not support)
+  3  the output cannot be written
+  4  the server or the connection failed";
 
 const RECORD_EXAMPLES: &str = "\
 Examples:
@@ -169,7 +188,8 @@ struct StreamArgs {
     /// Stop cleanly once this LSN (X/X) is reached.
     #[arg(long, value_name = "LSN")]
     end: Option<Lsn>,
-    /// Seconds between status updates to the server (which also flush the output), like
+    /// Seconds between status updates to the server (at most a third of the server's
+    /// `wal_sender_timeout` is used by tail), like
     /// `pg_recvlogical --status-interval`; keep it well under the server's
     /// `wal_sender_timeout`.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -194,7 +214,7 @@ fn main() -> ExitCode {
     init_tracing(cli.verbose);
     match cli.command {
         Command::Decode(args) => run_decode(&args),
-        Command::Tail(args) => not_implemented("tail", &args),
+        Command::Tail(args) => run_tail(&args),
         Command::Record(args) => run_record(&args),
         Command::Demo => not_implemented("demo", &()),
     }
@@ -261,6 +281,47 @@ fn run_record(args: &RecordArgs) -> ExitCode {
                 record::RecordError::Usage(_) => exit::USAGE,
                 record::RecordError::Server(_) => exit::SERVER,
                 record::RecordError::Io(_) => exit::IO,
+            })
+        }
+    }
+}
+
+fn run_tail(args: &TailArgs) -> ExitCode {
+    // The stream's driver runs on a worker thread, so that status updates go out even while
+    // the main thread waits on a slow stdout.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::IO);
+        }
+    };
+    match runtime.block_on(tail::tail(&args.stream, args.snapshot)) {
+        Ok(summary) => {
+            tracing::info!(
+                lines = summary.lines,
+                acknowledged = %summary.acknowledged,
+                "tail done"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(tail::TailError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: walstream tail: {e}");
+            ExitCode::from(match e {
+                tail::TailError::Usage(_) => exit::USAGE,
+                tail::TailError::Data(_) => exit::DATA,
+                tail::TailError::Stream(e) if e.kind() == walstream::ErrorKind::Decode => {
+                    exit::DATA
+                }
+                tail::TailError::Stream(_) => exit::SERVER,
+                tail::TailError::Output(_) => exit::IO,
             })
         }
     }

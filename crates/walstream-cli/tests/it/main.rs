@@ -4,6 +4,7 @@
 //!   protocols 1-4 and every column kind, with exact expected lines;
 //! - `errors`: truncated and corrupt captures, and the exit codes;
 //! - `cli`: the command line itself;
+//! - `record`, `tail`: against real PostgreSQL 15-18 servers;
 //! - `testdata`: every recorded `testdata/*.walcap` against its committed `.jsonl`
 //!   (`UPDATE_EXPECT=1` rewrites them).
 #![allow(
@@ -20,4 +21,5 @@ mod errors;
 mod messages;
 mod record;
 mod support;
+mod tail;
 mod testdata;

@@ -4,11 +4,14 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_walstream"))
 }
 
-fn setup<'c>(cluster: &'c pgtest::Cluster, name: &str) -> (pgtest::Database<'c>, String) {
+pub(crate) fn setup<'c>(
+    cluster: &'c pgtest::Cluster,
+    name: &str,
+) -> (pgtest::Database<'c>, String) {
     let db = cluster.create_database(name).unwrap();
     let slot = cluster.unique_name("rec");
     db.psql(&format!(
@@ -42,7 +45,7 @@ fn record_to(db: &pgtest::Database<'_>, slot: &str, end: &str, out: &std::path::
     );
 }
 
-fn confirmed_flush(db: &pgtest::Database<'_>, slot: &str) -> String {
+pub(crate) fn confirmed_flush(db: &pgtest::Database<'_>, slot: &str) -> String {
     db.query(&format!(
         "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"
     ))
@@ -205,7 +208,7 @@ fn decode_with_final_boundary(path: &std::path::Path) -> (Vec<serde_json::Value>
     (lines, boundary)
 }
 
-fn lsn(s: &str) -> u64 {
+pub(crate) fn lsn(s: &str) -> u64 {
     let (hi, lo) = s.split_once('/').unwrap();
     (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
 }

@@ -1,0 +1,239 @@
+//! `walstream tail`: a slot's changes as JSON lines on stdout, acknowledged once written.
+//!
+//! The stream comes from `walstream` in raw mode (feedback, keepalives, reconnects and the end
+//! LSN handled there); each XLogData goes through a `walproto::Decoder` and the JSON writer
+//! that `decode` uses, so a live stream and its capture print the same lines. A transaction's
+//! end is acknowledged only after its lines are flushed to stdout: a restart resumes after the
+//! last transaction printed whole.
+
+use std::io::{self, BufWriter, Write};
+use std::time::{Duration, Instant};
+
+use walproto::pgoutput::{Message, ProtocolVersion, Streaming as PgStreaming};
+use walproto::{Decoder, Lsn};
+use walstream::{
+    CreateSlot, EventKind, EventStream, LogicalReplicationStream, ReplicationStreamConfig,
+    RetryPolicy, Streaming,
+};
+
+use crate::{json, OriginArg, StreamArgs, StreamingArg};
+
+/// The longest time written lines wait before they are flushed and acknowledged while the
+/// stream keeps delivering.
+const ACK_EVERY: Duration = Duration::from_secs(1);
+
+/// Why `tail` stopped with an error.
+#[derive(Debug)]
+pub(crate) enum TailError {
+    /// The options cannot work (with this server).
+    Usage(String),
+    /// The stream failed.
+    Stream(walstream::Error),
+    /// A message could not be printed.
+    Data(String),
+    /// Standard output failed.
+    Output(io::Error),
+}
+
+impl std::fmt::Display for TailError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TailError::Usage(m) | TailError::Data(m) => f.write_str(m),
+            TailError::Stream(e) => write!(f, "{e}"),
+            TailError::Output(e) => write!(f, "writing the output: {e}"),
+        }
+    }
+}
+
+impl From<walstream::Error> for TailError {
+    fn from(e: walstream::Error) -> Self {
+        match e.kind() {
+            walstream::ErrorKind::Config | walstream::ErrorKind::Unsupported => {
+                TailError::Usage(e.to_string())
+            }
+            _ => TailError::Stream(e),
+        }
+    }
+}
+
+/// The stream configuration the command line asks for.
+pub(crate) fn stream_config(a: &StreamArgs) -> Result<ReplicationStreamConfig, walstream::Error> {
+    let mut b = ReplicationStreamConfig::builder(&a.slot, &a.publication)
+        .streaming(match a.streaming {
+            StreamingArg::Off => Streaming::Off,
+            StreamingArg::On => Streaming::On,
+            StreamingArg::Parallel => Streaming::Parallel,
+        })
+        .binary(a.binary)
+        .messages(a.messages)
+        .two_phase(a.two_phase)
+        .origin(match a.origin {
+            OriginArg::Any => walstream::Origin::Any,
+            OriginArg::None => walstream::Origin::None,
+        })
+        .status_interval(Duration::from_secs(a.status_interval))
+        .retry(RetryPolicy::default())
+        .raw(true);
+    if let Some(v) = a.proto_version {
+        b = b.proto_version(v);
+    }
+    if let Some(lsn) = a.start {
+        b = b.start_lsn(lsn);
+    }
+    if let Some(lsn) = a.end {
+        b = b.end_lsn(lsn);
+    }
+    if a.create_slot {
+        b = b.create_slot_if_missing(if a.temporary {
+            CreateSlot::Temporary
+        } else {
+            CreateSlot::Permanent
+        });
+    }
+    b.build()
+}
+
+/// What a finished `tail` did.
+#[derive(Debug, Default)]
+pub(crate) struct Summary {
+    pub(crate) lines: u64,
+    pub(crate) acknowledged: Lsn,
+}
+
+/// Tails until `--end`, a signal, or a failure.
+pub(crate) async fn tail(args: &StreamArgs, snapshot: bool) -> Result<Summary, TailError> {
+    if snapshot {
+        return Err(TailError::Usage(
+            "--snapshot is not implemented yet (it comes with the initial-snapshot support)"
+                .to_owned(),
+        ));
+    }
+    let config = stream_config(args)?;
+    let stream = LogicalReplicationStream::connect(&args.conninfo, config).await?;
+    let n = stream.negotiated().clone();
+    tracing::info!(
+        proto_version = n.proto_version.number(),
+        streaming = ?n.streaming,
+        start = %stream.start_lsn(),
+        "tailing"
+    );
+    let mut tail = Tail {
+        out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
+        decoder: Decoder::new(n.proto_version, n.streaming),
+        version: n.proto_version,
+        streaming: n.streaming,
+        line: String::with_capacity(1024),
+        written_end: None,
+        summary: Summary::default(),
+        last_ack: Instant::now(),
+    };
+    let mut events = stream.start();
+    let result = tail.run(&mut events).await;
+    // Whatever happened, what is flushed is acknowledged in the last status update.
+    let flushed = tail.flush_and_ack(&events);
+    let closed = events.shutdown().await;
+    result?;
+    flushed?;
+    match closed {
+        Ok(lsn) => tail.summary.acknowledged = lsn,
+        Err(e) => tracing::warn!("closing the stream: {e}"),
+    }
+    Ok(tail.summary)
+}
+
+struct Tail<W: Write> {
+    out: BufWriter<W>,
+    decoder: Decoder,
+    version: ProtocolVersion,
+    streaming: PgStreaming,
+    line: String,
+    /// The end of the last transaction whose lines are written but not yet flushed.
+    written_end: Option<Lsn>,
+    summary: Summary,
+    last_ack: Instant,
+}
+
+impl<W: Write> Tail<W> {
+    async fn run(&mut self, events: &mut EventStream) -> Result<(), TailError> {
+        let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+        loop {
+            // Take what is ready; before waiting for more, flush and acknowledge.
+            let ready = tokio::time::timeout(Duration::ZERO, events.next_event()).await;
+            let next = match ready {
+                Ok(next) => next,
+                Err(_) => {
+                    self.flush_and_ack(events)?;
+                    tokio::select! {
+                        next = events.next_event() => next,
+                        _ = term.recv() => {
+                            tracing::info!("SIGTERM: stopping");
+                            return Ok(());
+                        }
+                        _ = int.recv() => {
+                            tracing::info!("SIGINT: stopping");
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            let Some(event) = next? else {
+                tracing::info!("the stream ended");
+                return Ok(());
+            };
+            match event.kind {
+                EventKind::XLogData(x) => self.print(x.wal_start, &x.data)?,
+                EventKind::Reconnected { resume_lsn, .. } => {
+                    tracing::warn!(%resume_lsn, "reconnected; transactions after it are printed again");
+                    // The server describes every relation again on the new connection.
+                    self.decoder = Decoder::new(self.version, self.streaming);
+                }
+                _ => {}
+            }
+            if self.last_ack.elapsed() >= ACK_EVERY {
+                self.flush_and_ack(events)?;
+            }
+        }
+    }
+
+    fn print(&mut self, lsn: Lsn, data: &[u8]) -> Result<(), TailError> {
+        let message = self
+            .decoder
+            .decode_message(data)
+            .map_err(|e| TailError::Data(format!("the message at LSN {lsn}: {e}")))?;
+        self.line.clear();
+        json::message(&mut self.line, lsn, &message, &self.decoder)
+            .map_err(|e| TailError::Data(format!("the message at LSN {lsn}: {e}")))?;
+        self.out
+            .write_all(self.line.as_bytes())
+            .map_err(TailError::Output)?;
+        self.summary.lines += 1;
+        let end = match message {
+            Message::Commit(c) => Some(c.end_lsn),
+            Message::StreamCommit(c) => Some(c.end_lsn),
+            Message::Prepare(p) | Message::StreamPrepare(p) => Some(p.end_lsn),
+            Message::CommitPrepared(c) => Some(c.end_lsn),
+            Message::RollbackPrepared(r) => Some(r.rollback_end_lsn),
+            _ => None,
+        };
+        if end.is_some() {
+            self.written_end = end;
+        }
+        Ok(())
+    }
+
+    /// Flushes stdout, then acknowledges the last transaction written.
+    fn flush_and_ack(&mut self, events: &EventStream) -> Result<(), TailError> {
+        self.out.flush().map_err(TailError::Output)?;
+        if let Some(end) = self.written_end.take() {
+            events.ack(end);
+            tracing::debug!(%end, "acknowledged");
+        }
+        self.last_ack = Instant::now();
+        Ok(())
+    }
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, TailError> {
+    tokio::signal::unix::signal(kind).map_err(TailError::Output)
+}
