@@ -56,6 +56,11 @@
 //!   [`buffer_batches`](ReplicationStreamConfigBuilder::buffer_batches) batches of at most
 //!   [`MAX_BATCH_BYTES`] wait for the consumer.
 
+/// The workspace README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
 mod config;
 mod driver;
 mod error;
