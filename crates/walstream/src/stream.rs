@@ -250,11 +250,13 @@ impl Stream for EventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
-            if let Some(event) = self.current.next() {
-                return Poll::Ready(Some(Ok(event)));
-            }
+            // Cancelled means stop now: events already received are not delivered (they are
+            // not acknowledged either, so the next stream sends them again).
             if self.stop.is_cancelled() {
                 return Poll::Ready(None);
+            }
+            if let Some(event) = self.current.next() {
+                return Poll::Ready(Some(Ok(event)));
             }
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(batch))) => {

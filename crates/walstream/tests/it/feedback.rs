@@ -118,6 +118,7 @@ fn a_slow_consumer_survives_wal_sender_timeout_and_bounds_memory() {
         );
         assert!(stats.peak_buffered_bytes <= bound, "{stats:?} > {bound}");
         events.ack(end.unwrap());
-        assert_eq!(events.shutdown().await.unwrap(), end.unwrap());
+        // At the end, or at an idle keepalive past it (other tests write to this cluster).
+        assert!(events.shutdown().await.unwrap() >= end.unwrap());
     });
 }

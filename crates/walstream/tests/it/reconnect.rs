@@ -267,3 +267,125 @@ fn bad_credentials_are_not_retried() {
         assert!(started.elapsed() < Duration::from_secs(5));
     });
 }
+
+/// A TCP proxy whose target can change and whose connections can be cut: what a failover, a
+/// load balancer or a flaky network does to a replication connection.
+struct Proxy {
+    port: u16,
+    target: std::sync::Arc<std::sync::Mutex<std::net::SocketAddr>>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = std::sync::Arc::new(std::sync::Mutex::new(target));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (t, c) = (target.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let to = *t.lock().unwrap();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self {
+            port,
+            target,
+            conns,
+        }
+    }
+
+    /// Cuts every open connection (both sides see the socket close).
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn retarget(&self, to: std::net::SocketAddr) {
+        *self.target.lock().unwrap() = to;
+    }
+}
+
+fn addr(cluster: &pgtest::Cluster) -> std::net::SocketAddr {
+    format!("{}:{}", cluster.host(), cluster.port())
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn another_cluster_after_a_reconnect_ends_the_stream() {
+    let (a, b) = (pgtest::cluster(16), pgtest::cluster(17));
+    let f = Fixture::new(a, "ws_failover");
+    // The same database, publication and slot names on the other cluster.
+    let other = b.create_database("ws_failover").unwrap();
+    other
+        .psql(&format!(
+            "CREATE TABLE t (id int PRIMARY KEY, v text);
+             CREATE PUBLICATION {} FOR TABLE t;
+             SELECT pg_create_logical_replication_slot('{}', 'pgoutput');",
+            f.publication, f.slot
+        ))
+        .unwrap();
+    f.db.psql("INSERT INTO t VALUES (1, 'a')").unwrap();
+    block_on(async {
+        let proxy = Proxy::start(addr(a)).await;
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=ws_failover",
+            proxy.port
+        );
+        let config = f.config().build().unwrap();
+        let mut events = walstream::LogicalReplicationStream::connect(&conninfo, config)
+            .await
+            .unwrap()
+            .start();
+        let first = events.next_event().await.unwrap().unwrap();
+        assert!(matches!(first.kind, EventKind::Begin(_)));
+        proxy.retarget(addr(b));
+        proxy.cut();
+        let err = loop {
+            match events.next_event().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without an error"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), ErrorKind::ClusterChanged, "{err}");
+        assert!(err.to_string().contains("system"), "{err}");
+    });
+}
+
+#[test]
+fn cancellation_ends_the_stream_with_a_last_status_update() {
+    let cluster = pgtest::cluster(15);
+    let f = Fixture::new(cluster, "ws_cancel");
+    f.db.psql("INSERT INTO t VALUES (1, 'a'); INSERT INTO t VALUES (2, 'b');")
+        .unwrap();
+    block_on(async {
+        let token = walstream::CancellationToken::new();
+        // A long status interval: only the last update can carry the acknowledgement in time.
+        let config = f
+            .config()
+            .status_interval(Duration::from_secs(600))
+            .cancellation_token(token.clone());
+        let mut events = f.start(config).await;
+        let got = crate::read_transactions(&mut events, 1).await;
+        let end = got.last().unwrap().ack_lsn().unwrap();
+        events.ack(end);
+        token.cancel();
+        // The stream ends promptly, although a second transaction is there to read.
+        let next = tokio::time::timeout(Duration::from_secs(5), events.next_event())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(next.is_none(), "{next:?}");
+        assert_eq!(events.shutdown().await.unwrap(), end);
+        assert_eq!(f.confirmed_flush(), end);
+    });
+}
