@@ -4,7 +4,10 @@
 //! - `pg install` / `pg list`: PostgreSQL 16-18 server binaries for the live tests.
 //! - `test [args]`: the project's test command (installs servers, then runs every test).
 //! - `capture`: records pgoutput streams from each installed major into `testdata/`.
+//! - `bench [--quick] [--rows N] [--rounds N] [--no-parse]`: the drain benchmark against
+//!   pg_walstream and pg_recvlogical, and the criterion parse benches (`benches/README.md`).
 
+mod bench;
 mod capture;
 mod pg;
 
@@ -19,7 +22,10 @@ const USAGE: &str = "usage: cargo xtask <command>
   pg install        fetch PostgreSQL 16-18 server binaries into the cache (idempotent)
   pg list           show which PostgreSQL majors the tests will use
   test [ARGS...]    pg install, then run every test (ARGS go to nextest or cargo test)
-  capture           record pgoutput streams from each installed major into testdata/";
+  capture           record pgoutput streams from each installed major into testdata/
+  bench [--quick] [--rows N] [--rounds N] [--no-parse]
+                    drain benchmark (walstream vs pg_walstream vs pg_recvlogical) and the
+                    criterion parse benches; report in target/bench/report.md";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +35,7 @@ fn main() -> ExitCode {
         Some("pg") => pg::main(rest),
         Some("test") => test(rest),
         Some("capture") => capture::main(rest),
+        Some("bench") => bench::main(rest),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
