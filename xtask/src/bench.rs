@@ -8,9 +8,9 @@
 //! Each consumer then drains its own slot to that LSN as a child process, and `wait4` gives
 //! its user and system CPU time and peak RSS. Consumers:
 //!
-//! - `walstream`, `walstream-mt`, `walstream-raw`, `pg_walstream`: modes of the `drain-bench`
-//!   binary (`benches/drain`, a crate outside the workspace because pg_walstream's backend
-//!   links the system libpq), each decoding every row it is sent;
+//! - `walstream`, `walstream-mt`, `walstream-raw` (modes of `drain-walstream`) and
+//!   `pg_walstream` (`drain-pg-walstream`), from `benches/drain`, a crate outside the workspace
+//!   because pg_walstream's backend links the system libpq; each decodes every row it is sent;
 //! - `pg_recvlogical` (PostgreSQL 15's), which writes the stream to `/dev/null` and decodes
 //!   nothing: the floor for a consumer on this machine.
 //!
@@ -123,7 +123,14 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         .arg(root.join("benches/drain/Cargo.toml"))
         .arg("--target-dir")
         .arg(&drain_target))?;
-    let drain_bin = drain_target.join("release/drain-bench");
+    let drain_bin = |consumer: &str| {
+        let name = if consumer == "pg_walstream" {
+            "drain-pg-walstream"
+        } else {
+            "drain-walstream"
+        };
+        drain_target.join("release").join(name)
+    };
     let recvlogical = pg_recvlogical()?;
 
     eprintln!("==> starting PostgreSQL {MAJOR}");
@@ -202,7 +209,7 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
                     .args(["--endpos", &end_lsn, "--no-loop", "-f", "/dev/null"]);
                 cmd
             } else {
-                let mut cmd = Command::new(&drain_bin);
+                let mut cmd = Command::new(drain_bin(consumer));
                 cmd.args([consumer, &conninfo, &slot, "bench_pub", &end_lsn]);
                 cmd
             };
