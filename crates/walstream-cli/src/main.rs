@@ -329,9 +329,7 @@ fn run_tail(args: &TailArgs) -> ExitCode {
 
 fn not_implemented(command: &str, args: &dyn std::fmt::Debug) -> ExitCode {
     tracing::debug!("{command} {args:?}");
-    eprintln!(
-        "error: walstream {command}: not implemented yet: needs the walstream/walconn layers"
-    );
+    eprintln!("error: walstream {command}: not implemented yet");
     ExitCode::from(exit::USAGE)
 }
 
