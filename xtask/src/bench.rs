@@ -1,5 +1,5 @@
-//! `cargo xtask bench [--quick] [--rows N] [--rounds N] [--no-parse]`: the drain benchmark
-//! (and, unless `--quick` or `--no-parse`, the criterion parse benches).
+//! `cargo xtask bench [--quick] [--rows N] [--rounds N] [--no-parse] [--wrap CMD]`: the drain
+//! benchmark (and, unless `--quick` or `--no-parse`, the criterion parse benches).
 //!
 //! A throwaway PostgreSQL 15 cluster (pgtest) gets table `bench (id int4 primary key, v text)`
 //! and a publication; one logical slot per consumer and round is created *before* the backlog,
@@ -50,6 +50,9 @@ struct Options {
     rows: u64,
     rounds: usize,
     parse: bool,
+    /// `--wrap CMD`: a command line each consumer runs under (`{consumer}` is replaced by its
+    /// name), for example `strace -c -f -o target/bench/strace-{consumer}.txt`.
+    wrap: Option<String>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options> {
@@ -57,6 +60,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         rows: 1_000_000,
         rounds: 3,
         parse: true,
+        wrap: None,
     };
     let mut rows = None;
     let mut rounds = None;
@@ -69,6 +73,10 @@ fn parse_options(args: &[String]) -> Result<Options> {
                 opts.parse = false;
             }
             "--no-parse" => opts.parse = false,
+            "--wrap" => {
+                let cmd = iter.next().filter(|c| !c.trim().is_empty());
+                opts.wrap = Some(cmd.ok_or("bench: --wrap needs a command")?.clone());
+            }
             "--rows" => rows = Some(number(iter.next(), "--rows")?),
             "--rounds" => rounds = Some(number(iter.next(), "--rounds")?),
             other => return Err(format!("bench: unknown argument {other:?}")),
@@ -99,6 +107,8 @@ struct Sample {
     user_s: f64,
     sys_s: f64,
     max_rss_kib: u64,
+    /// Voluntary context switches: how often the consumer blocked waiting for the socket.
+    nvcsw: u64,
     /// Row events the consumer reported decoding (`None` for pg_recvlogical).
     rows: Option<u64>,
 }
@@ -202,18 +212,41 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
                 continue;
             };
             let slot = slot_name(round, consumer);
-            let mut cmd = if consumer == "pg_recvlogical" {
-                let mut cmd = Command::new(&recvlogical);
-                cmd.args(["-d", &conninfo, "--slot", &slot, "--start"])
-                    .args(["-o", "proto_version=1", "-o", "publication_names=bench_pub"])
-                    .args(["--endpos", &end_lsn, "--no-loop", "-f", "/dev/null"]);
-                cmd
+            let mut argv: Vec<String> = if consumer == "pg_recvlogical" {
+                let mut argv = vec![recvlogical.display().to_string()];
+                argv.extend(
+                    [
+                        "-d",
+                        &conninfo,
+                        "--slot",
+                        &slot,
+                        "--start",
+                        "-o",
+                        "proto_version=1",
+                        "-o",
+                        "publication_names=bench_pub",
+                        "--endpos",
+                        &end_lsn,
+                        "--no-loop",
+                        "-f",
+                        "/dev/null",
+                    ]
+                    .map(str::to_owned),
+                );
+                argv
             } else {
-                let mut cmd = Command::new(drain_bin(consumer));
-                cmd.args([consumer, &conninfo, &slot, "bench_pub", &end_lsn]);
-                cmd
+                let mut argv = vec![drain_bin(consumer).display().to_string()];
+                argv.extend([consumer, &conninfo, &slot, "bench_pub", &end_lsn].map(str::to_owned));
+                argv
             };
-            let sample = measure(&mut cmd)?;
+            if let Some(wrap) = &opts.wrap {
+                let prefix = wrap
+                    .split_whitespace()
+                    .map(|w| w.replace("{consumer}", consumer));
+                argv = prefix.chain(argv).collect();
+            }
+            let (program, rest) = argv.split_first().ok_or("empty command")?;
+            let sample = measure(Command::new(program).args(rest))?;
             if let Some(rows) = sample.rows {
                 let decoding = consumer != "walstream-raw";
                 if decoding && rows != opts.rows {
@@ -224,12 +257,13 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
                 }
             }
             eprintln!(
-                "    round {}: {consumer:<15} wall {:.2} s, user {:.2} s, sys {:.2} s, peak RSS {:.1} MB{}",
+                "    round {}: {consumer:<15} wall {:.2} s, user {:.2} s, sys {:.2} s, peak RSS {:.1} MB, {} waits{}",
                 round + 1,
                 sample.wall_s,
                 sample.user_s,
                 sample.sys_s,
                 kib_to_mb(sample.max_rss_kib),
+                sample.nvcsw,
                 sample.rows.map(|r| format!(", {r} rows")).unwrap_or_default()
             );
             if let Some(list) = samples.get_mut(index) {
@@ -246,6 +280,7 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         version,
         wal_bytes,
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        wrap: opts.wrap.clone(),
     };
 
     if opts.parse {
@@ -333,6 +368,7 @@ fn measure(cmd: &mut Command) -> Result<Sample> {
         user_s: usage.user_s,
         sys_s: usage.sys_s,
         max_rss_kib: usage.max_rss_kib,
+        nvcsw: usage.nvcsw,
         rows,
     })
 }
@@ -358,6 +394,7 @@ struct Usage {
     user_s: f64,
     sys_s: f64,
     max_rss_kib: u64,
+    nvcsw: u64,
 }
 
 /// Reaps child `pid` with `wait4`, which returns the child's own resource usage (std's
@@ -393,6 +430,7 @@ fn wait4(pid: u32) -> Result<(ChildStatus, Usage)> {
             sys_s: seconds(usage.ru_stime),
             // Linux reports ru_maxrss in KiB.
             max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+            nvcsw: u64::try_from(usage.ru_nvcsw).unwrap_or(0),
         },
     ))
 }
@@ -417,6 +455,7 @@ fn median(samples: &[Sample]) -> Sample {
         user_s: mid(samples.iter().map(|s| s.user_s).collect()),
         sys_s: mid(samples.iter().map(|s| s.sys_s).collect()),
         max_rss_kib: mid(samples.iter().map(|s| s.max_rss_kib as f64).collect()) as u64,
+        nvcsw: mid(samples.iter().map(|s| s.nvcsw as f64).collect()) as u64,
         rows: samples.first().and_then(|s| s.rows),
     }
 }
@@ -434,6 +473,7 @@ struct RunInfo {
     version: String,
     wal_bytes: String,
     cores: usize,
+    wrap: Option<String>,
 }
 
 fn kib_to_mb(kib: u64) -> f64 {
@@ -472,25 +512,37 @@ fn report_md(
          (each figure on its own).\n",
         run.rows, run.wal_bytes, run.version, run.cores, run.rounds
     );
+    if let Some(wrap) = &run.wrap {
+        let _ = writeln!(
+            md,
+            "**Every consumer ran under `{wrap}`: the figures include the wrapper.**\n"
+        );
+    }
     let _ = writeln!(
         md,
-        "| consumer | wall s | rows/s | user s | sys s | CPU s | peak RSS MB | CPU vs pg_walstream | CPU vs pg_recvlogical |"
+        "| consumer | wall s | rows/s | user s | sys s | CPU s | peak RSS MB | waits | CPU vs pg_walstream | CPU vs pg_recvlogical |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, s) in CONSUMERS.iter().zip(medians) {
         let _ = writeln!(
             md,
-            "| {name} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} |",
+            "| {name} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {:.2} | {:.2} |",
             s.wall_s,
             run.rows as f64 / s.wall_s,
             s.user_s,
             s.sys_s,
             s.cpu_s(),
             kib_to_mb(s.max_rss_kib),
+            s.nvcsw,
             ratio(s.cpu_s(), pgw),
             ratio(s.cpu_s(), recv),
         );
     }
+    let _ = writeln!(
+        md,
+        "\nwaits: voluntary context switches (`ru_nvcsw`), the times the consumer blocked, \
+         mostly waiting for the server."
+    );
     if let Some(ws) = baseline(medians, "walstream") {
         let a = ratio(ws.cpu_s(), pgw);
         let b = ratio(ws.cpu_s(), recv);
@@ -552,7 +604,7 @@ fn report_json(run: &RunInfo, medians: &[Sample]) -> String {
         let _ = write!(
             json,
             "{sep}\n    {{\"name\": \"{name}\", \"wall_s\": {}, \"rows_per_s\": {}, \"user_s\": {}, \
-             \"sys_s\": {}, \"cpu_s\": {}, \"peak_rss_mb\": {}, \"rows_decoded\": {}, \
+             \"sys_s\": {}, \"cpu_s\": {}, \"peak_rss_mb\": {}, \"waits\": {}, \"rows_decoded\": {}, \
              \"cpu_vs_pg_walstream\": {}, \"cpu_vs_pg_recvlogical\": {}}}",
             num(s.wall_s),
             num(run.rows as f64 / s.wall_s),
@@ -560,6 +612,7 @@ fn report_json(run: &RunInfo, medians: &[Sample]) -> String {
             num(s.sys_s),
             num(s.cpu_s()),
             num(kib_to_mb(s.max_rss_kib)),
+            s.nvcsw,
             s.rows.map_or("null".to_owned(), |r| r.to_string()),
             num(ratio(s.cpu_s(), pgw)),
             num(ratio(s.cpu_s(), recv)),

@@ -4,8 +4,9 @@
 //! - `pg install` / `pg list`: PostgreSQL 16-18 server binaries for the live tests.
 //! - `test [args]`: the project's test command (installs servers, then runs every test).
 //! - `capture`: records pgoutput streams from each installed major into `testdata/`.
-//! - `bench [--quick] [--rows N] [--rounds N] [--no-parse]`: the drain benchmark against
-//!   pg_walstream and pg_recvlogical, and the criterion parse benches (`benches/README.md`).
+//! - `bench [--quick] [--rows N] [--rounds N] [--no-parse] [--wrap CMD]`: the drain benchmark
+//!   against pg_walstream and pg_recvlogical, and the criterion parse benches
+//!   (`benches/README.md`).
 
 mod bench;
 mod capture;
@@ -23,7 +24,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   pg list           show which PostgreSQL majors the tests will use
   test [ARGS...]    pg install, then run every test (ARGS go to nextest or cargo test)
   capture           record pgoutput streams from each installed major into testdata/
-  bench [--quick] [--rows N] [--rounds N] [--no-parse]
+  bench [--quick] [--rows N] [--rounds N] [--no-parse] [--wrap CMD]
                     drain benchmark (walstream vs pg_walstream vs pg_recvlogical) and the
                     criterion parse benches; report in target/bench/report.md";
 
