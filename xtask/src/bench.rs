@@ -281,6 +281,7 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         wal_bytes,
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         wrap: opts.wrap.clone(),
+        parse_ran: opts.parse,
     };
 
     if opts.parse {
@@ -474,6 +475,7 @@ struct RunInfo {
     wal_bytes: String,
     cores: usize,
     wrap: Option<String>,
+    parse_ran: bool,
 }
 
 fn kib_to_mb(kib: u64) -> f64 {
@@ -571,7 +573,12 @@ fn report_md(
     if let Some(parse) = parse {
         let _ = writeln!(
             md,
-            "\n## Parse (criterion, `target/bench/parse-summary.md`)\n\n{}",
+            "\n## Parse (criterion, `target/bench/parse-summary.md`{})\n\n{}",
+            if run.parse_ran {
+                ", this run"
+            } else {
+                ", from an earlier run: not re-run with --quick or --no-parse"
+            },
             parse.trim_end()
         );
     }
