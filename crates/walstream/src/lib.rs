@@ -71,6 +71,7 @@ mod retry;
 mod session;
 mod slots;
 mod stream;
+pub mod value;
 
 pub use config::{
     max_protocol, negotiate, CreateSlot, Negotiated, ReplicationStreamConfig,
