@@ -29,6 +29,11 @@ pub enum ErrorKind {
     RetriesExhausted,
     /// The stream has ended or its driver task is gone.
     Closed,
+    /// The server sent messages in an order the protocol does not allow (a Commit without a
+    /// Begin, a `COMMIT PREPARED` for a transaction never prepared).
+    Protocol,
+    /// A spill file of a large transaction could not be written or read.
+    Spill,
 }
 
 /// An error of the change stream.

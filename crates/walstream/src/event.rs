@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use walproto::owned::{ColumnValue, TupleBuf};
+use walproto::pgoutput::Column;
 use walproto::pgoutput::{Begin, Commit, StreamAbort, StreamCommit, StreamStart};
 use walproto::{ColumnInfo, Lsn, RelationInfo, Timestamp, TypeInfo, Xid};
 
@@ -156,6 +157,18 @@ impl Row {
     /// The underlying tuple.
     pub fn tuple(&self) -> &TupleBuf {
         &self.tuple
+    }
+
+    /// The bytes the row's values take (as sent), for memory accounting.
+    pub(crate) fn byte_size(&self) -> usize {
+        self.tuple
+            .columns()
+            .map(|c| match c {
+                Column::Text(b) | Column::Binary(b) => 5 + b.len(),
+                Column::Null | Column::UnchangedToast => 1,
+            })
+            .sum::<usize>()
+            + 2
     }
 }
 

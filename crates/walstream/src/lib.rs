@@ -70,7 +70,9 @@ mod follow;
 mod retry;
 mod session;
 mod slots;
+mod spill;
 mod stream;
+mod transaction;
 pub mod value;
 
 pub use config::{
@@ -87,6 +89,10 @@ pub use feedback::{FeedbackTracker, SharedLsnFeedback, Status};
 pub use retry::RetryPolicy;
 pub use slots::{SlotInfo, SlotManager};
 pub use stream::{EventStream, LogicalReplicationStream, StreamStats};
+pub use transaction::{
+    Change, ChangeKind, Changes, Transaction, TransactionAssembler, TransactionConfig,
+    TransactionKind, TransactionStream, DEFAULT_MEMORY_BUDGET,
+};
 
 pub use tokio_util::sync::CancellationToken;
 pub use walconn::{self, Origin, Streaming};

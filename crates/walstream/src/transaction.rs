@@ -1,0 +1,692 @@
+//! Whole committed transactions, in commit order: plain, streamed (protocol 2+), prepared
+//! (protocol 3+) and parallel-streamed (protocol 4), with aborted subtransactions dropped and
+//! memory bounded by spilling to disk.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use walproto::{Lsn, Timestamp, Xid};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{ChangeEvent, Delete, EventKind, Insert, LogicalMessage, Truncate, Update};
+use crate::feedback::SharedLsnFeedback;
+use crate::spill::{SpillFile, SpillReader};
+use crate::stream::EventStream;
+
+/// The default memory budget for the changes of transactions not yet committed: 64 MiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
+
+/// What a change costs in the budget besides its row bytes (the event, the `Arc`s, the
+/// vector slot): an estimate, on the high side.
+const CHANGE_OVERHEAD: usize = 160;
+
+/// One change of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The LSN of the XLogData that carried it.
+    pub lsn: Lsn,
+    /// What changed.
+    pub kind: ChangeKind,
+}
+
+impl Change {
+    /// The xid pgoutput sent with the change inside a streamed block: the (sub)transaction
+    /// that made it.
+    pub fn xid(&self) -> Option<Xid> {
+        match &self.kind {
+            ChangeKind::Insert(c) => c.xid,
+            ChangeKind::Update(c) => c.xid,
+            ChangeKind::Delete(c) => c.xid,
+            ChangeKind::Truncate(c) => c.xid,
+            ChangeKind::Message(c) => c.xid,
+        }
+    }
+
+    /// An estimate of the memory the change holds.
+    fn size(&self) -> usize {
+        let rows = match &self.kind {
+            ChangeKind::Insert(c) => c.new.byte_size(),
+            ChangeKind::Update(c) => {
+                c.new.byte_size() + c.old.as_ref().map_or(0, |o| o.row().byte_size())
+            }
+            ChangeKind::Delete(c) => c.old.row().byte_size(),
+            ChangeKind::Truncate(c) => c.relations.len() * 8,
+            ChangeKind::Message(c) => c.content.len() + c.prefix.len(),
+        };
+        rows + CHANGE_OVERHEAD
+    }
+}
+
+/// The kinds of [`Change`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChangeKind {
+    /// A row was inserted.
+    Insert(Insert),
+    /// A row was updated.
+    Update(Update),
+    /// A row was deleted.
+    Delete(Delete),
+    /// Tables were truncated.
+    Truncate(Truncate),
+    /// A transactional logical decoding message.
+    Message(LogicalMessage),
+}
+
+/// How a transaction reached the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransactionKind {
+    /// Sent whole at commit (Begin .. Commit).
+    Plain,
+    /// Streamed while in progress (protocol 2+) and committed (Stream Commit).
+    Streamed,
+    /// Prepared for two-phase commit (protocol 3+), then committed with `COMMIT PREPARED`.
+    Prepared {
+        /// The global transaction identifier.
+        gid: String,
+        /// The LSN of the prepare.
+        prepare_lsn: Lsn,
+        /// When it was prepared.
+        prepare_time: Timestamp,
+        /// Whether the prepared transaction was streamed.
+        streamed: bool,
+    },
+}
+
+/// A committed transaction and its changes, in order.
+#[derive(Debug)]
+pub struct Transaction {
+    /// The top-level transaction id.
+    pub xid: Xid,
+    /// The LSN of the commit record.
+    pub commit_lsn: Lsn,
+    /// The end of the commit record: acknowledge this once the transaction is applied
+    /// ([`TransactionStream::ack`]).
+    pub end_lsn: Lsn,
+    /// The commit time.
+    pub commit_time: Timestamp,
+    /// The replication origin it came from, if any.
+    pub origin: Option<String>,
+    /// How it was sent.
+    pub kind: TransactionKind,
+    changes: Buffer,
+}
+
+impl Transaction {
+    /// The number of changes.
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// Whether it has no changes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether some of its changes were spilled to disk (reading them back does file I/O).
+    pub fn is_spilled(&self) -> bool {
+        self.changes.file.is_some()
+    }
+
+    /// The changes, in order. Spilled changes are read back from their file, with blocking
+    /// reads (run huge transactions' iteration in `spawn_blocking` if that matters); a file
+    /// that cannot be read yields one error and ends.
+    pub fn changes(&self) -> Changes<'_> {
+        let (reader, error) = match &self.changes.file {
+            Some(f) => match f.reader() {
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(e)),
+            },
+            None => (None, None),
+        };
+        Changes {
+            reader,
+            error,
+            tail: self.changes.memory.iter(),
+            aborted: &self.changes.aborted,
+        }
+    }
+}
+
+/// The changes of a [`Transaction`]; see [`Transaction::changes`].
+#[derive(Debug)]
+pub struct Changes<'t> {
+    reader: Option<SpillReader>,
+    error: Option<std::io::Error>,
+    tail: std::slice::Iter<'t, Change>,
+    aborted: &'t HashSet<Xid>,
+}
+
+impl Iterator for Changes<'_> {
+    type Item = Result<Change>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.error.take() {
+            self.reader = None;
+            self.tail = [].iter();
+            return Some(Err(spill_error(e)));
+        }
+        while let Some(reader) = &mut self.reader {
+            match reader.next_change() {
+                Ok(Some(c)) if c.xid().is_some_and(|x| self.aborted.contains(&x)) => {}
+                Ok(Some(c)) => return Some(Ok(c)),
+                Ok(None) => self.reader = None,
+                Err(e) => {
+                    self.reader = None;
+                    self.tail = [].iter();
+                    return Some(Err(spill_error(e)));
+                }
+            }
+        }
+        self.tail.next().cloned().map(Ok)
+    }
+}
+
+fn spill_error(e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Spill, format!("reading spilled changes: {e}"))
+}
+
+/// The changes buffered for one transaction: the part spilled to a file, then the part in
+/// memory, and the subtransactions aborted after their changes were spilled.
+#[derive(Debug, Default)]
+struct Buffer {
+    file: Option<Arc<SpillFile>>,
+    memory: Vec<Change>,
+    memory_bytes: usize,
+    aborted: HashSet<Xid>,
+}
+
+impl Buffer {
+    fn len(&self) -> usize {
+        self.file.as_ref().map_or(0, |f| f.len()) + self.memory.len()
+    }
+}
+
+/// A transaction being received.
+#[derive(Debug)]
+struct Open {
+    xid: Xid,
+    origin: Option<String>,
+    buffer: Buffer,
+}
+
+impl Open {
+    fn new(xid: Xid) -> Self {
+        Self {
+            xid,
+            origin: None,
+            buffer: Buffer::default(),
+        }
+    }
+}
+
+/// A prepared transaction waiting for `COMMIT PREPARED` or `ROLLBACK PREPARED`.
+#[derive(Debug)]
+struct Prepared {
+    open: Open,
+    prepare_lsn: Lsn,
+    prepare_time: Timestamp,
+    streamed: bool,
+}
+
+/// The settings of a [`TransactionStream`].
+#[derive(Clone, Debug)]
+pub struct TransactionConfig {
+    memory_budget: usize,
+    spill_dir: PathBuf,
+}
+
+impl Default for TransactionConfig {
+    fn default() -> Self {
+        Self {
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            spill_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+impl TransactionConfig {
+    /// The most bytes of changes of uncommitted transactions held in memory; beyond it the
+    /// largest transaction's changes go to a temporary file (default 64 MiB).
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// Where spill files go (default: the system's temporary directory). They are deleted
+    /// when their transaction is dropped.
+    pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spill_dir = dir.into();
+        self
+    }
+}
+
+/// Assembles committed transactions from a stream of events: the sans-IO core of
+/// [`TransactionStream`].
+///
+/// Feed every event in order to [`push`](Self::push); take finished transactions with
+/// [`pop`](Self::pop). It handles plain transactions, streamed ones (chunks of several
+/// transactions interleaved, assembled per top-level xid; a Stream Abort of the transaction
+/// drops it, of a subtransaction drops exactly that subtransaction's changes), prepared ones
+/// (kept until `COMMIT PREPARED`, dropped on `ROLLBACK PREPARED`), and reconnects (partial
+/// transactions are dropped, as the server sends them again; prepared ones are kept).
+#[derive(Debug)]
+pub struct TransactionAssembler {
+    config: TransactionConfig,
+    current: Option<Open>,
+    current_prepare: Option<(String, Lsn, Timestamp)>,
+    streams: HashMap<Xid, Open>,
+    in_stream: Option<Xid>,
+    prepared: HashMap<String, Prepared>,
+    ready: VecDeque<Transaction>,
+    in_memory: usize,
+    peak_in_memory: usize,
+    spilled_bytes: u64,
+}
+
+impl TransactionAssembler {
+    /// An assembler with `config`'s budget.
+    pub fn new(config: TransactionConfig) -> Self {
+        Self {
+            config,
+            current: None,
+            current_prepare: None,
+            streams: HashMap::new(),
+            in_stream: None,
+            prepared: HashMap::new(),
+            ready: VecDeque::new(),
+            in_memory: 0,
+            peak_in_memory: 0,
+            spilled_bytes: 0,
+        }
+    }
+
+    /// The next committed transaction, if one is finished.
+    pub fn pop(&mut self) -> Option<Transaction> {
+        self.ready.pop_front()
+    }
+
+    /// Bytes of changes held in memory now, and the most held at once.
+    pub fn memory(&self) -> (usize, usize) {
+        (self.in_memory, self.peak_in_memory)
+    }
+
+    /// Bytes written to spill files so far.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.spilled_bytes
+    }
+
+    /// The earliest prepare LSN of the prepared transactions still waiting for their outcome:
+    /// acknowledging past it would tell the server not to send them again.
+    pub fn pending_prepare(&self) -> Option<Lsn> {
+        self.prepared.values().map(|p| p.prepare_lsn).min()
+    }
+
+    /// Takes the next event of the stream.
+    pub fn push(&mut self, event: ChangeEvent) -> Result<()> {
+        let lsn = event.lsn;
+        let change = |kind| Change { lsn, kind };
+        match event.kind {
+            EventKind::Begin(b) => {
+                self.drop_open_current();
+                self.current = Some(Open::new(b.xid));
+            }
+            EventKind::BeginPrepare(p) => {
+                self.drop_open_current();
+                self.current = Some(Open::new(p.xid));
+                self.current_prepare = Some((p.gid, p.prepare_lsn, p.prepare_time));
+            }
+            EventKind::Origin { name, .. } => {
+                if let Some(o) = self.current.as_mut() {
+                    o.origin = Some(name);
+                }
+            }
+            EventKind::Insert(c) => self.add(change(ChangeKind::Insert(c)))?,
+            EventKind::Update(c) => self.add(change(ChangeKind::Update(c)))?,
+            EventKind::Delete(c) => self.add(change(ChangeKind::Delete(c)))?,
+            EventKind::Truncate(c) => self.add(change(ChangeKind::Truncate(c)))?,
+            // Non-transactional messages belong to no transaction.
+            EventKind::Message(m) if m.transactional => self.add(change(ChangeKind::Message(m)))?,
+            EventKind::Commit(c) => {
+                let open = self.take_current("Commit")?;
+                self.finish(
+                    open,
+                    c.commit_lsn,
+                    c.end_lsn,
+                    c.commit_time,
+                    TransactionKind::Plain,
+                )?;
+            }
+            EventKind::StreamStart(s) => {
+                if s.first_segment {
+                    if let Some(old) = self.streams.remove(&s.xid) {
+                        self.release(&old.buffer);
+                    }
+                }
+                self.streams
+                    .entry(s.xid)
+                    .or_insert_with(|| Open::new(s.xid));
+                self.in_stream = Some(s.xid);
+            }
+            EventKind::StreamStop => self.in_stream = None,
+            EventKind::StreamCommit(c) => {
+                let open = self.take_stream(c.xid);
+                self.finish(
+                    open,
+                    c.commit_lsn,
+                    c.end_lsn,
+                    c.commit_time,
+                    TransactionKind::Streamed,
+                )?;
+            }
+            EventKind::StreamAbort(a) => {
+                if a.xid == a.subxid {
+                    if let Some(open) = self.streams.remove(&a.xid) {
+                        self.release(&open.buffer);
+                    }
+                } else if let Some(open) = self.streams.get_mut(&a.xid) {
+                    let before = open.buffer.memory_bytes;
+                    open.buffer.memory.retain(|c| c.xid() != Some(a.subxid));
+                    open.buffer.memory_bytes = open.buffer.memory.iter().map(Change::size).sum();
+                    let freed = before - open.buffer.memory_bytes;
+                    if open.buffer.file.is_some() {
+                        open.buffer.aborted.insert(a.subxid);
+                    }
+                    self.in_memory -= freed;
+                }
+            }
+            EventKind::Prepare(p) => {
+                let open = self.take_current("Prepare")?;
+                let (gid, prepare_lsn, prepare_time) = self.current_prepare.take().unwrap_or((
+                    p.gid.clone(),
+                    p.prepare_lsn,
+                    p.prepare_time,
+                ));
+                self.hold_prepared(gid, open, prepare_lsn, prepare_time, false);
+            }
+            EventKind::StreamPrepare(p) => {
+                let open = self.take_stream(p.xid);
+                self.hold_prepared(p.gid, open, p.prepare_lsn, p.prepare_time, true);
+            }
+            EventKind::CommitPrepared(c) => {
+                let Some(p) = self.prepared.remove(&c.gid) else {
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "COMMIT PREPARED '{}' at {} for a transaction whose PREPARE was not \
+                             received",
+                            c.gid, c.commit_lsn
+                        ),
+                    ));
+                };
+                let kind = TransactionKind::Prepared {
+                    gid: c.gid,
+                    prepare_lsn: p.prepare_lsn,
+                    prepare_time: p.prepare_time,
+                    streamed: p.streamed,
+                };
+                self.finish(p.open, c.commit_lsn, c.end_lsn, c.commit_time, kind)?;
+            }
+            EventKind::RollbackPrepared(r) => {
+                if let Some(p) = self.prepared.remove(&r.gid) {
+                    self.release(&p.open.buffer);
+                }
+            }
+            EventKind::Reconnected { .. } => {
+                // The server sends every unfinished transaction again from its start.
+                self.drop_open_current();
+                let streams: Vec<Open> = self.streams.drain().map(|(_, o)| o).collect();
+                for open in &streams {
+                    self.release(&open.buffer);
+                }
+                self.in_stream = None;
+            }
+            EventKind::XLogData(_) => {
+                return Err(Error::config(
+                    "transactions need decoded events: start the stream without raw mode",
+                ))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn hold_prepared(
+        &mut self,
+        gid: String,
+        open: Open,
+        prepare_lsn: Lsn,
+        prepare_time: Timestamp,
+        streamed: bool,
+    ) {
+        // A prepare sent again (after a reconnect) replaces the one held.
+        if let Some(old) = self.prepared.remove(&gid) {
+            self.release(&old.open.buffer);
+        }
+        self.prepared.insert(
+            gid,
+            Prepared {
+                open,
+                prepare_lsn,
+                prepare_time,
+                streamed,
+            },
+        );
+    }
+
+    fn drop_open_current(&mut self) {
+        if let Some(open) = self.current.take() {
+            self.release(&open.buffer);
+        }
+        self.current_prepare = None;
+    }
+
+    fn take_current(&mut self, what: &str) -> Result<Open> {
+        self.current
+            .take()
+            .ok_or_else(|| Error::new(ErrorKind::Protocol, format!("{what} without a transaction")))
+    }
+
+    /// The streamed transaction `xid` (empty if none of its changes was streamed).
+    fn take_stream(&mut self, xid: Xid) -> Open {
+        self.streams.remove(&xid).unwrap_or_else(|| Open::new(xid))
+    }
+
+    /// Adds a change to the transaction it belongs to, then keeps memory within the budget.
+    fn add(&mut self, change: Change) -> Result<()> {
+        let size = change.size();
+        let open = match self.in_stream {
+            Some(xid) => self.streams.entry(xid).or_insert_with(|| Open::new(xid)),
+            None => self.current.as_mut().ok_or_else(|| {
+                Error::new(ErrorKind::Protocol, "a change outside any transaction")
+            })?,
+        };
+        open.buffer.memory.push(change);
+        open.buffer.memory_bytes += size;
+        self.in_memory += size;
+        self.peak_in_memory = self.peak_in_memory.max(self.in_memory);
+        while self.in_memory > self.config.memory_budget {
+            if !self.spill_largest()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the in-memory changes of the transaction holding the most to its spill file;
+    /// false when nothing is left to spill.
+    fn spill_largest(&mut self) -> Result<bool> {
+        let dir = self.config.spill_dir.clone();
+        let largest = self
+            .current
+            .iter_mut()
+            .chain(self.streams.values_mut())
+            .chain(self.prepared.values_mut().map(|p| &mut p.open))
+            .max_by_key(|o| o.buffer.memory_bytes);
+        let Some(open) = largest.filter(|o| o.buffer.memory_bytes > 0) else {
+            return Ok(false);
+        };
+        let file = match &mut open.buffer.file {
+            Some(f) => f,
+            None => open.buffer.file.insert(Arc::new(
+                SpillFile::create(&dir).map_err(|e| spill_write_error(&dir, e))?,
+            )),
+        };
+        let file = Arc::get_mut(file)
+            .ok_or_else(|| Error::new(ErrorKind::Spill, "a spill file is shared while written"))?;
+        let before = file.bytes();
+        for c in open.buffer.memory.drain(..) {
+            file.write(&c).map_err(|e| spill_write_error(&dir, e))?;
+        }
+        self.spilled_bytes += file.bytes() - before;
+        self.in_memory -= open.buffer.memory_bytes;
+        open.buffer.memory_bytes = 0;
+        tracing::debug!(xid = %open.xid, spilled = file.bytes(), "spilled a transaction's changes");
+        Ok(true)
+    }
+
+    fn release(&mut self, buffer: &Buffer) {
+        self.in_memory -= buffer.memory_bytes;
+    }
+
+    fn finish(
+        &mut self,
+        mut open: Open,
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_time: Timestamp,
+        kind: TransactionKind,
+    ) -> Result<()> {
+        self.in_memory -= open.buffer.memory_bytes;
+        open.buffer.memory_bytes = 0;
+        if let Some(f) = open.buffer.file.as_mut().and_then(Arc::get_mut) {
+            f.finish()
+                .map_err(|e| spill_write_error(&self.config.spill_dir, e))?;
+        }
+        self.ready.push_back(Transaction {
+            xid: open.xid,
+            commit_lsn,
+            end_lsn,
+            commit_time,
+            origin: open.origin,
+            kind,
+            changes: open.buffer,
+        });
+        Ok(())
+    }
+}
+
+fn spill_write_error(dir: &std::path::Path, e: std::io::Error) -> Error {
+    Error::new(
+        ErrorKind::Spill,
+        format!("writing a spill file in {}: {e}", dir.display()),
+    )
+}
+
+/// Committed transactions in commit order, assembled from an [`EventStream`].
+///
+/// ```no_run
+/// use walstream::{LogicalReplicationStream, ReplicationStreamConfig, TransactionConfig};
+///
+/// # async fn run() -> walstream::Result<()> {
+/// let config = ReplicationStreamConfig::builder("app_slot", ["app_pub"]).build()?;
+/// let mut txs = LogicalReplicationStream::connect("postgresql://repl@db/app", config)
+///     .await?
+///     .start()
+///     .into_transactions(TransactionConfig::default().memory_budget(16 << 20));
+/// while let Some(tx) = txs.next_transaction().await? {
+///     for change in tx.changes() {
+///         println!("{:?}", change?.kind);
+///     }
+///     txs.ack(&tx); // applied: the slot may move past it
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct TransactionStream {
+    events: EventStream,
+    assembler: TransactionAssembler,
+}
+
+impl EventStream {
+    /// Turns the event stream into a stream of committed transactions.
+    pub fn into_transactions(self, config: TransactionConfig) -> TransactionStream {
+        TransactionStream {
+            events: self,
+            assembler: TransactionAssembler::new(config),
+        }
+    }
+}
+
+impl TransactionStream {
+    /// The next committed transaction; `Ok(None)` when the stream has ended.
+    pub async fn next_transaction(&mut self) -> Result<Option<Transaction>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx))
+            .await
+            .transpose()
+    }
+
+    /// Acknowledges `tx` (and everything before it) as applied and durable. While a prepared
+    /// transaction waits for its outcome, the acknowledgement stops at its prepare, so that
+    /// after a restart the server sends it again rather than only its `COMMIT PREPARED`.
+    pub fn ack(&self, tx: &Transaction) {
+        let mut lsn = tx.end_lsn;
+        if let Some(p) = self.assembler.pending_prepare() {
+            lsn = lsn.min(p);
+        }
+        self.events.ack(lsn);
+    }
+
+    /// The acknowledgement handle.
+    pub fn feedback(&self) -> &SharedLsnFeedback {
+        self.events.feedback()
+    }
+
+    /// The assembler (memory use, pending prepares).
+    pub fn assembler(&self) -> &TransactionAssembler {
+        &self.assembler
+    }
+
+    /// The underlying event stream's counters.
+    pub fn stats(&self) -> crate::StreamStats {
+        self.events.stats()
+    }
+
+    /// Stops the stream cleanly (see [`EventStream::shutdown`]).
+    pub async fn shutdown(self) -> Result<Lsn> {
+        self.events.shutdown().await
+    }
+}
+
+impl Stream for TransactionStream {
+    type Item = Result<Transaction>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(tx) = this.assembler.pop() {
+                return Poll::Ready(Some(Ok(tx)));
+            }
+            match Pin::new(&mut this.events).poll_next(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    if let Err(e) = this.assembler.push(event) {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "transaction_tests.rs"]
+mod tests;
