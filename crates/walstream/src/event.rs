@@ -188,6 +188,63 @@ impl OldRow {
             OldRow::Key(r) | OldRow::Full(r) => r,
         }
     }
+
+    /// The old value of column `index`, when this image really carries it: every column of a
+    /// full row, only the key columns of a key row (its other columns are sent as NULL and
+    /// mean nothing).
+    fn known_value(&self, index: usize) -> Option<ColumnValue> {
+        let row = self.row();
+        if let OldRow::Key(_) = self {
+            if !row.relation.columns.get(index).is_some_and(|c| c.key) {
+                return None;
+            }
+        }
+        row.value(index)
+            .filter(|v| !matches!(v, ColumnValue::UnchangedToast))
+    }
+}
+
+impl Update {
+    /// Whether the new row has values the server did not send (unchanged TOASTed values).
+    pub fn has_unchanged_toast(&self) -> bool {
+        self.new
+            .values()
+            .any(|v| matches!(v, ColumnValue::UnchangedToast))
+    }
+
+    /// The new row with every unchanged TOASTed value taken from the old row where the old
+    /// row carries it (`REPLICA IDENTITY FULL`, or a key column of the old key). Values the
+    /// old row cannot supply stay [`ColumnValue::UnchangedToast`]: never NULL, never a guess.
+    ///
+    /// Returns the row as it is (shared, not copied) when there is nothing to complete.
+    pub fn completed_new(&self) -> Row {
+        let Some(old) = self.old.as_ref().filter(|_| self.has_unchanged_toast()) else {
+            return self.new.clone();
+        };
+        let values: Vec<ColumnValue> = self
+            .new
+            .values()
+            .enumerate()
+            .map(|(i, v)| match v {
+                ColumnValue::UnchangedToast => {
+                    old.known_value(i).unwrap_or(ColumnValue::UnchangedToast)
+                }
+                v => v,
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        walproto::pgoutput::encode_columns(values.iter().map(ColumnValue::as_column), &mut bytes);
+        let bytes = Bytes::from(bytes);
+        match walproto::pgoutput::TupleData::parse(&bytes)
+            .ok()
+            .and_then(|view| TupleBuf::from_view(&bytes, &view))
+        {
+            Some(tuple) => Row::new(self.relation.clone(), tuple),
+            // The columns were valid when received and re-encoding keeps them so; if that
+            // ever failed, the row as sent is still right (only less complete).
+            None => self.new.clone(),
+        }
+    }
 }
 
 /// An inserted row.

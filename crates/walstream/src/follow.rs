@@ -6,7 +6,8 @@ use bytes::Bytes;
 use walproto::owned::{subslice, TupleBuf};
 use walproto::pgoutput::{Message, OldTuple, ProtocolVersion, Streaming, TupleData};
 use walproto::replication::XLogData;
-use walproto::{Decoder, ErrorKind, Lsn, RelationInfo, Timestamp, Xid};
+use walproto::pgoutput::ReplicaIdentity;
+use walproto::{Decoder, ErrorKind, Lsn, Oid, RelationInfo, Timestamp, Xid};
 
 use crate::event::{
     ChangeEvent, CommitPrepared, Delete, EventKind, Insert, LogicalMessage, OldRow, PrepareInfo,
@@ -38,6 +39,18 @@ pub(crate) struct Follower {
     xid: Option<Xid>,
     commit_time: Option<Timestamp>,
     open_streams: Vec<Xid>,
+    /// Relations already warned about for unchanged TOAST values.
+    toast_warned: std::collections::HashSet<Oid>,
+}
+
+/// Whether values of type `oid` can be TOASTed: every type except the fixed-length built-in
+/// ones (and the small network types, which never reach the TOAST threshold).
+fn toastable(oid: Oid) -> bool {
+    !matches!(
+        oid.0,
+        16 | 18 | 19 | 20 | 21 | 23 | 26 | 27 | 28 | 29 | 600 | 650 | 700 | 701 | 774 | 790
+            | 829 | 869 | 1082 | 1083 | 1114 | 1184 | 1186 | 1266 | 2950 | 3220
+    )
 }
 
 impl Follower {
@@ -49,6 +62,7 @@ impl Follower {
             xid: None,
             commit_time: None,
             open_streams: Vec::new(),
+            toast_warned: std::collections::HashSet::new(),
         }
     }
 
@@ -148,7 +162,11 @@ impl Follower {
                 commit_lsn: o.commit_lsn,
                 name: o.name.to_owned(),
             },
-            Message::Relation(r) => EventKind::Relation(relation.ok_or(unknown(r.id))?),
+            Message::Relation(r) => {
+                let rel = relation.ok_or(unknown(r.id))?;
+                self.warn_if_toast_incomplete(&rel);
+                EventKind::Relation(rel)
+            }
             Message::Type(t) => EventKind::Type(walproto::TypeInfo {
                 id: t.id,
                 namespace: t.namespace.to_owned(),
@@ -310,6 +328,30 @@ impl Follower {
             event: Some(event),
             transaction_end,
         })
+    }
+
+    /// Warns once per table when updates may carry unchanged TOASTed values that no old row
+    /// can complete: TOASTable columns outside the replica identity, without `FULL`.
+    fn warn_if_toast_incomplete(&mut self, rel: &RelationInfo) {
+        if rel.replica_identity == ReplicaIdentity::Full || self.toast_warned.contains(&rel.id) {
+            return;
+        }
+        let columns: Vec<&str> = rel
+            .columns
+            .iter()
+            .filter(|c| !c.key && toastable(c.type_oid))
+            .map(|c| c.name.as_str())
+            .collect();
+        if !columns.is_empty() && self.toast_warned.len() < MAX_OPEN_STREAMS {
+            self.toast_warned.insert(rel.id);
+            tracing::warn!(
+                table = %format_args!("{}.{}", rel.namespace, rel.name),
+                ?columns,
+                replica_identity = ?rel.replica_identity,
+                "updates that leave these TOASTable columns unchanged will not carry their \
+                 values, and no old row can complete them (REPLICA IDENTITY FULL would)"
+            );
+        }
     }
 
     fn close_stream(&mut self, xid: Xid) {

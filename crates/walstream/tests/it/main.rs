@@ -11,6 +11,7 @@
 mod feedback;
 mod reconnect;
 mod stream;
+mod transactions;
 
 use std::time::{Duration, Instant};
 
