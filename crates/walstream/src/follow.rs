@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use walproto::owned::{subslice, TupleBuf};
+use walproto::pgoutput::ReplicaIdentity;
 use walproto::pgoutput::{Message, OldTuple, ProtocolVersion, Streaming, TupleData};
 use walproto::replication::XLogData;
-use walproto::pgoutput::ReplicaIdentity;
 use walproto::{Decoder, ErrorKind, Lsn, Oid, RelationInfo, Timestamp, Xid};
 
 use crate::event::{
@@ -48,8 +48,31 @@ pub(crate) struct Follower {
 fn toastable(oid: Oid) -> bool {
     !matches!(
         oid.0,
-        16 | 18 | 19 | 20 | 21 | 23 | 26 | 27 | 28 | 29 | 600 | 650 | 700 | 701 | 774 | 790
-            | 829 | 869 | 1082 | 1083 | 1114 | 1184 | 1186 | 1266 | 2950 | 3220
+        16 | 18
+            | 19
+            | 20
+            | 21
+            | 23
+            | 26
+            | 27
+            | 28
+            | 29
+            | 600
+            | 650
+            | 700
+            | 701
+            | 774
+            | 790
+            | 829
+            | 869
+            | 1082
+            | 1083
+            | 1114
+            | 1184
+            | 1186
+            | 1266
+            | 2950
+            | 3220
     )
 }
 
