@@ -88,6 +88,9 @@ pub enum Replication {
     Database,
     /// `replication=true`: physical replication, no database.
     Physical,
+    /// No replication: an ordinary SQL session on the database (`replication=false`), for
+    /// the work beside a stream (copying a snapshot's tables, say).
+    Off,
 }
 
 /// Which servers are acceptable (`target_session_attrs`), judged from the `in_hot_standby` and
@@ -403,10 +406,10 @@ impl Config {
         let replication = match raw.replication.as_deref() {
             None | Some("database") => Replication::Database,
             Some("true" | "on" | "yes" | "1") => Replication::Physical,
+            Some("false" | "off" | "no" | "0") => Replication::Off,
             Some(other) => {
                 return Err(Error::config(format!(
-                    "invalid replication value: \"{other}\" (a replication connection needs \
-                     \"database\" or \"true\")"
+                    "invalid replication value: \"{other}\" (\"database\", \"true\" or \"false\")"
                 )))
             }
         };

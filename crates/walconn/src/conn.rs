@@ -179,6 +179,7 @@ impl Connection {
                 params.push(("replication", "database"));
             }
             Replication::Physical => params.push(("replication", "true")),
+            Replication::Off => params.push(("database", &config.dbname)),
         }
         if let Some(a) = &config.application_name {
             params.push(("application_name", a));
@@ -331,7 +332,7 @@ impl Connection {
             return Ok(p.0.clone());
         }
         let db = match config.replication {
-            Replication::Database => config.dbname.as_str(),
+            Replication::Database | Replication::Off => config.dbname.as_str(),
             Replication::Physical => "replication",
         };
         config

@@ -52,6 +52,7 @@ mod commands;
 mod config;
 mod conn;
 mod copy_both;
+mod copy_out;
 mod error;
 mod pgpass;
 mod stream;
@@ -67,5 +68,6 @@ pub use config::{
 };
 pub use conn::{Connection, MAX_MESSAGE_LEN};
 pub use copy_both::{CancelToken, CopyBoth, LogicalReplicationOptions, Origin, Streaming};
+pub use copy_out::CopyOut;
 pub use error::{DbError, Error, ErrorKind, Result};
 pub use walproto;

@@ -9,6 +9,7 @@ use walproto::Lsn;
 
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
+use crate::snapshot::SnapshotOptions;
 
 /// How often a status update goes out when the server does not ask sooner (the
 /// `pg_recvlogical` default). It is shortened to a third of the server's
@@ -65,6 +66,7 @@ pub struct ReplicationStreamConfig {
     pub(crate) raw: bool,
     pub(crate) buffer_batches: usize,
     pub(crate) cancel: CancellationToken,
+    pub(crate) snapshot: Option<SnapshotOptions>,
 }
 
 impl ReplicationStreamConfig {
@@ -97,6 +99,7 @@ impl ReplicationStreamConfig {
                 raw: false,
                 buffer_batches: DEFAULT_BUFFER_BATCHES,
                 cancel: CancellationToken::new(),
+                snapshot: None,
             },
         }
     }
@@ -243,6 +246,18 @@ impl ReplicationStreamConfigBuilder {
         self
     }
 
+    /// Deliver the published tables' rows first (the initial snapshot), then stream from the
+    /// slot's consistent point: no gap, no duplicate. The slot is created for it (with
+    /// [`create_slot_if_missing`](Self::create_slot_if_missing), which this needs) and its
+    /// exported snapshot is read on a second, ordinary connection; the rows arrive between
+    /// [`EventKind::SnapshotBegin`](crate::EventKind::SnapshotBegin) and
+    /// [`EventKind::SnapshotEnd`](crate::EventKind::SnapshotEnd). A failed copy drops the
+    /// slot unless [`SnapshotOptions::keep_slot_on_failure`] says otherwise.
+    pub fn initial_snapshot(mut self, options: SnapshotOptions) -> Self {
+        self.config.snapshot = Some(options);
+        self
+    }
+
     /// Checks what can be checked without a server and returns the configuration.
     pub fn build(self) -> Result<ReplicationStreamConfig> {
         let c = &self.config;
@@ -275,6 +290,11 @@ impl ReplicationStreamConfigBuilder {
                     "two_phase needs pgoutput protocol 3 or later",
                 ));
             }
+        }
+        if c.snapshot.is_some() && c.create_slot.is_none() {
+            return Err(Error::config(
+                "an initial snapshot needs the slot created by the stream (create_slot_if_missing)",
+            ));
         }
         if c.status_interval.is_zero() {
             return Err(Error::config("the status interval must not be zero"));

@@ -24,6 +24,7 @@ use crate::feedback::{FeedbackTracker, SharedLsnFeedback};
 use crate::follow::Follower;
 use crate::retry::Jitter;
 use crate::session::{open_session, Session};
+use crate::snapshot::{self, SnapshotOptions};
 
 /// A batch is closed once it holds this many bytes of frames; see
 /// [`ReplicationStreamConfigBuilder::buffer_batches`](crate::ReplicationStreamConfigBuilder::buffer_batches)
@@ -77,11 +78,31 @@ pub(crate) struct Driver {
     pub(crate) pending: Option<Batch>,
     pub(crate) carry: Vec<ChangeEvent>,
     pub(crate) ended: bool,
+    /// The initial snapshot to copy before streaming: the exported snapshot's name, what to
+    /// copy, and the consistent point.
+    pub(crate) snapshot: Option<(String, SnapshotOptions, Lsn)>,
 }
 
 impl Driver {
     /// Streams until stopped, ended or failed; returns the last flush position reported.
-    pub(crate) async fn run(mut self, first: Connection) -> Result<Lsn> {
+    pub(crate) async fn run(mut self, mut first: Connection) -> Result<Lsn> {
+        if let Some((name, options, point)) = self.snapshot.take() {
+            if let Err(e) = self.copy_snapshot(&name, &options, point).await {
+                if !options.keeps_slot() {
+                    match first.drop_replication_slot(&self.config.slot, false).await {
+                        Ok(()) => tracing::info!(
+                            slot = self.config.slot,
+                            "dropped the slot of the failed snapshot"
+                        ),
+                        Err(d) => tracing::warn!(
+                            slot = self.config.slot,
+                            "dropping the slot of the failed snapshot: {d}"
+                        ),
+                    }
+                }
+                return Err(self.fail(e).await);
+            }
+        }
         let mut conn = Some(first);
         let mut failures = 0u32;
         let mut jitter = Jitter::new();
@@ -138,6 +159,45 @@ impl Driver {
                 },
             });
         }
+    }
+
+    /// Copies the initial snapshot, handing its batches to the consumer as the stream's own
+    /// are (waiting while the channel is full).
+    async fn copy_snapshot(
+        &mut self,
+        name: &str,
+        options: &SnapshotOptions,
+        point: Lsn,
+    ) -> Result<()> {
+        let tx = self.tx.clone();
+        let shared = self.shared.clone();
+        let stop = self.stop.clone();
+        snapshot::copy(
+            &self.conn_config,
+            name,
+            &self.config.publications,
+            options,
+            point,
+            |events, bytes| {
+                let (tx, shared, stop) = (tx.clone(), shared.clone(), stop.clone());
+                async move {
+                    let closed = || {
+                        Error::new(
+                            ErrorKind::Closed,
+                            "the stream stopped during the initial snapshot",
+                        )
+                    };
+                    let tx = tx.ok_or_else(closed)?;
+                    let now = shared.buffered_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+                    shared.peak_buffered_bytes.fetch_max(now, Ordering::AcqRel);
+                    tokio::select! {
+                        sent = tx.send(Ok(Batch { events, bytes })) => sent.map_err(|_| closed()),
+                        () = stop.cancelled() => Err(closed()),
+                    }
+                }
+            },
+        )
+        .await
     }
 
     /// Delivers what is pending, then the error; returns a copy of the error for the task's

@@ -95,6 +95,27 @@ pub enum EventKind {
     RollbackPrepared(RollbackPrepared),
     /// Raw mode: the undecoded XLogData.
     XLogData(RawXLogData),
+    /// The initial snapshot begins: the rows that follow (each table's Relation, then its
+    /// rows as [`EventKind::Insert`]s without an xid) are the published tables as of
+    /// `consistent_point`, where streaming starts afterwards.
+    SnapshotBegin {
+        /// The slot's consistent point.
+        consistent_point: Lsn,
+    },
+    /// A table of the initial snapshot was copied (progress).
+    SnapshotTable {
+        /// The table.
+        relation: Arc<RelationInfo>,
+        /// Rows copied.
+        rows: u64,
+        /// Bytes of `COPY` data read.
+        bytes: u64,
+    },
+    /// The initial snapshot is complete; changes after `consistent_point` follow.
+    SnapshotEnd {
+        /// The slot's consistent point.
+        consistent_point: Lsn,
+    },
     /// The connection was lost and the stream resumed on a new one from `resume_lsn`: what
     /// follows may repeat transactions already delivered (at-least-once), and a transaction
     /// that was being delivered when the connection dropped starts again from its beginning.

@@ -70,6 +70,7 @@ mod follow;
 mod retry;
 mod session;
 mod slots;
+mod snapshot;
 mod spill;
 mod stream;
 mod transaction;
@@ -88,6 +89,7 @@ pub use event::{
 pub use feedback::{FeedbackTracker, SharedLsnFeedback, Status};
 pub use retry::RetryPolicy;
 pub use slots::{SlotInfo, SlotManager};
+pub use snapshot::SnapshotOptions;
 pub use stream::{EventStream, LogicalReplicationStream, StreamStats};
 pub use transaction::{
     Change, ChangeKind, Changes, Transaction, TransactionAssembler, TransactionConfig,

@@ -22,6 +22,8 @@ pub(crate) struct Session {
     pub(crate) slot_position: Lsn,
     /// The slot was created here, as a temporary slot.
     pub(crate) created_temporary: bool,
+    /// The snapshot the new slot exported, for the initial snapshot.
+    pub(crate) snapshot_name: Option<String>,
 }
 
 /// Connects and prepares a session. `first` allows creating the slot: on a reconnect a
@@ -37,10 +39,23 @@ pub(crate) async fn open_session(
     let negotiated = negotiate(config, conn.server_version_num(), &version)?;
     let timeout = conn.show("wal_sender_timeout").await?;
     let status_interval = status_interval(config.status_interval, parse_duration(&timeout));
-    let (slot_position, created_temporary) = match slot_position(&mut conn, config).await? {
-        Some(lsn) => (lsn, false),
+    let wants_snapshot = first && config.snapshot.is_some();
+    let (slot_position, created_temporary, snapshot_name) = match slot_position(&mut conn, config)
+        .await?
+    {
+        Some(_) if wants_snapshot => {
+            return Err(Error::new(
+                ErrorKind::Slot,
+                format!(
+                    "replication slot \"{}\" already exists: an initial snapshot needs a new \
+                     slot, whose exported snapshot is its consistent point",
+                    config.slot
+                ),
+            ))
+        }
+        Some(lsn) => (lsn, false, None),
         None => match config.create_slot.filter(|_| first) {
-            Some(kind) => create_slot(&mut conn, config, &negotiated, kind).await?,
+            Some(kind) => create_slot(&mut conn, config, &negotiated, kind, wants_snapshot).await?,
             None => {
                 return Err(Error::new(
                     ErrorKind::Slot,
@@ -64,6 +79,7 @@ pub(crate) async fn open_session(
         status_interval,
         slot_position,
         created_temporary,
+        snapshot_name,
     })
 }
 
@@ -120,21 +136,33 @@ async fn create_slot(
     config: &ReplicationStreamConfig,
     negotiated: &Negotiated,
     kind: CreateSlot,
-) -> Result<(Lsn, bool)> {
+    export: bool,
+) -> Result<(Lsn, bool, Option<String>)> {
     let mut options = CreateSlotOptions::logical("pgoutput");
     options.temporary = kind == CreateSlot::Temporary;
     options.two_phase = negotiated.two_phase;
-    options.snapshot = Some(SnapshotAction::Nothing);
+    options.snapshot = Some(if export {
+        SnapshotAction::Export
+    } else {
+        SnapshotAction::Nothing
+    });
     match conn.create_replication_slot(&config.slot, &options).await {
         Ok(created) => {
             tracing::info!(slot = config.slot, at = %created.consistent_point, ?kind, "created the replication slot");
-            Ok((created.consistent_point, options.temporary))
+            Ok((
+                created.consistent_point,
+                options.temporary,
+                created.snapshot_name,
+            ))
         }
-        // 42710 duplicate_object: created meanwhile by someone else; use it.
-        Err(e) if e.code() == Some("42710") => match slot_position(conn, config).await? {
-            Some(lsn) => Ok((lsn, false)),
-            None => Err(e.into()),
-        },
+        // 42710 duplicate_object: created meanwhile by someone else; use it (unless a
+        // snapshot was wanted, which only a slot of our own can give).
+        Err(e) if e.code() == Some("42710") && !export => {
+            match slot_position(conn, config).await? {
+                Some(lsn) => Ok((lsn, false, None)),
+                None => Err(e.into()),
+            }
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -54,6 +54,7 @@ pub struct LogicalReplicationStream {
     status_interval: Duration,
     start_lsn: Lsn,
     created_temporary: bool,
+    snapshot_name: Option<String>,
 }
 
 impl LogicalReplicationStream {
@@ -75,6 +76,7 @@ impl LogicalReplicationStream {
             status_interval,
             slot_position,
             created_temporary,
+            snapshot_name,
         } = open_session(&conn_config, &config, true).await?;
         let start_lsn = config.start_lsn.unwrap_or(Lsn::ZERO).max(slot_position);
         Ok(Self {
@@ -86,6 +88,7 @@ impl LogicalReplicationStream {
             status_interval,
             start_lsn,
             created_temporary,
+            snapshot_name,
         })
     }
 
@@ -139,6 +142,10 @@ impl LogicalReplicationStream {
             pending: None,
             carry: Vec::new(),
             ended: false,
+            snapshot: self
+                .snapshot_name
+                .zip(self.config.snapshot.clone())
+                .map(|(name, options)| (name, options, self.start_lsn)),
             config: self.config,
         };
         let handle = tokio::spawn(driver.run(self.conn));

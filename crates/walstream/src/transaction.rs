@@ -96,6 +96,12 @@ pub enum TransactionKind {
         /// Whether the prepared transaction was streamed.
         streamed: bool,
     },
+    /// The rows of one table in the initial snapshot (all inserts; commit and end LSN are the
+    /// slot's consistent point, the commit time is unknown and set to the epoch).
+    Snapshot {
+        /// The table.
+        relation: Arc<walproto::RelationInfo>,
+    },
 }
 
 /// A committed transaction and its changes, in order.
@@ -287,6 +293,8 @@ pub struct TransactionAssembler {
     in_memory: usize,
     peak_in_memory: usize,
     spilled_bytes: u64,
+    /// Inside the initial snapshot, at this consistent point.
+    snapshot: Option<Lsn>,
 }
 
 impl TransactionAssembler {
@@ -303,6 +311,7 @@ impl TransactionAssembler {
             in_memory: 0,
             peak_in_memory: 0,
             spilled_bytes: 0,
+            snapshot: None,
         }
     }
 
@@ -446,6 +455,16 @@ impl TransactionAssembler {
                 }
                 self.in_stream = None;
             }
+            EventKind::SnapshotBegin { consistent_point } => {
+                self.snapshot = Some(consistent_point);
+            }
+            EventKind::SnapshotTable { relation, .. } => {
+                let point = self.snapshot.unwrap_or(lsn);
+                let open = self.current.take().unwrap_or_else(|| Open::new(Xid(0)));
+                let kind = TransactionKind::Snapshot { relation };
+                self.finish(open, point, point, Timestamp::EPOCH, kind)?;
+            }
+            EventKind::SnapshotEnd { .. } => self.snapshot = None,
             EventKind::XLogData(_) => {
                 return Err(Error::config(
                     "transactions need decoded events: start the stream without raw mode",
@@ -502,6 +521,9 @@ impl TransactionAssembler {
         let size = change.size();
         let open = match self.in_stream {
             Some(xid) => self.streams.entry(xid).or_insert_with(|| Open::new(xid)),
+            None if self.snapshot.is_some() => {
+                self.current.get_or_insert_with(|| Open::new(Xid(0)))
+            }
             None => self.current.as_mut().ok_or_else(|| {
                 Error::new(ErrorKind::Protocol, "a change outside any transaction")
             })?,

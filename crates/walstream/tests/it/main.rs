@@ -10,6 +10,7 @@
 
 mod feedback;
 mod reconnect;
+mod snapshot;
 mod stream;
 mod transactions;
 

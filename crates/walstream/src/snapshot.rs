@@ -1,0 +1,484 @@
+//! The initial snapshot: the published tables' rows as of the slot's consistent point, copied
+//! through a second, ordinary connection that imports the slot's exported snapshot, delivered
+//! as insert events before streaming starts at that point: no gap, no duplicate.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use walconn::{quote_ident, quote_literal, Connection, Replication};
+use walproto::owned::TupleBuf;
+use walproto::pgoutput::{ReplicaIdentity, TupleData};
+use walproto::{ColumnInfo, Lsn, Oid, RelationInfo};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{ChangeEvent, EventKind, Insert, Row};
+
+/// The signature that starts a binary `COPY` stream.
+const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// What the initial snapshot copies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotOptions {
+    tables: Option<Vec<String>>,
+    keep_slot_on_failure: bool,
+}
+
+impl SnapshotOptions {
+    /// Every table of the publications (the default).
+    pub fn all_tables() -> Self {
+        Self::default()
+    }
+
+    /// Only these published tables (`schema.table`, as `pg_publication_tables` names them).
+    pub fn tables<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tables: I) -> Self {
+        self.tables = Some(tables.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Keep the slot when the copy fails (by default a slot created for the snapshot is
+    /// dropped, so a failed start leaves nothing behind).
+    pub fn keep_slot_on_failure(mut self, keep: bool) -> Self {
+        self.keep_slot_on_failure = keep;
+        self
+    }
+
+    pub(crate) fn keeps_slot(&self) -> bool {
+        self.keep_slot_on_failure
+    }
+}
+
+/// One published table to copy.
+struct Table {
+    relation: Arc<RelationInfo>,
+    filter: Option<String>,
+}
+
+/// Copies the snapshot `name` of the publications' tables on a new connection, handing each
+/// batch of events to `deliver` (which waits while the consumer is behind).
+pub(crate) async fn copy<F, Fut>(
+    conn_config: &walconn::Config,
+    snapshot: &str,
+    publications: &[String],
+    options: &SnapshotOptions,
+    consistent_point: Lsn,
+    mut deliver: F,
+) -> Result<()>
+where
+    F: FnMut(Vec<ChangeEvent>, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut config = conn_config.clone();
+    config.set_replication(Replication::Off);
+    let mut conn = Connection::connect(&config).await?;
+    conn.simple_query(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
+        quote_literal(snapshot)
+    ))
+    .await?;
+    let tables = published_tables(&mut conn, publications, options).await?;
+    let event = |kind| ChangeEvent {
+        lsn: consistent_point,
+        xid: None,
+        commit_time: None,
+        kind,
+    };
+    deliver(
+        vec![event(EventKind::SnapshotBegin { consistent_point })],
+        0,
+    )
+    .await?;
+    for table in tables {
+        let rel = table.relation;
+        let name = format!("{}.{}", rel.namespace, rel.name);
+        tracing::info!(table = name, "copying");
+        let columns: Vec<String> = rel.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let sql = format!(
+            "COPY (SELECT {} FROM {}.{}{}) TO STDOUT (FORMAT binary)",
+            if columns.is_empty() {
+                String::new()
+            } else {
+                columns.join(", ")
+            },
+            quote_ident(&rel.namespace),
+            quote_ident(&rel.name),
+            table
+                .filter
+                .as_deref()
+                .map(|f| format!(" WHERE {f}"))
+                .unwrap_or_default()
+        );
+        let mut parser = CopyParser::new(rel.columns.len());
+        let mut out = CopyOutBatch::default();
+        out.events.push(event(EventKind::Relation(rel.clone())));
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        let mut copy = conn.copy_out(&sql).await?;
+        while let Some(chunk) = copy.next().await? {
+            bytes += chunk.len() as u64;
+            out.bytes += chunk.len();
+            parser.feed(&chunk);
+            while let Some(tuple) = parser.next_row().map_err(|m| copy_error(&name, &m))? {
+                rows += 1;
+                out.events.push(event(EventKind::Insert(Insert {
+                    xid: None,
+                    new: Row::new(rel.clone(), tuple),
+                    relation: rel.clone(),
+                })));
+            }
+            if out.bytes >= crate::MAX_BATCH_BYTES {
+                let batch = std::mem::take(&mut out);
+                deliver(batch.events, batch.bytes).await?;
+            }
+        }
+        if !parser.finished() {
+            return Err(copy_error(&name, "the binary COPY stream ended early"));
+        }
+        out.events.push(event(EventKind::SnapshotTable {
+            relation: rel.clone(),
+            rows,
+            bytes,
+        }));
+        deliver(out.events, out.bytes).await?;
+        tracing::info!(table = name, rows, bytes, "copied");
+    }
+    conn.simple_query("COMMIT").await?;
+    conn.close().await?;
+    deliver(vec![event(EventKind::SnapshotEnd { consistent_point })], 0).await
+}
+
+#[derive(Default)]
+struct CopyOutBatch {
+    events: Vec<ChangeEvent>,
+    bytes: usize,
+}
+
+fn copy_error(table: &str, message: &str) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!("copying {table} for the initial snapshot: {message}"),
+    )
+}
+
+/// The publications' tables with their published columns (as pgoutput describes them:
+/// replica identity columns flagged as keys) and row filters.
+async fn published_tables(
+    conn: &mut Connection,
+    publications: &[String],
+    options: &SnapshotOptions,
+) -> Result<Vec<Table>> {
+    let pubs = publications
+        .iter()
+        .map(|p| quote_literal(p))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let v15 = conn.server_version_num() >= 150_000;
+    let extra = if v15 {
+        ", array_to_string(attnames, ',') AS attnames, rowfilter"
+    } else {
+        ", NULL AS attnames, NULL AS rowfilter"
+    };
+    let r = conn
+        .simple_query(&format!(
+            "SELECT schemaname, tablename{extra} FROM pg_catalog.pg_publication_tables \
+             WHERE pubname IN ({pubs}) ORDER BY schemaname, tablename"
+        ))
+        .await?;
+    let r = r.into_iter().next().unwrap_or_default();
+    // Per table, over the publications that include it: the union of the column lists and
+    // the OR of the row filters (a publication without a filter publishes every row).
+    #[derive(Default)]
+    struct Wanted {
+        all_columns: bool,
+        columns: Vec<String>,
+        all_rows: bool,
+        filters: Vec<String>,
+    }
+    let mut wanted: BTreeMap<(String, String), Wanted> = BTreeMap::new();
+    for i in 0..r.rows.len() {
+        let (Some(schema), Some(table)) = (r.get(i, "schemaname"), r.get(i, "tablename")) else {
+            continue;
+        };
+        let qualified = format!("{schema}.{table}");
+        if options
+            .tables
+            .as_ref()
+            .is_some_and(|t| !t.contains(&qualified))
+        {
+            continue;
+        }
+        let w = wanted
+            .entry((schema.to_owned(), table.to_owned()))
+            .or_default();
+        match r.get(i, "attnames") {
+            Some(cols) => w.columns.extend(cols.split(',').map(str::to_owned)),
+            None => w.all_columns = true,
+        }
+        match r.get(i, "rowfilter") {
+            Some(f) => w.filters.push(format!("({f})")),
+            None => w.all_rows = true,
+        }
+    }
+    let mut tables = Vec::new();
+    for ((schema, table), w) in wanted {
+        let only = Some(w.columns.as_slice()).filter(|_| !w.all_columns);
+        let relation = describe(conn, &schema, &table, only).await?;
+        tables.push(Table {
+            relation: Arc::new(relation),
+            filter: Some(w.filters.join(" OR ")).filter(|_| !w.all_rows),
+        });
+    }
+    Ok(tables)
+}
+
+/// The relation as pgoutput's Relation message would describe it.
+async fn describe(
+    conn: &mut Connection,
+    schema: &str,
+    table: &str,
+    only: Option<&[String]>,
+) -> Result<RelationInfo> {
+    let regclass = quote_literal(&format!("{}.{}", quote_ident(schema), quote_ident(table)));
+    let sql = format!(
+        "SELECT c.oid, c.relreplident, a.attname, a.atttypid, a.atttypmod, \
+           (c.relreplident = 'f' OR a.attnum = ANY(coalesce((SELECT i.indkey::int2[] \
+              FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND \
+              CASE c.relreplident WHEN 'i' THEN i.indisreplident \
+                WHEN 'd' THEN i.indisprimary ELSE false END LIMIT 1), '{{}}'::int2[]))) AS key \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
+         WHERE c.oid = {regclass}::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+           AND a.attgenerated = '' \
+         ORDER BY a.attnum"
+    );
+    let r = conn
+        .simple_query(&sql)
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let bad = || {
+        Error::new(
+            ErrorKind::Protocol,
+            format!("cannot describe {schema}.{table}"),
+        )
+    };
+    let id = r
+        .get(0, "oid")
+        .and_then(|v| v.parse().ok())
+        .map(Oid)
+        .ok_or_else(bad)?;
+    let replica_identity = match r.get(0, "relreplident") {
+        Some("d") => ReplicaIdentity::Default,
+        Some("n") => ReplicaIdentity::Nothing,
+        Some("f") => ReplicaIdentity::Full,
+        Some("i") => ReplicaIdentity::Index,
+        _ => return Err(bad()),
+    };
+    let mut columns = Vec::new();
+    for i in 0..r.rows.len() {
+        let name = r.get(i, "attname").ok_or_else(bad)?.to_owned();
+        if only.is_some_and(|o| !o.contains(&name)) {
+            continue;
+        }
+        columns.push(ColumnInfo {
+            name,
+            type_oid: Oid(r
+                .get(i, "atttypid")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(bad)?),
+            type_modifier: r
+                .get(i, "atttypmod")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(bad)?,
+            key: r.get(i, "key") == Some("t"),
+        });
+    }
+    Ok(RelationInfo {
+        id,
+        namespace: schema.to_owned(),
+        name: table.to_owned(),
+        replica_identity,
+        columns,
+    })
+}
+
+/// Parses PostgreSQL's binary `COPY` format into pgoutput tuples with binary values.
+struct CopyParser {
+    buf: BytesMut,
+    columns: usize,
+    header_done: bool,
+    trailer_seen: bool,
+}
+
+impl CopyParser {
+    fn new(columns: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            columns,
+            header_done: false,
+            trailer_seen: false,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    fn finished(&self) -> bool {
+        self.trailer_seen
+    }
+
+    /// The next whole row, `None` when more bytes are needed (or after the trailer).
+    fn next_row(&mut self) -> std::result::Result<Option<TupleBuf>, String> {
+        if !self.header_done {
+            let fixed = COPY_SIGNATURE.len() + 8;
+            let Some(head) = self.buf.get(..fixed) else {
+                return Ok(None);
+            };
+            if head.get(..COPY_SIGNATURE.len()) != Some(COPY_SIGNATURE) {
+                return Err("not a binary COPY stream".into());
+            }
+            let ext = head
+                .get(COPY_SIGNATURE.len() + 4..fixed)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .ok_or("bad header")? as usize;
+            if self.buf.len() < fixed + ext {
+                return Ok(None);
+            }
+            self.buf.advance(fixed + ext);
+            self.header_done = true;
+        }
+        if self.trailer_seen {
+            return Ok(None);
+        }
+        // Find where this row ends without consuming it.
+        let mut at = 2;
+        let Some(count) = self
+            .buf
+            .get(..2)
+            .and_then(|b| <[u8; 2]>::try_from(b).ok())
+            .map(i16::from_be_bytes)
+        else {
+            return Ok(None);
+        };
+        if count == -1 {
+            self.buf.advance(2);
+            self.trailer_seen = true;
+            return Ok(None);
+        }
+        if usize::try_from(count).ok() != Some(self.columns) {
+            return Err(format!(
+                "a row of {count} fields for {} columns",
+                self.columns
+            ));
+        }
+        let mut fields = Vec::with_capacity(self.columns);
+        for _ in 0..self.columns {
+            let Some(len) = self
+                .buf
+                .get(at..at + 4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(i32::from_be_bytes)
+            else {
+                return Ok(None);
+            };
+            at += 4;
+            if len < 0 {
+                fields.push(None);
+                continue;
+            }
+            let len = len as usize;
+            if self.buf.len() < at + len {
+                return Ok(None);
+            }
+            fields.push(Some((at, len)));
+            at += len;
+        }
+        let row = self.buf.split_to(at).freeze();
+        let mut tuple = BytesMut::with_capacity(at + self.columns);
+        tuple.put_u16(u16::try_from(self.columns).map_err(|_| "too many columns")?);
+        for f in fields {
+            match f.and_then(|(start, len)| row.get(start..start + len)) {
+                None => tuple.put_u8(b'n'),
+                Some(value) => {
+                    tuple.put_u8(b'b');
+                    tuple.put_u32(u32::try_from(value.len()).map_err(|_| "value too long")?);
+                    tuple.put_slice(value);
+                }
+            }
+        }
+        let tuple: Bytes = tuple.freeze();
+        let view = TupleData::parse(&tuple).map_err(|e| e.to_string())?;
+        TupleBuf::from_view(&tuple, &view)
+            .map(Some)
+            .ok_or_else(|| "tuple".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use walproto::owned::ColumnValue;
+
+    fn stream(rows: &[&[Option<&[u8]>]]) -> Vec<u8> {
+        let mut v = COPY_SIGNATURE.to_vec();
+        v.extend_from_slice(&0u32.to_be_bytes());
+        v.extend_from_slice(&0u32.to_be_bytes());
+        for row in rows {
+            v.extend_from_slice(&(row.len() as i16).to_be_bytes());
+            for f in *row {
+                match f {
+                    None => v.extend_from_slice(&(-1i32).to_be_bytes()),
+                    Some(b) => {
+                        v.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                        v.extend_from_slice(b);
+                    }
+                }
+            }
+        }
+        v.extend_from_slice(&(-1i16).to_be_bytes());
+        v
+    }
+
+    #[test]
+    fn binary_copy_rows_in_any_chunking() {
+        let data = stream(&[
+            &[Some(b"\0\0\0\x01"), None],
+            &[Some(b"\0\0\0\x02"), Some(b"")],
+        ]);
+        for chunk in [1, 3, 7, data.len()] {
+            let mut p = CopyParser::new(2);
+            let mut rows = Vec::new();
+            for c in data.chunks(chunk) {
+                p.feed(c);
+                while let Some(t) = p.next_row().unwrap() {
+                    rows.push(t.values().collect::<Vec<_>>());
+                }
+            }
+            assert!(p.finished());
+            assert_eq!(
+                rows,
+                [
+                    vec![
+                        ColumnValue::Binary(Bytes::from_static(b"\0\0\0\x01")),
+                        ColumnValue::Null
+                    ],
+                    vec![
+                        ColumnValue::Binary(Bytes::from_static(b"\0\0\0\x02")),
+                        ColumnValue::Binary(Bytes::new())
+                    ],
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_field_count_or_signature_is_an_error() {
+        let mut p = CopyParser::new(3);
+        p.feed(&stream(&[&[None]]));
+        assert!(p.next_row().is_err());
+        let mut p = CopyParser::new(1);
+        p.feed(b"PGCOPY\nXXXXXXXXXXXXXXXXXXXX");
+        assert!(p.next_row().is_err());
+    }
+}
