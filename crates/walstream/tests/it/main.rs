@@ -13,6 +13,7 @@ mod reconnect;
 mod snapshot;
 mod stream;
 mod transactions;
+mod values;
 
 use std::time::{Duration, Instant};
 
