@@ -2,7 +2,7 @@
 //! value compared with what the server prints for it through an ordinary query.
 
 use serde::Deserialize;
-use walstream::value::{from_row, oid, MaybeUnchanged, RowValues, Value};
+use walstream::value::{from_row, oid, Interval, MaybeUnchanged, RowValues, Value};
 use walstream::{ColumnValue, EventKind, Insert, Row, Update};
 
 use crate::{block_on, read_transactions, Fixture};
@@ -172,6 +172,9 @@ struct Typed {
 fn values_text_and_binary_match_the_server() {
     pgtest::for_each_major(15, |cluster| {
         let f = Fixture::new(cluster, "ws_values");
+        // PostgreSQL 17 added infinite intervals.
+        let infinite_intervals = cluster.major() >= 17;
+        let transactions = 2 + usize::from(infinite_intervals);
         let create: Vec<String> = COLUMNS.iter().map(|(c, t)| format!("{c} {t}")).collect();
         f.db.psql(&format!(
             "ALTER DATABASE {db} SET timezone = 'Asia/Kolkata';
@@ -179,21 +182,41 @@ fn values_text_and_binary_match_the_server() {
              ALTER TABLE vals ALTER big SET STORAGE EXTERNAL;
              ALTER PUBLICATION {publication} ADD TABLE vals;
              {ROWS}
-             UPDATE vals SET i4 = i4 WHERE id = 1;",
+             UPDATE vals SET i4 = i4 WHERE id = 1;
+             {infinite_intervals}",
             db = f.db.name(),
             cols = create.join(", "),
             publication = f.publication,
+            infinite_intervals = if infinite_intervals {
+                "INSERT INTO vals (id, iv, aiv) VALUES (5, 'infinity', '{-infinity,infinity}');"
+            } else {
+                ""
+            },
         ))
         .unwrap();
+        // The server prints a local mean time offset with seconds (+05:53:28 or +05:21:10,
+        // as the cluster's tzdata has it).
+        let lmt = f.db.psql("SELECT tz FROM vals WHERE id = 4").unwrap();
+        let offset = lmt.rsplit_once('+').unwrap().1;
+        assert_eq!(offset.matches(':').count(), 2, "{lmt}");
 
         block_on(async {
             let mut text_rows = Vec::new();
             for binary in [false, true] {
                 let mut events = f.start(f.config().binary(binary)).await;
-                let got = read_transactions(&mut events, 2).await;
+                let got = read_transactions(&mut events, transactions).await;
                 events.shutdown().await.unwrap();
                 let rows: Vec<Row> = inserts(&got).iter().map(|i| i.new.clone()).collect();
-                assert_eq!(rows.len(), 4);
+                assert_eq!(rows.len(), 4 + usize::from(infinite_intervals));
+                if let Some(row) = rows.get(4) {
+                    assert_eq!(
+                        row.decoded("aiv").unwrap().unwrap(),
+                        Value::Array(vec![
+                            Value::Interval(Interval::NEG_INFINITY),
+                            Value::Interval(Interval::INFINITY)
+                        ])
+                    );
+                }
                 let want = expected(&f, &rows[0], "");
                 for (row, want) in rows.iter().zip(&want) {
                     for ((column, raw), want) in row.iter().zip(want) {
@@ -254,7 +277,7 @@ fn values_text_and_binary_match_the_server() {
                 assert_eq!(u.new.decoded("i4").unwrap().unwrap(), Value::Int4(i32::MAX));
 
                 // serde: by column name, NULL as None, unchanged TOAST kept apart.
-                let typed: Vec<Typed> = rows.iter().map(|r| from_row(r).unwrap()).collect();
+                let typed: Vec<Typed> = rows[..4].iter().map(|r| from_row(r).unwrap()).collect();
                 assert_eq!(typed[0].i2, Some(-32768));
                 assert_eq!(typed[0].n.as_deref(), Some("12.3400"));
                 assert_eq!(typed[0].by.as_deref(), Some(&b"\x00\xff\x5c"[..]));
