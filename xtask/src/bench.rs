@@ -1,5 +1,6 @@
-//! `cargo xtask bench [--quick] [--rows N] [--rounds N] [--no-parse] [--wrap CMD]`: the drain
-//! benchmark (and, unless `--quick` or `--no-parse`, the criterion parse benches).
+//! `cargo xtask bench [--quick] [--rows N] [--rounds N] [--no-parse] [--wrap CMD]
+//! [--drain-bins DIR]`: the drain benchmark (and, unless `--quick` or `--no-parse`, the
+//! criterion parse benches).
 //!
 //! A throwaway PostgreSQL 15 cluster (pgtest) gets table `bench (id int4 primary key, v text)`
 //! and a publication; one logical slot per consumer and round is created *before* the backlog,
@@ -53,6 +54,9 @@ struct Options {
     /// `--wrap CMD`: a command line each consumer runs under (`{consumer}` is replaced by its
     /// name), for example `strace -c -f -o target/bench/strace-{consumer}.txt`.
     wrap: Option<String>,
+    /// `--drain-bins DIR`: use the consumers already built in DIR instead of building
+    /// `benches/drain` (to compare a build of another checkout against this one's baselines).
+    drain_bins: Option<String>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options> {
@@ -61,6 +65,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         rounds: 3,
         parse: true,
         wrap: None,
+        drain_bins: None,
     };
     let mut rows = None;
     let mut rounds = None;
@@ -73,6 +78,10 @@ fn parse_options(args: &[String]) -> Result<Options> {
                 opts.parse = false;
             }
             "--no-parse" => opts.parse = false,
+            "--drain-bins" => {
+                let dir = iter.next().ok_or("bench: --drain-bins needs a directory")?;
+                opts.drain_bins = Some(dir.clone());
+            }
             "--wrap" => {
                 let cmd = iter.next().filter(|c| !c.trim().is_empty());
                 opts.wrap = Some(cmd.ok_or("bench: --wrap needs a command")?.clone());
@@ -126,20 +135,26 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
     fs::create_dir_all(&out_dir).map_err(|e| format!("creating {}: {e}", out_dir.display()))?;
 
     ensure_libpq_dev()?;
-    eprintln!("==> building benches/drain (release)");
-    let drain_target = root.join("target/drain");
-    run(Command::new(cargo())
-        .args(["build", "--release", "--manifest-path"])
-        .arg(root.join("benches/drain/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&drain_target))?;
+    let drain_bins = match &opts.drain_bins {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            eprintln!("==> building benches/drain (release)");
+            let drain_target = root.join("target/drain");
+            run(Command::new(cargo())
+                .args(["build", "--release", "--manifest-path"])
+                .arg(root.join("benches/drain/Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&drain_target))?;
+            drain_target.join("release")
+        }
+    };
     let drain_bin = |consumer: &str| {
         let name = if consumer == "pg_walstream" {
             "drain-pg-walstream"
         } else {
             "drain-walstream"
         };
-        drain_target.join("release").join(name)
+        drain_bins.join(name)
     };
     let recvlogical = pg_recvlogical()?;
 
@@ -281,6 +296,7 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         wal_bytes,
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         wrap: opts.wrap.clone(),
+        drain_bins: opts.drain_bins.clone(),
         parse_ran: opts.parse,
     };
 
@@ -475,6 +491,7 @@ struct RunInfo {
     wal_bytes: String,
     cores: usize,
     wrap: Option<String>,
+    drain_bins: Option<String>,
     parse_ran: bool,
 }
 
@@ -514,6 +531,12 @@ fn report_md(
          (each figure on its own).\n",
         run.rows, run.wal_bytes, run.version, run.cores, run.rounds
     );
+    if let Some(dir) = &run.drain_bins {
+        let _ = writeln!(
+            md,
+            "**The drain consumers are the binaries of `{dir}`, not this checkout's.**\n"
+        );
+    }
     if let Some(wrap) = &run.wrap {
         let _ = writeln!(
             md,
