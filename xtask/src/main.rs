@@ -7,9 +7,12 @@
 //! - `bench [--quick] [--rows N] [--rounds N] [--no-parse] [--wrap CMD]`: the drain benchmark
 //!   against pg_walstream and pg_recvlogical, and the criterion parse benches
 //!   (`benches/README.md`).
+//! - `fuzz [--seconds N] [TARGET...]` / `fuzz seed`: the cargo-fuzz targets of `fuzz/` on
+//!   stable, each for a time box, with seeds from `testdata/` (`fuzz/README.md`).
 
 mod bench;
 mod capture;
+mod fuzz;
 mod pg;
 
 use std::path::{Path, PathBuf};
@@ -26,7 +29,10 @@ const USAGE: &str = "usage: cargo xtask <command>
   capture           record pgoutput streams from each installed major into testdata/
   bench [--quick] [--rows N] [--rounds N] [--no-parse] [--wrap CMD]
                     drain benchmark (walstream vs pg_walstream vs pg_recvlogical) and the
-                    criterion parse benches; report in target/bench/report.md";
+                    criterion parse benches; report in target/bench/report.md
+  fuzz [--seconds N] [TARGET...]
+                    run each fuzz target N seconds (default 30), installing cargo-fuzz
+  fuzz seed         write seed corpora from testdata/*.walcap into fuzz/corpus/";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,6 +43,7 @@ fn main() -> ExitCode {
         Some("test") => test(rest),
         Some("capture") => capture::main(rest),
         Some("bench") => bench::main(rest),
+        Some("fuzz") => fuzz::main(rest),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

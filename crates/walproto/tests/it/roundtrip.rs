@@ -21,6 +21,8 @@ proptest! {
         msg.encode(&mut bytes);
         let parsed = Message::parse(&bytes, ctx);
         prop_assert_eq!(parsed, Ok(msg));
+        // The encode_parse fuzz target's check holds for every valid message.
+        walproto::fuzzing::encode_parse(walproto::fuzzing::Sample::Pgoutput(ctx, msg));
         // The lazy columns yield exactly what was encoded.
         let parsed = parsed.unwrap();
         let tuples = match parsed {

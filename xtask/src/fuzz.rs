@@ -1,0 +1,469 @@
+//! `cargo xtask fuzz [--seconds N] [TARGET...]` and `cargo xtask fuzz seed`: the cargo-fuzz
+//! targets of `fuzz/`, on the stable toolchain.
+//!
+//! cargo-fuzz passes nightly-only flags (`-Zsanitizer`, `-Cpasses=sancov-module`, ...), so
+//! every `cargo fuzz` runs with `RUSTC_BOOTSTRAP=1`, which lets the stable compiler accept them.
+//! The targets run without a sanitizer (`--sanitizer none`): walproto forbids `unsafe`, so
+//! AddressSanitizer would only slow the search down; a panic or an overflow (the fuzz profile
+//! keeps debug assertions) is what a target finds.
+//!
+//! `seed` splits the recorded captures in `testdata/` into per-message seeds for each target,
+//! under `fuzz/corpus/<target>/` (git-ignored); the run seeds first when a corpus is missing.
+//! A crash is minimised with `cargo fuzz tmin`, and the command fails naming the files.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashSet;
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Instant, SystemTime};
+
+use crate::capture::MAGIC;
+use crate::{cargo, run, workspace_root, Result};
+
+/// The targets in `fuzz/Cargo.toml`, in the order they run.
+pub(crate) const TARGETS: [&str; 5] = [
+    "pgoutput_message",
+    "replication_message",
+    "decoder_sequence",
+    "capture_file",
+    "encode_parse",
+];
+
+/// Seconds per target when `--seconds` is not given.
+const DEFAULT_SECONDS: u64 = 30;
+
+/// The sanitizer flag for every `cargo fuzz` command (see the module docs).
+const SANITIZER: &str = "none";
+
+/// The largest seed made of several messages or frames. libFuzzer mutates inputs up to the
+/// size of the largest seed (at least 4096 bytes); a few kilobytes keep each run fast.
+const MAX_SEQUENCE_SEED: usize = 4000;
+
+/// The length of an XLogData header: tag, `wal_start`, `wal_end`, `send_time`.
+const XLOG_HEADER_LEN: usize = 25;
+
+const USAGE: &str = "usage: cargo xtask fuzz [--seconds N] [TARGET...] | cargo xtask fuzz seed";
+
+/// `cargo xtask fuzz ...`.
+pub(crate) fn main(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("seed") {
+        if args.len() > 1 {
+            return Err(USAGE.to_owned());
+        }
+        return seed();
+    }
+    let mut seconds = DEFAULT_SECONDS;
+    let mut targets = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--seconds" => {
+                seconds = iter
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| format!("--seconds needs a positive number\n{USAGE}"))?;
+            }
+            t if TARGETS.contains(&t) => targets.push(t),
+            other => {
+                return Err(format!(
+                    "unknown target or option {other:?} (targets: {})\n{USAGE}",
+                    TARGETS.join(", ")
+                ))
+            }
+        }
+    }
+    if targets.is_empty() {
+        targets = TARGETS.to_vec();
+    }
+    fuzz(&targets, seconds)
+}
+
+/// Installs cargo-fuzz if needed, seeds missing corpora, builds every target once, then runs
+/// each for `seconds`; crashes are minimised and reported together at the end.
+fn fuzz(targets: &[&str], seconds: u64) -> Result<()> {
+    let started = Instant::now();
+    install_cargo_fuzz()?;
+    let root = workspace_root();
+    let corpus = root.join("fuzz/corpus");
+    if TARGETS.iter().any(|t| is_empty_dir(&corpus.join(t))) {
+        seed()?;
+    }
+    let build = Instant::now();
+    run(cargo_fuzz(&root).args(["build", "--sanitizer", SANITIZER]))?;
+    eprintln!("xtask fuzz: built in {:.0?}", build.elapsed());
+    let mut crashes = Vec::new();
+    for target in targets {
+        let t = Instant::now();
+        let since = SystemTime::now();
+        let status = cargo_fuzz(&root)
+            .args(["run", "--sanitizer", SANITIZER, target])
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            // A slow input is a bug too (nothing here should take a second), but allow for a
+            // loaded 2-core machine.
+            .arg("-timeout=20")
+            .arg("-rss_limit_mb=2048")
+            .arg("-print_final_stats=1")
+            .status()
+            .map_err(|e| format!("running cargo fuzz: {e}"))?;
+        eprintln!("xtask fuzz: {target}: {status} after {:.0?}", t.elapsed());
+        if !status.success() {
+            let artifacts = new_files(&root.join("fuzz/artifacts").join(target), since);
+            if artifacts.is_empty() {
+                return Err(format!(
+                    "cargo fuzz run {target} failed without an artifact"
+                ));
+            }
+            for artifact in artifacts {
+                crashes.push(minimise(&root, target, &artifact));
+            }
+        }
+    }
+    eprintln!("xtask fuzz: done in {:.0?}", started.elapsed());
+    if crashes.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the fuzzers found {} crash(es):\n{}\nReplay one with `RUSTC_BOOTSTRAP=1 cargo fuzz run \
+         -s {SANITIZER} TARGET FILE`; commit it under testdata/malformed/TARGET/ (walproto's \
+         `malformed` test replays that directory) and fix it.",
+        crashes.len(),
+        crashes.join("\n")
+    ))
+}
+
+/// `cargo fuzz tmin` on a crash; returns a line naming the crash and its minimised form.
+fn minimise(root: &Path, target: &str, artifact: &Path) -> String {
+    let since = SystemTime::now();
+    let ok = cargo_fuzz(root)
+        .args(["tmin", "--sanitizer", SANITIZER, "--runs", "2000", target])
+        .arg(artifact)
+        .status()
+        .is_ok_and(|s| s.success());
+    let minimised = new_files(&root.join("fuzz/artifacts").join(target), since)
+        .into_iter()
+        .find(|p| file_name(p).starts_with("minimized-"));
+    match minimised {
+        Some(m) if ok => format!(
+            "  {target}: {} (minimised: {})",
+            artifact.display(),
+            m.display()
+        ),
+        _ => format!("  {target}: {} (tmin failed)", artifact.display()),
+    }
+}
+
+/// `cargo fuzz` from the workspace root, with the stable compiler accepting nightly flags.
+fn cargo_fuzz(root: &Path) -> Command {
+    let mut cmd = Command::new(cargo());
+    cmd.arg("fuzz")
+        .current_dir(root)
+        .env("RUSTC_BOOTSTRAP", "1");
+    cmd
+}
+
+fn install_cargo_fuzz() -> Result<()> {
+    let installed = Command::new(cargo())
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if installed {
+        return Ok(());
+    }
+    run(Command::new(cargo()).args(["install", "cargo-fuzz", "--locked"]))
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+}
+
+/// The files in `dir` modified at or after `since`, oldest first.
+fn new_files(dir: &Path, since: SystemTime) -> Vec<PathBuf> {
+    let mut files: Vec<(SystemTime, PathBuf)> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let modified = e.metadata().ok()?.modified().ok()?;
+            (modified >= since).then(|| (modified, e.path()))
+        })
+        .collect();
+    files.sort();
+    files.into_iter().map(|(_, p)| p).collect()
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `cargo xtask fuzz seed`: seeds for each target from every `testdata/*.walcap`, written as
+/// `fuzz/corpus/<target>/seed-<hash>` (existing files are kept, so a corpus only grows).
+fn seed() -> Result<()> {
+    let root = workspace_root();
+    let mut captures: Vec<PathBuf> = fs::read_dir(root.join("testdata"))
+        .map_err(|e| format!("reading testdata: {e}"))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "walcap"))
+        .collect();
+    captures.sort();
+    let mut seeds = Seeds::default();
+    for path in &captures {
+        let file = fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let capture = Capture::parse(&file).map_err(|e| format!("{}: {e}", path.display()))?;
+        seeds.add_capture(&capture);
+    }
+    let corpus = root.join("fuzz/corpus");
+    for target in TARGETS {
+        let dir = corpus.join(target);
+        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let list = seeds.for_target(target);
+        for s in list {
+            let path = dir.join(format!("seed-{:016x}", hash(s)));
+            if !path.exists() {
+                fs::write(&path, s).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            }
+        }
+        eprintln!("xtask fuzz seed: {target}: {} seeds", list.len());
+    }
+    Ok(())
+}
+
+/// The seeds of every target, deduplicated by a key of their shape (the message kinds and
+/// sizes, not the LSNs and xids that make every recorded message unique), so a corpus holds
+/// a few hundred inputs rather than every row of every capture.
+#[derive(Default)]
+struct Seeds {
+    pgoutput: Vec<Vec<u8>>,
+    replication: Vec<Vec<u8>>,
+    decoder: Vec<Vec<u8>>,
+    capture: Vec<Vec<u8>>,
+    keys: HashSet<(&'static str, u64)>,
+}
+
+impl Seeds {
+    fn for_target(&self, target: &str) -> &[Vec<u8>] {
+        match target {
+            "pgoutput_message" => &self.pgoutput,
+            "replication_message" => &self.replication,
+            "decoder_sequence" => &self.decoder,
+            "capture_file" => &self.capture,
+            // encode_parse reads an `arbitrary` description, not wire bytes: it starts empty.
+            _ => &[],
+        }
+    }
+
+    fn push(&mut self, target: &'static str, key: impl Hash, seed: Vec<u8>) {
+        if self.keys.insert((target, hash(key))) {
+            match target {
+                "pgoutput_message" => self.pgoutput.push(seed),
+                "replication_message" => self.replication.push(seed),
+                "decoder_sequence" => self.decoder.push(seed),
+                _ => self.capture.push(seed),
+            }
+        }
+    }
+
+    fn add_capture(&mut self, capture: &Capture<'_>) {
+        let mut in_stream = false;
+        // The decoder and capture seeds are runs of consecutive XLogData frames up to
+        // `MAX_SEQUENCE_SEED` bytes. A full run skips row messages (the long middle of a large
+        // transaction) and ends at the next message of another kind, which starts the next
+        // run, so what follows a large transaction (its commit, a Stream Abort) is kept too.
+        let mut run: Vec<&[u8]> = Vec::new();
+        for &frame in &capture.frames {
+            self.push(
+                "replication_message",
+                (frame.first(), frame.len(), frame.get(XLOG_HEADER_LEN)),
+                frame.to_vec(),
+            );
+            let Some(msg) = xlog_message(frame) else {
+                continue;
+            };
+            let tag = msg.first().copied().unwrap_or(0);
+            let ctx = capture.context_byte(in_stream);
+            let mut seed = vec![ctx];
+            seed.extend_from_slice(msg);
+            self.push("pgoutput_message", (ctx, tag, msg.len()), seed);
+            if capture.streaming_enabled() {
+                match tag {
+                    b'S' => in_stream = true,
+                    b'E' => in_stream = false,
+                    _ => {}
+                }
+            }
+            let row = matches!(tag, b'I' | b'U' | b'D' | b'T');
+            if run_len(&run) + 2 + frame.len() > MAX_SEQUENCE_SEED {
+                if row {
+                    continue;
+                }
+                self.add_run(capture, &run);
+                run.clear();
+            }
+            run.push(frame);
+        }
+        self.add_run(capture, &run);
+    }
+
+    /// A decoder seed and a capture seed from consecutive XLogData frames.
+    fn add_run(&mut self, capture: &Capture<'_>, run: &[&[u8]]) {
+        let messages: Vec<&[u8]> = run.iter().filter_map(|f| xlog_message(f)).collect();
+        if messages.is_empty() {
+            return;
+        }
+        let shape: Vec<(u8, usize)> = messages
+            .iter()
+            .map(|m| (m.first().copied().unwrap_or(0), m.len()))
+            .collect();
+        let ctx = capture.context_byte(false);
+        let mut seed = vec![ctx];
+        for m in &messages {
+            let Ok(len) = u16::try_from(m.len()) else {
+                break;
+            };
+            seed.extend_from_slice(&len.to_be_bytes());
+            seed.extend_from_slice(m);
+        }
+        self.push("decoder_sequence", (ctx, &shape), seed);
+        let mut file = capture.head.to_vec();
+        for f in run {
+            file.extend_from_slice(&u32::try_from(f.len()).unwrap_or(0).to_be_bytes());
+            file.extend_from_slice(f);
+        }
+        self.push("capture_file", &shape, file);
+    }
+}
+
+/// The bytes of a run of frames in the decoder's framing (a `u16` length before each).
+fn run_len(run: &[&[u8]]) -> usize {
+    run.iter().map(|f| 2 + f.len()).sum()
+}
+
+/// The pgoutput message of an XLogData frame.
+fn xlog_message(frame: &[u8]) -> Option<&[u8]> {
+    (frame.first() == Some(&b'w'))
+        .then(|| frame.get(XLOG_HEADER_LEN..))
+        .flatten()
+        .filter(|m| !m.is_empty())
+}
+
+fn hash(value: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// A capture file split into its frames.
+struct Capture<'a> {
+    /// The magic and header line, the start of every capture seed.
+    head: &'a [u8],
+    proto_version: u8,
+    /// "off", "on" or "parallel".
+    streaming: String,
+    frames: Vec<&'a [u8]>,
+}
+
+impl<'a> Capture<'a> {
+    fn parse(file: &'a [u8]) -> Result<Self> {
+        let rest = file.strip_prefix(MAGIC).ok_or("no WALCAP1 magic")?;
+        let newline = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("no header line")?;
+        let head = file.get(..MAGIC.len() + newline + 1).unwrap_or_default();
+        let header = String::from_utf8_lossy(rest.get(..newline).unwrap_or_default());
+        let proto_version = json_field(&header, "proto_version")
+            .and_then(|v| v.parse().ok())
+            .ok_or("no proto_version in the header")?;
+        let streaming = json_field(&header, "streaming")
+            .ok_or("no streaming in the header")?
+            .trim_matches('"')
+            .to_owned();
+        let mut frames = Vec::new();
+        let mut rest = file.get(head.len()..).unwrap_or_default();
+        while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+            let len = u32::from_be_bytes(*len) as usize;
+            let frame = tail.get(..len).ok_or("a truncated frame")?;
+            frames.push(frame);
+            rest = tail.get(len..).unwrap_or_default();
+        }
+        Ok(Capture {
+            head,
+            proto_version,
+            streaming,
+            frames,
+        })
+    }
+
+    fn streaming_enabled(&self) -> bool {
+        self.proto_version >= 2 && self.streaming != "off"
+    }
+
+    /// The first byte of a `pgoutput_message` or `decoder_sequence` input: the inverse of
+    /// `walproto::fuzzing::context_from_byte` (version in bits 0-1, streaming in bits 2-3,
+    /// inside a streamed block in bit 5).
+    fn context_byte(&self, in_stream: bool) -> u8 {
+        let version = self.proto_version.clamp(1, 4) - 1;
+        let streaming = match self.streaming.as_str() {
+            "on" => 1,
+            "parallel" => 2,
+            _ => 0,
+        };
+        version | streaming << 2 | u8::from(in_stream) << 5
+    }
+}
+
+/// The raw value of a top-level field of a one-line JSON object: enough for the headers that
+/// `walstream record` writes, without a JSON parser in xtask.
+fn json_field<'h>(header: &'h str, name: &str) -> Option<&'h str> {
+    let key = format!("\"{name}\":");
+    let start = header.find(&key)? + key.len();
+    let value = header.get(start..)?.trim_start();
+    let end = value.find([',', '}']).unwrap_or(value.len());
+    value.get(..end).map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `TARGETS` lists exactly the `[[bin]]`s of `fuzz/Cargo.toml`.
+    #[test]
+    fn targets_match_the_fuzz_manifest() {
+        let manifest = fs::read_to_string(workspace_root().join("fuzz/Cargo.toml")).unwrap();
+        let mut names: Vec<&str> = manifest
+            .lines()
+            .filter_map(|l| l.strip_prefix("name = \""))
+            .filter_map(|l| l.strip_suffix('"'))
+            .filter(|n| *n != "walproto-fuzz")
+            .collect();
+        let mut targets = TARGETS.to_vec();
+        names.sort_unstable();
+        targets.sort_unstable();
+        assert_eq!(names, targets);
+    }
+
+    #[test]
+    fn header_fields_and_context_bytes() {
+        let header = r#"{"server_version_num":170010,"proto_version":4,"streaming":"parallel","binary":false}"#;
+        assert_eq!(json_field(header, "proto_version"), Some("4"));
+        assert_eq!(json_field(header, "streaming"), Some("\"parallel\""));
+        assert_eq!(json_field(header, "binary"), Some("false"));
+        assert_eq!(json_field(header, "slot"), None);
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(header.as_bytes());
+        file.extend_from_slice(b"\n\0\0\0\x01k");
+        let capture = Capture::parse(&file).unwrap();
+        assert_eq!(capture.frames, [b"k"]);
+        // Version 4 is 3, parallel is 2 << 2, inside a block is 1 << 5.
+        assert_eq!(capture.context_byte(true), 3 | 8 | 32);
+        assert!(Capture::parse(&file[..file.len() - 1]).is_err());
+    }
+}
