@@ -271,6 +271,12 @@ impl Driver {
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        // After a small read, the socket is left alone for `read_coalescing` so that the next
+        // read takes more at once: far fewer wake-ups and system calls on a busy stream.
+        let pause = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(pause);
+        let mut paused = false;
+        let coalesce = self.config.read_coalescing;
         let stop = self.stop.clone();
         loop {
             match self.tracker.next_status_at() {
@@ -286,17 +292,19 @@ impl Driver {
                 }
             }
             let deliver = self.pending.is_some() && self.tx.is_some();
-            let read = self.pending.is_none() && !self.ended;
+            let read = self.pending.is_none() && !self.ended && !paused;
             let tx = if deliver { self.tx.clone() } else { None };
             let wake = tokio::select! {
                 biased;
                 () = stop.cancelled() => Wake::Stop,
                 () = &mut timer => Wake::Timer,
                 permit = reserve(tx), if deliver => Wake::Permit(permit.ok()),
+                () = &mut pause, if paused => Wake::Resume,
                 frame = copy.recv(), if read => Wake::Frame(frame),
             };
             match wake {
                 Wake::Stop => return Ok(()),
+                Wake::Resume => paused = false,
                 Wake::Timer => {
                     armed = None;
                     self.send_status(copy).await?;
@@ -315,8 +323,12 @@ impl Driver {
                         return Err(Error::server_ended());
                     };
                     *progressed = true;
-                    self.read_batch(copy, frame).await?;
+                    let bytes = self.read_batch(copy, frame).await?;
                     self.close_channel_if_ended();
+                    if !coalesce.is_zero() && bytes < MAX_BATCH_BYTES / 2 {
+                        pause.as_mut().reset((Instant::now() + coalesce).into());
+                        paused = true;
+                    }
                 }
             }
         }
@@ -324,7 +336,8 @@ impl Driver {
 
     /// Follows `first` and every frame already buffered after it, up to a batch's size, and
     /// hands the batch to the consumer (or keeps it pending while the channel is full).
-    async fn read_batch(&mut self, copy: &mut CopyBoth, first: Bytes) -> Result<()> {
+    /// Returns the bytes of stream read.
+    async fn read_batch(&mut self, copy: &mut CopyBoth, first: Bytes) -> Result<usize> {
         let mut events = std::mem::take(&mut self.carry);
         let mut bytes = 0;
         let mut frame = first;
@@ -359,7 +372,7 @@ impl Driver {
                 }
             }
         }
-        result
+        result.map(|()| bytes)
     }
 
     /// Follows one frame; events go to `events`.
@@ -477,6 +490,7 @@ impl Driver {
 /// What woke the driver.
 enum Wake {
     Stop,
+    Resume,
     Timer,
     Permit(Option<mpsc::OwnedPermit<Item>>),
     Frame(walconn::Result<Option<Bytes>>),

@@ -78,7 +78,8 @@ pub mod value;
 
 pub use config::{
     max_protocol, negotiate, CreateSlot, Negotiated, ReplicationStreamConfig,
-    ReplicationStreamConfigBuilder, DEFAULT_BUFFER_BATCHES, DEFAULT_STATUS_INTERVAL,
+    ReplicationStreamConfigBuilder, DEFAULT_BUFFER_BATCHES, DEFAULT_READ_COALESCING,
+    DEFAULT_STATUS_INTERVAL,
 };
 pub use driver::MAX_BATCH_BYTES;
 pub use error::{Error, ErrorKind, Result};
