@@ -1,13 +1,14 @@
 //! The `walstream` command-line tool. Its contract is `shared/CLI.md`.
 //!
-//! `decode`, `record` and `tail` work today; `demo` is declared so that its help is already
-//! the contract's, and says it is not implemented yet.
+//! `decode`, `record`, `tail`, `demo` and `slot`.
 
 mod capture;
 mod decode;
+mod demo;
 mod header;
 mod json;
 mod record;
+mod slot;
 mod tail;
 
 use std::fs::File;
@@ -26,11 +27,12 @@ mod exit {
     /// The capture is invalid, or a message in it could not be decoded. Every line before the
     /// problem was written.
     pub(crate) const DATA: u8 = 1;
-    /// The command line is wrong, or the subcommand is not implemented yet. clap's own usage
+    /// The command line is wrong, or an option is not implemented yet. clap's own usage
     /// errors exit with 2 as well.
     pub(crate) const USAGE: u8 = 2;
     /// A file could not be opened or read, or the output could not be written.
     pub(crate) const IO: u8 = 3;
+    /// The server or the connection failed; for `demo`, no server could be found or started.
     pub(crate) const SERVER: u8 = 4;
 }
 
@@ -39,9 +41,10 @@ Exit status:
   0  success
   1  the capture is invalid or a message in it cannot be decoded
      (every line before the problem is written first)
-  2  usage error, or a subcommand that is not implemented yet
+  2  usage error, or an option that is not implemented yet
   3  a file cannot be read, or the output cannot be written
-  4  the server or the connection failed (record, tail)";
+  4  the server or the connection failed (record, tail, slot), or demo found or started
+     no server";
 
 /// Decode, tail and record PostgreSQL logical replication (pgoutput) streams as JSON lines.
 #[derive(Debug, Parser)]
@@ -67,7 +70,105 @@ enum Command {
     #[command(after_help = DECODE_EXAMPLES)]
     Decode(DecodeArgs),
     /// Start a throwaway local PostgreSQL, write changes to a demo table and tail them.
-    Demo,
+    #[command(after_help = DEMO_EXAMPLES)]
+    Demo(DemoArgs),
+    /// List, create or drop replication slots.
+    #[command(after_help = SLOT_EXAMPLES)]
+    Slot(SlotArgs),
+}
+
+const DEMO_EXAMPLES: &str = "\
+Examples:
+  walstream demo
+  walstream demo --seconds 10 | jq -c 'select(.type == \"update\")'
+
+Finds PostgreSQL server binaries (the newest major in PATH, `pg_config --bindir`,
+/usr/lib/postgresql/*/bin, or the `cargo xtask pg install` cache target/pg/<major>/bin and
+$WALSTREAM_PG_CACHE/<major>/bin), starts a throwaway cluster in a temporary directory (as the
+postgres user when run as root), creates table public.orders, a publication and a slot named
+walstream_demo, writes inserts, updates, deletes and now and then a large transaction (streamed
+before it commits, PostgreSQL 14+), and prints them as `walstream tail` does. The server is
+stopped and its directory removed on Ctrl-C, SIGTERM, after --seconds, and on errors.
+
+Exit status:
+  0  stopped by a signal, after --seconds, or because stdout was closed
+  1  a message from the server cannot be decoded
+  3  the output cannot be written
+  4  no PostgreSQL server binaries were found (the message says what to install), or the
+     server could not be set up";
+
+const SLOT_EXAMPLES: &str = "\
+Examples:
+  walstream slot list 'host=db user=repl dbname=app'
+  walstream slot create postgresql://repl@db/app --slot app_slot --two-phase
+  walstream slot drop postgresql://repl@db/app --slot app_slot --wait
+
+list prints one JSON object per slot: name, type, plugin, database, temporary, active_pid,
+restart_lsn, confirmed_flush_lsn, two_phase, wal_status. create makes a logical pgoutput slot
+and prints {\"name\": ..., \"consistent_point\": ...}. drop prints nothing.
+
+Exit status:
+  0  success
+  2  usage error
+  3  the output cannot be written
+  4  the server or the connection failed (for example: no such slot, the name is taken)";
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Stop after this many seconds of tailing (default: until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    seconds: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct SlotArgs {
+    #[command(subcommand)]
+    command: SlotCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SlotCommand {
+    /// Print every replication slot of the cluster, one JSON object per line.
+    #[command(after_help = "Example:\n  walstream slot list 'host=db user=repl dbname=app'")]
+    List {
+        /// A libpq connection string: a URL or key=value pairs; PG* variables are the defaults.
+        #[arg(value_name = "CONNINFO")]
+        conninfo: String,
+    },
+    /// Create a logical replication slot (plugin pgoutput) and print its consistent point.
+    #[command(
+        after_help = "Example:\n  walstream slot create postgresql://repl@db/app --slot app_slot --two-phase"
+    )]
+    Create {
+        /// A libpq connection string: a URL or key=value pairs; PG* variables are the defaults.
+        #[arg(value_name = "CONNINFO")]
+        conninfo: String,
+        /// The slot's name.
+        #[arg(long, value_name = "S")]
+        slot: String,
+        /// A temporary slot: dropped when this command's connection ends, so it only shows
+        /// that the slot can be created.
+        #[arg(long)]
+        temporary: bool,
+        /// Decode prepared transactions at PREPARE (PostgreSQL 15+ for this command).
+        #[arg(long)]
+        two_phase: bool,
+    },
+    /// Drop a replication slot.
+    #[command(
+        after_help = "Example:\n  walstream slot drop postgresql://repl@db/app --slot app_slot --wait"
+    )]
+    Drop {
+        /// A libpq connection string: a URL or key=value pairs; PG* variables are the defaults.
+        #[arg(value_name = "CONNINFO")]
+        conninfo: String,
+        /// The slot's name.
+        #[arg(long, value_name = "S")]
+        slot: String,
+        /// If the slot is in use, wait until it is released instead of failing.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 const TAIL_EXAMPLES: &str = "\
@@ -211,13 +312,83 @@ enum OriginArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    // The demo tells a newcomer what it is doing; the other commands speak up only on problems.
+    let quiet = match cli.command {
+        Command::Demo(_) => LevelFilter::INFO,
+        _ => LevelFilter::WARN,
+    };
+    init_tracing(cli.verbose, quiet);
     match cli.command {
         Command::Decode(args) => run_decode(&args),
         Command::Tail(args) => run_tail(&args),
         Command::Record(args) => run_record(&args),
-        Command::Demo => not_implemented("demo", &()),
+        Command::Demo(args) => run_demo(&args),
+        Command::Slot(args) => run_slot(&args),
     }
+}
+
+fn run_demo(args: &DemoArgs) -> ExitCode {
+    // As for tail: the stream's driver and the demo's writer run on a worker thread.
+    let runtime = match multi_thread_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(demo::demo(args.seconds)) {
+        Ok(summary) => {
+            tracing::info!(lines = summary.lines, "demo done");
+            ExitCode::SUCCESS
+        }
+        Err(demo::DemoError::Tail(e)) => tail_failed("demo", e),
+        Err(e) => {
+            eprintln!("error: walstream demo: {e}");
+            ExitCode::from(exit::SERVER)
+        }
+    }
+}
+
+fn run_slot(args: &SlotArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::IO);
+        }
+    };
+    match runtime.block_on(slot::slot(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(slot::SlotError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: walstream slot: {e}");
+            ExitCode::from(match e {
+                slot::SlotError::Server(e)
+                    if matches!(
+                        e.kind(),
+                        walstream::ErrorKind::Config | walstream::ErrorKind::Unsupported
+                    ) =>
+                {
+                    exit::USAGE
+                }
+                slot::SlotError::Server(_) => exit::SERVER,
+                slot::SlotError::Output(_) => exit::IO,
+            })
+        }
+    }
+}
+
+fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(exit::IO)
+        })
 }
 
 fn run_decode(args: &DecodeArgs) -> ExitCode {
@@ -289,16 +460,9 @@ fn run_record(args: &RecordArgs) -> ExitCode {
 fn run_tail(args: &TailArgs) -> ExitCode {
     // The stream's driver runs on a worker thread, so that status updates go out even while
     // the main thread waits on a slow stdout.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
+    let runtime = match multi_thread_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::IO);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(tail::tail(&args.stream, args.snapshot)) {
         Ok(summary) => {
@@ -309,36 +473,34 @@ fn run_tail(args: &TailArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(tail::TailError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: walstream tail: {e}");
-            ExitCode::from(match e {
-                tail::TailError::Usage(_) => exit::USAGE,
-                tail::TailError::Data(_) => exit::DATA,
-                tail::TailError::Stream(e) if e.kind() == walstream::ErrorKind::Decode => {
-                    exit::DATA
-                }
-                tail::TailError::Stream(_) => exit::SERVER,
-                tail::TailError::Output(_) => exit::IO,
-            })
-        }
+        Err(e) => tail_failed("tail", e),
     }
 }
 
-fn not_implemented(command: &str, args: &dyn std::fmt::Debug) -> ExitCode {
-    tracing::debug!("{command} {args:?}");
-    eprintln!("error: walstream {command}: not implemented yet");
-    ExitCode::from(exit::USAGE)
+/// The exit of `tail` or `demo` after the stream failed.
+fn tail_failed(command: &str, e: tail::TailError) -> ExitCode {
+    if let tail::TailError::Output(e) = &e {
+        // A reader that went away (`walstream tail ... | head`) is not an error of ours.
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            return ExitCode::SUCCESS;
+        }
+    }
+    eprintln!("error: walstream {command}: {e}");
+    ExitCode::from(match e {
+        tail::TailError::Usage(_) => exit::USAGE,
+        tail::TailError::Data(_) => exit::DATA,
+        tail::TailError::Stream(e) if e.kind() == walstream::ErrorKind::Decode => exit::DATA,
+        tail::TailError::Stream(_) => exit::SERVER,
+        tail::TailError::Output(_) => exit::IO,
+    })
 }
 
 /// Diagnostics go to stderr, never stdout (which carries the JSON lines). The level is the
-/// higher of `-v`'s and `RUST_LOG`'s when that is a plain level name (`RUST_LOG=debug`); this
-/// tool has too few log sites to need per-module filters.
-fn init_tracing(verbose: u8) {
+/// highest of `quiet` (the command's default), `-v`'s and `RUST_LOG`'s when that is a plain
+/// level name (`RUST_LOG=debug`); this tool has too few log sites to need per-module filters.
+fn init_tracing(verbose: u8, quiet: LevelFilter) {
     let from_flag = match verbose {
-        0 => LevelFilter::WARN,
+        0 => quiet,
         1 => LevelFilter::INFO,
         2 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,

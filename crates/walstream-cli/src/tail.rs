@@ -5,6 +5,10 @@
 //! that `decode` uses, so a live stream and its capture print the same lines. A transaction's
 //! end is acknowledged only after its lines are flushed to stdout: a restart resumes after the
 //! last transaction printed whole.
+//!
+//! [`follow`] is the one code path for a live stream: `tail` calls it with the command line's
+//! options, `demo` with the options of the stream it sets up. Both stop when a
+//! [`CancellationToken`] is cancelled (SIGINT/SIGTERM, `demo --seconds`).
 
 use std::io::{self, BufWriter, Write};
 use std::time::{Duration, Instant};
@@ -12,8 +16,8 @@ use std::time::{Duration, Instant};
 use walproto::pgoutput::{Message, ProtocolVersion, Streaming as PgStreaming};
 use walproto::{Decoder, Lsn};
 use walstream::{
-    CreateSlot, EventKind, EventStream, LogicalReplicationStream, ReplicationStreamConfig,
-    RetryPolicy, Streaming,
+    CancellationToken, CreateSlot, EventKind, EventStream, LogicalReplicationStream,
+    ReplicationStreamConfig, RetryPolicy, Streaming,
 };
 
 use crate::{json, OriginArg, StreamArgs, StreamingArg};
@@ -108,8 +112,41 @@ pub(crate) async fn tail(args: &StreamArgs, snapshot: bool) -> Result<Summary, T
                 .to_owned(),
         ));
     }
+    let stop = CancellationToken::new();
+    stop_on_signals(&stop).map_err(TailError::Output)?;
+    follow(args, &stop).await
+}
+
+/// Cancels `stop` on the first SIGINT or SIGTERM. From then on these signals no longer end the
+/// process: whoever watches `stop` ends it, after cleaning up.
+pub(crate) fn stop_on_signals(stop: &CancellationToken) -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            () = stop.cancelled() => return,
+        }
+        stop.cancel();
+    });
+    Ok(())
+}
+
+/// Connects with `args` and prints the stream as JSON lines on stdout until `--end`, `stop`,
+/// the end of the stream, or a failure; then acknowledges what was flushed in a last status
+/// update.
+pub(crate) async fn follow(
+    args: &StreamArgs,
+    stop: &CancellationToken,
+) -> Result<Summary, TailError> {
     let config = stream_config(args)?;
-    let stream = LogicalReplicationStream::connect(&args.conninfo, config).await?;
+    let stream = tokio::select! {
+        stream = LogicalReplicationStream::connect(&args.conninfo, config) => stream?,
+        () = stop.cancelled() => return Ok(Summary::default()),
+    };
     let n = stream.negotiated().clone();
     tracing::info!(
         proto_version = n.proto_version.number(),
@@ -128,7 +165,7 @@ pub(crate) async fn tail(args: &StreamArgs, snapshot: bool) -> Result<Summary, T
         last_ack: Instant::now(),
     };
     let mut events = stream.start();
-    let result = tail.run(&mut events).await;
+    let result = tail.run(&mut events, stop).await;
     // Whatever happened, what is flushed is acknowledged in the last status update.
     let flushed = tail.flush_and_ack(&events);
     let closed = events.shutdown().await;
@@ -154,10 +191,15 @@ struct Tail<W: Write> {
 }
 
 impl<W: Write> Tail<W> {
-    async fn run(&mut self, events: &mut EventStream) -> Result<(), TailError> {
-        let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    async fn run(
+        &mut self,
+        events: &mut EventStream,
+        stop: &CancellationToken,
+    ) -> Result<(), TailError> {
         loop {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
             // Take what is ready; before waiting for more, flush and acknowledge.
             let ready = tokio::time::timeout(Duration::ZERO, events.next_event()).await;
             let next = match ready {
@@ -166,14 +208,7 @@ impl<W: Write> Tail<W> {
                     self.flush_and_ack(events)?;
                     tokio::select! {
                         next = events.next_event() => next,
-                        _ = term.recv() => {
-                            tracing::info!("SIGTERM: stopping");
-                            return Ok(());
-                        }
-                        _ = int.recv() => {
-                            tracing::info!("SIGINT: stopping");
-                            return Ok(());
-                        }
+                        () = stop.cancelled() => return Ok(()),
                     }
                 }
             };
@@ -232,8 +267,4 @@ impl<W: Write> Tail<W> {
         self.last_ack = Instant::now();
         Ok(())
     }
-}
-
-fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, TailError> {
-    tokio::signal::unix::signal(kind).map_err(TailError::Output)
 }
