@@ -64,17 +64,21 @@ impl std::fmt::Display for DemoError {
 }
 
 /// Runs the demo until a signal, `seconds`, or a failure.
-pub(crate) async fn demo(seconds: Option<u64>) -> Result<Summary, DemoError> {
+pub(crate) async fn demo(
+    seconds: Option<u64>,
+    bin_dir: Option<&Path>,
+) -> Result<Summary, DemoError> {
     let stop = CancellationToken::new();
     // Signals are caught from the start, so that Ctrl-C during the set-up still cleans up.
     tail::stop_on_signals(&stop).map_err(|e| DemoError::Setup(format!("catching signals: {e}")))?;
-    let server = find_server()?;
+    let owner = server_user()?;
+    let server = find_server(bin_dir, owner.is_some())?;
     tracing::info!(
         "using PostgreSQL {} from {}",
         server.major,
         server.bin_dir.display()
     );
-    let cluster = Cluster::create(server)?;
+    let cluster = Cluster::create(server, owner)?;
     if stop.is_cancelled() {
         return Ok(Summary::default());
     }
@@ -156,11 +160,22 @@ struct Server {
     bin_dir: PathBuf,
 }
 
-/// The newest server found in [`candidate_dirs`].
-fn find_server() -> Result<Server, DemoError> {
+/// The server in `bin_dir` if given, else the newest found in [`candidate_dirs`] that the
+/// server user can run (as root, the `postgres` user must be able to reach the directory).
+fn find_server(bin_dir: Option<&Path>, as_postgres: bool) -> Result<Server, DemoError> {
+    let dirs = match bin_dir {
+        Some(dir) if !is_server_dir(dir) => {
+            return Err(DemoError::NotFound(format!(
+                "{} does not hold postgres, initdb and pg_ctl; {INSTALL_HINT}",
+                dir.display()
+            )))
+        }
+        Some(dir) => vec![dir.to_path_buf()],
+        None => candidate_dirs(),
+    };
     let mut seen = Vec::new();
-    let mut best: Option<Server> = None;
-    for dir in candidate_dirs() {
+    let mut found = Vec::new();
+    for dir in dirs {
         let Ok(canonical) = dir.canonicalize() else {
             continue;
         };
@@ -169,35 +184,66 @@ fn find_server() -> Result<Server, DemoError> {
         }
         seen.push(canonical);
         match major_of(&dir) {
-            Some(major) if best.as_ref().is_none_or(|b| major > b.major) => {
-                best = Some(Server {
-                    major,
-                    bin_dir: dir,
-                })
-            }
-            Some(_) => {}
+            Some(major) => found.push(Server {
+                major,
+                bin_dir: dir,
+            }),
             None => tracing::debug!("{}: no version from postgres --version", dir.display()),
         }
     }
-    match best {
-        Some(s) if s.major >= MIN_MAJOR => Ok(s),
-        Some(s) => Err(DemoError::NotFound(format!(
-            "the newest PostgreSQL found is {} ({}), which has no logical replication; {}",
-            s.major,
-            s.bin_dir.display(),
-            INSTALL_HINT
-        ))),
-        None => Err(DemoError::NotFound(format!(
-            "no PostgreSQL server binaries (postgres, initdb, pg_ctl) found in PATH, \
-             `pg_config --bindir`, /usr/lib/postgresql/*/bin or {}; {}",
+    // The newest first; of one major, the first found.
+    found.sort_by_key(|s| std::cmp::Reverse(s.major));
+    let mut unusable = Vec::new();
+    for server in found {
+        if server.major < MIN_MAJOR {
+            unusable.push(format!(
+                "{} (PostgreSQL {}: no logical replication)",
+                server.bin_dir.display(),
+                server.major
+            ));
+        } else if as_postgres && !postgres_user_can_run(&server.bin_dir) {
+            unusable.push(format!(
+                "{} (the postgres user cannot run it: give others search permission on its \
+                 parent directories)",
+                server.bin_dir.display()
+            ));
+        } else {
+            return Ok(server);
+        }
+    }
+    let looked = if bin_dir.is_some() {
+        String::new()
+    } else {
+        format!(
+            " in PATH, `pg_config --bindir`, /usr/lib/postgresql/*/bin or {}",
             cache_dirs()
                 .iter()
                 .map(|d| format!("{}/<major>/bin", d.display()))
                 .collect::<Vec<_>>()
-                .join(", "),
-            INSTALL_HINT
-        ))),
-    }
+                .join(", ")
+        )
+    };
+    Err(DemoError::NotFound(if unusable.is_empty() {
+        format!("no PostgreSQL server binaries (postgres, initdb, pg_ctl) found{looked}; {INSTALL_HINT}")
+    } else {
+        format!(
+            "no usable PostgreSQL server binaries found{looked}: {}; {INSTALL_HINT}",
+            unusable.join(", ")
+        )
+    }))
+}
+
+fn postgres_user_can_run(bin_dir: &Path) -> bool {
+    Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(bin_dir.join("postgres"))
+        .arg("--version")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 const INSTALL_HINT: &str = "install a server, for example `apt-get install postgresql-15` \
@@ -302,8 +348,7 @@ struct Cluster {
 
 impl Cluster {
     /// Makes the directory, runs initdb, writes the configuration and starts the server.
-    fn create(server: Server) -> Result<Self, DemoError> {
-        let owner = server_user()?;
+    fn create(server: Server, owner: Option<(u32, u32)>) -> Result<Self, DemoError> {
         let dir = make_temp_dir().map_err(DemoError::Setup)?;
         let mut cluster = Cluster {
             major: server.major,

@@ -81,6 +81,7 @@ const DEMO_EXAMPLES: &str = "\
 Examples:
   walstream demo
   walstream demo --seconds 10 | jq -c 'select(.type == \"update\")'
+  walstream demo --bin-dir /usr/lib/postgresql/15/bin
 
 Finds PostgreSQL server binaries (the newest major in PATH, `pg_config --bindir`,
 /usr/lib/postgresql/*/bin, or the `cargo xtask pg install` cache target/pg/<major>/bin and
@@ -118,6 +119,9 @@ struct DemoArgs {
     /// Stop after this many seconds of tailing (default: until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     seconds: Option<u64>,
+    /// Use the server binaries in this directory instead of searching for the newest.
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -333,7 +337,7 @@ fn run_demo(args: &DemoArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match runtime.block_on(demo::demo(args.seconds)) {
+    match runtime.block_on(demo::demo(args.seconds, args.bin_dir.as_deref())) {
         Ok(summary) => {
             tracing::info!(lines = summary.lines, "demo done");
             ExitCode::SUCCESS

@@ -183,3 +183,38 @@ fn demo_help_names_what_it_does() {
         assert!(help.contains(want), "{want}: {help}");
     }
 }
+
+/// The oldest installed major through `--bin-dir` (PostgreSQL 15 on Debian: `streaming = on`,
+/// protocol 3, and `psql` beside it, which the demo does not need).
+#[test]
+fn demo_with_the_oldest_installed_server() {
+    let oldest = pgtest::installed_majors().into_iter().min().unwrap();
+    let dir = pgtest::bin_dir(oldest).unwrap();
+    let out = bin()
+        .args(["demo", "--seconds", "5", "--bin-dir"])
+        .arg(&dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let r = check_output(&out);
+    assert_eq!(r.major, oldest);
+    assert_cleaned_up(&r);
+}
+
+#[test]
+fn no_server_binaries_says_what_to_install_and_exits_4() {
+    let out = bin()
+        .args(["demo", "--bin-dir", "/nonexistent/bin"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(out.stdout.is_empty());
+    for want in [
+        "/nonexistent/bin does not hold postgres, initdb and pg_ctl",
+        "apt-get install postgresql-15",
+        "cargo xtask pg install",
+    ] {
+        assert!(stderr.contains(want), "{want}: {stderr}");
+    }
+}
