@@ -5,7 +5,7 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use walproto::Lsn;
 
-use crate::conn::{bad_message, unexpected, Connection};
+use crate::conn::{bad_message, server_error, unexpected, Connection};
 use crate::error::{Error, Result};
 
 /// The rows and command tag of one statement of a simple query.
@@ -166,9 +166,7 @@ impl Connection {
                 }
                 Message::EmptyQueryResponse => {}
                 Message::ErrorResponse(body) => {
-                    error = Some(Error::server(
-                        crate::DbError::from_fields(&mut body.fields()).map_err(bad_message)?,
-                    ));
+                    error = Some(server_error(&body)?);
                 }
                 Message::ReadyForQuery(_) => break,
                 Message::ParameterStatus(_) => {}

@@ -508,9 +508,7 @@ impl Connection {
     /// [`read_until_ready`](Self::read_until_ready) to stay in step.
     pub(crate) async fn read_message(&mut self) -> Result<Message> {
         match self.read_raw().await? {
-            Message::ErrorResponse(body) => Err(Error::server(
-                DbError::from_fields(&mut body.fields()).map_err(bad_message)?,
-            )),
+            Message::ErrorResponse(body) => Err(server_error(&body)?),
             m => Ok(m),
         }
     }
@@ -591,6 +589,16 @@ fn parse_server_version(v: &str) -> u32 {
     let major = parts.next().map(digits_of).unwrap_or(0);
     let minor = parts.next().map(digits_of).unwrap_or(0);
     major * 10000 + minor
+}
+
+/// The typed error of a server `ErrorResponse` (its fields kept: SQLSTATE, message, detail,
+/// hint, ...).
+pub(crate) fn server_error(
+    body: &postgres_protocol::message::backend::ErrorResponseBody,
+) -> Result<Error> {
+    Ok(Error::server(
+        DbError::from_fields(&mut body.fields()).map_err(bad_message)?,
+    ))
 }
 
 pub(crate) fn bad_message(e: std::io::Error) -> Error {

@@ -9,7 +9,7 @@ use walproto::Lsn;
 
 use crate::commands::{quote_ident, quote_literal};
 use crate::config::Host;
-use crate::conn::{bad_message, unexpected, Connection};
+use crate::conn::{server_error, unexpected, Connection};
 use crate::error::{Error, ErrorKind, Result};
 
 /// `streaming`: whether large in-progress transactions are streamed (protocol 2+).
@@ -173,9 +173,7 @@ impl Connection {
             }
             match self.read_raw().await? {
                 Message::ErrorResponse(body) => {
-                    let e = Error::server(
-                        crate::DbError::from_fields(&mut body.fields()).map_err(bad_message)?,
-                    );
+                    let e = server_error(&body)?;
                     self.read_until_ready().await?;
                     return Err(e);
                 }
@@ -238,11 +236,7 @@ impl CopyBoth {
                     self.ready = true;
                     return Ok(None);
                 }
-                Message::ErrorResponse(body) => {
-                    return Err(Error::server(
-                        crate::DbError::from_fields(&mut body.fields()).map_err(bad_message)?,
-                    ))
-                }
+                Message::ErrorResponse(body) => return Err(server_error(&body)?),
                 Message::ParameterStatus(_) => {}
                 other => return Err(unexpected(&other, "CopyBoth")),
             }
@@ -296,9 +290,7 @@ impl CopyBoth {
             match self.conn.read_raw().await? {
                 Message::ReadyForQuery(_) => break,
                 Message::ErrorResponse(body) => {
-                    error = Some(Error::server(
-                        crate::DbError::from_fields(&mut body.fields()).map_err(bad_message)?,
-                    ));
+                    error = Some(server_error(&body)?);
                 }
                 // Data in flight, the server's CopyDone, and for physical replication the
                 // next timeline's result set.

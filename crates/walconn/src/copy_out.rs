@@ -4,7 +4,7 @@ use bytes::Bytes;
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
-use crate::conn::{bad_message, unexpected, Connection};
+use crate::conn::{server_error, unexpected, Connection};
 use crate::error::{Error, Result};
 
 impl Connection {
@@ -26,9 +26,7 @@ impl Connection {
                     })
                 }
                 Message::ErrorResponse(body) => {
-                    let e = Error::server(
-                        crate::DbError::from_fields(&mut body.fields()).map_err(bad_message)?,
-                    );
+                    let e = server_error(&body)?;
                     self.read_until_ready().await?;
                     return Err(e);
                 }
@@ -63,9 +61,7 @@ impl CopyOut<'_> {
                     return Ok(None);
                 }
                 Message::ErrorResponse(body) => {
-                    let e = Error::server(
-                        crate::DbError::from_fields(&mut body.fields()).map_err(bad_message)?,
-                    );
+                    let e = server_error(&body)?;
                     self.conn.read_until_ready().await?;
                     self.done = true;
                     return Err(e);
