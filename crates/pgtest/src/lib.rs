@@ -31,6 +31,7 @@
 mod bins;
 mod cluster;
 mod guard;
+mod proxy;
 mod session;
 
 use std::sync::OnceLock;
@@ -38,6 +39,7 @@ use std::sync::OnceLock;
 pub use bins::{bin_dir, cache_dirs, installed_majors, MAJORS};
 pub use cluster::{unique_name, Cluster, Config, Database, HOST, SUPERUSER};
 pub use guard::{root_dir, ServerUser};
+pub use proxy::Proxy;
 pub use session::Session;
 
 /// What to run when no server is available.

@@ -11,6 +11,7 @@
 mod auth;
 mod commands;
 mod fake_server;
+mod hostile;
 mod more_commands;
 mod replication;
 mod tls;

@@ -8,7 +8,10 @@
               reach helper functions outside #[test] items)"
 )]
 
+mod cancel;
+mod faults;
 mod feedback;
+mod hostile;
 mod reconnect;
 mod snapshot;
 mod stream;

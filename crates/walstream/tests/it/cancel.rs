@@ -1,0 +1,352 @@
+//! Cancel safety: the futures of `EventStream::next_event`, `TransactionStream::next_transaction`
+//! and `shutdown` are dropped at random points, many times over, and the object is used on.
+//!
+//! The server is the fake walsender of `hostile.rs`, so the expected stream is known exactly:
+//! plain transactions, streamed ones (blocks interleaved with plain transactions, one streamed
+//! transaction aborted) and keepalives, written in random pieces with pauses so that the
+//! futures are dropped while frames are half read, while batches wait in the channel, and
+//! between the events of one batch.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::Duration;
+
+use walstream::{ChangeEvent, EventKind, Lsn, TransactionConfig, Xid};
+
+use crate::block_on;
+use crate::hostile::{
+    insert, keepalive, row_id, stream_commit, stream_start, FakeServer, Wal, REL,
+};
+
+/// A small xorshift generator: reproducible runs from a printed seed, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        println!("seed {seed:#x}");
+        Self(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// How one call is made: given up after a random timeout, after a few polls, or awaited.
+enum Drop {
+    Timeout(Duration),
+    Polls(u32),
+    Await,
+}
+
+impl Drop {
+    fn pick(rng: &mut Rng) -> Self {
+        match rng.below(10) {
+            0..=4 => Drop::Timeout(Duration::from_micros(rng.below(400))),
+            5..=8 => Drop::Polls(1 + u32::try_from(rng.below(4)).unwrap()),
+            _ => Drop::Await,
+        }
+    }
+
+    /// Runs `fut` the chosen way: `None` when it was dropped before it finished.
+    async fn run<F: Future>(self, fut: F) -> Option<F::Output> {
+        match self {
+            Drop::Timeout(d) => tokio::time::timeout(d, fut).await.ok(),
+            Drop::Polls(k) => {
+                let mut fut = pin!(fut);
+                let mut polls = 0;
+                std::future::poll_fn(|cx| {
+                    polls += 1;
+                    match fut.as_mut().poll(cx) {
+                        Poll::Ready(v) => Poll::Ready(Some(v)),
+                        Poll::Pending if polls >= k => Poll::Ready(None),
+                        Poll::Pending => {
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                    }
+                })
+                .await
+            }
+            Drop::Await => Some(fut.await),
+        }
+    }
+}
+
+/// The script's stream and what must come out of it: each event's signature in order, and
+/// the committed transactions (xid, row ids) in commit order.
+struct Script {
+    bytes: Vec<u8>,
+    events: Vec<String>,
+    committed: Vec<(u32, Vec<i64>)>,
+}
+
+fn script(transactions: u32) -> Script {
+    let mut wal = Wal::default();
+    let mut s = Script {
+        bytes: Vec::new(),
+        events: Vec::new(),
+        committed: Vec::new(),
+    };
+    let mut next_id = 1i64;
+    let mut ids = |n: i64| {
+        let v: Vec<i64> = (next_id..next_id + n).collect();
+        next_id += n;
+        v
+    };
+    let mut streamed: Option<(u32, Vec<i64>)> = None;
+    for i in 0..transactions {
+        let xid = 1000 + i;
+        let rows = ids(1 + i64::from(i % 4));
+        let (frames, _) = wal.transaction(xid, &rows);
+        s.bytes.extend(frames);
+        s.events.push(format!("B{xid}"));
+        if i == 0 {
+            s.events.push("R".into());
+        }
+        s.events.extend(rows.iter().map(|id| format!("I{id}")));
+        s.events.push("C".into());
+        s.committed.push((xid, rows));
+        if i % 7 == 3 {
+            s.bytes.extend(keepalive(wal.lsn, i % 14 == 3));
+        }
+        // Every few transactions, a block of a streamed transaction; every third streamed
+        // transaction is aborted, the others commit after three blocks.
+        if i % 5 == 2 {
+            let (sxid, mut srows) = streamed.take().unwrap_or((900_000 + i, Vec::new()));
+            let first = srows.is_empty();
+            s.bytes.extend(wal.xlog(&stream_start(sxid, first)));
+            s.events.push(format!("S{sxid}"));
+            for id in ids(3) {
+                s.bytes
+                    .extend(wal.xlog(&insert(Some(sxid), REL, &[&id.to_string(), "s"])));
+                s.events.push(format!("I{id}"));
+                srows.push(id);
+            }
+            s.bytes.extend(wal.xlog(b"E"));
+            s.events.push("E".into());
+            if srows.len() < 9 {
+                streamed = Some((sxid, srows));
+            } else if (sxid / 5) % 3 == 0 {
+                let mut a = vec![b'A'];
+                a.extend_from_slice(&sxid.to_be_bytes());
+                a.extend_from_slice(&sxid.to_be_bytes());
+                s.bytes.extend(wal.xlog(&a));
+                s.events.push(format!("A{sxid}"));
+            } else {
+                let commit = wal.lsn;
+                s.bytes
+                    .extend(wal.xlog(&stream_commit(sxid, commit, commit + 0x20)));
+                s.events.push(format!("c{sxid}"));
+                s.committed.push((sxid, srows));
+            }
+        }
+    }
+    s
+}
+
+fn signature(e: &ChangeEvent) -> String {
+    match &e.kind {
+        EventKind::Begin(b) => format!("B{}", b.xid.0),
+        EventKind::Relation(_) => "R".into(),
+        EventKind::Insert(_) => format!("I{}", row_id(e).unwrap()),
+        EventKind::Commit(_) => "C".into(),
+        EventKind::StreamStart(s) => format!("S{}", s.xid.0),
+        EventKind::StreamStop => "E".into(),
+        EventKind::StreamCommit(c) => format!("c{}", c.xid.0),
+        EventKind::StreamAbort(a) => format!("A{}", a.xid.0),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A fake server that writes `bytes` in random pieces, pausing between them.
+async fn serve_in_pieces(bytes: Vec<u8>, seed: u64) -> FakeServer {
+    let bytes = std::sync::Arc::new(bytes);
+    FakeServer::start(move |peer| {
+        let bytes = bytes.clone();
+        async move {
+            let mut rng = Rng(seed | 1);
+            let mut at = 0;
+            while at < bytes.len() {
+                let n = usize::try_from(1 + rng.below(1500)).unwrap();
+                let end = (at + n).min(bytes.len());
+                if !peer.send(&bytes[at..end]).await {
+                    return;
+                }
+                at = end;
+                match rng.below(4) {
+                    0 | 3 => tokio::time::sleep(Duration::from_micros(rng.below(300))).await,
+                    1 => tokio::task::yield_now().await,
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        }
+    })
+    .await
+}
+
+#[test]
+fn cancel_next_event_dropped_anywhere_loses_and_repeats_nothing() {
+    block_on(async {
+        let mut rng = Rng::seeded();
+        let s = script(3000);
+        let server = serve_in_pieces(s.bytes, rng.next()).await;
+        let mut stream = server.stream(crate::hostile::config()).await;
+        let mut got = Vec::new();
+        let mut dropped = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while got.len() < s.events.len() {
+            assert!(std::time::Instant::now() < deadline, "{} events", got.len());
+            match Drop::pick(&mut rng).run(stream.next_event()).await {
+                None => dropped += 1,
+                Some(e) => {
+                    let e = e.unwrap().expect("the stream ended early");
+                    if let Some(end) = e.ack_lsn() {
+                        stream.ack(end);
+                    }
+                    got.push(signature(&e));
+                }
+            }
+        }
+        println!("{} events, {dropped} futures dropped", got.len());
+        assert_eq!(got, s.events);
+        assert!(dropped >= 100, "{dropped}");
+        // Nothing more is pending: only keepalives could follow.
+        let more = tokio::time::timeout(Duration::from_millis(300), stream.next_event()).await;
+        assert!(more.is_err(), "{more:?}");
+        stream.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn cancel_next_transaction_dropped_anywhere_loses_and_repeats_nothing() {
+    block_on(async {
+        let mut rng = Rng::seeded();
+        let s = script(3000);
+        let server = serve_in_pieces(s.bytes, rng.next()).await;
+        let mut txs = server
+            .stream(crate::hostile::config())
+            .await
+            .into_transactions(TransactionConfig::default());
+        let mut got = Vec::new();
+        let mut dropped = 0;
+        let mut last_end = Lsn::ZERO;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while got.len() < s.committed.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} transactions",
+                got.len()
+            );
+            match Drop::pick(&mut rng).run(txs.next_transaction()).await {
+                None => dropped += 1,
+                Some(tx) => {
+                    let tx = tx.unwrap().expect("the stream ended early");
+                    assert!(tx.end_lsn > last_end);
+                    last_end = tx.end_lsn;
+                    let ids: Vec<i64> = tx
+                        .changes()
+                        .map(|c| match c.unwrap().kind {
+                            walstream::ChangeKind::Insert(i) => match i.new.get("id") {
+                                Some(walstream::ColumnValue::Text(b)) => {
+                                    std::str::from_utf8(&b).unwrap().parse().unwrap()
+                                }
+                                other => panic!("{other:?}"),
+                            },
+                            other => panic!("{other:?}"),
+                        })
+                        .collect();
+                    txs.ack(&tx);
+                    got.push((tx.xid, ids));
+                }
+            }
+        }
+        println!("{} transactions, {dropped} futures dropped", got.len());
+        let expected: Vec<(Xid, Vec<i64>)> = s
+            .committed
+            .into_iter()
+            .map(|(x, ids)| (Xid(x), ids))
+            .collect();
+        assert_eq!(got, expected);
+        assert!(dropped >= 100, "{dropped}");
+        let more = tokio::time::timeout(Duration::from_millis(300), txs.next_transaction()).await;
+        assert!(more.is_err(), "{more:?}");
+        assert_eq!(txs.feedback().flushed(), last_end);
+        txs.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn cancel_shutdown_dropped_anywhere_still_ends_cleanly() {
+    // `shutdown` consumes the stream: a dropped shutdown future drops the stream, which stops
+    // the driver in the background. Whatever the point of the drop, the server must see the
+    // last status update with the acknowledged position, CopyDone and Terminate: the
+    // documented behaviour of dropping the stream.
+    block_on(async {
+        let mut rng = Rng::seeded();
+        let mut completed = 0;
+        for round in 0..40 {
+            let server = FakeServer::start(|peer| async move {
+                let mut wal = Wal::default();
+                peer.send(&wal.transaction(700, &[1]).0).await;
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    wal.lsn += 8;
+                    if !peer.send(&wal.keepalive(false)).await {
+                        return;
+                    }
+                }
+            })
+            .await;
+            let mut stream = server.stream(crate::hostile::config()).await;
+            let end = loop {
+                let e = stream.next_event().await.unwrap().unwrap();
+                if let Some(end) = e.ack_lsn() {
+                    break end;
+                }
+            };
+            stream.ack(end);
+            let result = if round % 2 == 0 {
+                Drop::pick(&mut rng).run(stream.shutdown()).await
+            } else {
+                let txs = stream.into_transactions(TransactionConfig::default());
+                Drop::pick(&mut rng).run(txs.shutdown()).await
+            };
+            if let Some(r) = result {
+                completed += 1;
+                assert!(r.unwrap() >= end);
+            }
+            let log = &server.log;
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while log.terminated.load(Ordering::SeqCst) == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "round {round}: the connection was not closed"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(log.copy_done.load(Ordering::SeqCst), 1, "round {round}");
+            let flushes = log.flushes.lock().unwrap().clone();
+            assert!(
+                flushes.last().is_some_and(|&f| f >= end),
+                "round {round}: {flushes:?} (acknowledged {end})"
+            );
+        }
+        println!("40 rounds, {completed} shutdowns completed, the others dropped");
+    });
+}

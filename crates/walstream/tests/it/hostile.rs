@@ -1,0 +1,866 @@
+//! A hostile or broken server: a scripted fake walsender (trust auth, `IDENTIFY_SYSTEM`,
+//! `SHOW wal_sender_timeout`, the slot query, `START_REPLICATION`, then scripted CopyData)
+//! sends what a real server will not do on demand: lengths and counts beyond the frame, rows
+//! of undescribed relations, tuples of the wrong width, messages out of order, LSNs going
+//! backwards, endless keepalives, and a connection cut mid-frame.
+//!
+//! Each must end the stream with a typed error (kind; for decode errors the message tag, the
+//! byte offset and the XLogData's LSN) after every event before it has been delivered, or be
+//! handled as documented; nothing may panic (a panicking driver task would end the stream with
+//! no error: every test asserts the error, and that `shutdown` returns the same kind rather
+//! than "the driver task failed").
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use walstream::walproto::ErrorKind as ProtoKind;
+use walstream::{
+    ChangeEvent, ColumnValue, Error, ErrorKind, EventKind, EventStream, LogicalReplicationStream,
+    Lsn, ReplicationStreamConfig, ReplicationStreamConfigBuilder, RetryPolicy, Streaming,
+};
+
+use crate::block_on;
+
+/// The fake slot's `confirmed_flush_lsn`: streaming starts here.
+pub(crate) const SLOT_LSN: u64 = 0x100_0000;
+
+/// The relation every script describes: `public.t (id int4 key, v text)`.
+pub(crate) const REL: u32 = 16384;
+
+/// What the fake server saw from its clients.
+#[derive(Debug, Default)]
+pub(crate) struct Log {
+    /// Connections accepted.
+    pub(crate) connections: AtomicUsize,
+    /// The start LSN of every `START_REPLICATION`.
+    pub(crate) starts: Mutex<Vec<Lsn>>,
+    /// The flush position of every standby status update.
+    pub(crate) flushes: Mutex<Vec<Lsn>>,
+    /// CopyDone messages received.
+    pub(crate) copy_done: AtomicUsize,
+    /// Terminate messages received.
+    pub(crate) terminated: AtomicUsize,
+}
+
+/// A fake walsender on 127.0.0.1: every connection gets the startup and command answers, and
+/// after `START_REPLICATION` the script, which writes what it likes.
+pub(crate) struct FakeServer {
+    pub(crate) port: u16,
+    pub(crate) log: Arc<Log>,
+}
+
+/// The script's end of one connection (the client's messages are read and logged meanwhile).
+#[derive(Clone)]
+pub(crate) struct Peer {
+    wr: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    /// Which connection this is, from 0.
+    pub(crate) n: usize,
+}
+
+impl Peer {
+    /// Writes raw bytes; false once the client is gone.
+    pub(crate) async fn send(&self, bytes: &[u8]) -> bool {
+        self.wr.lock().await.write_all(bytes).await.is_ok()
+    }
+
+    /// Ends the server's side of the connection (the client reads end-of-file).
+    pub(crate) async fn close(&self) {
+        let _ = self.wr.lock().await.shutdown().await;
+    }
+}
+
+impl FakeServer {
+    /// Starts serving `script` on every connection.
+    pub(crate) async fn start<F, Fut>(script: F) -> Self
+    where
+        F: Fn(Peer) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = Arc::new(Log::default());
+        let script = Arc::new(script);
+        let l = log.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let n = l.connections.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(s, n, l.clone(), script.clone()));
+            }
+        });
+        Self { port, log }
+    }
+
+    pub(crate) fn conninfo(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=fake dbname=fake sslmode=disable",
+            self.port
+        )
+    }
+
+    /// Connects and starts a stream with `config`.
+    pub(crate) async fn stream(&self, config: ReplicationStreamConfigBuilder) -> EventStream {
+        let conn = walstream::walconn::Config::parse_with_env(&self.conninfo(), |_| None).unwrap();
+        LogicalReplicationStream::connect_with(conn, config.build().unwrap())
+            .await
+            .unwrap()
+            .start()
+    }
+}
+
+/// The configuration the tests use: protocol 2 with streaming (so that stream blocks exist),
+/// quick status updates, no retries unless a test asks.
+pub(crate) fn config() -> ReplicationStreamConfigBuilder {
+    ReplicationStreamConfig::builder("slot", ["pub"])
+        .proto_version(2)
+        .streaming(Streaming::On)
+        .status_interval(Duration::from_millis(100))
+        .retry(RetryPolicy::never())
+}
+
+/// A backend message: tag, length (counting itself), body.
+pub(crate) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(u32::try_from(body.len()).unwrap() + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// RowDescription (all columns text), one DataRow, CommandComplete, ReadyForQuery.
+fn one_row(columns: &[&str], values: &[&str], tag: &str) -> Vec<u8> {
+    let mut t = u16::try_from(columns.len()).unwrap().to_be_bytes().to_vec();
+    for c in columns {
+        t.extend_from_slice(c.as_bytes());
+        t.push(0);
+        t.extend_from_slice(&0u32.to_be_bytes()); // table
+        t.extend_from_slice(&0u16.to_be_bytes()); // attnum
+        t.extend_from_slice(&25u32.to_be_bytes()); // text
+        t.extend_from_slice(&(-1i16).to_be_bytes());
+        t.extend_from_slice(&(-1i32).to_be_bytes());
+        t.extend_from_slice(&0u16.to_be_bytes());
+    }
+    let mut d = u16::try_from(values.len()).unwrap().to_be_bytes().to_vec();
+    for v in values {
+        d.extend_from_slice(&u32::try_from(v.len()).unwrap().to_be_bytes());
+        d.extend_from_slice(v.as_bytes());
+    }
+    let mut out = msg(b'T', &t);
+    out.extend(msg(b'D', &d));
+    out.extend(msg(b'C', format!("{tag}\0").as_bytes()));
+    out.extend(msg(b'Z', b"I"));
+    out
+}
+
+async fn serve<F, Fut>(mut s: TcpStream, n: usize, log: Arc<Log>, script: Arc<F>)
+where
+    F: Fn(Peer) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Ok(len) = s.read_u32().await else { return };
+    let mut startup = vec![0; usize::try_from(len).unwrap() - 4];
+    if s.read_exact(&mut startup).await.is_err() {
+        return;
+    }
+    let mut out = msg(b'R', &0u32.to_be_bytes());
+    out.extend(msg(b'S', b"server_version\x0017.0\x00"));
+    out.extend(msg(b'K', &[0, 0, 0, 42, 0, 0, 0, 7]));
+    out.extend(msg(b'Z', b"I"));
+    if s.write_all(&out).await.is_err() {
+        return;
+    }
+    let (mut rd, wr) = s.into_split();
+    let peer = Peer {
+        wr: Arc::new(tokio::sync::Mutex::new(wr)),
+        n,
+    };
+    let mut script_task = None;
+    while let Ok(tag) = rd.read_u8().await {
+        let Ok(len) = rd.read_u32().await else { break };
+        let mut body = vec![0; usize::try_from(len).unwrap().saturating_sub(4)];
+        if rd.read_exact(&mut body).await.is_err() {
+            break;
+        }
+        match tag {
+            b'Q' => {
+                let sql = String::from_utf8_lossy(&body);
+                let answer = if sql.starts_with("IDENTIFY_SYSTEM") {
+                    one_row(
+                        &["systemid", "timeline", "xlogpos", "dbname"],
+                        &["7000000000000000001", "1", "0/1000000", "fake"],
+                        "IDENTIFY_SYSTEM",
+                    )
+                } else if sql.starts_with("SHOW") {
+                    one_row(&["wal_sender_timeout"], &["60s"], "SHOW")
+                } else if sql.contains("pg_replication_slots") {
+                    one_row(
+                        &[
+                            "slot_type",
+                            "plugin",
+                            "database",
+                            "confirmed_flush_lsn",
+                            "db",
+                        ],
+                        &["logical", "pgoutput", "fake", "0/1000000", "fake"],
+                        "SELECT 1",
+                    )
+                } else if let Some(rest) =
+                    sql.strip_prefix("START_REPLICATION SLOT \"slot\" LOGICAL ")
+                {
+                    let lsn: Lsn = rest.split(' ').next().unwrap().parse().unwrap();
+                    log.starts.lock().unwrap().push(lsn);
+                    // CopyBothResponse: text format, no columns.
+                    peer.send(&msg(b'W', &[0, 0, 0])).await;
+                    script_task = Some(tokio::spawn(script(peer.clone())));
+                    continue;
+                } else {
+                    let mut e = msg(
+                        b'E',
+                        b"SERROR\0C42601\0Mthe fake server does not know this\0\0",
+                    );
+                    e.extend(msg(b'Z', b"I"));
+                    e
+                };
+                peer.send(&answer).await;
+            }
+            b'd' if body.first() == Some(&b'r') => {
+                let flush = u64::from_be_bytes(body[9..17].try_into().unwrap());
+                log.flushes.lock().unwrap().push(Lsn::new(flush));
+            }
+            b'c' => {
+                log.copy_done.fetch_add(1, Ordering::SeqCst);
+                if let Some(t) = script_task.take() {
+                    t.abort();
+                }
+                let mut out = msg(b'c', b"");
+                out.extend(msg(b'C', b"START_REPLICATION\0"));
+                out.extend(msg(b'Z', b"I"));
+                peer.send(&out).await;
+            }
+            b'X' => {
+                log.terminated.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            _ => {}
+        }
+    }
+    if let Some(t) = script_task {
+        t.abort();
+    }
+}
+
+/// Builds the replication stream the scripts send: XLogData frames at increasing LSNs.
+pub(crate) struct Wal {
+    /// The next XLogData's `wal_start`.
+    pub(crate) lsn: u64,
+    /// Whether [`REL`] was described (its Relation message goes into the first transaction,
+    /// after Begin, as PostgreSQL sends it).
+    pub(crate) described: bool,
+}
+
+impl Default for Wal {
+    fn default() -> Self {
+        Self::at(SLOT_LSN + 0x100)
+    }
+}
+
+/// Step between the XLogData of a script.
+const STEP: u64 = 0x40;
+
+impl Wal {
+    pub(crate) fn at(lsn: u64) -> Self {
+        Self {
+            lsn,
+            described: false,
+        }
+    }
+
+    /// One CopyData frame with an XLogData at `start` carrying `data`.
+    pub(crate) fn xlog_at(start: u64, data: &[u8]) -> Vec<u8> {
+        let mut w = vec![b'w'];
+        w.extend_from_slice(&start.to_be_bytes());
+        w.extend_from_slice(&start.to_be_bytes());
+        w.extend_from_slice(&0i64.to_be_bytes());
+        w.extend_from_slice(data);
+        msg(b'd', &w)
+    }
+
+    /// The next XLogData frame.
+    pub(crate) fn xlog(&mut self, data: &[u8]) -> Vec<u8> {
+        let f = Self::xlog_at(self.lsn, data);
+        self.lsn += STEP;
+        f
+    }
+
+    /// A whole plain transaction `xid` inserting `ids` into [`REL`] (describing it first if
+    /// not yet done); returns the frames and the commit's end LSN.
+    pub(crate) fn transaction(&mut self, xid: u32, ids: &[i64]) -> (Vec<u8>, Lsn) {
+        let describe = !self.described;
+        let commit_lsn = self.lsn + STEP * (1 + u64::from(describe) + ids.len() as u64);
+        let end = commit_lsn + STEP;
+        let mut out = self.xlog(&begin(commit_lsn, xid));
+        if describe {
+            out.extend(self.xlog(&relation(None, REL, &["id", "v"])));
+            self.described = true;
+        }
+        for id in ids {
+            out.extend(self.xlog(&insert(None, REL, &[&id.to_string(), "x"])));
+        }
+        out.extend(self.xlog(&commit(commit_lsn, end)));
+        (out, Lsn::new(end))
+    }
+
+    /// A keepalive frame at the current position.
+    pub(crate) fn keepalive(&self, reply: bool) -> Vec<u8> {
+        keepalive(self.lsn, reply)
+    }
+}
+
+pub(crate) fn keepalive(wal_end: u64, reply: bool) -> Vec<u8> {
+    let mut k = vec![b'k'];
+    k.extend_from_slice(&wal_end.to_be_bytes());
+    k.extend_from_slice(&0i64.to_be_bytes());
+    k.push(u8::from(reply));
+    msg(b'd', &k)
+}
+
+pub(crate) fn begin(final_lsn: u64, xid: u32) -> Vec<u8> {
+    let mut m = vec![b'B'];
+    m.extend_from_slice(&final_lsn.to_be_bytes());
+    m.extend_from_slice(&0i64.to_be_bytes());
+    m.extend_from_slice(&xid.to_be_bytes());
+    m
+}
+
+pub(crate) fn commit(commit_lsn: u64, end_lsn: u64) -> Vec<u8> {
+    let mut m = vec![b'C', 0];
+    m.extend_from_slice(&commit_lsn.to_be_bytes());
+    m.extend_from_slice(&end_lsn.to_be_bytes());
+    m.extend_from_slice(&0i64.to_be_bytes());
+    m
+}
+
+/// A Relation message for `oid` with `columns` (the first is the key, int4; the others text);
+/// `xid` inside a streamed block.
+pub(crate) fn relation(xid: Option<u32>, oid: u32, columns: &[&str]) -> Vec<u8> {
+    let mut m = vec![b'R'];
+    if let Some(x) = xid {
+        m.extend_from_slice(&x.to_be_bytes());
+    }
+    m.extend_from_slice(&oid.to_be_bytes());
+    m.extend_from_slice(b"public\0t\0d");
+    m.extend_from_slice(&u16::try_from(columns.len()).unwrap().to_be_bytes());
+    for (i, c) in columns.iter().enumerate() {
+        m.push(u8::from(i == 0));
+        m.extend_from_slice(c.as_bytes());
+        m.push(0);
+        m.extend_from_slice(&(if i == 0 { 23u32 } else { 25 }).to_be_bytes());
+        m.extend_from_slice(&(-1i32).to_be_bytes());
+    }
+    m
+}
+
+/// An Insert into `oid` of text `values`; `xid` inside a streamed block.
+pub(crate) fn insert(xid: Option<u32>, oid: u32, values: &[&str]) -> Vec<u8> {
+    let mut m = vec![b'I'];
+    if let Some(x) = xid {
+        m.extend_from_slice(&x.to_be_bytes());
+    }
+    m.extend_from_slice(&oid.to_be_bytes());
+    m.push(b'N');
+    m.extend_from_slice(&u16::try_from(values.len()).unwrap().to_be_bytes());
+    for v in values {
+        m.push(b't');
+        m.extend_from_slice(&u32::try_from(v.len()).unwrap().to_be_bytes());
+        m.extend_from_slice(v.as_bytes());
+    }
+    m
+}
+
+pub(crate) fn stream_start(xid: u32, first: bool) -> Vec<u8> {
+    let mut m = vec![b'S'];
+    m.extend_from_slice(&xid.to_be_bytes());
+    m.push(u8::from(first));
+    m
+}
+
+pub(crate) fn stream_commit(xid: u32, commit_lsn: u64, end_lsn: u64) -> Vec<u8> {
+    let mut m = vec![b'c'];
+    m.extend_from_slice(&xid.to_be_bytes());
+    m.push(0);
+    m.extend_from_slice(&commit_lsn.to_be_bytes());
+    m.extend_from_slice(&end_lsn.to_be_bytes());
+    m.extend_from_slice(&0i64.to_be_bytes());
+    m
+}
+
+/// The id column of an event's row.
+pub(crate) fn row_id(event: &ChangeEvent) -> Option<i64> {
+    match &event.kind {
+        EventKind::Insert(i) => match i.new.get("id") {
+            Some(ColumnValue::Text(b)) => std::str::from_utf8(&b).ok()?.parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Reads events until the stream fails (within 10 s); the stream must then stay ended.
+async fn events_then_error(stream: &mut EventStream) -> (Vec<ChangeEvent>, Error) {
+    let mut events = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next_event())
+            .await
+            .expect("neither an event nor an error within 10 s")
+        {
+            Ok(Some(e)) => events.push(e),
+            Ok(None) => panic!("the stream ended without an error after {events:?}"),
+            Err(e) => {
+                assert!(stream.next_event().await.unwrap().is_none());
+                return (events, e);
+            }
+        }
+    }
+}
+
+/// Serves `prefix` (a good transaction) then `bad`, and returns what the stream delivered and
+/// its error; the driver's own result (through `shutdown`) must be the same kind: it did not
+/// panic.
+fn run(bad: impl Fn(&mut Wal) -> Vec<u8> + Send + Sync + 'static) -> (Vec<ChangeEvent>, Error) {
+    block_on(async move {
+        let server = FakeServer::start(move |peer| {
+            let mut wal = Wal::default();
+            let mut out = wal.transaction(700, &[1, 2]).0;
+            out.extend(bad(&mut wal));
+            async move {
+                peer.send(&out).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        })
+        .await;
+        let mut stream = server.stream(config()).await;
+        let (events, err) = events_then_error(&mut stream).await;
+        println!("delivered {} events, then: {err:?}", events.len());
+        let ended = stream.shutdown().await.unwrap_err();
+        assert_eq!(ended.kind(), err.kind(), "{ended}");
+        (events, err)
+    })
+}
+
+/// The good prefix was delivered whole, in order, before the error.
+fn assert_prefix(events: &[ChangeEvent]) {
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match e.kind {
+            EventKind::Relation(_) => "R",
+            EventKind::Begin(_) => "B",
+            EventKind::Insert(_) => "I",
+            EventKind::Commit(_) => "C",
+            _ => "?",
+        })
+        .collect();
+    assert!(
+        kinds.starts_with(&["B", "R", "I", "I", "C"]),
+        "the events before the bad message: {kinds:?}"
+    );
+    let ids: Vec<i64> = events.iter().filter_map(row_id).collect();
+    assert_eq!(&ids[..2], &[1, 2]);
+}
+
+fn assert_decode(err: &Error, kind: ProtoKind, tag: u8, lsn: u64) -> usize {
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+    let d = err
+        .decode()
+        .expect("a decode error carries the parser's error");
+    assert_eq!(d.kind(), kind, "{err}");
+    assert_eq!(d.tag(), Some(tag), "{err}");
+    assert_eq!(err.lsn(), Some(Lsn::new(lsn)), "{err}");
+    assert!(!err.is_retryable());
+    d.offset()
+}
+
+#[test]
+fn hostile_relation_claiming_65535_columns_in_20_bytes() {
+    let (events, err) = run(|wal| {
+        // Oid, two one-letter names, the replica identity, then the count: no columns at all.
+        let mut r = vec![b'R'];
+        r.extend_from_slice(&16385u32.to_be_bytes());
+        r.extend_from_slice(b"p\0q\0d");
+        r.extend_from_slice(&u16::MAX.to_be_bytes());
+        assert!(r.len() <= 20);
+        wal.xlog(&r)
+    });
+    assert_prefix(&events);
+    let offset = assert_decode(
+        &err,
+        ProtoKind::CountOutOfBounds(65535),
+        b'R',
+        SLOT_LSN + 0x100 + 5 * STEP,
+    );
+    // The count is at byte 10 of the message.
+    assert_eq!(offset, 10, "{err}");
+}
+
+#[test]
+fn hostile_column_length_beyond_the_frame() {
+    let (events, err) = run(|wal| {
+        let mut out = wal.xlog(&begin(0, 701));
+        let mut i = vec![b'I'];
+        i.extend_from_slice(&REL.to_be_bytes());
+        i.extend_from_slice(b"N\x00\x02t\x00\x00\x00\x013t");
+        i.extend_from_slice(&0x3fff_ffffu32.to_be_bytes());
+        i.extend_from_slice(b"short");
+        out.extend(wal.xlog(&i));
+        out
+    });
+    assert_prefix(&events);
+    assert!(matches!(events.last().unwrap().kind, EventKind::Begin(_)));
+    assert_decode(
+        &err,
+        ProtoKind::LengthOutOfBounds(0x3fff_ffff),
+        b'I',
+        SLOT_LSN + 0x100 + 6 * STEP,
+    );
+}
+
+#[test]
+fn hostile_copy_data_lengths_beyond_the_limit_are_refused_from_the_header() {
+    // 4 GiB - 1 (negative as the protocol's signed length), 2 GiB - 1 and one byte more than
+    // walconn::MAX_MESSAGE_LEN: each is refused from the 5-byte header alone, while the server
+    // keeps the connection open and sends nothing more, so nothing was reserved for it (the
+    // read buffer only grows for a frame whose length passed the check). The stream's own
+    // buffer never held more than the good transaction.
+    let over = u32::try_from(walstream::walconn::MAX_MESSAGE_LEN + 1).unwrap();
+    for len in [u32::MAX, 0x7fff_ffff, over] {
+        let started = std::time::Instant::now();
+        let (events, err) = block_on(async move {
+            let server = FakeServer::start(move |peer| {
+                let mut wal = Wal::default();
+                let mut out = wal.transaction(700, &[1, 2]).0;
+                out.push(b'd');
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&[b'w'; 64]);
+                async move {
+                    peer.send(&out).await;
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+            })
+            .await;
+            let mut stream = server.stream(config()).await;
+            let (events, err) = events_then_error(&mut stream).await;
+            let stats = stream.stats();
+            assert!(stats.peak_buffered_bytes < 4096, "{stats:?}");
+            assert_eq!(stream.shutdown().await.unwrap_err().kind(), err.kind());
+            (events, err)
+        });
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_prefix(&events);
+        assert_eq!(err.kind(), ErrorKind::Connection, "{len:#x}: {err:?}");
+        let conn = err.connection().unwrap();
+        assert_eq!(
+            conn.kind(),
+            walstream::walconn::ErrorKind::Protocol,
+            "{len:#x}: {err}"
+        );
+        assert!(!err.is_retryable(), "{err}");
+    }
+}
+
+#[test]
+fn hostile_rows_for_a_relation_never_described() {
+    let (events, err) = run(|wal| {
+        let mut out = wal.xlog(&begin(0, 701));
+        out.extend(wal.xlog(&insert(None, REL + 1, &["3", "x"])));
+        out
+    });
+    assert_prefix(&events);
+    let offset = assert_decode(
+        &err,
+        ProtoKind::UnknownRelation(walstream::walproto::Oid(REL + 1)),
+        b'I',
+        SLOT_LSN + 0x100 + 6 * STEP,
+    );
+    assert_eq!(offset, 0);
+}
+
+#[test]
+fn hostile_tuples_with_fewer_or_more_columns_than_their_relation() {
+    for values in [&["3"][..], &["3", "x", "surplus"][..]] {
+        let found = u16::try_from(values.len()).unwrap();
+        let (events, err) = run(move |wal| {
+            let mut out = wal.xlog(&begin(0, 701));
+            out.extend(wal.xlog(&insert(None, REL, values)));
+            out
+        });
+        assert_prefix(&events);
+        assert_decode(
+            &err,
+            ProtoKind::ColumnCountMismatch { expected: 2, found },
+            b'I',
+            SLOT_LSN + 0x100 + 6 * STEP,
+        );
+    }
+}
+
+#[test]
+fn hostile_stream_stop_without_stream_start() {
+    let (events, err) = run(|wal| wal.xlog(b"E"));
+    assert_prefix(&events);
+    assert_decode(
+        &err,
+        ProtoKind::OutOfOrder,
+        b'E',
+        SLOT_LSN + 0x100 + 5 * STEP,
+    );
+}
+
+#[test]
+fn hostile_commit_without_begin() {
+    let (events, err) = run(|wal| {
+        let at = wal.lsn;
+        wal.xlog(&commit(at, at + STEP))
+    });
+    assert_prefix(&events);
+    assert_decode(
+        &err,
+        ProtoKind::OutOfOrder,
+        b'C',
+        SLOT_LSN + 0x100 + 5 * STEP,
+    );
+}
+
+#[test]
+fn hostile_commit_without_begin_through_transactions() {
+    // The same through the transaction layer: the good transaction first, then the error.
+    block_on(async {
+        let server = FakeServer::start(|peer| {
+            let mut wal = Wal::default();
+            let mut out = wal.transaction(700, &[1, 2]).0;
+            let at = wal.lsn;
+            out.extend(wal.xlog(&commit(at, at + STEP)));
+            async move {
+                peer.send(&out).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        })
+        .await;
+        let mut txs = server
+            .stream(config())
+            .await
+            .into_transactions(walstream::TransactionConfig::default());
+        let tx = txs.next_transaction().await.unwrap().unwrap();
+        assert_eq!(tx.xid, walstream::Xid(700));
+        assert_eq!(tx.len(), 2);
+        let err = txs.next_transaction().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode, "{err}");
+        assert_eq!(err.decode().unwrap().kind(), ProtoKind::OutOfOrder);
+        assert!(txs.next_transaction().await.unwrap().is_none());
+    });
+}
+
+#[test]
+fn hostile_unknown_replication_message() {
+    // A CopyData that is neither XLogData nor keepalive.
+    let (events, err) = run(|_| msg(b'd', b"x-what-is-this"));
+    assert_prefix(&events);
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err:?}");
+    assert_eq!(err.decode().unwrap().kind(), ProtoKind::UnknownMessage);
+    assert!(err.to_string().contains("undecodable CopyData"), "{err}");
+}
+
+/// LSNs going backwards: a second transaction whose XLogData positions and commit LSNs are
+/// below the first one's.
+///
+/// What walstream does today (documented here, reported as a finding): it accepts them
+/// silently. The events are delivered with the lower LSNs, the second transaction's
+/// `ack_lsn` is below the first's, acknowledging it changes nothing (the marks only move
+/// forward), and the flush position reported never goes back. A consumer that deduplicates by
+/// commit LSN ("the highest commit LSN applied") would drop the second transaction as a
+/// repeat, so a real server doing this would lose data silently downstream.
+#[test]
+fn hostile_lsns_going_backwards_are_accepted_silently() {
+    block_on(async {
+        let server = FakeServer::start(|peer| {
+            let mut wal = Wal::at(SLOT_LSN + 0x10_0000);
+            let mut out = wal.transaction(700, &[1]).0;
+            wal.lsn = SLOT_LSN + 0x1000;
+            out.extend(wal.transaction(701, &[2]).0);
+            async move {
+                peer.send(&out).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        })
+        .await;
+        let mut stream = server.stream(config()).await;
+        let mut ends = Vec::new();
+        let mut lsns = Vec::new();
+        while ends.len() < 2 {
+            let e = tokio::time::timeout(Duration::from_secs(10), stream.next_event())
+                .await
+                .expect("both transactions are delivered")
+                .unwrap()
+                .unwrap();
+            lsns.push(e.lsn);
+            if let Some(end) = e.ack_lsn() {
+                stream.ack(end);
+                ends.push(end);
+            }
+        }
+        assert!(ends[1] < ends[0], "{ends:?}");
+        assert!(lsns.windows(2).any(|w| w[1] < w[0]), "{lsns:?}");
+        assert_eq!(stream.feedback().flushed(), ends[0]);
+        let reported = stream.shutdown().await.unwrap();
+        assert_eq!(reported, ends[0]);
+        let flushes = server.log.flushes.lock().unwrap().clone();
+        assert!(flushes.windows(2).all(|w| w[0] <= w[1]), "{flushes:?}");
+    });
+}
+
+#[test]
+fn hostile_endless_keepalives_grow_nothing() {
+    // The server sends keepalives as fast as the socket takes them for 1.5 s, then a
+    // transaction. Keepalives make no events, so nothing is queued for the consumer: sampled
+    // all through the flood, `buffered_bytes` is 0 (the bound, whatever the count), while the
+    // received position follows the keepalives and status updates keep going out; the
+    // transaction after them arrives. (A batch counts the bytes of every frame read into it,
+    // keepalives included, so the batch that carries the last transaction may count up to
+    // MAX_BATCH_BYTES of keepalives: still within the documented bound.)
+    block_on(async {
+        let sent = Arc::new(AtomicUsize::new(0));
+        let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (s, f) = (sent.clone(), flooding.clone());
+        let server = FakeServer::start(move |peer| {
+            let (sent, flooding) = (s.clone(), f.clone());
+            async move {
+                let mut wal = Wal::default();
+                peer.send(&wal.transaction(700, &[1]).0).await;
+                let until = std::time::Instant::now() + Duration::from_millis(1500);
+                while std::time::Instant::now() < until {
+                    let mut batch = Vec::new();
+                    for _ in 0..1000 {
+                        batch.extend(keepalive(wal.lsn, false));
+                        wal.lsn += 8;
+                    }
+                    if !peer.send(&batch).await {
+                        return;
+                    }
+                    sent.fetch_add(1000, Ordering::Relaxed);
+                }
+                flooding.store(false, Ordering::SeqCst);
+                let mut out = wal.keepalive(true);
+                out.extend(wal.transaction(701, &[2]).0);
+                peer.send(&out).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        })
+        .await;
+        let mut stream = server.stream(config()).await;
+        let mut ids = Vec::new();
+        let mut samples = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while ids.len() < 2 {
+            tokio::select! {
+                e = stream.next_event() => {
+                    let e = e.unwrap().unwrap();
+                    ids.extend(row_id(&e));
+                    if let Some(end) = e.ack_lsn() {
+                        stream.ack(end);
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_millis(5)) => {
+                    let before = flooding.load(Ordering::SeqCst);
+                    let stats = stream.stats();
+                    if before && flooding.load(Ordering::SeqCst) && ids.len() == 1 {
+                        samples.push(stats);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => panic!("no second transaction"),
+            }
+        }
+        assert_eq!(ids, [1, 2]);
+        let stats = stream.stats();
+        let n = sent.load(Ordering::Relaxed);
+        println!(
+            "{n} keepalives, {} samples during the flood; {stats:?}",
+            samples.len()
+        );
+        assert!(n >= 10_000, "{n}");
+        assert!(samples.len() >= 20, "{}", samples.len());
+        assert!(samples.iter().all(|s| s.buffered_bytes == 0), "{samples:?}");
+        assert!(
+            samples.windows(2).any(|w| w[1].received > w[0].received),
+            "the received position follows the keepalives: {samples:?}"
+        );
+        assert!(
+            stats.peak_buffered_bytes <= walstream::MAX_BATCH_BYTES + 1024,
+            "{stats:?}"
+        );
+        assert!(stats.received.get() >= SLOT_LSN + 8 * n as u64, "{stats:?}");
+        assert!(stats.status_updates >= 2, "{stats:?}");
+        stream.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn hostile_server_stopping_mid_frame_is_retried_then_gives_up() {
+    // The first connection sends a transaction and half a frame, then closes; every later one
+    // closes mid-frame at once. The stream delivers the transaction, reconnects (resuming
+    // from what was acknowledged), and gives up after the policy's attempts with the typed
+    // cause.
+    block_on(async {
+        let server = FakeServer::start(|peer| async move {
+            let mut wal = Wal::default();
+            let mut out = Vec::new();
+            if peer.n == 0 {
+                out.extend(wal.transaction(700, &[1, 2]).0);
+            }
+            let half = wal.xlog(&begin(0, 701));
+            out.extend_from_slice(&half[..half.len() / 2]);
+            peer.send(&out).await;
+            peer.close().await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        })
+        .await;
+        let retry = RetryPolicy::default()
+            .max_attempts(Some(3))
+            .backoff(Duration::from_millis(100), Duration::from_millis(100))
+            .jitter(0.0);
+        let mut stream = server.stream(config().retry(retry)).await;
+        let mut events = Vec::new();
+        let err = loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.next_event())
+                .await
+                .unwrap()
+            {
+                Ok(Some(e)) => {
+                    if let Some(end) = e.ack_lsn() {
+                        stream.ack(end);
+                    }
+                    events.push(e);
+                }
+                Ok(None) => panic!("ended without an error"),
+                Err(e) => break e,
+            }
+        };
+        let ids: Vec<i64> = events.iter().filter_map(row_id).collect();
+        assert_eq!(ids, [1, 2]);
+        let end = events.iter().find_map(ChangeEvent::ack_lsn).unwrap();
+        assert_eq!(err.kind(), ErrorKind::RetriesExhausted, "{err:?}");
+        let cause = err.connection().expect("the last failure");
+        assert_eq!(cause.kind(), walstream::walconn::ErrorKind::Closed, "{err}");
+        assert!(cause.to_string().contains("mid-message"), "{err}");
+        let starts = server.log.starts.lock().unwrap().clone();
+        assert_eq!(starts.len(), 4, "{starts:?}");
+        assert_eq!(starts[0], Lsn::new(SLOT_LSN));
+        // Every resume is from the acknowledged end, never past it.
+        assert!(starts[1..].iter().all(|&s| s <= end), "{starts:?}");
+        assert!(starts[2..].iter().all(|&s| s == end), "{starts:?}");
+        assert_eq!(
+            stream.shutdown().await.unwrap_err().kind(),
+            ErrorKind::RetriesExhausted
+        );
+    });
+}
