@@ -949,6 +949,10 @@ mod tests {
         assert!(matches!(c.hosts[..], [Host::Unix(_)]));
         assert_eq!(c.sslmode, SslMode::Prefer);
         assert_eq!(c.replication, Replication::Database);
+        assert_eq!(
+            parse("host=h replication=false").replication,
+            Replication::Off
+        );
         assert_eq!(c.connect_timeout, None);
     }
 
@@ -969,7 +973,7 @@ mod tests {
         assert!(err("host").contains("missing \"=\""));
         assert!(err("host='abc").contains("unterminated"));
         assert!(err("postgresql://h/%zz").contains("percent"));
-        assert!(err("replication=false").contains("replication"));
+        assert!(err("replication=maybe").contains("replication"));
         assert!(err("channel_binding=require sslmode=disable").contains("needs TLS"));
         assert!(err("target_session_attrs=whatever").contains("target_session_attrs"));
     }
