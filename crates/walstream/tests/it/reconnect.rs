@@ -268,51 +268,6 @@ fn bad_credentials_are_not_retried() {
     });
 }
 
-/// A TCP proxy whose target can change and whose connections can be cut: what a failover, a
-/// load balancer or a flaky network does to a replication connection.
-struct Proxy {
-    port: u16,
-    target: std::sync::Arc<std::sync::Mutex<std::net::SocketAddr>>,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Proxy {
-    async fn start(target: std::net::SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let target = std::sync::Arc::new(std::sync::Mutex::new(target));
-        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (t, c) = (target.clone(), conns.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let to = *t.lock().unwrap();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                c.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        Self {
-            port,
-            target,
-            conns,
-        }
-    }
-
-    /// Cuts every open connection (both sides see the socket close).
-    fn cut(&self) {
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn retarget(&self, to: std::net::SocketAddr) {
-        *self.target.lock().unwrap() = to;
-    }
-}
-
 fn addr(cluster: &pgtest::Cluster) -> std::net::SocketAddr {
     format!("{}:{}", cluster.host(), cluster.port())
         .parse()
@@ -335,10 +290,12 @@ fn another_cluster_after_a_reconnect_ends_the_stream() {
         .unwrap();
     f.db.psql("INSERT INTO t VALUES (1, 'a')").unwrap();
     block_on(async {
-        let proxy = Proxy::start(addr(a)).await;
+        // A TCP proxy whose target can change and whose connections can be cut: what a
+        // failover or a load balancer does to a replication connection.
+        let proxy = pgtest::Proxy::start(addr(a)).unwrap();
         let conninfo = format!(
             "host=127.0.0.1 port={} user=postgres dbname=ws_failover",
-            proxy.port
+            proxy.port()
         );
         let config = f.config().build().unwrap();
         let mut events = walstream::LogicalReplicationStream::connect(&conninfo, config)
