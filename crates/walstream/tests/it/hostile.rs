@@ -674,12 +674,17 @@ fn hostile_unknown_replication_message() {
 /// LSNs going backwards: a second transaction whose XLogData positions and commit LSNs are
 /// below the first one's.
 ///
-/// What walstream does today (documented here, reported as a finding): it accepts them
-/// silently. The events are delivered with the lower LSNs, the second transaction's
-/// `ack_lsn` is below the first's, acknowledging it changes nothing (the marks only move
-/// forward), and the flush position reported never goes back. A consumer that deduplicates by
-/// commit LSN ("the highest commit LSN applied") would drop the second transaction as a
-/// repeat, so a real server doing this would lose data silently downstream.
+/// XLogData `wal_start` may legitimately go back (pgoutput sends each change at its own
+/// record's LSN, so a transaction that began before another but committed after it is
+/// replayed at lower positions); commit LSNs may not: transactions are sent in commit order.
+///
+/// What walstream does today (documented here, reported as a finding): it accepts a commit
+/// LSN going backwards silently. The events are delivered with the lower LSNs, the second
+/// transaction's `ack_lsn` is below the first's, acknowledging it changes nothing (the marks
+/// only move forward; `FeedbackTracker::on_transaction_end` keeps the maximum), and the flush
+/// position reported never goes back. A consumer that deduplicates by commit LSN ("skip what
+/// is at or below the last commit applied") would drop the second transaction as a repeat: a
+/// server (or proxy) doing this would lose data downstream without any error.
 #[test]
 fn hostile_lsns_going_backwards_are_accepted_silently() {
     block_on(async {
