@@ -118,7 +118,17 @@ pub(crate) async fn demo(
             }
         });
     }
-    let writer = tokio::spawn(write_changes(conninfo.clone(), stop.clone()));
+    let writer = {
+        let (conninfo, stop) = (conninfo.clone(), stop.clone());
+        tokio::spawn(async move {
+            let written = write_changes(conninfo, stop.clone()).await;
+            // A writer that failed ends the demo, rather than leave it tailing an idle server.
+            if written.is_err() {
+                stop.cancel();
+            }
+            written
+        })
+    };
     let args = StreamArgs {
         conninfo,
         slot: NAME.to_owned(),
@@ -622,6 +632,8 @@ async fn set_up(conninfo: &str) -> Result<(), walstream::Error> {
              created_at timestamptz NOT NULL DEFAULT now(),
              details jsonb
          );
+         -- Updates and deletes then carry the whole old row, and every column of the new one.
+         ALTER TABLE public.orders REPLICA IDENTITY FULL;
          CREATE PUBLICATION {NAME} FOR TABLE public.orders;"
     ))
     .await?;

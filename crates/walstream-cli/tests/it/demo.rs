@@ -107,6 +107,18 @@ fn check_output(out: &Output) -> Reported {
     for want in expected_types(r.major) {
         assert!(got.contains(want), "no {want} line; got {got:?}\n{stderr}");
     }
+    // The demo table has REPLICA IDENTITY FULL: updates and deletes carry the old row.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let update = stdout
+        .lines()
+        .find(|l| l.starts_with(r#"{"type":"update""#))
+        .unwrap();
+    assert!(update.contains(r#""old":{"id":"#), "{update}");
+    // Nothing but the demo's own lines of progress on stderr: no warning, no error.
+    assert!(
+        !stderr.contains("WARN") && !stderr.contains("ERROR"),
+        "{stderr}"
+    );
     r
 }
 
