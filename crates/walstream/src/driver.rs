@@ -78,6 +78,8 @@ pub(crate) struct Driver {
     pub(crate) pending: Option<Batch>,
     pub(crate) carry: Vec<ChangeEvent>,
     pub(crate) ended: bool,
+    /// The end of the last transaction of this session (they only go forward).
+    pub(crate) session_end: Lsn,
     /// The initial snapshot to copy before streaming: the exported snapshot's name, what to
     /// copy, and the consistent point.
     pub(crate) snapshot: Option<(String, SnapshotOptions, Lsn)>,
@@ -206,6 +208,16 @@ impl Driver {
         tracing::error!("replication stream ended: {error}");
         let summary = Error::new(error.kind(), error.to_string());
         if let Some(tx) = self.tx.take() {
+            // Reconnect notices not yet delivered go first: they say where the stream was.
+            let carried = std::mem::take(&mut self.carry);
+            if !carried.is_empty() {
+                let _ = tx
+                    .send(Ok(Batch {
+                        events: carried,
+                        bytes: 0,
+                    }))
+                    .await;
+            }
             if let Some(batch) = self.pending.take() {
                 self.count_sent(batch.bytes);
                 let _ = tx.send(Ok(batch)).await;
@@ -250,6 +262,7 @@ impl Driver {
     /// One replication session on `conn`, until stopped, ended or failed.
     async fn session(&mut self, conn: Connection) -> std::result::Result<(), Failure> {
         let start = self.tracker.reported();
+        self.session_end = Lsn::ZERO;
         let options = self.negotiated.options(&self.config.publications);
         let mut copy = conn
             .start_logical_replication(&self.config.slot, start, &options)
@@ -389,8 +402,24 @@ impl Driver {
                     .follower
                     .follow(frame, &x)
                     .map_err(|e| Error::decode_at(e, x.wal_start))?;
+                if let Some(end) = followed.transaction_end {
+                    // Transactions end in WAL order: an end at or before the previous one
+                    // would make a consumer that deduplicates by commit LSN drop a
+                    // transaction as a repeat.
+                    if end <= self.session_end {
+                        return Err(Error::new(
+                            ErrorKind::Protocol,
+                            format!(
+                                "the server's transaction ends went backwards: {end} after {}",
+                                self.session_end
+                            ),
+                        )
+                        .at(x.wal_start));
+                    }
+                }
                 events.extend(followed.event);
                 if let Some(end) = followed.transaction_end {
+                    self.session_end = end;
                     self.tracker.on_transaction_end(end);
                     if self.config.end_lsn.is_some_and(|target| end >= target) {
                         tracing::info!(%end, "reached the end LSN");

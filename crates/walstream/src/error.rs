@@ -29,8 +29,11 @@ pub enum ErrorKind {
     RetriesExhausted,
     /// The stream has ended or its driver task is gone.
     Closed,
-    /// The server sent messages in an order the protocol does not allow (a Commit without a
-    /// Begin, a `COMMIT PREPARED` for a transaction never prepared).
+    /// The server's messages break the protocol's order in a way a single message cannot
+    /// show: transaction ends going backwards, or (in the transaction layer) a
+    /// `COMMIT PREPARED` for a transaction never prepared. (A message that cannot come where
+    /// it is, such as a Commit without a Begin, is a [`Decode`](Self::Decode) error with
+    /// walproto's `OutOfOrder`.)
     Protocol,
     /// A spill file of a large transaction could not be written or read.
     Spill,
@@ -113,6 +116,12 @@ impl Error {
                 format!("undecodable message in the XLogData at {lsn}"),
             )
         })
+    }
+
+    /// The error refers to the stream at `lsn`.
+    pub(crate) fn at(mut self, lsn: Lsn) -> Self {
+        self.inner.lsn = Some(lsn);
+        self
     }
 
     pub(crate) fn with_context(mut self, message: impl Into<String>) -> Self {

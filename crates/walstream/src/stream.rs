@@ -142,6 +142,7 @@ impl LogicalReplicationStream {
             pending: None,
             carry: Vec::new(),
             ended: false,
+            session_end: Lsn::ZERO,
             snapshot: self
                 .snapshot_name
                 .zip(self.config.snapshot.clone())
