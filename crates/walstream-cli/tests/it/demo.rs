@@ -230,3 +230,55 @@ fn no_server_binaries_says_what_to_install_and_exits_4() {
         assert!(stderr.contains(want), "{want}: {stderr}");
     }
 }
+
+#[test]
+fn a_server_that_goes_away_ends_the_demo_with_exit_4_and_nothing_left() {
+    let mut child = bin()
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut head = String::new();
+    let r = loop {
+        let line = stderr.next().expect("the demo ended early").unwrap();
+        head.push_str(&line);
+        head.push('\n');
+        if line.contains("postmaster_pid=") {
+            break reported(&head);
+        }
+    };
+    // Drain stdout on a thread (the demo must never block on it), telling us when the first
+    // transaction has been printed.
+    let stdout = child.stdout.take().unwrap();
+    let (printed, first_commit) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if line.starts_with(r#"{"type":"commit""#) {
+                let _ = printed.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    first_commit
+        .recv()
+        .expect("the demo ended before printing a transaction");
+    // A fast shutdown of the server, behind the demo's back.
+    let status = Command::new("kill")
+        .args(["-INT", &r.postmaster_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rest: String = stderr.map(|l| l.unwrap() + "\n").collect();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(4), "{head}{rest}");
+    assert!(rest.contains("error: walstream demo: "), "{head}{rest}");
+    assert_cleaned_up(&r);
+}
