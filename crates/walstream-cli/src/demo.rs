@@ -91,22 +91,22 @@ pub(crate) async fn demo(
         () = stop.cancelled() => return Ok(Summary::default()),
     };
     setup.map_err(|e| DemoError::Setup(format!("creating the demo schema: {e}")))?;
-    eprintln!(
-        "walstream demo: PostgreSQL {} on 127.0.0.1:{} ({}); a writer changes table \
-         public.orders, printed below as JSON lines{}",
-        cluster.major,
-        cluster.port,
-        cluster.dir.display(),
-        match seconds {
-            Some(n) => format!(" for {n} seconds"),
-            None => "; Ctrl-C stops and removes the cluster".to_owned(),
-        }
-    );
     tracing::info!(
         dir = %cluster.dir.display(),
-        postmaster_pid = cluster.postmaster_pid().unwrap_or(0),
+        postmaster_pid = cluster.postmaster.unwrap_or(0),
         port = cluster.port,
         "demo cluster ready"
+    );
+    tracing::info!(
+        "PostgreSQL {} on 127.0.0.1:{}: a writer changes table public.orders, printed below \
+         as JSON lines{}",
+        cluster.major,
+        cluster.port,
+        match seconds {
+            Some(1) => " for 1 second".to_owned(),
+            Some(n) => format!(" for {n} seconds"),
+            None => "; Ctrl-C stops the server and removes its directory".to_owned(),
+        }
     );
 
     if let Some(n) = seconds {
