@@ -136,23 +136,25 @@ fn fuzz(targets: &[&str], seconds: u64) -> Result<()> {
 }
 
 /// `cargo fuzz tmin` on a crash; returns a line naming the crash and its minimised form.
+/// libFuzzer writes each smaller input it finds as `minimized-from-<hash>` beside the crash;
+/// the smallest is the result.
 fn minimise(root: &Path, target: &str, artifact: &Path) -> String {
     let since = SystemTime::now();
-    let ok = cargo_fuzz(root)
+    let status = cargo_fuzz(root)
         .args(["tmin", "--sanitizer", SANITIZER, "--runs", "2000", target])
         .arg(artifact)
-        .status()
-        .is_ok_and(|s| s.success());
+        .status();
     let minimised = new_files(&root.join("fuzz/artifacts").join(target), since)
         .into_iter()
-        .find(|p| file_name(p).starts_with("minimized-"));
+        .filter(|p| file_name(p).starts_with("minimized-"))
+        .min_by_key(|p| fs::metadata(p).map_or(u64::MAX, |m| m.len()));
     match minimised {
-        Some(m) if ok => format!(
+        Some(m) => format!(
             "  {target}: {} (minimised: {})",
             artifact.display(),
             m.display()
         ),
-        _ => format!("  {target}: {} (tmin failed)", artifact.display()),
+        None => format!("  {target}: {} (tmin: {status:?})", artifact.display()),
     }
 }
 
