@@ -27,6 +27,81 @@ pub const ROWS_PER_TRANSACTION: u32 = 100;
 /// Transactions in the mixed workload: 2,000 x 100 = 200,000 row changes.
 pub const TRANSACTIONS: u32 = 2_000;
 
+/// The recorded workloads of the parse benches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Ten columns of common types; inserts, updates and deletes; protocol 1, no streaming.
+    Mixed,
+    /// Fifty columns (ints, text, numerics, timestamps, booleans, some NULLs); protocol 1.
+    Wide,
+    /// Large transactions streamed while in progress: protocol 4, `streaming = on`, the
+    /// server's `logical_decoding_work_mem` at its 64 kB minimum (PostgreSQL 16+).
+    Streamed,
+}
+
+impl Workload {
+    /// Every workload, in report order.
+    pub const ALL: [Workload; 3] = [Workload::Mixed, Workload::Wide, Workload::Streamed];
+
+    /// The short name (file name, criterion group, report rows).
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Mixed => "mixed",
+            Workload::Wide => "wide",
+            Workload::Streamed => "streamed",
+        }
+    }
+
+    /// The workload named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.name() == name)
+    }
+
+    /// The pgoutput protocol version it is recorded with.
+    pub fn proto_version(self) -> u32 {
+        match self {
+            Workload::Streamed => 4,
+            _ => 1,
+        }
+    }
+
+    /// Whether streaming of in-progress transactions is on.
+    pub fn streaming(self) -> bool {
+        self == Workload::Streamed
+    }
+
+    /// `target/bench/corpus/NAME.walcap`.
+    pub fn corpus_path(self) -> PathBuf {
+        bench_dir()
+            .join("corpus")
+            .join(format!("{}.walcap", self.name()))
+    }
+
+    /// The PostgreSQL major it is recorded from by default: [`DEFAULT_MAJOR`], or for the
+    /// streamed workload (protocol 4) the newest installed major (16+).
+    pub fn default_major(self) -> Result<u32, Error> {
+        match self {
+            Workload::Streamed => pgtest::installed_majors()
+                .into_iter()
+                .filter(|m| *m >= 16)
+                .max()
+                .ok_or_else(|| {
+                    "the streamed corpus needs PostgreSQL 16+ (cargo xtask pg install)".to_owned()
+                }),
+            _ => Ok(DEFAULT_MAJOR),
+        }
+    }
+
+    /// The table, publication and workload SQL.
+    fn sql(self) -> String {
+        match self {
+            Workload::Mixed => format!("{CREATE_TABLE}\n{}", workload_sql()),
+            Workload::Wide => wide_sql(),
+            Workload::Streamed => streamed_sql(),
+        }
+    }
+}
+
 /// The workspace's `target` directory (`CARGO_TARGET_DIR` when set).
 pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
@@ -45,7 +120,7 @@ pub fn bench_dir() -> PathBuf {
 
 /// The mixed-workload corpus: `target/bench/corpus/mixed.walcap`.
 pub fn mixed_corpus_path() -> PathBuf {
-    bench_dir().join("corpus").join("mixed.walcap")
+    Workload::Mixed.corpus_path()
 }
 
 /// A capture file loaded in memory, with the facts a bench reports about it.
@@ -124,9 +199,15 @@ impl Corpus {
 /// Loads the mixed corpus, recording it first from PostgreSQL [`DEFAULT_MAJOR`] if the file
 /// does not exist yet.
 pub fn load_or_record_mixed() -> Result<Corpus, Error> {
-    let path = mixed_corpus_path();
+    load_or_record(Workload::Mixed)
+}
+
+/// Loads the corpus of `workload`, recording it first (from its
+/// [`default_major`](Workload::default_major)) if the file does not exist yet.
+pub fn load_or_record(workload: Workload) -> Result<Corpus, Error> {
+    let path = workload.corpus_path();
     if !path.exists() {
-        record_mixed(DEFAULT_MAJOR, &path)?;
+        record(workload, workload.default_major()?, &path)?;
     }
     Corpus::load(&path)
 }
@@ -205,6 +286,98 @@ $$;
     )
 }
 
+/// Transactions of the wide workload (100 row changes each: 9 in 10 inserts, 1 update).
+pub const WIDE_TRANSACTIONS: u32 = 1_000;
+
+/// The wide workload: a 50-column table (`id` plus 49 columns cycling through int4, int8,
+/// text, numeric, timestamptz, bool and float8; every 7th value of a row NULL by turns), 1,000
+/// transactions of 100 changes: 100,000 row changes.
+fn wide_sql() -> String {
+    const KINDS: [(&str, &str); 7] = [
+        ("int4", "(random() * 2e9)::int4"),
+        ("int8", "(random() * 9e15)::int8"),
+        (
+            "text",
+            "left(md5(random()::text), 4 + (random() * 28)::int)",
+        ),
+        ("numeric(14,3)", "round((random() * 1e9)::numeric, 3)"),
+        (
+            "timestamptz",
+            "timestamptz '2024-01-01 00:00:00+00' + random() * interval '700 days'",
+        ),
+        ("bool", "random() < 0.5"),
+        ("float8", "random() * 1000"),
+    ];
+    let mut columns = String::new();
+    let mut values = String::new();
+    for (c, (ty, expr)) in (1..50usize).zip(KINDS.iter().cycle().skip(1)) {
+        let _ = write!(columns, ",\n    c{c:02} {ty}");
+        let _ = write!(
+            values,
+            ",\n CASE WHEN (next_id + {c}) % 7 = 0 THEN NULL ELSE {expr} END"
+        );
+    }
+    format!(
+        "
+CREATE TABLE bench_wide (
+    id int4 PRIMARY KEY{columns}
+);
+CREATE PUBLICATION pub FOR TABLE bench_wide;
+SELECT setseed(0.42);
+DO $$
+DECLARE
+    next_id int := 1;
+BEGIN
+    FOR tx IN 1..{WIDE_TRANSACTIONS} LOOP
+        FOR j IN 0..{rows_minus_one} LOOP
+            IF j % 10 < 9 OR next_id < 10 THEN
+                INSERT INTO bench_wide VALUES (next_id{values});
+                next_id := next_id + 1;
+            ELSE
+                UPDATE bench_wide SET c01 = c01 + 1, c02 = 'updated', c05 = NOT coalesce(c05, false)
+                 WHERE id = 1 + (random() * (next_id - 2))::int;
+            END IF;
+        END LOOP;
+        COMMIT;
+    END LOOP;
+END
+$$;
+",
+        rows_minus_one = ROWS_PER_TRANSACTION - 1
+    )
+}
+
+/// Transactions of the streamed workload, and row changes in each.
+pub const STREAMED_TRANSACTIONS: u32 = 20;
+/// Row changes per streamed transaction (inserts, then an update of every tenth row).
+pub const STREAMED_ROWS: u32 = 10_000;
+
+/// The streamed workload: 20 transactions of 10,000 inserts plus 1,000 updates each into a
+/// four-column table; at `logical_decoding_work_mem = 64kB` every one is streamed in blocks
+/// (Stream Start, rows with their xid, Stream Stop; Stream Commit at the end).
+fn streamed_sql() -> String {
+    format!(
+        "
+CREATE TABLE bench_stream (id int8 PRIMARY KEY, n int4, v text, f float8);
+CREATE PUBLICATION pub FOR TABLE bench_stream;
+SELECT setseed(0.42);
+DO $$
+BEGIN
+    FOR tx IN 0..{last_tx} LOOP
+        INSERT INTO bench_stream
+        SELECT tx * {STREAMED_ROWS} + i, (random() * 1e6)::int4,
+               left(repeat(md5(i::text), 4), 8 + (random() * 60)::int), random() * 1000
+          FROM generate_series(1, {STREAMED_ROWS}) AS i;
+        UPDATE bench_stream SET n = n + 1 WHERE id > tx * {STREAMED_ROWS} AND id % 10 = 0;
+        COMMIT;
+    END LOOP;
+END
+$$;
+",
+        last_tx = STREAMED_TRANSACTIONS - 1
+    )
+}
+
 /// Records the mixed workload from a throwaway cluster of PostgreSQL `major` into `path`.
 ///
 /// The changes are read back through SQL with `pg_logical_slot_get_binary_changes` (protocol
@@ -213,11 +386,21 @@ $$;
 /// now. The file is written to a temporary name and renamed, so an interrupted run never
 /// leaves a partial corpus behind.
 pub fn record_mixed(major: u32, path: &Path) -> Result<(), Error> {
+    record(Workload::Mixed, major, path)
+}
+
+/// Records `workload` from a throwaway cluster of PostgreSQL `major` into `path`, as
+/// [`record_mixed`] does (protocol and streaming as the workload says).
+pub fn record(workload: Workload, major: u32, path: &Path) -> Result<(), Error> {
+    let name = workload.name();
     eprintln!(
-        "recording the mixed corpus from PostgreSQL {major} into {} ...",
+        "recording the {name} corpus from PostgreSQL {major} into {} ...",
         path.display()
     );
+    let proto = workload.proto_version();
+    let streaming = if workload.streaming() { "on" } else { "off" };
     let cluster = pgtest::Config::new(major)
+        .setting("logical_decoding_work_mem", "64kB")
         .start()
         .map_err(|e| format!("starting PostgreSQL {major}: {e}"))?;
     let db = cluster
@@ -240,24 +423,32 @@ pub fn record_mixed(major: u32, path: &Path) -> Result<(), Error> {
         .parse()
         .map_err(|e| format!("timeline_id: {e}"))?;
 
-    let slot = "bench_mixed";
-    db.psql(CREATE_TABLE).map_err(|e| e.to_string())?;
+    let slot = "bench_corpus";
+    let sql = workload.sql();
+    let (create, work) = sql.split_at(sql.find("SELECT setseed").unwrap_or(0));
+    db.psql(create).map_err(|e| e.to_string())?;
     db.psql(&format!(
         "SELECT 1 FROM pg_create_logical_replication_slot('{slot}', 'pgoutput')"
     ))
     .map_err(|e| e.to_string())?;
-    db.psql(&workload_sql()).map_err(|e| e.to_string())?;
+    db.psql(work).map_err(|e| e.to_string())?;
+    let streaming_option = if workload.streaming() {
+        ", 'streaming', 'on'"
+    } else {
+        ""
+    };
     let rows = db
         .query(&format!(
             "SELECT lsn, encode(data, 'hex') FROM pg_logical_slot_get_binary_changes(
-                 '{slot}', NULL, NULL, 'proto_version', '1', 'publication_names', 'pub')"
+                 '{slot}', NULL, NULL, 'proto_version', '{proto}', 'publication_names', 'pub'\
+                 {streaming_option})"
         ))
         .map_err(|e| e.to_string())?;
     let send_time = Timestamp::from(std::time::SystemTime::now());
 
     let header = format!(
         "{{\"server_version\":\"{server_version}\",\"server_version_num\":{server_version_num},\
-         \"proto_version\":1,\"streaming\":\"off\",\"binary\":false,\"messages\":false,\
+         \"proto_version\":{proto},\"streaming\":\"{streaming}\",\"binary\":false,\"messages\":false,\
          \"two_phase\":false,\"origin\":\"any\",\"slot\":\"{slot}\",\"publications\":[\"pub\"],\
          \"system_id\":\"{system_id}\",\"timeline\":{timeline}}}"
     );

@@ -4,9 +4,10 @@
 //! - `pg install` / `pg list`: PostgreSQL 16-18 server binaries for the live tests.
 //! - `test [args]`: the project's test command (installs servers, then runs every test).
 //! - `capture`: records pgoutput streams from each installed major into `testdata/`.
-//! - `bench [--quick] [--rows N] [--rounds N] [--no-parse] [--wrap CMD]`: the drain benchmark
-//!   against pg_walstream and pg_recvlogical, and the criterion parse benches
-//!   (`benches/README.md`).
+//! - `bench [--quick] [--rows N] [--rounds N] [--majors LIST] [--no-parse] [--no-big]
+//!   [--compare OLD.json] ...`: the drain benchmark against pg_walstream and pg_recvlogical on
+//!   PostgreSQL 15 and the newest installed major, the big-transaction bench, and the criterion
+//!   parse benches; one report with ratios and a chart (`benches/README.md`).
 //! - `fuzz [--seconds N] [TARGET...]` / `fuzz seed`: the cargo-fuzz targets of `fuzz/` on
 //!   stable, each for a time box, with seeds from `testdata/` (`fuzz/README.md`).
 
@@ -27,9 +28,14 @@ const USAGE: &str = "usage: cargo xtask <command>
   pg list           show which PostgreSQL majors the tests will use
   test [ARGS...]    pg install, then run every test (ARGS go to nextest or cargo test)
   capture           record pgoutput streams from each installed major into testdata/
-  bench [--quick] [--rows N] [--rounds N] [--no-parse] [--wrap CMD]
-                    drain benchmark (walstream vs pg_walstream vs pg_recvlogical) and the
-                    criterion parse benches; report in target/bench/report.md
+  bench [--quick] [--rows N] [--rounds N] [--majors 15,18] [--no-parse] [--parse-time S]
+        [--big-mb N] [--budget-mib N] [--no-big] [--compare OLD.json] [--wrap CMD]
+        [--drain-bins DIR]
+                    drain benchmark (walstream vs pg_walstream vs pg_recvlogical) on PG 15 and
+                    the newest installed major, one big streamed transaction through
+                    TransactionStream, and the criterion parse benches; report in
+                    target/bench/report.md (+ .json, ratios chart .svg); --compare fails on
+                    any figure more than 10% worse than OLD.json
   fuzz [--seconds N] [TARGET...]
                     run each fuzz target N seconds (default 30), installing cargo-fuzz
   fuzz seed         write seed corpora from testdata/*.walcap into fuzz/corpus/";

@@ -4,17 +4,21 @@
 //! decoding every row, acknowledging each transaction as it ends, then exits printing
 //! `rows=N bytes=M` (row events decoded, and the sum of their column value lengths plus one per
 //! column, so that every column of every row is read). Usage:
-//! `BINARY MODE CONNINFO SLOT PUBLICATION END_LSN`.
+//! `BINARY MODE CONNINFO SLOT PUBLICATION END_LSN [BUDGET]`.
 //!
-//! - `drain-walstream` (modes `walstream`, `walstream-mt`, `walstream-raw`): walstream on a
-//!   current-thread runtime, on a two-worker multi-thread runtime, and in raw mode (undecoded
-//!   XLogData: its counts are messages and pgoutput bytes).
+//! - `drain-walstream` (modes `walstream`, `walstream-mt`, `walstream-raw`,
+//!   `walstream-nocoalesce`, `walstream-tx`): walstream on a current-thread runtime, on a
+//!   two-worker multi-thread runtime, in raw mode (undecoded XLogData: its counts are messages
+//!   and pgoutput bytes), with read coalescing off (`read_coalescing(Duration::ZERO)`), and
+//!   through a `TransactionStream` with a memory budget of `BUDGET` bytes (protocol 4 or the
+//!   highest the server has, `streaming = on`: the big-transaction bench).
 //! - `drain-pg-walstream` (mode `pg_walstream`): pg_walstream 0.10 over libpq.
 //!
 //! Two binaries, so that the walstream consumer does not load libpq and the libraries libpq
 //! pulls in (OpenSSL, Kerberos, LDAP, GnuTLS): they would count in its peak RSS.
 //!
-//! All use pgoutput protocol 1 with streaming off, as `pg_recvlogical` does in the bench.
+//! All but `walstream-tx` use pgoutput protocol 1 with streaming off, as `pg_recvlogical` does
+//! in the bench.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -34,6 +38,8 @@ pub struct Args {
     pub publication: String,
     /// The end LSN, `X/Y`.
     pub end: String,
+    /// The memory budget in bytes (`walstream-tx`), when given.
+    pub budget: Option<usize>,
 }
 
 /// What a consumer decoded.
@@ -52,11 +58,12 @@ where
     Fut: Future<Output = Result<Counts, BoxError>>,
 {
     let usage = format!(
-        "usage: {} CONNINFO SLOT PUBLICATION END_LSN",
+        "usage: {} CONNINFO SLOT PUBLICATION END_LSN [BUDGET]",
         modes.join("|")
     );
     let mut argv = std::env::args().skip(1);
-    let (Some(mode), Some(conninfo), Some(slot), Some(publication), Some(end), None) = (
+    let (Some(mode), Some(conninfo), Some(slot), Some(publication), Some(end), budget, None) = (
+        argv.next(),
         argv.next(),
         argv.next(),
         argv.next(),
@@ -66,6 +73,14 @@ where
     ) else {
         eprintln!("{usage}");
         return ExitCode::from(2);
+    };
+    let budget = match budget.map(|b| b.parse::<usize>()) {
+        None => None,
+        Some(Ok(b)) => Some(b),
+        Some(Err(e)) => {
+            eprintln!("BUDGET: {e}\n{usage}");
+            return ExitCode::from(2);
+        }
     };
     if !modes.contains(&mode.as_str()) {
         eprintln!("unknown mode {mode:?}\n{usage}");
@@ -94,6 +109,7 @@ where
         slot,
         publication,
         end,
+        budget,
     };
     match runtime.block_on(drain(args)) {
         Ok(c) => {

@@ -1,13 +1,25 @@
-//! walstream drain consumer (modes `walstream`, `walstream-mt`, `walstream-raw`); see lib.rs.
+//! walstream drain consumer (modes `walstream`, `walstream-mt`, `walstream-raw`,
+//! `walstream-nocoalesce`, `walstream-tx`); see lib.rs.
+
+use std::time::Duration;
 
 use drain_bench::{Args, BoxError, Counts};
 
 fn main() -> std::process::ExitCode {
     drain_bench::run(
-        &["walstream", "walstream-mt", "walstream-raw"],
+        &[
+            "walstream",
+            "walstream-mt",
+            "walstream-raw",
+            "walstream-nocoalesce",
+            "walstream-tx",
+        ],
         |args| async move {
-            let raw = args.mode == "walstream-raw";
-            drain_walstream(&args, raw).await
+            match args.mode.as_str() {
+                "walstream-tx" => drain_transactions(&args).await,
+                "walstream-raw" => drain_walstream(&args, true).await,
+                _ => drain_walstream(&args, false).await,
+            }
         },
     )
 }
@@ -16,12 +28,16 @@ async fn drain_walstream(args: &Args, raw: bool) -> Result<Counts, BoxError> {
     use walstream::{EventKind, LogicalReplicationStream, ReplicationStreamConfig, Streaming};
 
     let end: walstream::Lsn = args.end.parse().map_err(|e| format!("END_LSN: {e:?}"))?;
-    let config = ReplicationStreamConfig::builder(args.slot.as_str(), [args.publication.as_str()])
-        .proto_version(1)
-        .streaming(Streaming::Off)
-        .raw(raw)
-        .end_lsn(end)
-        .build()?;
+    let mut builder =
+        ReplicationStreamConfig::builder(args.slot.as_str(), [args.publication.as_str()])
+            .proto_version(1)
+            .streaming(Streaming::Off)
+            .raw(raw)
+            .end_lsn(end);
+    if args.mode == "walstream-nocoalesce" {
+        builder = builder.read_coalescing(Duration::ZERO);
+    }
+    let config = builder.build()?;
     let mut events = LogicalReplicationStream::connect(&args.conninfo, config)
         .await?
         .start();
@@ -51,6 +67,47 @@ async fn drain_walstream(args: &Args, raw: bool) -> Result<Counts, BoxError> {
         events.ack(lsn);
     }
     events.shutdown().await?;
+    Ok(counts)
+}
+
+/// The big-transaction mode: committed transactions through a `TransactionStream` with the
+/// memory budget of the command line (default: walstream's), streaming on; every change of
+/// every transaction read (spilled ones back from their file), each transaction acknowledged.
+async fn drain_transactions(args: &Args) -> Result<Counts, BoxError> {
+    use walstream::{
+        ChangeKind, LogicalReplicationStream, ReplicationStreamConfig, Streaming,
+        TransactionConfig, DEFAULT_MEMORY_BUDGET,
+    };
+
+    let end: walstream::Lsn = args.end.parse().map_err(|e| format!("END_LSN: {e:?}"))?;
+    let config = ReplicationStreamConfig::builder(args.slot.as_str(), [args.publication.as_str()])
+        .streaming(Streaming::On)
+        .end_lsn(end)
+        .build()?;
+    let budget = args.budget.unwrap_or(DEFAULT_MEMORY_BUDGET);
+    let mut txs = LogicalReplicationStream::connect(&args.conninfo, config)
+        .await?
+        .start()
+        .into_transactions(TransactionConfig::default().memory_budget(budget));
+    let mut counts = Counts::default();
+    let mut spilled = 0u64;
+    while let Some(tx) = txs.next_transaction().await? {
+        spilled += u64::from(tx.is_spilled());
+        for change in tx.changes() {
+            if let ChangeKind::Insert(insert) = change?.kind {
+                counts.rows += 1;
+                for value in insert.new.values() {
+                    counts.bytes += column_len(&value);
+                }
+            }
+        }
+        txs.ack(&tx);
+    }
+    eprintln!(
+        "walstream-tx: budget {budget} bytes, {spilled} transaction(s) spilled, {} bytes spilled",
+        txs.assembler().spilled_bytes()
+    );
+    txs.shutdown().await?;
     Ok(counts)
 }
 
