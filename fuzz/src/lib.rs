@@ -70,7 +70,6 @@ pub enum Col {
 
 /// A pgoutput message, owned. Row messages carry an xid used only when the context has one.
 #[derive(Debug, Arbitrary)]
-#[allow(missing_docs)]
 pub enum Spec {
     Begin(u64, i64, u32),
     Commit(u8, u64, u64, i64),
