@@ -13,7 +13,7 @@
 use std::fmt::{self, Display, Write as _};
 
 use base64::Engine as _;
-use walproto::pgoutput::{Column, Message, OldTuple, ReplicaIdentity, TupleData};
+use walproto::pgoutput::{Column, Message, OldTuple, ReplicaIdentity};
 use walproto::replication::PrimaryKeepalive;
 use walproto::{Decoder, Lsn, Oid, RelationInfo, Timestamp};
 
@@ -129,23 +129,12 @@ pub(crate) fn message(
             o.str("schema", m.namespace);
             o.str("table", m.name);
             o.raw("replica_identity", replica_identity(m.replica_identity));
-            let out = o.key("columns");
-            out.push('[');
-            for (i, c) in m.columns.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str("{\"name\":");
-                string(out, c.name);
-                out.push_str(",\"type_oid\":");
-                display(out, c.type_oid.0);
-                out.push_str(",\"type_modifier\":");
-                display(out, c.type_modifier);
-                out.push_str(",\"key\":");
-                out.push_str(bool_str(c.is_key()));
-                out.push('}');
-            }
-            out.push(']');
+            relation_columns(
+                o.key("columns"),
+                m.columns
+                    .iter()
+                    .map(|c| (c.name, c.type_oid.0, c.type_modifier, c.is_key())),
+            );
         }
         Message::Type(m) => {
             o.num("type_id", m.id.0);
@@ -155,7 +144,7 @@ pub(crate) fn message(
         Message::Insert(m) => {
             let rel = relation(decoder, m.relation_id)?;
             o.relation(rel);
-            o.row("new", rel, &m.new, false)?;
+            o.row("new", rel, m.new.columns(), false)?;
         }
         Message::Update(m) => {
             let rel = relation(decoder, m.relation_id)?;
@@ -163,7 +152,7 @@ pub(crate) fn message(
             if let Some(old) = &m.old {
                 o.old(rel, old)?;
             }
-            o.row("new", rel, &m.new, false)?;
+            o.row("new", rel, m.new.columns(), false)?;
         }
         Message::Delete(m) => {
             let rel = relation(decoder, m.relation_id)?;
@@ -345,25 +334,25 @@ impl<'o> Object<'o> {
     /// `key` (replica identity columns only) or `old` (every column).
     fn old(&mut self, rel: &RelationInfo, old: &OldTuple<'_>) -> Result<(), RenderError> {
         match old {
-            OldTuple::Key(t) => self.row("key", rel, t, true),
-            OldTuple::Full(t) => self.row("old", rel, t, false),
+            OldTuple::Key(t) => self.row("key", rel, t.columns(), true),
+            OldTuple::Full(t) => self.row("old", rel, t.columns(), false),
         }
     }
 
     /// A row as an object from column name to value, in column order. With `key_only`, the
     /// columns without the relation's key flag are left out (pgoutput sends them as NULL).
-    fn row(
+    fn row<'c>(
         &mut self,
         name: &str,
         rel: &RelationInfo,
-        tuple: &TupleData<'_>,
+        columns: impl Iterator<Item = Column<'c>>,
         key_only: bool,
     ) -> Result<(), RenderError> {
         let out = self.key(name);
         out.push('{');
         let mut first = true;
         // The decoder checked that the tuple has as many columns as the relation.
-        for (value, col) in tuple.columns().zip(&rel.columns) {
+        for (value, col) in columns.zip(&rel.columns) {
             if key_only && !col.key {
                 continue;
             }
@@ -399,6 +388,60 @@ impl<'o> Object<'o> {
     fn end(self) {
         self.out.push_str("}\n");
     }
+}
+
+/// The `columns` array of a relation line: name, type OID, type modifier, key flag each.
+fn relation_columns<'n>(
+    out: &mut String,
+    columns: impl Iterator<Item = (&'n str, u32, i32, bool)>,
+) {
+    out.push('[');
+    for (i, (name, type_oid, type_modifier, key)) in columns.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"name\":");
+        string(out, name);
+        out.push_str(",\"type_oid\":");
+        display(out, type_oid);
+        out.push_str(",\"type_modifier\":");
+        display(out, type_modifier);
+        out.push_str(",\"key\":");
+        out.push_str(bool_str(key));
+        out.push('}');
+    }
+    out.push(']');
+}
+
+/// The `relation` line of a table of the initial snapshot (described by walstream from the
+/// catalog, in the shape of pgoutput's Relation message).
+pub(crate) fn relation_info(out: &mut String, lsn: Lsn, rel: &RelationInfo) {
+    let mut o = Object::start(out, "relation", lsn);
+    o.num("relation_id", rel.id.0);
+    o.str("schema", &rel.namespace);
+    o.str("table", &rel.name);
+    o.raw("replica_identity", replica_identity(rel.replica_identity));
+    relation_columns(
+        o.key("columns"),
+        rel.columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.type_oid.0, c.type_modifier, c.key)),
+    );
+    o.end();
+}
+
+/// The `insert` line of a row of the initial snapshot (binary values, from `COPY`).
+pub(crate) fn snapshot_insert<'c>(
+    out: &mut String,
+    lsn: Lsn,
+    rel: &RelationInfo,
+    columns: impl Iterator<Item = Column<'c>>,
+) -> Result<(), RenderError> {
+    let mut o = Object::start(out, "insert", lsn);
+    o.relation(rel);
+    o.row("new", rel, columns, false)?;
+    o.end();
+    Ok(())
 }
 
 fn relation(decoder: &Decoder, id: Oid) -> Result<&RelationInfo, RenderError> {

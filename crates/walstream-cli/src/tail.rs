@@ -17,7 +17,7 @@ use walproto::pgoutput::{Message, ProtocolVersion, Streaming as PgStreaming};
 use walproto::{Decoder, Lsn};
 use walstream::{
     CancellationToken, CreateSlot, EventKind, EventStream, LogicalReplicationStream,
-    ReplicationStreamConfig, RetryPolicy, Streaming,
+    ReplicationStreamConfig, ReplicationStreamConfigBuilder, RetryPolicy, Streaming,
 };
 
 use crate::{json, OriginArg, StreamArgs, StreamingArg};
@@ -62,6 +62,14 @@ impl From<walstream::Error> for TailError {
 
 /// The stream configuration the command line asks for.
 pub(crate) fn stream_config(a: &StreamArgs) -> Result<ReplicationStreamConfig, walstream::Error> {
+    stream_config_with(a, |b| b)
+}
+
+/// The stream configuration the command line asks for, with `extra` applied last.
+fn stream_config_with(
+    a: &StreamArgs,
+    extra: impl FnOnce(ReplicationStreamConfigBuilder) -> ReplicationStreamConfigBuilder,
+) -> Result<ReplicationStreamConfig, walstream::Error> {
     let mut b = ReplicationStreamConfig::builder(&a.slot, &a.publication)
         .streaming(match a.streaming {
             StreamingArg::Off => Streaming::Off,
@@ -94,7 +102,21 @@ pub(crate) fn stream_config(a: &StreamArgs) -> Result<ReplicationStreamConfig, w
             CreateSlot::Permanent
         });
     }
-    b.build()
+    extra(b).build()
+}
+
+/// The configuration of `args` with the initial snapshot of every published table.
+fn rebuild_with_snapshot(args: &StreamArgs) -> Result<ReplicationStreamConfig, TailError> {
+    if !args.create_slot {
+        return Err(TailError::Usage(
+            "--snapshot needs --create-slot: the snapshot is exported by the new slot, at its \
+             consistent point"
+                .to_owned(),
+        ));
+    }
+    Ok(stream_config_with(args, |b| {
+        b.initial_snapshot(walstream::SnapshotOptions::all_tables())
+    })?)
 }
 
 /// What a finished `tail` did.
@@ -105,16 +127,14 @@ pub(crate) struct Summary {
 }
 
 /// Tails until `--end`, a signal, or a failure.
+///
+/// With `snapshot`, the published tables' rows come first (a `relation` line per table, then
+/// an `insert` line per row with binary values, at the slot's consistent point), then the
+/// stream from that point; the slot must be new (`--create-slot`).
 pub(crate) async fn tail(args: &StreamArgs, snapshot: bool) -> Result<Summary, TailError> {
-    if snapshot {
-        return Err(TailError::Usage(
-            "--snapshot is not implemented yet (it comes with the initial-snapshot support)"
-                .to_owned(),
-        ));
-    }
     let stop = CancellationToken::new();
     stop_on_signals(&stop).map_err(TailError::Output)?;
-    follow(args, &stop).await
+    follow_from(args, snapshot, &stop).await
 }
 
 /// Cancels `stop` on the first SIGINT or SIGTERM. From then on these signals no longer end the
@@ -142,7 +162,20 @@ pub(crate) async fn follow(
     args: &StreamArgs,
     stop: &CancellationToken,
 ) -> Result<Summary, TailError> {
-    let config = stream_config(args)?;
+    follow_from(args, false, stop).await
+}
+
+/// As [`follow`], with the initial snapshot first when `snapshot` is set.
+async fn follow_from(
+    args: &StreamArgs,
+    snapshot: bool,
+    stop: &CancellationToken,
+) -> Result<Summary, TailError> {
+    let config = if snapshot {
+        rebuild_with_snapshot(args)?
+    } else {
+        stream_config(args)?
+    };
     let stream = tokio::select! {
         stream = LogicalReplicationStream::connect(&args.conninfo, config) => stream?,
         () = stop.cancelled() => return Ok(Summary::default()),
@@ -218,6 +251,35 @@ impl<W: Write> Tail<W> {
             };
             match event.kind {
                 EventKind::XLogData(x) => self.print(x.wal_start, &x.data)?,
+                // The initial snapshot's events (raw mode delivers these decoded).
+                EventKind::Relation(rel) => {
+                    self.line.clear();
+                    json::relation_info(&mut self.line, event.lsn, &rel);
+                    self.write_line()?;
+                }
+                EventKind::Insert(i) => {
+                    self.line.clear();
+                    json::snapshot_insert(
+                        &mut self.line,
+                        event.lsn,
+                        &i.relation,
+                        i.new.tuple().columns(),
+                    )
+                    .map_err(|e| {
+                        TailError::Data(format!("a snapshot row of {}: {e}", i.relation.name))
+                    })?;
+                    self.write_line()?;
+                }
+                EventKind::SnapshotTable {
+                    relation,
+                    rows,
+                    bytes,
+                } => {
+                    tracing::info!(table = %format_args!("{}.{}", relation.namespace, relation.name), rows, bytes, "snapshot: table copied");
+                }
+                EventKind::SnapshotEnd { consistent_point } => {
+                    tracing::info!(%consistent_point, "snapshot done; streaming from its consistent point");
+                }
                 EventKind::Reconnected { resume_lsn, .. } => {
                     tracing::warn!(%resume_lsn, "reconnected; transactions after it are printed again");
                     // The server describes every relation again on the new connection.
@@ -239,10 +301,7 @@ impl<W: Write> Tail<W> {
         self.line.clear();
         json::message(&mut self.line, lsn, &message, &self.decoder)
             .map_err(|e| TailError::Data(format!("the message at LSN {lsn}: {e}")))?;
-        self.out
-            .write_all(self.line.as_bytes())
-            .map_err(TailError::Output)?;
-        self.summary.lines += 1;
+        self.write_line()?;
         let end = match message {
             Message::Commit(c) => Some(c.end_lsn),
             Message::StreamCommit(c) => Some(c.end_lsn),
@@ -254,6 +313,14 @@ impl<W: Write> Tail<W> {
         if end.is_some() {
             self.written_end = end;
         }
+        Ok(())
+    }
+
+    fn write_line(&mut self) -> Result<(), TailError> {
+        self.out
+            .write_all(self.line.as_bytes())
+            .map_err(TailError::Output)?;
+        self.summary.lines += 1;
         Ok(())
     }
 

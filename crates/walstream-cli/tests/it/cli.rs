@@ -31,7 +31,7 @@ fn decode_help_has_examples_and_exit_codes() {
 
 #[test]
 fn unimplemented_options_exit_2() {
-    // tail works, except the initial snapshot, which is refused before connecting.
+    // The initial snapshot needs a slot of its own: refused before connecting without one.
     let run = walstream(
         &[
             "tail",
@@ -46,7 +46,7 @@ fn unimplemented_options_exit_2() {
     );
     assert_eq!(run.code, 2);
     assert!(
-        run.stderr.contains("--snapshot is not implemented yet"),
+        run.stderr.contains("--snapshot needs --create-slot"),
         "{}",
         run.stderr
     );

@@ -108,3 +108,74 @@ fn sigint_stops_tail_with_the_printed_transactions_acknowledged() {
         .unwrap();
     assert_eq!(active[0][0], "f");
 }
+
+#[test]
+fn tail_snapshot_prints_the_table_then_the_changes_after_it() {
+    let cluster = pgtest::cluster(17);
+    let db = cluster.create_database("tail_snapshot").unwrap();
+    let slot = cluster.unique_name("tail_snap");
+    db.psql(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         CREATE PUBLICATION p FOR TABLE t;
+         INSERT INTO t VALUES (1, 'one'), (2, NULL);",
+    )
+    .unwrap();
+    let mut child = bin()
+        .args([
+            "tail",
+            &db.conninfo(),
+            "--slot",
+            &slot,
+            "--publication",
+            "p",
+        ])
+        .args(["--create-slot", "--snapshot", "--status-interval", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut read = |n: usize| -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|_| {
+                let mut line = String::new();
+                assert!(stdout.read_line(&mut line).unwrap() > 0, "tail ended early");
+                serde_json::from_str(&line).unwrap()
+            })
+            .collect()
+    };
+    // The snapshot: the relation, then both rows, in binary format (int4 1 is AAAAAQ==).
+    let snap = read(3);
+    assert_eq!(snap[0]["type"], "relation");
+    assert_eq!(snap[0]["table"], "t");
+    assert_eq!(snap[0]["columns"][0]["key"], true);
+    let consistent_point = snap[0]["lsn"].clone();
+    assert_eq!(snap[1]["type"], "insert");
+    assert_eq!(snap[1]["lsn"], consistent_point);
+    assert_eq!(
+        snap[1]["new"]["id"],
+        serde_json::json!({"binary": "AAAAAQ=="})
+    );
+    assert_eq!(snap[1]["new"]["v"], serde_json::json!({"binary": "b25l"}));
+    assert_eq!(snap[2]["new"]["v"], serde_json::Value::Null);
+    // Then a change made after the slot: streamed, in text format, after the snapshot.
+    db.psql("INSERT INTO t VALUES (3, 'three')").unwrap();
+    let changes = read(4);
+    let types: Vec<&str> = changes
+        .iter()
+        .map(|l| l["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["begin", "relation", "insert", "commit"]);
+    assert_eq!(changes[2]["new"]["id"], "3");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
