@@ -358,14 +358,42 @@ fn touch_owned(e: &OwnedEvent) -> u64 {
     }
 }
 
-/// walstream's owned events (see above): each frame a `Bytes` slice of one buffer.
-fn walstream_owned(all: &Bytes, proto: Proto) -> u64 {
+/// The values of `r` read borrowed (`TupleBuf::columns`, as `Row::tuple().columns()`): no
+/// `Bytes` per value.
+#[inline(always)]
+fn touch_owned_row_view(r: &OwnedRow) -> u64 {
+    black_box(&r.relation);
+    r.tuple
+        .columns()
+        .map(|c| 1 + c.bytes().map_or(0, |b| b.len() as u64))
+        .sum()
+}
+
+#[inline(always)]
+fn touch_owned_view(e: &OwnedEvent) -> u64 {
+    match &e.kind {
+        OwnedKind::Insert(r) | OwnedKind::Delete(r) => touch_owned_row_view(r),
+        OwnedKind::Update(old, new) => {
+            old.as_ref().map_or(0, touch_owned_row_view) + touch_owned_row_view(new)
+        }
+        _ => touch_owned(e),
+    }
+}
+
+/// walstream's owned events (see above): each frame a `Bytes` slice of one buffer. With
+/// `view`, the values are read borrowed instead of as owned `ColumnValue`s.
+fn walstream_owned(all: &Bytes, proto: Proto, view: bool) -> u64 {
     let mut decoder = OwnedDecoder::new(proto);
     let mut sum = 0u64;
     for_each_frame(all, |start, end| {
         let frame = all.slice(start..end);
         let event = black_box(decoder.decode(&frame));
-        sum = sum.wrapping_add(touch_owned(&event));
+        let touched = if view {
+            touch_owned_view(&event)
+        } else {
+            touch_owned(&event)
+        };
+        sum = sum.wrapping_add(touched);
     });
     sum
 }
@@ -502,6 +530,7 @@ fn alloc_reports(frames: &[u8], all: &Bytes, proto: Proto) -> Vec<AllocReport> {
     let mut in_stream = false;
     let mut decoder = Decoder::new(proto.version, proto.streaming);
     let mut owned = OwnedDecoder::new(proto);
+    let mut owned_view = OwnedDecoder::new(proto);
     let mut parser = LogicalReplicationParser::with_protocol_version(proto.number());
     let mut pgw_decoder = PgOutputDecoder::with_protocol_version(proto.number());
     vec![
@@ -530,6 +559,10 @@ fn alloc_reports(frames: &[u8], all: &Bytes, proto: Proto) -> Vec<AllocReport> {
         }),
         alloc_pass(frames, |start, end| {
             let frame = all.slice(start..end);
+            touch_owned_view(&owned_view.decode(&frame))
+        }),
+        alloc_pass(frames, |start, end| {
+            let frame = all.slice(start..end);
             let msg = parser.parse_wal_message_bytes(frame.slice(25..)).unwrap();
             touch_pgw_message(&msg.message)
         }),
@@ -548,14 +581,19 @@ fn alloc_reports(frames: &[u8], all: &Bytes, proto: Proto) -> Vec<AllocReport> {
 // The run.
 
 /// The benches, in report order. The last two are the baselines.
-const BENCHES: [&str; 6] = [
+const BENCHES: [&str; 7] = [
     "floor",
     "walproto/borrowed",
     "walproto/decoder",
     "walstream/owned",
+    "walstream/owned-view",
     "pg_walstream/parse",
     "pg_walstream/decoder",
 ];
+
+/// The indexes in [`BENCHES`] of pg_walstream's parser and decoder.
+const PGW_PARSE: usize = 5;
+const PGW_DECODER: usize = 6;
 
 fn main() {
     let mut criterion = Criterion::default()
@@ -620,7 +658,16 @@ fn bench_corpus(criterion: &mut Criterion, workload: Workload) -> CorpusResult {
         "pg_walstream checksum"
     );
     let rows = walproto_borrowed(frames, proto, true);
-    assert_eq!(walstream_owned(&all, proto), rows, "owned events checksum");
+    assert_eq!(
+        walstream_owned(&all, proto, false),
+        rows,
+        "owned events checksum"
+    );
+    assert_eq!(
+        walstream_owned(&all, proto, true),
+        rows,
+        "owned events (view) checksum"
+    );
     assert_eq!(
         pg_walstream_decoder(&all, proto),
         rows,
@@ -664,12 +711,15 @@ fn bench_corpus(criterion: &mut Criterion, workload: Workload) -> CorpusResult {
         b.iter(|| walproto_decoder(black_box(frames), proto))
     });
     group.bench_function(BENCHES[3], |b| {
-        b.iter(|| walstream_owned(black_box(&all), proto))
+        b.iter(|| walstream_owned(black_box(&all), proto, false))
     });
     group.bench_function(BENCHES[4], |b| {
+        b.iter(|| walstream_owned(black_box(&all), proto, true))
+    });
+    group.bench_function(BENCHES[PGW_PARSE], |b| {
         b.iter(|| pg_walstream_parse(black_box(&all), proto))
     });
-    group.bench_function(BENCHES[5], |b| {
+    group.bench_function(BENCHES[PGW_DECODER], |b| {
         b.iter(|| pg_walstream_decoder(black_box(&all), proto))
     });
     group.finish();
@@ -711,7 +761,9 @@ fn summary(results: &[CorpusResult]) {
     let mut json = String::from("{\n  \"corpora\": [");
     for (k, r) in results.iter().enumerate() {
         let ns = ns_per_message(r);
-        let (Some(Some(pgw_parse)), Some(Some(pgw_decoder))) = (ns.get(4), ns.get(5)) else {
+        let (Some(Some(pgw_parse)), Some(Some(pgw_decoder))) =
+            (ns.get(PGW_PARSE), ns.get(PGW_DECODER))
+        else {
             continue; // Not every bench ran (a filter, or --test): nothing to compare.
         };
         let bytes_per_msg = r.frame_bytes as f64 / r.messages as f64;
