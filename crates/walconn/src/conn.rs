@@ -487,6 +487,16 @@ impl Connection {
         }
     }
 
+    /// Sets the socket's receive low-water mark; false on a Unix socket (where it is not set).
+    pub(crate) fn set_read_low_water(&self, bytes: usize) -> Result<bool> {
+        match self.stream.tcp_fd() {
+            Some(fd) => crate::lowat::set_rcvlowat(fd, bytes)
+                .map(|()| true)
+                .map_err(|e| Error::io("set SO_RCVLOWAT", e)),
+            None => Ok(false),
+        }
+    }
+
     /// Consumes a `CopyBothResponse` if that is the next (whole, buffered) frame.
     pub(crate) fn take_copy_both_response(&mut self) -> bool {
         let Some(Ok(Some(header))) = Some(Header::parse(&self.read_buf)) else {

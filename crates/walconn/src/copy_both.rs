@@ -250,6 +250,15 @@ impl CopyBoth {
         self.conn.has_buffered_frame()
     }
 
+    /// Sets the TCP socket's receive low-water mark (`SO_RCVLOWAT`): [`recv`](Self::recv)
+    /// then waits until `bytes` are there (or the server closes), which batches a busy
+    /// stream's small messages into few wake-ups. Lowering it (to 1, the default) wakes a
+    /// waiting `recv` at once if data is there: pair a high mark with a timer that lowers it,
+    /// to bound the latency. Returns false on a Unix socket, where nothing is set.
+    pub fn set_read_low_water(&self, bytes: usize) -> Result<bool> {
+        self.conn.set_read_low_water(bytes)
+    }
+
     /// Sends one CopyData message with `payload` (an encoded `StandbyStatusUpdate`, for
     /// example) and flushes it.
     pub async fn send(&mut self, payload: &[u8]) -> Result<()> {

@@ -53,6 +53,7 @@ mod config;
 mod conn;
 mod copy_both;
 mod copy_out;
+mod lowat;
 mod error;
 mod pgpass;
 mod stream;

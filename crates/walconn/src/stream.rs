@@ -16,6 +16,18 @@ pub(crate) enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl Stream {
+    /// The TCP socket under the stream (also under TLS); `None` for a Unix socket.
+    pub(crate) fn tcp_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd as _;
+        match self {
+            Stream::Tcp(s) => Some(s.as_fd()),
+            Stream::Tls(s) => Some(s.get_ref().0.as_fd()),
+            Stream::Unix(_) => None,
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
