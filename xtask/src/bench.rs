@@ -943,6 +943,11 @@ fn headline(drains: &[Drain], big: Option<&Big>, parse: &[ParseRow]) -> Vec<Rati
             format!("parse {c}: owned events time / pg_walstream decoder"),
             ratio(parse_ns(parse, c, "walstream/owned"), pgw_decoder),
         );
+        push(
+            format!("parse.{c}.owned_view_vs_pg_walstream_decoder"),
+            format!("parse {c}: owned events, values read borrowed, time / pg_walstream decoder"),
+            ratio(parse_ns(parse, c, "walstream/owned-view"), pgw_decoder),
+        );
     }
     for d in drains {
         let m = d.major;
@@ -1199,7 +1204,9 @@ fn report_md(
             "\n## Parse (criterion, `target/bench/parse-summary.md`{})\n\n\
              Per corpus; `walstream/owned` is walstream's owned events built through walproto's \
              public API (`Decoder` + `TupleBuf::from_view` + the relation's `Arc`), as the \
-             driver's `Follower` (crate-private) makes them.\n\n{}",
+             driver's `Follower` (crate-private) makes them, each value read as an owned \
+             `ColumnValue` (`values()`); `walstream/owned-view` the same events with the values \
+             read borrowed (`tuple().columns()`).\n\n{}",
             if run.parse_ran {
                 ", this run"
             } else {
