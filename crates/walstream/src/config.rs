@@ -245,11 +245,12 @@ impl ReplicationStreamConfigBuilder {
         self
     }
 
-    /// After a read that brought less than half a batch, wait this long before reading the
-    /// socket again (default 2 ms; zero reads at once). A busy stream then arrives in larger
-    /// reads: on a server-bound backlog the consumer wakes up about twenty times less often
-    /// and spends most of its CPU time there, at the cost of at most this much latency.
-    /// Status updates and cancellation are not delayed.
+    /// Read coalescing: between reads, the TCP socket's receive low-water mark
+    /// (`SO_RCVLOWAT`) is raised to half a batch, so the reader wakes once that much has
+    /// arrived rather than for every small message, and at the latest after this delay
+    /// (default 2 ms; zero reads every message as it comes). A server-bound consumer spends
+    /// most of its CPU time waking up, so this is where it saves; a message waits at most this
+    /// long. Status updates and cancellation are not delayed; Unix sockets read at once.
     pub fn read_coalescing(mut self, pause: Duration) -> Self {
         self.config.read_coalescing = pause;
         self

@@ -284,12 +284,10 @@ impl Driver {
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
-        // After a small read, the socket is left alone for `read_coalescing` so that the next
-        // read takes more at once: far fewer wake-ups and system calls on a busy stream.
-        let pause = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(pause);
-        let mut paused = false;
-        let coalesce = self.config.read_coalescing;
+        // Reads are coalesced with the socket's low-water mark (see `Coalescing`).
+        let flush = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(flush);
+        let mut coalescing = Coalescing::new(self.config.read_coalescing);
         let stop = self.stop.clone();
         loop {
             match self.tracker.next_status_at() {
@@ -305,19 +303,19 @@ impl Driver {
                 }
             }
             let deliver = self.pending.is_some() && self.tx.is_some();
-            let read = self.pending.is_none() && !self.ended && !paused;
+            let read = self.pending.is_none() && !self.ended;
             let tx = if deliver { self.tx.clone() } else { None };
             let wake = tokio::select! {
                 biased;
                 () = stop.cancelled() => Wake::Stop,
                 () = &mut timer => Wake::Timer,
                 permit = reserve(tx), if deliver => Wake::Permit(permit.ok()),
-                () = &mut pause, if paused => Wake::Resume,
+                () = &mut flush, if coalescing.flush_armed => Wake::Flush,
                 frame = copy.recv(), if read => Wake::Frame(frame),
             };
             match wake {
                 Wake::Stop => return Ok(()),
-                Wake::Resume => paused = false,
+                Wake::Flush => coalescing.flush(copy),
                 Wake::Timer => {
                     armed = None;
                     self.send_status(copy).await?;
@@ -336,11 +334,10 @@ impl Driver {
                         return Err(Error::server_ended());
                     };
                     *progressed = true;
-                    let bytes = self.read_batch(copy, frame).await?;
+                    self.read_batch(copy, frame).await?;
                     self.close_channel_if_ended();
-                    if !coalesce.is_zero() && bytes < MAX_BATCH_BYTES / 2 {
-                        pause.as_mut().reset((Instant::now() + coalesce).into());
-                        paused = true;
+                    if let Some(at) = coalescing.after_read(copy) {
+                        flush.as_mut().reset(at.into());
                     }
                 }
             }
@@ -349,8 +346,7 @@ impl Driver {
 
     /// Follows `first` and every frame already buffered after it, up to a batch's size, and
     /// hands the batch to the consumer (or keeps it pending while the channel is full).
-    /// Returns the bytes of stream read.
-    async fn read_batch(&mut self, copy: &mut CopyBoth, first: Bytes) -> Result<usize> {
+    async fn read_batch(&mut self, copy: &mut CopyBoth, first: Bytes) -> Result<()> {
         let mut events = std::mem::take(&mut self.carry);
         let mut bytes = 0;
         let mut frame = first;
@@ -385,7 +381,7 @@ impl Driver {
                 }
             }
         }
-        result.map(|()| bytes)
+        result
     }
 
     /// Follows one frame; events go to `events`.
@@ -500,6 +496,10 @@ impl Driver {
     /// The last status update, the end of the copy, and the end of the connection, each
     /// bounded in time: a server that does not answer is left.
     async fn close(&mut self, mut copy: CopyBoth) {
+        // The end of the copy is a few small messages: read them as they come.
+        if let Err(e) = copy.set_read_low_water(1) {
+            tracing::debug!("resetting SO_RCVLOWAT: {e}");
+        }
         let closing = async {
             self.send_status(&mut copy).await?;
             let conn = copy.finish().await?;
@@ -516,10 +516,72 @@ impl Driver {
     }
 }
 
+/// The socket's receive low-water mark while streaming: after each read it is raised to
+/// [`LOW_WATER`] bytes and a timer of `read_coalescing` armed; the kernel wakes the reader
+/// when that much has arrived, or the timer lowers the mark back to one byte (which wakes the
+/// reader at once if anything is there). A busy stream is then read in large pieces, an idle
+/// one costs one timer, and no message waits more than `read_coalescing`.
+struct Coalescing {
+    delay: Duration,
+    enabled: bool,
+    raised: bool,
+    flush_armed: bool,
+}
+
+/// The low-water mark while a busy stream is read: half a batch.
+const LOW_WATER: usize = MAX_BATCH_BYTES / 2;
+
+impl Coalescing {
+    fn new(delay: Duration) -> Self {
+        Self {
+            delay,
+            enabled: !delay.is_zero(),
+            raised: false,
+            flush_armed: false,
+        }
+    }
+
+    /// After a read: raises the mark if needed; returns when the flush timer should fire.
+    fn after_read(&mut self, copy: &CopyBoth) -> Option<Instant> {
+        if !self.enabled {
+            return None;
+        }
+        if !self.raised {
+            match copy.set_read_low_water(LOW_WATER) {
+                Ok(true) => self.raised = true,
+                // A Unix socket: reads as they come.
+                Ok(false) => self.enabled = false,
+                Err(e) => {
+                    tracing::debug!("read coalescing off: {e}");
+                    self.enabled = false;
+                }
+            }
+        }
+        self.flush_armed = self.raised;
+        self.raised.then(|| Instant::now() + self.delay)
+    }
+
+    /// The timer fired: whatever is waiting is read now.
+    fn flush(&mut self, copy: &CopyBoth) {
+        self.flush_armed = false;
+        self.lower(copy);
+    }
+
+    /// Back to one byte (before the end of the copy, whose last messages are small).
+    fn lower(&mut self, copy: &CopyBoth) {
+        if self.raised {
+            self.raised = false;
+            if let Err(e) = copy.set_read_low_water(1) {
+                tracing::debug!("resetting SO_RCVLOWAT: {e}");
+            }
+        }
+    }
+}
+
 /// What woke the driver.
 enum Wake {
     Stop,
-    Resume,
+    Flush,
     Timer,
     Permit(Option<mpsc::OwnedPermit<Item>>),
     Frame(walconn::Result<Option<Bytes>>),
