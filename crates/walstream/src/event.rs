@@ -170,9 +170,16 @@ impl Row {
         self.relation.columns.iter().zip(self.tuple.values())
     }
 
-    /// The values, in column order.
+    /// The values, in column order, each an owned `Bytes` slice of the frame (a reference
+    /// count up and down per value); [`columns`](Self::columns) reads them borrowed, which is
+    /// two to four times faster when the values are not kept.
     pub fn values(&self) -> impl ExactSizeIterator<Item = ColumnValue> + '_ {
         self.tuple.values()
+    }
+
+    /// The values, in column order, borrowed from the frame: the fastest way to read a row.
+    pub fn columns(&self) -> walproto::pgoutput::Columns<'_> {
+        self.tuple.columns()
     }
 
     /// The underlying tuple.
