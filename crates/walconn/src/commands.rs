@@ -127,9 +127,19 @@ impl Connection {
     /// as well as replication commands.
     ///
     /// The server's error is returned after the connection is back in step (`ReadyForQuery`),
-    /// so the connection stays usable. Not cancel-safe: drop the connection after dropping
-    /// this future.
+    /// so the connection stays usable.
+    ///
+    /// Not cancel-safe: a future dropped before it completes poisons the connection (see
+    /// [`ErrorKind::Poisoned`](crate::ErrorKind::Poisoned)), after which every call fails
+    /// without touching the socket and the connection must be discarded.
     pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<QueryResult>> {
+        self.begin_operation()?;
+        let result = self.simple_query_inner(sql).await;
+        self.end_operation();
+        result
+    }
+
+    async fn simple_query_inner(&mut self, sql: &str) -> Result<Vec<QueryResult>> {
         frontend::query(sql, self.write_buf())
             .map_err(|e| Error::config("query text contains a NUL byte").with_source(e))?;
         self.flush().await?;
@@ -188,6 +198,10 @@ impl Connection {
     }
 
     /// `IDENTIFY_SYSTEM`: system identifier, timeline, WAL position and database.
+    ///
+    /// Not cancel-safe: a future dropped before it completes poisons the connection (see
+    /// [`ErrorKind::Poisoned`](crate::ErrorKind::Poisoned)), after which every call fails
+    /// without touching the socket and the connection must be discarded.
     pub async fn identify_system(&mut self) -> Result<SystemInfo> {
         let r = self.one("IDENTIFY_SYSTEM").await?;
         Ok(SystemInfo {
@@ -199,6 +213,10 @@ impl Connection {
     }
 
     /// `SHOW name`: the current value of a setting.
+    ///
+    /// Not cancel-safe: a future dropped before it completes poisons the connection (see
+    /// [`ErrorKind::Poisoned`](crate::ErrorKind::Poisoned)), after which every call fails
+    /// without touching the socket and the connection must be discarded.
     pub async fn show(&mut self, name: &str) -> Result<String> {
         let r = self.one(&format!("SHOW {}", quote_ident(name))).await?;
         r.rows
@@ -210,11 +228,19 @@ impl Connection {
     /// `CREATE_REPLICATION_SLOT`, with the option-list syntax of PostgreSQL 15+ (the keyword
     /// syntax for older servers). `failover` needs PostgreSQL 17; that is checked before
     /// anything is sent.
+    ///
+    /// Not cancel-safe: a future dropped before it completes poisons the connection (see
+    /// [`ErrorKind::Poisoned`](crate::ErrorKind::Poisoned)), after which every call fails
+    /// without touching the socket and the connection must be discarded.
+    ///
+    /// The slot may exist even so: a future dropped after the command was sent leaves the
+    /// slot to the server (a temporary one goes with the connection; a permanent one stays).
     pub async fn create_replication_slot(
         &mut self,
         name: &str,
         options: &CreateSlotOptions,
     ) -> Result<CreatedSlot> {
+        self.check_poisoned()?;
         if options.failover {
             self.require_version(17, "the failover slot option")?;
         }
@@ -230,6 +256,11 @@ impl Connection {
 
     /// `DROP_REPLICATION_SLOT name [WAIT]`: with `wait`, waits for an active slot to become
     /// inactive instead of failing with SQLSTATE 55006.
+    ///
+    /// Not cancel-safe: a future dropped before it completes poisons the connection (see
+    /// [`ErrorKind::Poisoned`](crate::ErrorKind::Poisoned)), after which every call fails
+    /// without touching the socket and the connection must be discarded.
+    /// Whether the slot was dropped is then unknown.
     pub async fn drop_replication_slot(&mut self, name: &str, wait: bool) -> Result<()> {
         let wait = if wait { " WAIT" } else { "" };
         self.simple_query(&format!(
@@ -241,7 +272,12 @@ impl Connection {
     }
 
     /// `READ_REPLICATION_SLOT name` (PostgreSQL 15+): `None` if the slot does not exist.
+    ///
+    /// Not cancel-safe: a future dropped before it completes poisons the connection (see
+    /// [`ErrorKind::Poisoned`](crate::ErrorKind::Poisoned)), after which every call fails
+    /// without touching the socket and the connection must be discarded.
     pub async fn read_replication_slot(&mut self, name: &str) -> Result<Option<SlotInfo>> {
+        self.check_poisoned()?;
         self.require_version(15, "READ_REPLICATION_SLOT")?;
         let r = self
             .one(&format!("READ_REPLICATION_SLOT {}", quote_ident(name)))
@@ -258,12 +294,17 @@ impl Connection {
 
     /// `ALTER_REPLICATION_SLOT name (FAILOVER f, TWO_PHASE t)`: PostgreSQL 17+, and 18+ for
     /// `two_phase`. Options left `None` are not changed.
+    ///
+    /// Not cancel-safe: a future dropped before it completes poisons the connection (see
+    /// [`ErrorKind::Poisoned`](crate::ErrorKind::Poisoned)), after which every call fails
+    /// without touching the socket and the connection must be discarded.
     pub async fn alter_replication_slot(
         &mut self,
         name: &str,
         failover: Option<bool>,
         two_phase: Option<bool>,
     ) -> Result<()> {
+        self.check_poisoned()?;
         self.require_version(17, "ALTER_REPLICATION_SLOT")?;
         if two_phase.is_some() {
             self.require_version(18, "ALTER_REPLICATION_SLOT with two_phase")?;
@@ -287,6 +328,10 @@ impl Connection {
     }
 
     /// `TIMELINE_HISTORY tli`: the history file's name and contents.
+    ///
+    /// Not cancel-safe: a future dropped before it completes poisons the connection (see
+    /// [`ErrorKind::Poisoned`](crate::ErrorKind::Poisoned)), after which every call fails
+    /// without touching the socket and the connection must be discarded.
     pub async fn timeline_history(&mut self, timeline: u32) -> Result<(String, String)> {
         let r = self.one(&format!("TIMELINE_HISTORY {timeline}")).await?;
         Ok((

@@ -45,6 +45,10 @@ pub struct Connection {
     /// cancel request goes to the very same server.
     peer: Option<std::net::SocketAddr>,
     tls: bool,
+    /// Set while an operation that is not cancel-safe runs, cleared when it returns: still
+    /// set at the next call means the previous one's future was dropped mid-way (or a
+    /// `CopyOut` before its end), so the connection may be out of step with the server.
+    poisoned: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -54,6 +58,7 @@ impl std::fmt::Debug for Connection {
             .field("port", &self.port)
             .field("tls", &self.tls)
             .field("server_version_num", &self.server_version_num)
+            .field("poisoned", &self.poisoned)
             .finish_non_exhaustive()
     }
 }
@@ -63,7 +68,8 @@ impl Connection {
     /// `sslmode` says, authentication, then checks `target_session_attrs`. The error of the
     /// last host tried is returned when none succeeds.
     ///
-    /// Cancel-safe in the sense that dropping the future closes the half-open socket.
+    /// Cancel-safe: the future owns the socket it opens, so dropping it (a timeout around
+    /// it, say) closes the half-open connection and leaves nothing behind.
     pub async fn connect(config: &Config) -> Result<Connection> {
         let mut last = Error::config("no host to connect to");
         let targets = config.targets();
@@ -164,6 +170,7 @@ impl Connection {
             port,
             peer,
             tls: tls_used,
+            poisoned: false,
         };
         conn.startup(config).await?;
         conn.check_attrs(attrs)?;
@@ -396,6 +403,34 @@ impl Connection {
         })
     }
 
+    /// Whether a previous call was cancelled mid-way, so that every further call fails with
+    /// [`ErrorKind::Poisoned`]: the connection must be discarded.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Fails with [`ErrorKind::Poisoned`] if a previous call was cancelled mid-way.
+    pub(crate) fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::poisoned());
+        }
+        Ok(())
+    }
+
+    /// Starts an operation that is not cancel-safe: fails if the connection is poisoned,
+    /// else poisons it until [`end_operation`](Self::end_operation). A future dropped in
+    /// between leaves it poisoned.
+    pub(crate) fn begin_operation(&mut self) -> Result<()> {
+        self.check_poisoned()?;
+        self.poisoned = true;
+        Ok(())
+    }
+
+    /// The operation begun with [`begin_operation`](Self::begin_operation) has returned.
+    pub(crate) fn end_operation(&mut self) {
+        self.poisoned = false;
+    }
+
     /// Errors with [`ErrorKind::Unsupported`] unless the server is at least `major`.
     pub(crate) fn require_version(&self, major: u32, what: &str) -> Result<()> {
         if self.server_version_num < major * 10000 {
@@ -553,7 +588,13 @@ impl Connection {
     }
 
     /// Sends `Terminate` and closes the socket.
+    ///
+    /// Consumes the connection: dropping the future drops the connection (the socket is
+    /// closed without `Terminate`, which the server treats as a lost client). On a poisoned
+    /// connection it fails with [`ErrorKind::Poisoned`] without writing anything, and the
+    /// socket is closed as the connection is dropped.
     pub async fn close(mut self) -> Result<()> {
+        self.check_poisoned()?;
         frontend::terminate(&mut self.write_buf);
         self.flush().await?;
         self.stream

@@ -126,12 +126,17 @@ impl Connection {
     /// Options the server is too old for are refused before anything is sent. A server error
     /// (the slot is missing or in use, ...) is returned with the connection still usable; it
     /// is consumed either way, so reconnect for a retry.
+    ///
+    /// Consumes the connection: dropping the future drops it (and closes the socket), so
+    /// there is nothing left to be out of step. A poisoned connection (see
+    /// [`ErrorKind::Poisoned`]) is refused before anything is sent.
     pub async fn start_logical_replication(
         mut self,
         slot: &str,
         start: Lsn,
         options: &LogicalReplicationOptions,
     ) -> Result<CopyBoth> {
+        self.check_poisoned()?;
         options.check(&self)?;
         let sql = format!(
             "START_REPLICATION SLOT {} LOGICAL {start} {}",
@@ -144,12 +149,16 @@ impl Connection {
 
     /// `START_REPLICATION [SLOT slot] PHYSICAL start [TIMELINE tli]` on a `replication=true`
     /// connection: enters CopyBoth mode.
+    ///
+    /// Consumes the connection, as
+    /// [`start_logical_replication`](Self::start_logical_replication) does.
     pub async fn start_physical_replication(
         mut self,
         slot: Option<&str>,
         start: Lsn,
         timeline: Option<u32>,
     ) -> Result<CopyBoth> {
+        self.check_poisoned()?;
         let mut sql = String::from("START_REPLICATION");
         if let Some(s) = slot {
             sql.push_str(&format!(" SLOT {}", quote_ident(s)));
@@ -189,8 +198,11 @@ impl Connection {
 ///
 /// [`recv`](Self::recv) is cancel-safe: use it in `tokio::select!` beside a timer that sends
 /// status updates; a dropped `recv` loses no data and never leaves half a frame consumed.
-/// [`send`](Self::send) is not: a dropped send may have written part of a message, after which
-/// the connection must be dropped.
+/// [`send`](Self::send) and [`send_status_update`](Self::send_status_update) are not: a
+/// dropped send may have written part of a message, so it poisons the connection, and every
+/// later call ([`recv`](Self::recv) and [`finish`](Self::finish) too) fails with
+/// [`ErrorKind::Poisoned`] without touching the socket: drop the stream. Await sends in the
+/// body of a `select!` arm, not as a branch.
 #[derive(Debug)]
 pub struct CopyBoth {
     conn: Connection,
@@ -218,7 +230,12 @@ impl CopyBoth {
     ///
     /// A server `ErrorResponse` becomes the typed error (the slot was dropped, the server
     /// shuts down: [`Error::is_connection_lost`], ...).
+    ///
+    /// Cancel-safe: a dropped call consumes nothing (frames are taken from the read buffer
+    /// only when whole), and the next call returns what it would have. It does not poison the
+    /// connection, but fails with [`ErrorKind::Poisoned`] after a dropped [`send`](Self::send).
     pub async fn recv(&mut self) -> Result<Option<Bytes>> {
+        self.conn.check_poisoned()?;
         if self.ready || self.server_done {
             return Ok(None);
         }
@@ -261,7 +278,12 @@ impl CopyBoth {
 
     /// Sends one CopyData message with `payload` (an encoded `StandbyStatusUpdate`, for
     /// example) and flushes it.
+    ///
+    /// Not cancel-safe: a future dropped before it completes may have written part of the
+    /// message, so it poisons the connection (every later call fails with
+    /// [`ErrorKind::Poisoned`]; drop the stream).
     pub async fn send(&mut self, payload: &[u8]) -> Result<()> {
+        self.conn.check_poisoned()?;
         if self.client_done {
             return Err(Error::new(
                 ErrorKind::Protocol,
@@ -271,10 +293,15 @@ impl CopyBoth {
         frontend::CopyData::new(payload)
             .map_err(|e| Error::protocol("CopyData too large").with_source(e))?
             .write(self.conn.write_buf());
-        self.conn.flush().await
+        self.conn.begin_operation()?;
+        let result = self.conn.flush().await;
+        self.conn.end_operation();
+        result
     }
 
     /// Encodes and sends a standby status update.
+    ///
+    /// Not cancel-safe, as [`send`](Self::send): a dropped call poisons the connection.
     pub async fn send_status_update(&mut self, update: &StandbyStatusUpdate) -> Result<()> {
         self.scratch.clear();
         update.encode(&mut self.scratch);
@@ -285,7 +312,12 @@ impl CopyBoth {
     /// Ends the stream cleanly: sends CopyDone (once), skips what the server still sends,
     /// reads its CopyDone, CommandComplete and ReadyForQuery, and returns the connection for
     /// further commands.
+    ///
+    /// Consumes the stream: dropping the future drops the connection (and closes the
+    /// socket). After a dropped [`send`](Self::send) it fails with [`ErrorKind::Poisoned`]
+    /// without writing anything.
     pub async fn finish(mut self) -> Result<Connection> {
+        self.conn.check_poisoned()?;
         if self.ready {
             return Ok(self.conn);
         }
@@ -332,6 +364,10 @@ pub struct CancelToken {
 impl CancelToken {
     /// Sends the cancel request. The server answers nothing; success means it was delivered,
     /// not that a command was running. (The request is sent without TLS.)
+    ///
+    /// Cancel-safe: it opens a socket of its own, so dropping the future closes that socket
+    /// and leaves the connection it cancels untouched (the request may or may not have been
+    /// delivered).
     pub async fn cancel(&self) -> Result<()> {
         let mut buf = BytesMut::new();
         frontend::cancel_request(self.process_id, self.secret_key, &mut buf);

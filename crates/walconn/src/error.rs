@@ -31,6 +31,11 @@ pub enum ErrorKind {
     Unsupported,
     /// The server does not match `target_session_attrs`.
     SessionAttrs,
+    /// A previous call on this object was cancelled mid-way (its future dropped before it
+    /// finished, or a [`CopyOut`](crate::CopyOut) dropped before its end), so the connection is
+    /// out of step with the server: it must be discarded. Returned without touching the
+    /// socket; see [`Error::is_poisoned`] and the crate docs on cancel safety.
+    Poisoned,
 }
 
 /// The fields of a server `ErrorResponse` (or `NoticeResponse`).
@@ -121,6 +126,14 @@ impl Error {
 
     pub(crate) fn protocol(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Protocol, message)
+    }
+
+    pub(crate) fn poisoned() -> Self {
+        Self::new(
+            ErrorKind::Poisoned,
+            "a previous call on this connection was cancelled mid-way; the connection must be \
+             discarded",
+        )
     }
 
     pub(crate) fn closed() -> Self {
@@ -217,13 +230,20 @@ impl Error {
         self.kind == ErrorKind::Cancelled || self.code() == Some("57014")
     }
 
+    /// A previous call on this connection was cancelled mid-way ([`ErrorKind::Poisoned`]):
+    /// the connection is out of step with the server and must be discarded (a new one works).
+    pub fn is_poisoned(&self) -> bool {
+        self.kind == ErrorKind::Poisoned
+    }
+
     /// Trying again later, on a new connection, may succeed: the connection was lost or timed
     /// out, the server is starting or shutting down or out of resources (class `53`), or the
-    /// slot is still in use by a departing process. Configuration, TLS, authentication and
+    /// slot is still in use by a departing process, or the connection was poisoned by a
+    /// cancelled call ([`is_poisoned`](Self::is_poisoned)). Configuration, TLS, authentication and
     /// protocol errors are not retryable.
     pub fn is_retryable(&self) -> bool {
         match self.kind {
-            ErrorKind::Io | ErrorKind::Closed | ErrorKind::Timeout => true,
+            ErrorKind::Io | ErrorKind::Closed | ErrorKind::Timeout | ErrorKind::Poisoned => true,
             ErrorKind::Db => {
                 self.is_connection_lost()
                     || self.is_slot_in_use()

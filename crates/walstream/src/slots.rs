@@ -55,6 +55,17 @@ impl SlotInfo {
 
 /// Manages replication slots over a replication connection.
 ///
+/// # Cancel safety
+///
+/// The methods run commands on the connection and are not cancel-safe: a future dropped
+/// before it completes poisons the connection (see walconn's
+/// [`ErrorKind::Poisoned`](walconn::ErrorKind::Poisoned)), and every later call fails at once,
+/// without touching the socket, with an [`ErrorKind::Connection`] error whose
+/// [`connection`](crate::Error::connection) [`is_poisoned`](walconn::Error::is_poisoned):
+/// drop the manager and connect again. The dropped command may still have taken effect on
+/// the server (a slot created, dropped or altered). [`connect`](Self::connect) opens its own
+/// socket, so dropping it leaves nothing behind; [`close`](Self::close) consumes the manager.
+///
 /// ```no_run
 /// use walstream::{SlotManager, walconn::CreateSlotOptions};
 ///
@@ -75,6 +86,8 @@ pub struct SlotManager {
 
 impl SlotManager {
     /// Connects with a libpq conninfo (a `replication=database` connection).
+    ///
+    /// Cancel-safe: a dropped future closes the connection it was opening.
     pub async fn connect(conninfo: &str) -> Result<Self> {
         let config = Config::parse(conninfo)?;
         Ok(Self {
@@ -88,17 +101,25 @@ impl SlotManager {
     }
 
     /// `CREATE_REPLICATION_SLOT`.
+    ///
+    /// Not cancel-safe: a dropped future poisons the connection (see the type's docs).
+    /// The slot may exist even so: a temporary one goes when the connection is dropped, a
+    /// permanent one stays.
     pub async fn create(&mut self, name: &str, options: &CreateSlotOptions) -> Result<CreatedSlot> {
         Ok(self.conn.create_replication_slot(name, options).await?)
     }
 
     /// `DROP_REPLICATION_SLOT`; with `wait`, waits for an active slot to become inactive
     /// instead of failing.
+    ///
+    /// Not cancel-safe: a dropped future poisons the connection (see the type's docs).
     pub async fn drop_slot(&mut self, name: &str, wait: bool) -> Result<()> {
         Ok(self.conn.drop_replication_slot(name, wait).await?)
     }
 
     /// The slot named `name`, if it exists.
+    ///
+    /// Not cancel-safe: a dropped future poisons the connection (see the type's docs).
     pub async fn read(&mut self, name: &str) -> Result<Option<SlotInfo>> {
         Ok(self
             .query(&format!("WHERE slot_name = {}", quote_literal(name)))
@@ -108,11 +129,15 @@ impl SlotManager {
     }
 
     /// Every slot of the cluster.
+    ///
+    /// Not cancel-safe: a dropped future poisons the connection (see the type's docs).
     pub async fn list(&mut self) -> Result<Vec<SlotInfo>> {
         self.query("ORDER BY slot_name").await
     }
 
     /// `ALTER_REPLICATION_SLOT` (PostgreSQL 17+; `two_phase` 18+): changes what is given.
+    ///
+    /// Not cancel-safe: a dropped future poisons the connection (see the type's docs).
     pub async fn alter(
         &mut self,
         name: &str,
@@ -131,6 +156,9 @@ impl SlotManager {
     }
 
     /// Closes the connection.
+    ///
+    /// Consumes the manager: a dropped future drops the connection (the socket is closed).
+    /// On a poisoned connection it fails without writing anything.
     pub async fn close(self) -> Result<()> {
         Ok(self.conn.close().await?)
     }

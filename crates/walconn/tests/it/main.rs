@@ -9,6 +9,7 @@
 )]
 
 mod auth;
+mod cancel;
 mod commands;
 mod fake_server;
 mod hostile;

@@ -1,5 +1,9 @@
 //! Cancel safety: the futures of `EventStream::next_event`, `TransactionStream::next_transaction`
 //! and `shutdown` are dropped at random points, many times over, and the object is used on.
+//! Against a live server, so are `SlotManager`'s methods (each call completes with the right
+//! answer or poisons the connection, and the next call says so at once) and
+//! `LogicalReplicationStream::connect` (no backend is left behind; a slot remains only if it
+//! is permanent, and then the next connect uses it).
 //!
 //! The server is the fake walsender of `hostile.rs`, so the expected stream is known exactly:
 //! plain transactions, streamed ones (blocks interleaved with plain transactions, one streamed
@@ -348,5 +352,247 @@ fn cancel_shutdown_dropped_anywhere_still_ends_cleanly() {
             );
         }
         println!("40 rounds, {completed} shutdowns completed, the others dropped");
+    });
+}
+
+/// A live server's calls take tens of microseconds to milliseconds: timeouts up to 3 ms.
+fn pick_live(rng: &mut Rng) -> Drop {
+    match rng.below(10) {
+        0..=4 => Drop::Timeout(Duration::from_micros(rng.below(3000))),
+        5..=7 => Drop::Polls(1 + u32::try_from(rng.below(6)).unwrap()),
+        _ => Drop::Await,
+    }
+}
+
+/// `fut` is ready on its first poll with the poisoned connection's error.
+fn poisoned_now<T: std::fmt::Debug>(fut: impl Future<Output = walstream::Result<T>>) {
+    let mut fut = pin!(fut);
+    let waker = std::task::Waker::noop();
+    match fut
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(waker))
+    {
+        Poll::Ready(Err(e)) => {
+            assert_eq!(e.kind(), walstream::ErrorKind::Connection, "{e:?}");
+            assert!(e.connection().is_some_and(|c| c.is_poisoned()), "{e:?}");
+        }
+        other => panic!("expected the poisoned error at once, got {other:?}"),
+    }
+}
+
+/// The backends connected to `db` (other than the asking one), after waiting up to 20 s for
+/// the backends of dropped connections to go.
+async fn wait_no_backends(db: &pgtest::Database<'_>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = db
+            .psql(&format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
+                 AND pid <> pg_backend_pid()",
+                db.name()
+            ))
+            .unwrap();
+        if left == "0" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} backends left behind"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn slot_names(db: &pgtest::Database<'_>, prefix: &str) -> Vec<String> {
+    db.psql(&format!(
+        "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE '{prefix}%' ORDER BY 1"
+    ))
+    .unwrap()
+    .lines()
+    .filter(|l| !l.is_empty())
+    .map(str::to_owned)
+    .collect()
+}
+
+#[test]
+fn cancel_slot_manager_methods_complete_or_poison() {
+    // Each round one method (create, read, list, alter, drop), its future dropped at a random
+    // point or awaited. Completed: the answer is right and the next call (a read of a known
+    // slot) is in step. Dropped: every call fails at once with the poisoned error, and a new
+    // manager takes over.
+    let cluster = pgtest::cluster(17);
+    let db = cluster.create_database("walstream_cancel_slots").unwrap();
+    let prefix = cluster.unique_name("ws_cancel");
+    let known = format!("{prefix}_known");
+    db.psql(&format!(
+        "SELECT pg_create_logical_replication_slot('{known}', 'pgoutput')"
+    ))
+    .unwrap();
+    block_on(async {
+        let mut rng = Rng::seeded();
+        let conninfo = db.conninfo();
+        let connect = || walstream::SlotManager::connect(&conninfo);
+        let mut slots = connect().await.unwrap();
+        let (mut completed, mut dropped) = ([0u32; 5], [0u32; 5]);
+        for i in 0..250u32 {
+            let method = usize::try_from(i % 5).unwrap();
+            let name = format!("{prefix}_{i}");
+            let how = pick_live(&mut rng);
+            let done = match method {
+                0 => {
+                    let mut o = walstream::walconn::CreateSlotOptions::physical();
+                    o.temporary = true;
+                    how.run(slots.create(&name, &o)).await.map(|r| {
+                        assert_eq!(r.unwrap().slot_name, name);
+                    })
+                }
+                1 => how.run(slots.read(&known)).await.map(|r| {
+                    assert_eq!(r.unwrap().unwrap().plugin.as_deref(), Some("pgoutput"));
+                }),
+                2 => how.run(slots.list()).await.map(|r| {
+                    assert!(r.unwrap().iter().any(|s| s.name == known));
+                }),
+                3 => how
+                    .run(slots.alter(&known, Some(i % 2 == 0), None))
+                    .await
+                    .map(|r| r.unwrap()),
+                _ => {
+                    slots
+                        .create(&name, &walstream::walconn::CreateSlotOptions::physical())
+                        .await
+                        .unwrap();
+                    let r = how.run(slots.drop_slot(&name, false)).await;
+                    if r.is_none() {
+                        // The drop may or may not have run: clean up on a new manager.
+                        let mut other = connect().await.unwrap();
+                        if let Err(e) = other.drop_slot(&name, true).await {
+                            assert_eq!(e.kind(), walstream::ErrorKind::Slot, "{e:?}");
+                        }
+                        other.close().await.unwrap();
+                    }
+                    r.map(|r| r.unwrap())
+                }
+            };
+            if done.is_some() {
+                completed[method] += 1;
+                let info = tokio::time::timeout(Duration::from_secs(20), slots.read(&known))
+                    .await
+                    .expect("the next call hangs")
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(info.name, known);
+            } else {
+                dropped[method] += 1;
+                assert!(slots.connection().is_poisoned());
+                poisoned_now(slots.read(&known));
+                poisoned_now(slots.list());
+                poisoned_now(slots.drop_slot(&known, false));
+                poisoned_now(slots.close());
+                slots = connect().await.unwrap();
+            }
+        }
+        println!("create, read, list, alter, drop: {completed:?} completed, {dropped:?} dropped");
+        assert!(completed.iter().all(|&n| n > 0), "{completed:?}");
+        assert!(dropped.iter().all(|&n| n > 0), "{dropped:?}");
+        slots.drop_slot(&known, true).await.unwrap();
+        slots.close().await.unwrap();
+        // SlotManager::connect dropped anywhere leaves no backend behind.
+        let mut connected = 0;
+        for _ in 0..50 {
+            if let Some(m) = pick_live(&mut rng).run(connect()).await {
+                m.unwrap().close().await.unwrap();
+                connected += 1;
+            }
+        }
+        println!("SlotManager::connect: {connected} of 50 completed");
+        wait_no_backends(&db).await;
+        // The temporary slots went with their connections.
+        assert_eq!(slot_names(&db, &prefix), Vec::<String>::new());
+    });
+}
+
+#[test]
+fn cancel_stream_connect_dropped_anywhere_leaves_nothing_that_matters() {
+    // `LogicalReplicationStream::connect` owns its connection: dropped at any point, the
+    // connection closes. What may remain is what the server already did: a slot the connect
+    // created. A temporary slot goes with the connection; a permanent one stays, complete and
+    // inactive, and the next connect uses it.
+    let cluster = pgtest::cluster(17);
+    let db = cluster.create_database("walstream_cancel_connect").unwrap();
+    let prefix = cluster.unique_name("ws_cancel_conn");
+    db.psql("CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE t;")
+        .unwrap();
+    block_on(async {
+        let mut rng = Rng::seeded();
+        let (mut completed, mut dropped) = (0, 0);
+        for i in 0..60u32 {
+            let kind = if i % 2 == 0 {
+                walstream::CreateSlot::Temporary
+            } else {
+                walstream::CreateSlot::Permanent
+            };
+            let slot = format!("{prefix}_{i}");
+            let config = || {
+                walstream::ReplicationStreamConfig::builder(&slot, ["p"])
+                    .create_slot_if_missing(kind)
+                    .build()
+                    .unwrap()
+            };
+            let conninfo = db.conninfo();
+            let connect = walstream::LogicalReplicationStream::connect(&conninfo, config());
+            match pick_live(&mut rng).run(connect).await {
+                Some(stream) => {
+                    completed += 1;
+                    drop(stream.unwrap());
+                }
+                None => dropped += 1,
+            }
+            // The dropped connect's backend sees its socket closed and goes; a slot it was
+            // creating is then either complete or gone (PostgreSQL drops a slot whose
+            // creation failed). Until then a slot mid-creation is visible with no
+            // confirmed_flush_lsn, so a connect that races with it would start from 0/0: wait.
+            wait_no_backends(&db).await;
+            let row = db
+                .psql(&format!(
+                    "SELECT temporary, active, confirmed_flush_lsn IS NOT NULL \
+                     FROM pg_replication_slots WHERE slot_name = '{slot}'"
+                ))
+                .unwrap();
+            match kind {
+                walstream::CreateSlot::Temporary => assert_eq!(row, "", "round {i}"),
+                _ => assert!(row.is_empty() || row == "f|f|t", "round {i}: {row:?}"),
+            }
+            if kind == walstream::CreateSlot::Permanent {
+                // Whether or not the dropped connect created the slot, connecting again
+                // works, from a real position.
+                let stream = walstream::LogicalReplicationStream::connect(&conninfo, config())
+                    .await
+                    .unwrap();
+                assert!(stream.start_lsn() > Lsn::ZERO, "round {i}");
+            }
+        }
+        println!("LogicalReplicationStream::connect: {completed} completed, {dropped} dropped");
+        assert!(dropped > 0 && completed > 0);
+        wait_no_backends(&db).await;
+        // Only the permanent slots remain, one per odd round, none active.
+        let left = slot_names(&db, &prefix);
+        let mut want: Vec<String> = (0..60)
+            .filter(|i| i % 2 == 1)
+            .map(|i| format!("{prefix}_{i}"))
+            .collect();
+        want.sort();
+        assert_eq!(left, want);
+        let active = db
+            .psql(&format!(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '{prefix}%' \
+                 AND active"
+            ))
+            .unwrap();
+        assert_eq!(active, "0");
+        db.psql(&format!(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE slot_name LIKE '{prefix}%'"
+        ))
+        .unwrap();
     });
 }

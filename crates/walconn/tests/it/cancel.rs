@@ -1,0 +1,676 @@
+//! Cancel safety of every `&mut self` async method of walconn against a real server: each
+//! call's future is dropped at a random point (a timeout of a few microseconds to a few
+//! milliseconds, or a few polls), many times over, and the object is used on. Either the call
+//! completed, with the right answer, and the connection answers the next call in step; or
+//! the connection is poisoned, and the next call fails at once (on its first poll, so without
+//! waiting on the socket) with `ErrorKind::Poisoned`. Never a wrong or stale answer, never a
+//! hang.
+//!
+//! `CopyOut::next` is cancel-safe and is checked for that: dropped anywhere, the rows come out
+//! once each, in order, and a server error mid-copy still arrives. A dropped
+//! `CopyBoth::send_status_update` is forced against a fake server that stops reading, so that
+//! the send blocks on a full socket buffer.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use walconn::{Connection, CopyBoth, CreateSlotOptions, ErrorKind, LogicalReplicationOptions};
+use walproto::replication::StandbyStatusUpdate;
+use walproto::Lsn;
+
+use crate::{block_on, config};
+
+/// The server major these tests run on: 17 has every command (`ALTER_REPLICATION_SLOT`).
+const MAJOR: u32 = 17;
+
+/// A small xorshift generator: reproducible runs from a printed seed, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        println!("seed {seed:#x}");
+        Self(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// How one call is made: given up after a random timeout, after a few polls, or awaited.
+enum Drop {
+    Timeout(Duration),
+    Polls(u32),
+    Await,
+}
+
+impl Drop {
+    fn pick(rng: &mut Rng) -> Self {
+        match rng.below(10) {
+            0..=4 => Drop::Timeout(Duration::from_micros(rng.below(3000))),
+            5..=7 => Drop::Polls(1 + u32::try_from(rng.below(6)).unwrap()),
+            _ => Drop::Await,
+        }
+    }
+
+    /// Runs `fut` the chosen way: `None` when it was dropped before it finished.
+    async fn run<F: Future>(self, fut: F) -> Option<F::Output> {
+        match self {
+            Drop::Timeout(d) => tokio::time::timeout(d, fut).await.ok(),
+            Drop::Polls(k) => {
+                let mut fut = pin!(fut);
+                let mut polls = 0;
+                std::future::poll_fn(|cx| {
+                    polls += 1;
+                    match fut.as_mut().poll(cx) {
+                        Poll::Ready(v) => Poll::Ready(Some(v)),
+                        Poll::Pending if polls >= k => Poll::Ready(None),
+                        Poll::Pending => {
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                    }
+                })
+                .await
+            }
+            Drop::Await => Some(fut.await),
+        }
+    }
+}
+
+/// Completed and dropped calls of one test.
+#[derive(Default)]
+struct Tally {
+    completed: u32,
+    dropped: u32,
+}
+
+impl Tally {
+    fn check(&self, what: &str) {
+        println!(
+            "{what}: {} completed, {} dropped",
+            self.completed, self.dropped
+        );
+        assert!(self.completed > 0, "{what}: no call completed");
+        assert!(self.dropped > 0, "{what}: no call was dropped");
+    }
+}
+
+/// `fut` is ready on its first poll with the poisoned error: decided without the socket.
+fn poisoned_now<T: Debug>(fut: impl Future<Output = walconn::Result<T>>) {
+    let mut fut = pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Err(e)) => {
+            assert_eq!(e.kind(), ErrorKind::Poisoned, "{e:?}");
+            assert!(e.is_poisoned());
+            assert!(e.to_string().contains("must be discarded"), "{e}");
+        }
+        other => panic!("expected the poisoned error at once, got {other:?}"),
+    }
+}
+
+/// After a dropped call: the connection is poisoned, every command fails at once.
+fn assert_poisoned(conn: &mut Connection) {
+    assert!(conn.is_poisoned());
+    poisoned_now(conn.simple_query("SELECT 1"));
+    poisoned_now(conn.identify_system());
+    poisoned_now(conn.show("wal_level"));
+    poisoned_now(conn.drop_replication_slot("walconn_never", false));
+    poisoned_now(conn.copy_out("COPY (SELECT 1) TO STDOUT"));
+}
+
+/// After a completed call: the connection answers the next query, with its own answer (a
+/// physical replication connection runs no SQL: `SHOW` alone there).
+async fn assert_in_step(conn: &mut Connection, i: u32) {
+    assert!(!conn.is_poisoned());
+    let limit = Duration::from_secs(20);
+    let level = tokio::time::timeout(limit, conn.show("wal_level"))
+        .await
+        .expect("SHOW hangs");
+    assert_eq!(level.unwrap(), "logical");
+    match tokio::time::timeout(limit, conn.simple_query(&format!("SELECT {i} AS n")))
+        .await
+        .expect("the next query hangs")
+    {
+        Ok(r) => assert_eq!(r[0].get(0, "n"), Some(i.to_string().as_str())),
+        Err(e) => assert_eq!(e.code(), Some("0A000"), "{e:?}"),
+    }
+}
+
+/// Waits (up to 20 s) until `conn`'s backend is the only one of its database: the backends
+/// of dropped connections have seen their sockets close and gone.
+async fn wait_alone(conn: &mut Connection, db: &pgtest::Database<'_>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let sql = format!(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{}' \
+         AND pid <> pg_backend_pid()",
+        db.name()
+    );
+    loop {
+        let r = conn.simple_query(&sql).await.unwrap();
+        if r[0].get(0, "n") == Some("0") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backends left behind: {:?}",
+            r[0].rows
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn connect(conninfo: &str) -> Connection {
+    Connection::connect(&config(conninfo)).await.unwrap()
+}
+
+/// `rounds` rounds of `$call` on `$conn`, each dropped at a random point or not; `$check`
+/// judges a completed call's result `$r`, `$after_drop` runs (on a fresh connection) after a
+/// dropped one.
+macro_rules! rounds {
+    ($rounds:expr, $conninfo:expr, $conn:ident, $i:ident,
+     call: $call:expr, check: |$r:ident| $check:expr, after_drop: $after_drop:expr $(,)?) => {{
+        let mut rng = Rng::seeded();
+        let mut tally = Tally::default();
+        let mut $conn = connect($conninfo).await;
+        for $i in 0..$rounds {
+            match Drop::pick(&mut rng).run($call).await {
+                Some($r) => {
+                    tally.completed += 1;
+                    $check;
+                    assert_in_step(&mut $conn, $i).await;
+                }
+                None => {
+                    tally.dropped += 1;
+                    assert_poisoned(&mut $conn);
+                    $conn = connect($conninfo).await;
+                    let () = $after_drop;
+                }
+            }
+        }
+        $conn.close().await.unwrap();
+        tally
+    }};
+}
+
+#[test]
+fn cancel_simple_query_identify_system_and_show() {
+    let cluster = pgtest::cluster(MAJOR);
+    let db = cluster.create_database("walconn_cancel_q").unwrap();
+    let conninfo = db.conninfo();
+    block_on(async {
+        // A large answer, so that drops land between the frames of one result too.
+        let tally = rounds!(150, &conninfo, conn, i,
+            call: conn.simple_query(&format!("SELECT {i} AS n, repeat('x', {}) AS pad", 1000 * i)),
+            check: |r| {
+                let r = r.unwrap();
+                assert_eq!(r[0].get(0, "n"), Some(i.to_string().as_str()));
+                assert_eq!(r[0].get(0, "pad").unwrap().len(), 1000 * i as usize);
+            },
+            after_drop: (),
+        );
+        tally.check("simple_query");
+
+        let system = connect(&conninfo).await.identify_system().await.unwrap();
+        let tally = rounds!(100, &conninfo, conn, i,
+            call: conn.identify_system(),
+            check: |r| {
+                let r = r.unwrap();
+                assert_eq!(r.system_id, system.system_id);
+                assert_eq!(r.dbname.as_deref(), Some(db.name()));
+            },
+            after_drop: (),
+        );
+        tally.check("identify_system");
+
+        let tally = rounds!(100, &conninfo, conn, i,
+            call: conn.show(if i % 2 == 0 { "wal_level" } else { "max_replication_slots" }),
+            check: |r| {
+                let got = r.unwrap();
+                if i % 2 == 0 {
+                    assert_eq!(got, "logical");
+                } else {
+                    assert!(got.parse::<u32>().is_ok(), "{got}");
+                }
+            },
+            after_drop: (),
+        );
+        tally.check("show");
+    });
+}
+
+/// The slots named `prefix*` that the server still has.
+fn slots_like(db: &pgtest::Database<'_>, prefix: &str) -> Vec<String> {
+    let out = db
+        .psql(&format!(
+            "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE '{prefix}%' \
+             ORDER BY 1"
+        ))
+        .unwrap();
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits (up to 20 s) until the server has no slot named `prefix*`.
+async fn wait_no_slots(db: &pgtest::Database<'_>, prefix: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = slots_like(db, prefix);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slots left behind: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn cancel_slot_commands() {
+    let cluster = pgtest::cluster(MAJOR);
+    let db = cluster.create_database("walconn_cancel_slots").unwrap();
+    let conninfo = db.conninfo();
+    let prefix = cluster.unique_name("wc_cancel");
+    block_on(async {
+        // Temporary slots: a dropped creation leaves at most a slot that goes with its
+        // connection. Physical ones are cheap; a few logical ones go through decoding setup.
+        let mut temporary = CreateSlotOptions::physical();
+        temporary.temporary = true;
+        let tally = rounds!(100, &conninfo, conn, i,
+            call: conn.create_replication_slot(&format!("{prefix}_t{i}"), &temporary),
+            check: |r| assert_eq!(r.unwrap().slot_name, format!("{prefix}_t{i}")),
+            after_drop: (),
+        );
+        tally.check("create_replication_slot (physical)");
+        let mut logical = CreateSlotOptions::logical("pgoutput");
+        logical.temporary = true;
+        logical.snapshot = Some(walconn::SnapshotAction::Nothing);
+        let tally = rounds!(25, &conninfo, conn, i,
+            call: conn.create_replication_slot(&format!("{prefix}_l{i}"), &logical),
+            check: |r| {
+                let r = r.unwrap();
+                assert_eq!(r.slot_name, format!("{prefix}_l{i}"));
+                assert_eq!(r.output_plugin.as_deref(), Some("pgoutput"));
+            },
+            after_drop: (),
+        );
+        println!(
+            "create_replication_slot (logical): {} completed, {} dropped",
+            tally.completed, tally.dropped
+        );
+        wait_no_slots(&db, &prefix).await;
+
+        // Permanent physical slots, each created whole, then dropped with a random drop. A
+        // completed drop leaves no slot; after a dropped one the slot may or may not be gone.
+        let permanent = CreateSlotOptions::physical();
+        let tally = rounds!(100, &conninfo, conn, i,
+            call: {
+                let name = format!("{prefix}_p{i}");
+                conn.create_replication_slot(&name, &permanent).await.unwrap();
+                let conn = &mut conn;
+                async move { conn.drop_replication_slot(&name, false).await }
+            },
+            check: |r| {
+                r.unwrap();
+                assert_eq!(slots_like(&db, &format!("{prefix}_p{i}")), Vec::<String>::new());
+            },
+            after_drop: match conn.drop_replication_slot(&format!("{prefix}_p{i}"), true).await {
+                Ok(()) => {}
+                Err(e) => assert!(e.is_slot_missing(), "{e:?}"),
+            },
+        );
+        tally.check("drop_replication_slot");
+        wait_no_slots(&db, &prefix).await;
+
+        // READ_REPLICATION_SLOT and ALTER_REPLICATION_SLOT on one slot each.
+        let physical = format!("{prefix}_read");
+        let logical_name = format!("{prefix}_alter");
+        {
+            let mut conn = connect(&conninfo).await;
+            let mut o = CreateSlotOptions::physical();
+            o.reserve_wal = true;
+            conn.create_replication_slot(&physical, &o).await.unwrap();
+            let mut o = CreateSlotOptions::logical("pgoutput");
+            o.snapshot = Some(walconn::SnapshotAction::Nothing);
+            conn.create_replication_slot(&logical_name, &o)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        }
+        let tally = rounds!(100, &conninfo, conn, i,
+            call: conn.read_replication_slot(if i % 3 == 0 { "walconn_no_such" } else { &physical }),
+            check: |r| {
+                let r = r.unwrap();
+                if i % 3 == 0 {
+                    assert_eq!(r, None);
+                } else {
+                    let info = r.unwrap();
+                    assert_eq!(info.slot_type, "physical");
+                    assert!(info.restart_lsn.is_some());
+                }
+            },
+            after_drop: (),
+        );
+        tally.check("read_replication_slot");
+        let tally = rounds!(100, &conninfo, conn, i,
+            call: conn.alter_replication_slot(&logical_name, Some(i % 2 == 0), None),
+            check: |r| {
+                r.unwrap();
+                let failover = db
+                    .psql(&format!(
+                        "SELECT failover FROM pg_replication_slots WHERE slot_name = '{logical_name}'"
+                    ))
+                    .unwrap();
+                assert_eq!(failover, if i % 2 == 0 { "t" } else { "f" });
+            },
+            // The dropped call's ALTER may still run on its backend: wait for it to go, so
+            // that it cannot overwrite the next round's.
+            after_drop: wait_alone(&mut conn, &db).await,
+        );
+        tally.check("alter_replication_slot");
+        let mut conn = connect(&conninfo).await;
+        conn.drop_replication_slot(&physical, true).await.unwrap();
+        conn.drop_replication_slot(&logical_name, true)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    });
+}
+
+#[test]
+fn cancel_timeline_history() {
+    // Timeline 1 has no history file: the answer is the server's error, with the connection
+    // in step; a dropped call poisons as any other.
+    let cluster = pgtest::cluster(MAJOR);
+    let db = cluster.create_database("walconn_cancel_tli").unwrap();
+    let conninfo = format!("{} replication=true", db.conninfo());
+    block_on(async {
+        let tally = rounds!(100, &conninfo, conn, i,
+            call: conn.timeline_history(1),
+            check: |r| {
+                let e = r.unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::Db, "{e:?}");
+            },
+            after_drop: (),
+        );
+        tally.check("timeline_history");
+    });
+}
+
+/// The text rows `1..=n` of `COPY ... TO STDOUT` of [`ROW`].
+fn expected_rows(n: u32) -> Vec<String> {
+    (1..=n)
+        .map(|g| format!("{g}{}\n", ".".repeat(300)))
+        .collect()
+}
+
+/// The row expression: wide enough that the server's 8 kB output buffer holds few rows, so
+/// that the client waits on the socket often within one copy.
+const ROW: &str = "g || repeat('.', 300)";
+
+/// Reads a copy to its end with every `next` dropped at random: (rows, the final result).
+async fn read_copy(
+    rng: &mut Rng,
+    copy: &mut walconn::CopyOut<'_>,
+    dropped: &mut u32,
+) -> (Vec<String>, walconn::Result<()>) {
+    let mut rows = Vec::new();
+    loop {
+        let Some(r) = Drop::pick(rng).run(copy.next()).await else {
+            *dropped += 1;
+            continue;
+        };
+        match r {
+            Ok(Some(row)) => rows.push(String::from_utf8(row.to_vec()).unwrap()),
+            Ok(None) => return (rows, Ok(())),
+            Err(e) => return (rows, Err(e)),
+        }
+    }
+}
+
+#[test]
+fn cancel_copy_out_poisons_and_copy_out_next_is_cancel_safe() {
+    let cluster = pgtest::cluster(MAJOR);
+    let db = cluster.create_database("walconn_cancel_copy").unwrap();
+    let conninfo = format!("{} replication=false", db.conninfo());
+    block_on(async {
+        let mut rng = Rng::seeded();
+        let mut tally = Tally::default();
+        let mut next_dropped = 0;
+        let mut abandoned = 0;
+        let mut conn = connect(&conninfo).await;
+        for i in 0..60u32 {
+            let n = 200 + 50 * i;
+            // Every third copy fails mid-way with division by zero after n - 1 rows.
+            let fails = i % 3 == 1;
+            let sql = if fails {
+                format!(
+                    "COPY (SELECT CASE WHEN g < {n} THEN {ROW} ELSE (1 / (g - g))::text END \
+                     FROM generate_series(1, {}) g) TO STDOUT",
+                    n + 10
+                )
+            } else {
+                format!("COPY (SELECT {ROW} FROM generate_series(1, {n}) g) TO STDOUT")
+            };
+            match Drop::pick(&mut rng).run(conn.copy_out(&sql)).await {
+                None => {
+                    tally.dropped += 1;
+                    assert_poisoned(&mut conn);
+                    conn = connect(&conninfo).await;
+                    continue;
+                }
+                Some(r) => {
+                    tally.completed += 1;
+                    let mut copy = r.unwrap();
+                    if i % 5 == 4 {
+                        // Abandoned mid-way: the connection is out of step, so poisoned.
+                        copy.next().await.unwrap().unwrap();
+                        drop(copy);
+                        abandoned += 1;
+                        assert_poisoned(&mut conn);
+                        conn = connect(&conninfo).await;
+                        continue;
+                    }
+                    let (rows, end) = read_copy(&mut rng, &mut copy, &mut next_dropped).await;
+                    // Once ended, it stays ended.
+                    assert!(copy.next().await.unwrap().is_none());
+                    if fails {
+                        assert_eq!(rows, expected_rows(n - 1));
+                        assert_eq!(end.unwrap_err().code(), Some("22012"));
+                    } else {
+                        assert_eq!(rows, expected_rows(n));
+                        end.unwrap();
+                    }
+                    assert_in_step(&mut conn, i).await;
+                }
+            }
+        }
+        conn.close().await.unwrap();
+        tally.check("copy_out");
+        println!("CopyOut::next: {next_dropped} dropped; {abandoned} copies abandoned");
+        assert!(next_dropped > 10, "{next_dropped}");
+    });
+}
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(u32::try_from(body.len()).unwrap() + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// A fake walsender: answers the startup and `START_REPLICATION`, sends one CopyData, then
+/// never reads again (so the client's sends block once the socket buffers are full).
+async fn stalled_stream() -> CopyBoth {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _): (TcpStream, _) = listener.accept().await.unwrap();
+        let len = s.read_u32().await.unwrap();
+        let mut startup = vec![0; usize::try_from(len).unwrap() - 4];
+        s.read_exact(&mut startup).await.unwrap();
+        let mut out = msg(b'R', &0u32.to_be_bytes());
+        out.extend(msg(b'S', b"server_version\x0017.0\x00"));
+        out.extend(msg(b'K', &[0, 0, 0, 42, 0, 0, 0, 7]));
+        out.extend(msg(b'Z', b"I"));
+        s.write_all(&out).await.unwrap();
+        assert_eq!(s.read_u8().await.unwrap(), b'Q');
+        let len = s.read_u32().await.unwrap();
+        let mut body = vec![0; usize::try_from(len).unwrap() - 4];
+        s.read_exact(&mut body).await.unwrap();
+        let mut out = msg(b'W', &[0, 0, 0]);
+        out.extend(msg(b'd', b"first"));
+        s.write_all(&out).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(s);
+    });
+    let conn = connect(&format!(
+        "host=127.0.0.1 port={port} user=fake dbname=fake sslmode=disable"
+    ))
+    .await;
+    conn.start_logical_replication(
+        "slot",
+        Lsn::ZERO,
+        &LogicalReplicationOptions::new(1, &["p"]),
+    )
+    .await
+    .unwrap()
+}
+
+fn update(lsn: u64) -> StandbyStatusUpdate {
+    StandbyStatusUpdate {
+        write: Lsn::new(lsn),
+        flush: Lsn::new(lsn),
+        apply: Lsn::new(lsn),
+        client_time: std::time::SystemTime::now().into(),
+        reply_requested: false,
+    }
+}
+
+#[test]
+fn cancel_dropped_send_poisons_the_copy_both() {
+    for big in [false, true] {
+        block_on(async {
+            let mut stream = stalled_stream().await;
+            let mut sent = 0u64;
+            let payload = vec![b'x'; 64 * 1024];
+            // Send until a send blocks on the full socket buffer; that one is dropped.
+            loop {
+                let fut = async {
+                    if big {
+                        stream.send(&payload).await
+                    } else {
+                        stream.send_status_update(&update(sent)).await
+                    }
+                };
+                match tokio::time::timeout(Duration::from_millis(200), fut).await {
+                    Ok(r) => {
+                        r.unwrap();
+                        sent += 1;
+                    }
+                    Err(_) => break,
+                }
+                assert!(sent < 10_000_000, "the sends never blocked");
+            }
+            println!("big={big}: {sent} sends completed before one blocked");
+            assert!(stream.connection().is_poisoned());
+            // `recv` would find a whole frame in the buffer, but refuses: the object is
+            // poisoned.
+            poisoned_now(stream.recv());
+            poisoned_now(stream.send_status_update(&update(sent)));
+            poisoned_now(stream.send(b"x"));
+            poisoned_now(stream.finish());
+        });
+    }
+}
+
+#[test]
+fn cancel_copy_both_send_status_update_dropped_at_random() {
+    // Against a real walsender the sends rarely block, so most complete: what must hold is
+    // that every round ends with a working stream (and a clean finish) or a poisoned one.
+    let cluster = pgtest::cluster(MAJOR);
+    let db = cluster.create_database("walconn_cancel_send").unwrap();
+    let slot = cluster.unique_name("wc_cancel_send");
+    db.psql(&format!(
+        "CREATE TABLE t (id int); CREATE PUBLICATION p FOR TABLE t;
+         SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput');"
+    ))
+    .unwrap();
+    block_on(async {
+        let mut rng = Rng::seeded();
+        let mut tally = Tally::default();
+        for round in 0..20 {
+            let conn = connect(&db.conninfo()).await;
+            let mut stream = conn
+                .start_logical_replication(
+                    &slot,
+                    Lsn::ZERO,
+                    &LogicalReplicationOptions::new(1, &["p"]),
+                )
+                .await
+                .unwrap();
+            let mut poisoned = false;
+            for k in 0..50 {
+                if Drop::pick(&mut rng)
+                    .run(stream.send_status_update(&update(0)))
+                    .await
+                    .is_none()
+                {
+                    tally.dropped += 1;
+                    poisoned_now(stream.recv());
+                    poisoned = true;
+                    break;
+                }
+                tally.completed += 1;
+                // A keepalive now and then shows the stream still in step.
+                if k % 10 == 0 {
+                    let mut reply = update(0);
+                    reply.reply_requested = true;
+                    stream.send_status_update(&reply).await.unwrap();
+                    loop {
+                        let frame = tokio::time::timeout(Duration::from_secs(20), stream.recv())
+                            .await
+                            .expect("no keepalive after a reply request")
+                            .unwrap()
+                            .unwrap();
+                        if frame[0] == b'k' {
+                            break;
+                        }
+                        assert_eq!(frame[0], b'w', "round {round}");
+                    }
+                }
+            }
+            if poisoned {
+                poisoned_now(stream.finish());
+            } else {
+                stream.finish().await.unwrap().close().await.unwrap();
+            }
+        }
+        println!(
+            "send_status_update: {} completed, {} dropped",
+            tally.completed, tally.dropped
+        );
+        assert!(tally.completed > 0);
+    });
+}
