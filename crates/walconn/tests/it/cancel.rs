@@ -136,6 +136,20 @@ fn assert_poisoned(conn: &mut Connection) {
     poisoned_now(conn.copy_out("COPY (SELECT 1) TO STDOUT"));
 }
 
+/// The consuming methods refuse a poisoned connection too, at once: `close` (on even
+/// rounds) and `start_logical_replication` (on odd ones).
+fn consumed_poisoned(conn: Connection, i: u32) {
+    if i % 2 == 0 {
+        poisoned_now(conn.close());
+    } else {
+        poisoned_now(conn.start_logical_replication(
+            "walconn_never",
+            Lsn::ZERO,
+            &LogicalReplicationOptions::new(1, &["p"]),
+        ));
+    }
+}
+
 /// After a completed call: the connection answers the next query, with its own answer (a
 /// physical replication connection runs no SQL: `SHOW` alone there).
 async fn assert_in_step(conn: &mut Connection, i: u32) {
@@ -200,7 +214,8 @@ macro_rules! rounds {
                 None => {
                     tally.dropped += 1;
                     assert_poisoned(&mut $conn);
-                    $conn = connect($conninfo).await;
+                    let old = std::mem::replace(&mut $conn, connect($conninfo).await);
+                    consumed_poisoned(old, $i);
                     let () = $after_drop;
                 }
             }
@@ -460,8 +475,13 @@ fn cancel_copy_out_poisons_and_copy_out_next_is_cancel_safe() {
         let mut next_dropped = 0;
         let mut abandoned = 0;
         let mut conn = connect(&conninfo).await;
-        for i in 0..60u32 {
-            let n = 200 + 50 * i;
+        // At least 60 copies, and more (up to 400) until enough `next` calls were dropped:
+        // how often one waits on the socket depends on the machine's load.
+        for i in 0..400u32 {
+            if i >= 60 && next_dropped >= 10 {
+                break;
+            }
+            let n = 200 + 50 * (i % 60);
             // Every third copy fails mid-way with division by zero after n - 1 rows.
             let fails = i % 3 == 1;
             let sql = if fails {
@@ -509,7 +529,7 @@ fn cancel_copy_out_poisons_and_copy_out_next_is_cancel_safe() {
         conn.close().await.unwrap();
         tally.check("copy_out");
         println!("CopyOut::next: {next_dropped} dropped; {abandoned} copies abandoned");
-        assert!(next_dropped > 10, "{next_dropped}");
+        assert!(next_dropped >= 10, "{next_dropped}");
     });
 }
 
