@@ -124,11 +124,18 @@ async fn slot_position(
             ),
         ));
     }
-    Ok(Some(
-        r.get(0, "confirmed_flush_lsn")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(Lsn::ZERO),
-    ))
+    // A logical slot shows no confirmed position while another session is still creating
+    // it (building its snapshot): starting from 0/0 there would be a guess.
+    match r.get(0, "confirmed_flush_lsn").map(str::parse::<Lsn>) {
+        Some(Ok(lsn)) => Ok(Some(lsn)),
+        _ => Err(Error::new(
+            ErrorKind::Slot,
+            format!(
+                "replication slot \"{slot}\" has no confirmed position yet: another session \
+                 is still creating it"
+            ),
+        )),
+    }
 }
 
 async fn create_slot(

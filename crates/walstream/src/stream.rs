@@ -60,6 +60,10 @@ pub struct LogicalReplicationStream {
 impl LogicalReplicationStream {
     /// Connects with a libpq conninfo (URL or key=value; `PG*` variables fill the gaps),
     /// negotiates the options with the server, and checks (or creates) the slot.
+    ///
+    /// Dropping the future closes its connection; a temporary slot goes with it, a permanent
+    /// slot it was creating remains only if the creation had finished (and is then used by the
+    /// next connect).
     pub async fn connect(conninfo: &str, config: ReplicationStreamConfig) -> Result<Self> {
         Self::connect_with(walconn::Config::parse(conninfo)?, config).await
     }

@@ -3,9 +3,8 @@
 //! cancel safety of `CopyBoth::recv`, dropped at random points over thousands of frames
 //! written in random pieces.
 //!
-//! `CopyBoth::send` (and `simple_query`) are documented as not cancel-safe (a dropped call may
-//! have written part of a message, after which the connection must be dropped): that is a
-//! statement about the bytes on the wire, which these tests do not try to exercise.
+//! `CopyBoth::send` and `simple_query` poison the connection when dropped mid-way; that is
+//! tested in `cancel.rs`.
 
 use std::future::Future;
 use std::pin::pin;
