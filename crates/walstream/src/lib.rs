@@ -56,6 +56,19 @@
 //!   [`buffer_batches`](ReplicationStreamConfigBuilder::buffer_batches) batches of at most
 //!   [`MAX_BATCH_BYTES`] wait for the consumer.
 
+/// Events, streams and handles move between tasks and threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_sync::<ChangeEvent>();
+    send_sync::<Error>();
+    send_sync::<SharedLsnFeedback>();
+    send::<Transaction>();
+    send::<EventStream>();
+    send::<TransactionStream>();
+    send::<LogicalReplicationStream>();
+};
+
 /// The workspace README's examples, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
