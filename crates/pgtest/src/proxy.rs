@@ -228,15 +228,17 @@ fn forward(mut from: TcpStream, mut to: TcpStream, up: bool, id: u64, shared: &S
             thread::sleep(delay);
         }
         let Some(chunk) = buf.get(..n) else { break };
-        if to.write_all(chunk).is_err() {
-            break;
-        }
+        // Counted before the write, so that a peer that has received the bytes (an echo's
+        // reply, say) always sees them counted.
         let counter = if up {
             &shared.to_server
         } else {
             &shared.to_client
         };
         counter.fetch_add(n as u64, Ordering::Relaxed);
+        if to.write_all(chunk).is_err() {
+            break;
+        }
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
