@@ -351,15 +351,9 @@ fn run_demo(args: &DemoArgs) -> ExitCode {
 }
 
 fn run_slot(args: &SlotArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match current_thread_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::IO);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(slot::slot(args)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -385,14 +379,21 @@ fn run_slot(args: &SlotArgs) -> ExitCode {
 }
 
 fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("error: cannot start the async runtime: {e}");
-            ExitCode::from(exit::IO)
-        })
+    build_runtime(tokio::runtime::Builder::new_multi_thread().worker_threads(1))
+}
+
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    build_runtime(&mut tokio::runtime::Builder::new_current_thread())
+}
+
+/// Builds the runtime, or says why not and gives the exit code.
+fn build_runtime(
+    builder: &mut tokio::runtime::Builder,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::from(exit::IO)
+    })
 }
 
 fn run_decode(args: &DecodeArgs) -> ExitCode {
@@ -430,15 +431,9 @@ fn run_decode(args: &DecodeArgs) -> ExitCode {
 }
 
 fn run_record(args: &RecordArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match current_thread_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::IO);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(record::record(args)) {
         Ok(summary) => {
