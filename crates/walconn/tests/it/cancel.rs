@@ -29,7 +29,7 @@ use crate::{block_on, config};
 const MAJOR: u32 = 17;
 
 /// A small xorshift generator: reproducible runs from a printed seed, no dependency.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn seeded() -> Self {
@@ -49,13 +49,13 @@ impl Rng {
         self.0
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
 
 /// How one call is made: given up after a random timeout, after a few polls, or awaited.
-enum Drop {
+pub(crate) enum Drop {
     Timeout(Duration),
     Polls(u32),
     Await,
@@ -71,7 +71,7 @@ impl Drop {
     }
 
     /// Runs `fut` the chosen way: `None` when it was dropped before it finished.
-    async fn run<F: Future>(self, fut: F) -> Option<F::Output> {
+    pub(crate) async fn run<F: Future>(self, fut: F) -> Option<F::Output> {
         match self {
             Drop::Timeout(d) => tokio::time::timeout(d, fut).await.ok(),
             Drop::Polls(k) => {

@@ -7,8 +7,6 @@
 //! tested in `cancel.rs`.
 
 use std::future::Future;
-use std::pin::pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -16,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use walconn::{Connection, CopyBoth, ErrorKind, LogicalReplicationOptions};
 use walproto::Lsn;
 
+use crate::cancel::{Drop, Rng};
 use crate::{block_on, config};
 
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -150,22 +149,6 @@ fn hostile_connection_ending_inside_a_header() {
     });
 }
 
-/// A small xorshift generator (reproducible from the printed seed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Frame `i` of the cancel test: its number, then filler of a size that depends on it.
 fn frame(i: u32) -> Vec<u8> {
     let mut f = i.to_be_bytes().to_vec();
@@ -212,30 +195,12 @@ fn hostile_recv_dropped_anywhere_loses_nothing() {
         let mut next = 0u32;
         let mut dropped = 0;
         loop {
-            let recv = stream.recv();
-            let result = match rng.below(3) {
-                0 => tokio::time::timeout(Duration::from_micros(rng.below(300)), recv)
-                    .await
-                    .ok(),
-                1 => {
-                    let k = 1 + rng.below(3);
-                    let mut fut = pin!(recv);
-                    let mut polls = 0;
-                    std::future::poll_fn(|cx| {
-                        polls += 1;
-                        match fut.as_mut().poll(cx) {
-                            Poll::Ready(v) => Poll::Ready(Some(v)),
-                            Poll::Pending if polls >= k => Poll::Ready(None),
-                            Poll::Pending => {
-                                cx.waker().wake_by_ref();
-                                Poll::Pending
-                            }
-                        }
-                    })
-                    .await
-                }
-                _ => Some(recv.await),
+            let how = match rng.below(3) {
+                0 => Drop::Timeout(Duration::from_micros(rng.below(300))),
+                1 => Drop::Polls(1 + u32::try_from(rng.below(3)).unwrap()),
+                _ => Drop::Await,
             };
+            let result = how.run(stream.recv()).await;
             match result {
                 None => dropped += 1,
                 Some(r) => match r.unwrap() {
