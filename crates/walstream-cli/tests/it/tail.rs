@@ -25,6 +25,21 @@ fn tail_to(db: &pgtest::Database<'_>, slot: &str, end: &str) -> Vec<serde_json::
         .collect()
 }
 
+/// Sends SIGINT to `child` and checks that it exits cleanly.
+fn interrupt(child: std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn current_lsn(db: &pgtest::Database<'_>) -> String {
     db.query("SELECT pg_current_wal_lsn()").unwrap()[0][0].clone()
 }
@@ -87,17 +102,7 @@ fn sigint_stops_tail_with_the_printed_transactions_acknowledged() {
             end = Some(lsn(v["end_lsn"].as_str().unwrap()));
         }
     }
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    interrupt(child);
     // The last status update acknowledged the printed transaction (or an idle keepalive
     // after it), and the slot is free again.
     assert!(lsn(&confirmed_flush(&db, &slot)) >= end.unwrap());
@@ -167,15 +172,5 @@ fn tail_snapshot_prints_the_table_then_the_changes_after_it() {
         .collect();
     assert_eq!(types, ["begin", "relation", "insert", "commit"]);
     assert_eq!(changes[2]["new"]["id"], "3");
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    interrupt(child);
 }
