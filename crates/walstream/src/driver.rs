@@ -57,6 +57,15 @@ pub(crate) struct Shared {
     pub(crate) peak_buffered_bytes: AtomicUsize,
 }
 
+impl Shared {
+    /// Counts a batch of `bytes` handed to the channel (before it is sent: the consumer may
+    /// take it at once and subtract).
+    pub(crate) fn count_sent(&self, bytes: usize) {
+        let now = self.buffered_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        self.peak_buffered_bytes.fetch_max(now, Ordering::AcqRel);
+    }
+}
+
 /// Why a session ended.
 enum Failure {
     /// An error, and whether the session delivered data before it (which resets the count of
@@ -190,8 +199,7 @@ impl Driver {
                         )
                     };
                     let tx = tx.ok_or_else(closed)?;
-                    let now = shared.buffered_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
-                    shared.peak_buffered_bytes.fetch_max(now, Ordering::AcqRel);
+                    shared.count_sent(bytes);
                     tokio::select! {
                         sent = tx.send(Ok(Batch { events, bytes })) => sent.map_err(|_| closed()),
                         () = stop.cancelled() => Err(closed()),
@@ -219,7 +227,7 @@ impl Driver {
                     .await;
             }
             if let Some(batch) = self.pending.take() {
-                self.count_sent(batch.bytes);
+                self.shared.count_sent(batch.bytes);
                 let _ = tx.send(Ok(batch)).await;
             }
             let _ = tx.send(Err(error)).await;
@@ -325,7 +333,7 @@ impl Driver {
                         // The consumer is gone: end as if stopped.
                         return Ok(());
                     };
-                    self.count_sent(batch.bytes);
+                    self.shared.count_sent(batch.bytes);
                     permit.send(Ok(batch));
                     self.close_channel_if_ended();
                 }
@@ -369,7 +377,7 @@ impl Driver {
             if let Some(tx) = &self.tx {
                 // Counted before it is sent: the consumer may take it at once.
                 let size = batch.bytes;
-                self.count_sent(size);
+                self.shared.count_sent(size);
                 match tx.try_send(Ok(batch)) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(Ok(batch))) => {
@@ -458,17 +466,6 @@ impl Driver {
         if self.ended && self.pending.is_none() && self.tx.take().is_some() {
             tracing::debug!("all events up to the end LSN delivered");
         }
-    }
-
-    fn count_sent(&self, bytes: usize) {
-        let now = self
-            .shared
-            .buffered_bytes
-            .fetch_add(bytes, Ordering::AcqRel)
-            + bytes;
-        self.shared
-            .peak_buffered_bytes
-            .fetch_max(now, Ordering::AcqRel);
     }
 
     /// Sends a status update with what the application has acknowledged.
