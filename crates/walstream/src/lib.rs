@@ -77,37 +77,30 @@ const _: () = {
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
-mod config;
-mod driver;
 mod error;
-mod event;
-mod feedback;
-mod follow;
-mod retry;
+mod logical;
 mod session;
 mod slots;
 mod snapshot;
-mod spill;
-mod stream;
 mod transaction;
 pub mod value;
 
-pub use config::{
+pub use error::{Error, ErrorKind, Result};
+pub use logical::config::{
     max_protocol, negotiate, CreateSlot, Negotiated, ReplicationStreamConfig,
     ReplicationStreamConfigBuilder, DEFAULT_BUFFER_BATCHES, DEFAULT_READ_COALESCING,
     DEFAULT_STATUS_INTERVAL,
 };
-pub use driver::MAX_BATCH_BYTES;
-pub use error::{Error, ErrorKind, Result};
-pub use event::{
+pub use logical::event::{
     ChangeEvent, CommitPrepared, Delete, EventKind, Insert, LogicalMessage, OldRow, PrepareInfo,
     RawXLogData, RollbackPrepared, Row, Truncate, Update,
 };
-pub use feedback::{FeedbackTracker, SharedLsnFeedback, Status};
-pub use retry::RetryPolicy;
+pub use logical::stream::{EventStream, LogicalReplicationStream, StreamStats};
+pub use session::driver::MAX_BATCH_BYTES;
+pub use session::feedback::{FeedbackTracker, SharedLsnFeedback, Status};
+pub use session::retry::RetryPolicy;
 pub use slots::{SlotInfo, SlotManager};
 pub use snapshot::SnapshotOptions;
-pub use stream::{EventStream, LogicalReplicationStream, StreamStats};
 pub use transaction::{
     Change, ChangeKind, Changes, Transaction, TransactionAssembler, TransactionConfig,
     TransactionKind, TransactionStream, DEFAULT_MEMORY_BUDGET,

@@ -12,7 +12,7 @@ use walproto::pgoutput::{ReplicaIdentity, TupleData};
 use walproto::{ColumnInfo, Lsn, Oid, RelationInfo};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{ChangeEvent, EventKind, Insert, Row};
+use crate::logical::event::{ChangeEvent, EventKind, Insert, Row};
 
 /// The signature that starts a binary `COPY` stream.
 const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";

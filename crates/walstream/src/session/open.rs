@@ -6,8 +6,8 @@ use std::time::Duration;
 use walconn::{quote_literal, Connection, CreateSlotOptions, SnapshotAction, SystemInfo};
 use walproto::Lsn;
 
-use crate::config::{negotiate, CreateSlot, Negotiated, ReplicationStreamConfig};
 use crate::error::{Error, ErrorKind, Result};
+use crate::logical::config::{negotiate, CreateSlot, Negotiated, ReplicationStreamConfig};
 
 /// The shortest status interval used, whatever `wal_sender_timeout` says.
 const MIN_STATUS_INTERVAL: Duration = Duration::from_millis(50);

@@ -11,7 +11,8 @@ use walproto::pgoutput::{
 use walproto::{ColumnInfo, Lsn, Oid, RelationInfo, Timestamp, Xid};
 
 use super::*;
-use crate::event::{PrepareInfo, Row};
+use crate::logical::event::{ChangeEvent, EventKind, Insert, PrepareInfo, Row};
+use crate::{TransactionAssembler, TransactionConfig, TransactionKind};
 
 fn rel() -> Arc<RelationInfo> {
     Arc::new(RelationInfo {
@@ -206,20 +207,22 @@ fn prepared_transactions_wait_for_their_outcome() {
     }))
     .unwrap();
     let commit_prepared = |gid: &str| {
-        ev(EventKind::CommitPrepared(crate::event::CommitPrepared {
-            commit_lsn: Lsn::new(600),
-            end_lsn: Lsn::new(610),
-            commit_time: Timestamp::new(7),
-            xid: Xid(5),
-            gid: gid.into(),
-        }))
+        ev(EventKind::CommitPrepared(
+            crate::logical::event::CommitPrepared {
+                commit_lsn: Lsn::new(600),
+                end_lsn: Lsn::new(610),
+                commit_time: Timestamp::new(7),
+                xid: Xid(5),
+                gid: gid.into(),
+            },
+        ))
     };
     let txs = feed(
         &mut a,
         vec![
             commit_prepared("g1"),
             ev(EventKind::RollbackPrepared(
-                crate::event::RollbackPrepared {
+                crate::logical::event::RollbackPrepared {
                     prepare_end_lsn: Lsn::new(60),
                     rollback_end_lsn: Lsn::new(700),
                     prepare_time: Timestamp::new(3),

@@ -8,7 +8,7 @@ use walproto::pgoutput::{ProtocolVersion, Streaming as PgStreaming};
 use walproto::Lsn;
 
 use crate::error::{Error, Result};
-use crate::retry::RetryPolicy;
+use crate::session::retry::RetryPolicy;
 use crate::snapshot::SnapshotOptions;
 
 /// How often a status update goes out when the server does not ask sooner (the

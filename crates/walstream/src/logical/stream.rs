@@ -14,13 +14,13 @@ use tokio_util::sync::CancellationToken;
 use walconn::{Connection, SystemInfo};
 use walproto::Lsn;
 
-use crate::config::{Negotiated, ReplicationStreamConfig};
-use crate::driver::{Driver, Item, Shared};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::ChangeEvent;
-use crate::feedback::{FeedbackTracker, SharedLsnFeedback};
-use crate::follow::Follower;
-use crate::session::{open_session, Session};
+use crate::logical::config::{Negotiated, ReplicationStreamConfig};
+use crate::logical::event::ChangeEvent;
+use crate::logical::follow::Follower;
+use crate::session::driver::{Driver, Item, Shared};
+use crate::session::feedback::{FeedbackTracker, SharedLsnFeedback};
+use crate::session::open::{open_session, Session};
 
 /// A connected, checked logical replication session, ready to [`start`](Self::start).
 ///

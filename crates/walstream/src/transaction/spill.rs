@@ -18,8 +18,8 @@ use walproto::owned::TupleBuf;
 use walproto::pgoutput::{encode_columns, TupleData};
 use walproto::{Lsn, RelationInfo, Xid};
 
-use crate::event::{Delete, Insert, LogicalMessage, OldRow, Row, Truncate, Update};
-use crate::transaction::{Change, ChangeKind};
+use super::change::{Change, ChangeKind};
+use crate::logical::event::{Delete, Insert, LogicalMessage, OldRow, Row, Truncate, Update};
 
 /// The largest record read back: a change is at most one pgoutput message, which PostgreSQL
 /// bounds at 1 GiB.

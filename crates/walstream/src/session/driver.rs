@@ -17,13 +17,13 @@ use walconn::{Connection, CopyBoth, SystemInfo};
 use walproto::replication::{ServerMessage, StandbyStatusUpdate};
 use walproto::Lsn;
 
-use crate::config::{Negotiated, ReplicationStreamConfig};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{ChangeEvent, EventKind};
-use crate::feedback::{FeedbackTracker, SharedLsnFeedback};
-use crate::follow::Follower;
-use crate::retry::Jitter;
-use crate::session::{open_session, Session};
+use crate::logical::config::{Negotiated, ReplicationStreamConfig};
+use crate::logical::event::{ChangeEvent, EventKind};
+use crate::logical::follow::Follower;
+use crate::session::feedback::{FeedbackTracker, SharedLsnFeedback};
+use crate::session::open::{open_session, Session};
+use crate::session::retry::Jitter;
 use crate::snapshot::{self, SnapshotOptions};
 
 /// A batch is closed once it holds this many bytes of frames; see

@@ -9,7 +9,7 @@ use walproto::pgoutput::{Message, OldTuple, ProtocolVersion, Streaming, TupleDat
 use walproto::replication::XLogData;
 use walproto::{Decoder, ErrorKind, Lsn, Oid, RelationInfo, Timestamp, Xid};
 
-use crate::event::{
+use crate::logical::event::{
     ChangeEvent, CommitPrepared, Delete, EventKind, Insert, LogicalMessage, OldRow, PrepareInfo,
     RawXLogData, RollbackPrepared, Row, Truncate, Update,
 };

@@ -1,0 +1,111 @@
+//! [`TransactionStream`]: the assembler over an [`EventStream`].
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use walproto::Lsn;
+
+use super::{Transaction, TransactionAssembler, TransactionConfig};
+use crate::error::Result;
+use crate::logical::stream::EventStream;
+use crate::session::feedback::SharedLsnFeedback;
+
+/// Committed transactions in commit order, assembled from an [`EventStream`].
+///
+/// ```no_run
+/// use walstream::{LogicalReplicationStream, ReplicationStreamConfig, TransactionConfig};
+///
+/// # async fn run() -> walstream::Result<()> {
+/// let config = ReplicationStreamConfig::builder("app_slot", ["app_pub"]).build()?;
+/// let mut txs = LogicalReplicationStream::connect("postgresql://repl@db/app", config)
+///     .await?
+///     .start()
+///     .into_transactions(TransactionConfig::default().memory_budget(16 << 20));
+/// while let Some(tx) = txs.next_transaction().await? {
+///     for change in tx.changes() {
+///         println!("{:?}", change?.kind);
+///     }
+///     txs.ack(&tx); // applied: the slot may move past it
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct TransactionStream {
+    events: EventStream,
+    assembler: TransactionAssembler,
+}
+
+impl EventStream {
+    /// Turns the event stream into a stream of committed transactions.
+    pub fn into_transactions(self, config: TransactionConfig) -> TransactionStream {
+        TransactionStream {
+            events: self,
+            assembler: TransactionAssembler::new(config),
+        }
+    }
+}
+
+impl TransactionStream {
+    /// The next committed transaction; `Ok(None)` when the stream has ended.
+    pub async fn next_transaction(&mut self) -> Result<Option<Transaction>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx))
+            .await
+            .transpose()
+    }
+
+    /// Acknowledges `tx` (and everything before it) as applied and durable. While a prepared
+    /// transaction waits for its outcome, the acknowledgement stops at its prepare, so that
+    /// after a restart the server sends it again rather than only its `COMMIT PREPARED`.
+    pub fn ack(&self, tx: &Transaction) {
+        let mut lsn = tx.end_lsn;
+        if let Some(p) = self.assembler.pending_prepare() {
+            lsn = lsn.min(p);
+        }
+        self.events.ack(lsn);
+    }
+
+    /// The acknowledgement handle.
+    pub fn feedback(&self) -> &SharedLsnFeedback {
+        self.events.feedback()
+    }
+
+    /// The assembler (memory use, pending prepares).
+    pub fn assembler(&self) -> &TransactionAssembler {
+        &self.assembler
+    }
+
+    /// The underlying event stream's counters.
+    pub fn stats(&self) -> crate::StreamStats {
+        self.events.stats()
+    }
+
+    /// Stops the stream cleanly (see [`EventStream::shutdown`]).
+    pub async fn shutdown(self) -> Result<Lsn> {
+        self.events.shutdown().await
+    }
+}
+
+impl Stream for TransactionStream {
+    type Item = Result<Transaction>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(tx) = this.assembler.pop() {
+                return Poll::Ready(Some(Ok(tx)));
+            }
+            match Pin::new(&mut this.events).poll_next(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    if let Err(e) = this.assembler.push(event) {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
