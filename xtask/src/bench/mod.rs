@@ -1,0 +1,178 @@
+//! `cargo xtask bench [--quick] [--rows N] [--rounds N] [--majors LIST] [--no-parse]
+//! [--parse-time S] [--big-mb N] [--budget-mib N] [--no-big] [--compare OLD.json] [--wrap CMD]
+//! [--drain-bins DIR]`: the drain benchmark on PostgreSQL 15 and the newest installed major,
+//! the big-transaction bench, and the criterion parse benches; one report of all of them.
+//!
+//! **Drain.** For each major, a throwaway cluster (pgtest) gets table
+//! `bench (id int4 primary key, v text)` and a publication; one logical slot per consumer and
+//! round is created *before* the backlog, so every consumer drains the same WAL. The backlog is
+//! `rows` single-row inserts, committed every 1000 rows (a PL/pgSQL loop with `COMMIT`); its
+//! end is `pg_current_wal_lsn()` after it. Each consumer then drains its own slot to that LSN
+//! as a child process, and `wait4` gives its user and system CPU time and peak RSS. Consumers:
+//!
+//! - `walstream`, `walstream-nocoalesce` (`read_coalescing(Duration::ZERO)`), `walstream-mt`,
+//!   `walstream-raw` (modes of `drain-walstream`) and `pg_walstream` (`drain-pg-walstream`),
+//!   from `benches/drain`, a crate outside the workspace because pg_walstream's backend links
+//!   the system libpq; each decodes every row it is sent;
+//! - `pg_recvlogical` (PostgreSQL 15's, also against newer servers), which writes the stream
+//!   to `/dev/null` and decodes nothing: the floor for a consumer on this machine.
+//!
+//! **Big transaction.** On the newest major, one transaction inserting `big_mb` MiB of row
+//! values (1000-byte text values), streamed by the server while in progress (protocol 4,
+//! `streaming = on`), drained by `drain-walstream walstream-tx` through a `TransactionStream`
+//! with a memory budget (64 MiB by default): wall time, CPU time and peak RSS against the
+//! budget; `pg_recvlogical` on the same stream for reference.
+//!
+//! **Parse.** `cargo bench -p benches --bench parse` (three recorded corpora); its summary
+//! (`target/bench/parse-summary.json`) goes into the report.
+//!
+//! The medians of the rounds go to `target/bench/report.md`, `report.json` and
+//! `report-ratios.svg`, with ratios against the baselines measured in the same run.
+//! `--compare OLD.json` flags every figure more than 10% worse than in OLD (a `report.json` of
+//! an earlier run) and then fails.
+
+//!
+//! The code is in four parts: `options` (the command line), `runs` (clusters, backlogs and
+//! the consumers as measured child processes), `stats` (what was measured, medians, the
+//! headline ratios and the figures `--compare` looks at) and `report` (the Markdown, JSON and
+//! SVG writers and the comparison with an earlier run). This module runs them in order.
+
+mod options;
+mod report;
+mod runs;
+mod stats;
+
+use std::fs;
+use std::time::Instant;
+
+use crate::{workspace_root, Result};
+
+/// The PostgreSQL major every run includes (installed on every machine of the project), and
+/// whose `pg_recvlogical` is the baseline on every major.
+const BASE_MAJOR: u32 = 15;
+
+/// Rows per transaction of the backlog.
+const ROWS_PER_TX: u64 = 1000;
+
+/// The consumers, in the order of the first round (later rounds rotate it).
+const CONSUMERS: [&str; 6] = [
+    "walstream",
+    "walstream-nocoalesce",
+    "walstream-mt",
+    "walstream-raw",
+    "pg_walstream",
+    "pg_recvlogical",
+];
+
+/// The consumers of the big-transaction bench.
+const BIG_CONSUMERS: [&str; 2] = ["walstream-tx", "pg_recvlogical"];
+
+/// Bytes of each row value of the big transaction.
+const BIG_VALUE_BYTES: u64 = 1000;
+
+/// `cargo xtask bench ARGS`: every bench the options ask for, then the report, then the
+/// comparison with `--compare`'s file (which fails the command when a figure got worse).
+pub(crate) fn main(args: &[String]) -> Result<()> {
+    let opts = options::parse_options(args)?;
+    let started = Instant::now();
+    let root = workspace_root();
+    let out_dir = root.join("target/bench");
+    fs::create_dir_all(&out_dir).map_err(|e| format!("creating {}: {e}", out_dir.display()))?;
+    // Read first: a typo in the path should fail before the run, not after it.
+    let old = match &opts.compare {
+        Some(path) => {
+            Some(fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+
+    runs::ensure_libpq_dev()?;
+    let paths = runs::Paths::new(&root, opts.drain_bins.as_deref())?;
+    let newest = pgtest::installed_majors()
+        .into_iter()
+        .max()
+        .unwrap_or(BASE_MAJOR);
+    let majors = opts.majors.clone().unwrap_or_else(|| {
+        let mut m = vec![BASE_MAJOR];
+        if newest != BASE_MAJOR {
+            m.push(newest);
+        }
+        m
+    });
+
+    let mut drains = Vec::new();
+    for &major in &majors {
+        drains.push(runs::drain(&opts, &paths, major)?);
+    }
+    let big = if opts.big_mb > 0 {
+        Some(runs::big_transaction(&opts, &paths, newest)?)
+    } else {
+        None
+    };
+
+    if opts.parse {
+        eprintln!("==> criterion parse benches");
+        runs::run_parse_benches(&root, opts.parse_time)?;
+    }
+    let parse_json = fs::read_to_string(out_dir.join("parse-summary.json")).ok();
+    let parse_md = fs::read_to_string(out_dir.join("parse-summary.md")).ok();
+    let out_dir = opts.out.clone().unwrap_or(out_dir);
+    fs::create_dir_all(&out_dir).map_err(|e| format!("creating {}: {e}", out_dir.display()))?;
+    let parse = parse_json
+        .as_deref()
+        .map(stats::parse_summary)
+        .unwrap_or_default();
+
+    let run = report::RunInfo {
+        rows: opts.rows,
+        rounds: opts.rounds,
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load: fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_default(),
+        cpu: report::cpu_model(),
+        wrap: opts.wrap.clone(),
+        drain_bins: opts.drain_bins.clone(),
+        parse_ran: opts.parse,
+        quick: opts.quick,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let headline = stats::headline(&drains, big.as_ref(), &parse);
+    let figures = stats::figures(&drains, big.as_ref(), &parse);
+    let mut md = report::report_md(&run, &headline, &drains, big.as_ref(), parse_md.as_deref());
+    let json = report::report_json(
+        &run,
+        &headline,
+        &drains,
+        big.as_ref(),
+        parse_json.as_deref(),
+        &figures,
+    );
+    let svg = report::ratios_svg(&headline);
+
+    let mut worse = Vec::new();
+    if let (Some(old), Some(path)) = (&old, &opts.compare) {
+        worse = report::compare(old, &figures);
+        report::compare_md(&mut md, path, &worse);
+    }
+    report::write(&out_dir.join("report.md"), &md)?;
+    report::write(&out_dir.join("report.json"), &json)?;
+    report::write(&out_dir.join("report-ratios.svg"), &svg)?;
+    println!("{md}");
+    eprintln!(
+        "==> wrote {}, report.json and report-ratios.svg ({:.0} s)",
+        out_dir.join("report.md").display(),
+        run.seconds
+    );
+    if !worse.is_empty() {
+        return Err(format!(
+            "{} figure(s) more than 10% worse than {} (see the report)",
+            worse.len(),
+            opts.compare
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string())
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! The command line of `cargo xtask bench`: every flag, its default, and what `--quick` changes.
+
+use std::path::PathBuf;
+
+use crate::Result;
+
+/// What one run of the bench does, from the command line.
+pub(super) struct Options {
+    /// Single-row inserts in the drain backlog.
+    pub(super) rows: u64,
+    /// Rounds per consumer; the report gives the median of each figure.
+    pub(super) rounds: usize,
+    /// The majors to drain from (default: 15 and the newest installed).
+    pub(super) majors: Option<Vec<u32>>,
+    /// Whether the criterion parse benches run (`--no-parse` reuses an earlier summary).
+    pub(super) parse: bool,
+    /// Criterion measurement time per parse bench, seconds.
+    pub(super) parse_time: f64,
+    /// MiB of row values in the big transaction; 0 skips it.
+    pub(super) big_mb: u64,
+    /// The memory budget of the big transaction's `TransactionStream`, MiB.
+    pub(super) budget_mib: u64,
+    /// `--compare OLD.json`: the report of an earlier run to compare every figure with.
+    pub(super) compare: Option<PathBuf>,
+    /// `--wrap CMD`: a command line each consumer runs under (`{consumer}` is replaced by its
+    /// name), for example `strace -c -f -o target/bench/strace-{consumer}.txt`.
+    pub(super) wrap: Option<String>,
+    /// `--drain-bins DIR`: use the consumers already built in DIR instead of building
+    /// `benches/drain` (to compare a build of another checkout against this one's baselines).
+    pub(super) drain_bins: Option<String>,
+    /// `--quick`: the smaller workload, marked as such in the report.
+    pub(super) quick: bool,
+    /// `--out DIR`: where the report goes (default `target/bench`; the parse summary is always
+    /// read from `target/bench`, where the parse bench writes it).
+    pub(super) out: Option<PathBuf>,
+}
+
+/// Parses the arguments after `bench`. Explicit sizes win over `--quick` whatever their order,
+/// and `--no-big` over `--big-mb`.
+pub(super) fn parse_options(args: &[String]) -> Result<Options> {
+    let mut opts = Options {
+        rows: 1_000_000,
+        rounds: 3,
+        majors: None,
+        parse: true,
+        parse_time: 5.0,
+        big_mb: 1024,
+        budget_mib: 64,
+        compare: None,
+        wrap: None,
+        drain_bins: None,
+        quick: false,
+        out: None,
+    };
+    let mut rows = None;
+    let mut big_mb = None;
+    let mut parse_time = None;
+    let mut no_big = false;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--quick" => {
+                opts.quick = true;
+                opts.rows = 100_000;
+                opts.big_mb = 100;
+                opts.parse_time = 1.0;
+            }
+            "--no-parse" => opts.parse = false,
+            "--no-big" => no_big = true,
+            "--drain-bins" => {
+                let dir = iter.next().ok_or("bench: --drain-bins needs a directory")?;
+                opts.drain_bins = Some(dir.clone());
+            }
+            "--wrap" => {
+                let cmd = iter.next().filter(|c| !c.trim().is_empty());
+                opts.wrap = Some(cmd.ok_or("bench: --wrap needs a command")?.clone());
+            }
+            "--out" => {
+                let dir = iter.next().ok_or("bench: --out needs a directory")?;
+                opts.out = Some(PathBuf::from(dir));
+            }
+            "--compare" => {
+                let file = iter.next().ok_or("bench: --compare needs a report.json")?;
+                opts.compare = Some(PathBuf::from(file));
+            }
+            "--majors" => {
+                let list = iter
+                    .next()
+                    .ok_or("bench: --majors needs a list, e.g. 15,18")?;
+                let majors: Option<Vec<u32>> =
+                    list.split(',').map(|m| m.trim().parse().ok()).collect();
+                opts.majors = Some(
+                    majors
+                        .filter(|m| !m.is_empty())
+                        .ok_or("bench: --majors needs a list, e.g. 15,18")?,
+                );
+            }
+            "--rows" => rows = Some(number(iter.next(), "--rows")?),
+            "--rounds" => {
+                let n = number(iter.next(), "--rounds")?;
+                opts.rounds = usize::try_from(n).map_err(|e| e.to_string())?;
+            }
+            "--big-mb" => big_mb = Some(number(iter.next(), "--big-mb")?),
+            "--budget-mib" => opts.budget_mib = number(iter.next(), "--budget-mib")?,
+            "--parse-time" => parse_time = Some(number(iter.next(), "--parse-time")?),
+            other => return Err(format!("bench: unknown argument {other:?}")),
+        }
+    }
+    if let Some(rows) = rows {
+        opts.rows = rows;
+    }
+    if let Some(mb) = big_mb {
+        opts.big_mb = mb;
+    }
+    if let Some(t) = parse_time {
+        opts.parse_time = t as f64;
+    }
+    if no_big {
+        opts.big_mb = 0;
+    }
+    if opts.rows == 0 || opts.rounds == 0 || opts.budget_mib == 0 {
+        return Err("bench: --rows, --rounds and --budget-mib must be at least 1".to_owned());
+    }
+    Ok(opts)
+}
+
+/// The number after `flag`; underscores are allowed as digit separators (`1_000_000`).
+fn number(value: Option<&String>, flag: &str) -> Result<u64> {
+    value
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .ok_or_else(|| format!("bench: {flag} needs a positive number"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn quick_then_rows_overrides_the_row_count() {
+        let opts = parse_options(&args(&["--quick", "--rows", "5_000"]))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!((opts.rows, opts.rounds, opts.parse), (5000, 3, true));
+        assert_eq!(opts.big_mb, 100);
+        assert!(parse_options(&["--rows".to_owned()]).is_err());
+        let opts = parse_options(&args(&["--no-big", "--majors", "15,18"]))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!((opts.big_mb, opts.majors), (0, Some(vec![15, 18])));
+    }
+}
