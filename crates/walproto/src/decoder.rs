@@ -7,8 +7,8 @@ use alloc::vec::Vec;
 
 use crate::error::{Error, ErrorKind};
 use crate::pgoutput::{
-    Message, OldTuple, ParseContext, ProtocolVersion, Relation, ReplicaIdentity, Streaming,
-    TupleData,
+    Boundaries, Message, OldTuple, ParseContext, ProtocolVersion, Relation, ReplicaIdentity,
+    Streaming, TupleData,
 };
 use crate::types::{Oid, Xid};
 
@@ -48,21 +48,10 @@ use crate::types::{Oid, Xid};
 /// ```
 #[derive(Debug, Clone)]
 pub struct Decoder {
-    version: ProtocolVersion,
-    streaming: Streaming,
-    state: State,
+    boundaries: Boundaries,
     relations: BTreeMap<Oid, Arc<RelationInfo>>,
     types: BTreeMap<Oid, TypeInfo>,
     max_relations: usize,
-}
-
-/// Where the stream is between transaction boundaries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Idle,
-    Transaction,
-    Prepare(Xid),
-    Stream(Xid),
 }
 
 /// A decoded message, with the relation a row message refers to.
@@ -124,9 +113,7 @@ impl Decoder {
     /// A decoder for a stream started with this protocol version and streaming mode.
     pub fn new(version: ProtocolVersion, streaming: Streaming) -> Self {
         Decoder {
-            version,
-            streaming,
-            state: State::Idle,
+            boundaries: Boundaries::new(version, streaming),
             relations: BTreeMap::new(),
             types: BTreeMap::new(),
             max_relations: DEFAULT_MAX_RELATIONS,
@@ -142,21 +129,25 @@ impl Decoder {
 
     /// The parse context for the next message.
     pub fn context(&self) -> ParseContext {
-        ParseContext::new(self.version, self.streaming)
-            .in_stream(matches!(self.state, State::Stream(_)))
+        self.boundaries.context()
+    }
+
+    /// Where the stream is between transaction boundaries: whether it is between
+    /// transactions, the streamed block it is in.
+    pub fn boundaries(&self) -> &Boundaries {
+        &self.boundaries
     }
 
     /// The top-level xid of the streamed block the decoder is in, if any.
     pub fn stream_xid(&self) -> Option<Xid> {
-        match self.state {
-            State::Stream(x) => Some(x),
-            _ => None,
-        }
+        self.boundaries.stream_xid()
     }
 
-    /// Whether the decoder is between transactions and streamed blocks.
+    /// Whether the decoder is between transactions and streamed blocks (a streamed
+    /// transaction may still be open between its blocks; see
+    /// [`Boundaries::between_transactions`]).
     pub fn is_idle(&self) -> bool {
-        self.state == State::Idle
+        self.boundaries.is_idle()
     }
 
     /// The cached description of a relation.
@@ -171,7 +162,7 @@ impl Decoder {
 
     /// Forgets all state, as for a new replication session.
     pub fn reset(&mut self) {
-        self.state = State::Idle;
+        self.boundaries.reset();
         self.relations.clear();
         self.types.clear();
     }
@@ -183,10 +174,10 @@ impl Decoder {
     /// relations of a Truncate, say).
     pub fn decode<'a>(&mut self, payload: &'a [u8]) -> Result<Decoded<'a, '_>, Error> {
         let message = Message::parse(payload, self.context())?;
-        let next = self.next_state(&message)?;
         let tag = message.tag();
-        // Everything that can fail is checked before `self.state` changes, so a bad message
+        // Everything that can fail is checked before the boundaries move, so a bad message
         // leaves the decoder as it was. Row messages look their relation up once.
+        self.boundaries.check(&message)?;
         let relation = match &message {
             Message::Relation(rel) => {
                 self.store_relation(rel)?;
@@ -223,7 +214,8 @@ impl Decoder {
             }
             _ => None,
         };
-        self.state = next;
+        // Checked above: following it cannot fail now.
+        self.boundaries.advance(&message)?;
         Ok(Decoded { message, relation })
     }
 
@@ -232,43 +224,6 @@ impl Decoder {
     /// be called while it is alive.
     pub fn decode_message<'a>(&mut self, payload: &'a [u8]) -> Result<Message<'a>, Error> {
         self.decode(payload).map(|d| d.message)
-    }
-
-    /// The state after `message`, or an error if it cannot come now.
-    fn next_state(&self, message: &Message<'_>) -> Result<State, Error> {
-        let in_change_scope = matches!(
-            self.state,
-            State::Transaction | State::Prepare(_) | State::Stream(_)
-        );
-        Ok(match (message, self.state) {
-            (Message::Begin(_), State::Idle) => State::Transaction,
-            (Message::BeginPrepare(b), State::Idle) => State::Prepare(b.xid),
-            (Message::Commit(_), State::Transaction) => State::Idle,
-            (Message::Prepare(p), State::Prepare(x)) if p.xid == x => State::Idle,
-            (Message::StreamStart(s), State::Idle) => State::Stream(s.xid),
-            (Message::StreamStop, State::Stream(_)) => State::Idle,
-            (
-                Message::StreamCommit(_)
-                | Message::StreamAbort(_)
-                | Message::StreamPrepare(_)
-                | Message::CommitPrepared(_)
-                | Message::RollbackPrepared(_),
-                State::Idle,
-            ) => State::Idle,
-            (Message::Message(m), state) if !m.transactional() => state,
-            (
-                Message::Origin(_)
-                | Message::Relation(_)
-                | Message::Type(_)
-                | Message::Insert(_)
-                | Message::Update(_)
-                | Message::Delete(_)
-                | Message::Truncate(_)
-                | Message::Message(_),
-                state,
-            ) if in_change_scope => state,
-            _ => return Err(Error::new(ErrorKind::OutOfOrder, Some(message.tag()), 0)),
-        })
     }
 
     fn store_relation(&mut self, rel: &Relation<'_>) -> Result<(), Error> {

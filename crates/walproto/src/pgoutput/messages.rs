@@ -151,7 +151,7 @@ impl<'a> RelationIds<'a> {
     /// Views `bytes` as a sequence of big-endian OIDs; fails unless the length is a multiple
     /// of four.
     pub fn new(bytes: &'a [u8]) -> Result<Self, Error> {
-        if bytes.len() % 4 != 0 {
+        if !bytes.len().is_multiple_of(4) {
             return Err(Error::new(
                 ErrorKind::TrailingBytes,
                 None,

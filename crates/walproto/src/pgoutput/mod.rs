@@ -17,7 +17,9 @@
 //! # Ok::<(), walproto::Error>(())
 //! ```
 
+mod boundary;
 mod messages;
+mod options;
 mod relation;
 mod tuple;
 
@@ -27,6 +29,11 @@ pub use messages::{
     AbortInfo, Begin, BeginPrepare, Commit, CommitPrepared, Delete, Insert, LogicalMessage,
     OldTuple, Origin, Prepare, RelationIds, RollbackPrepared, StreamAbort, StreamCommit,
     StreamStart, Truncate, Update,
+};
+pub use boundary::{Boundaries, MAX_OPEN_STREAMS};
+pub use options::{
+    major_of, Feature, Options, OriginFilter, Refusal, Request, Rule, Streaming, UnknownValue,
+    PROTOCOL_RELEASES, RULES,
 };
 pub use relation::{
     Relation, RelationColumn, RelationColumnIter, RelationColumns, ReplicaIdentity, Type,
@@ -67,18 +74,6 @@ impl ProtocolVersion {
             _ => None,
         }
     }
-}
-
-/// The pgoutput `streaming` option in use.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Streaming {
-    /// Transactions are sent whole at commit.
-    #[default]
-    Off,
-    /// Large in-progress transactions are streamed in blocks (protocol 2+).
-    On,
-    /// As `On`, and Stream Abort carries the abort LSN and time (protocol 4+).
-    Parallel,
 }
 
 /// What a parse needs to know that the bytes do not say.
