@@ -1,32 +1,40 @@
-//! One throwaway PostgreSQL cluster: configuration, start, SQL, stop.
+//! One test cluster: configuration, SQL, and sharing between test processes. Creating,
+//! starting, stopping and removing the server is [`pgserver::Cluster`]'s.
 
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::bins::{self, PgBins};
-use crate::guard::{self, ProcessId, ServerUser};
+use pgserver::{Installation, ServerUser, HOST, SUPERUSER};
+
+use crate::bins;
+use crate::guard::{self, ProcessId};
 use crate::{Error, Session};
 
-/// The superuser of every test cluster (trusted on localhost unless the config says otherwise).
-pub const SUPERUSER: &str = "postgres";
-
-/// The address test clusters listen on.
-pub const HOST: &str = "127.0.0.1";
-
-/// How long to wait for a server to start, and for another process's shared cluster.
+/// How long to wait for another process to start a shared cluster (as long as `pg_ctl` waits
+/// for a server to start).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The settings of every test cluster, on top of pgserver's throwaway defaults: room for the
+/// slots, WAL senders, prepared transactions and connections of many tests at once.
+const TEST_SETTINGS: [(&str, &str); 5] = [
+    ("wal_level", "logical"),
+    ("max_wal_senders", "20"),
+    ("max_replication_slots", "40"),
+    ("max_prepared_transactions", "20"),
+    ("max_connections", "60"),
+];
 
 /// How a cluster is set up. Start one with [`Config::start`].
 ///
 /// The defaults: wal_level=logical, room for replication slots, WAL senders and prepared
-/// transactions, fsync off, superuser `postgres` trusted over the Unix socket and on 127.0.0.1
-/// (including replication connections).
+/// transactions, pgserver's throwaway settings (fsync off, 127.0.0.1 only, ...), superuser
+/// `postgres` trusted over the Unix socket and on 127.0.0.1 (including replication
+/// connections).
 ///
 /// ```no_run
 /// let cluster = pgtest::Config::new(17)
@@ -102,21 +110,19 @@ impl Config {
 /// A running PostgreSQL cluster: its address, SQL access and lifetime.
 ///
 /// Owned clusters ([`Config::start`]) stop and delete their directory on drop, also while a
-/// test panics; shared ones ([`cluster`](crate::cluster)) end with the test run: a watchdog
-/// process stops them when the test process exits (see the crate docs and [`root_dir`](crate::root_dir)).
+/// test panics (pgserver's guard, which also waits for the postmaster to exit); shared ones
+/// ([`cluster`](crate::cluster)) end with the test run: a watchdog process stops them when the
+/// test process exits (see the crate docs and [`root_dir`](crate::root_dir)).
 #[derive(Debug)]
 pub struct Cluster {
-    bins: PgBins,
-    dir: PathBuf,
-    port: u16,
-    user: ServerUser,
-    owned: bool,
+    /// Detached for shared clusters: the watchdog removes those.
+    server: pgserver::Cluster,
 }
 
 impl Cluster {
     /// The server's major version.
     pub fn major(&self) -> u32 {
-        self.bins.major
+        self.server.major()
     }
 
     /// The host to connect to over TCP (`127.0.0.1`).
@@ -126,7 +132,7 @@ impl Cluster {
 
     /// The TCP port (the Unix socket in [`socket_dir`](Self::socket_dir) uses the same number).
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// The superuser to connect as.
@@ -136,29 +142,29 @@ impl Cluster {
 
     /// The directory holding the server's Unix socket `.s.PGSQL.<port>`.
     pub fn socket_dir(&self) -> PathBuf {
-        self.dir.join("sock")
+        self.server.socket_dir()
     }
 
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
+        self.server.data_dir()
     }
 
     /// The directory of this major's server binaries.
     pub fn bin_dir(&self) -> &Path {
-        &self.bins.bin_dir
+        self.server.bin_dir()
     }
 
     /// The server log file.
     pub fn log_file(&self) -> PathBuf {
-        self.dir.join("server.log")
+        self.server.log_file()
     }
 
     /// A key=value conninfo for `dbname`: `host=127.0.0.1 port=N user=postgres dbname=...`.
     pub fn conninfo(&self, dbname: &str) -> String {
         format!(
             "host={HOST} port={} user={SUPERUSER} dbname={}",
-            self.port,
+            self.port(),
             quote_conninfo(dbname)
         )
     }
@@ -167,7 +173,7 @@ impl Cluster {
     pub fn url(&self, dbname: &str) -> String {
         format!(
             "postgresql://{SUPERUSER}@{HOST}:{}/{}",
-            self.port,
+            self.port(),
             percent_encode(dbname)
         )
     }
@@ -259,7 +265,7 @@ impl Cluster {
             return Err(Error::new(format!(
                 "psql on PostgreSQL {} port {} ({}) failed: {}\nSQL: {}",
                 self.major(),
-                self.port,
+                self.port(),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim(),
                 abbreviate(sql)
@@ -308,37 +314,12 @@ impl Cluster {
     /// Stops the server (`pg_ctl stop -m fast`: sessions are terminated, walsenders end their
     /// streams); [`start_again`](Self::start_again) brings it back on the same port.
     pub fn stop(&self) -> Result<(), Error> {
-        let mut pg_ctl = Command::new(self.bins.tool("pg_ctl"));
-        pg_ctl.arg("-D").arg(self.data_dir()).args([
-            "-w",
-            "-t",
-            &START_TIMEOUT.as_secs().to_string(),
-            "-s",
-            "-m",
-            "fast",
-            "stop",
-        ]);
-        self.run_as_server(&mut pg_ctl, "pg_ctl stop")
+        Ok(self.server.stop()?)
     }
 
     /// Starts a server stopped with [`stop`](Self::stop), on the same port.
     pub fn start_again(&self) -> Result<(), Error> {
-        let mut pg_ctl = Command::new(self.bins.tool("pg_ctl"));
-        pg_ctl
-            .arg("-D")
-            .arg(self.data_dir())
-            .arg("-l")
-            .arg(self.log_file())
-            .args(["-w", "-t", &START_TIMEOUT.as_secs().to_string(), "-s", "-o"])
-            .arg(format!("-p {}", self.port))
-            .arg("start");
-        self.run_as_server(&mut pg_ctl, "pg_ctl start")
-    }
-
-    /// Stops the server (`pg_ctl stop -m immediate`) and deletes the cluster directory.
-    fn stop_and_remove(&self) {
-        guard::stop_immediate(self.user, &self.bins.tool("pg_ctl"), &self.data_dir());
-        let _ = fs::remove_dir_all(&self.dir);
+        Ok(self.server.start_again()?)
     }
 
     /// Creates the cluster directory `<root>/<name>`, or waits for another process that is
@@ -349,7 +330,7 @@ impl Cluster {
         owner: ProcessId,
         owned: bool,
     ) -> Result<Self, Error> {
-        let bins = bins::bins(config.major)?;
+        let install = bins::installation(config.major)?;
         let user = ServerUser::detect()?;
         let root = guard::ensure_root()?;
         reap_once(&root, user);
@@ -357,35 +338,36 @@ impl Cluster {
         match fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !owned => {
-                return Self::wait_for(dir, bins, user);
+                return Self::wait_for(dir, install, user);
             }
             Err(e) => return Err(Error::new(format!("creating {}: {e}", dir.display()))),
         }
-        let mut cluster = Self {
-            bins,
-            dir,
-            port: 0,
-            user,
-            owned,
-        };
-        let result = cluster.init_and_start(&config, owner);
-        match result {
+        let mut server = pgserver::Cluster::create_in(install, user, dir.clone()).map_err(|e| {
+            let _ = fs::write(dir.join("failed"), e.to_string());
+            if owned {
+                let _ = fs::remove_dir_all(&dir);
+            }
+            Error::from(e)
+        })?;
+        if !owned {
+            server.detach();
+        }
+        match init_and_start(&mut server, &config, owner) {
             Ok(port) => {
-                cluster.port = port;
-                let _ = fs::write(cluster.dir.join("ready"), port.to_string());
-                Ok(cluster)
+                let _ = fs::write(dir.join("ready"), port.to_string());
+                Ok(Self { server })
             }
             Err(e) => {
                 // Tell processes waiting for a shared cluster why; its directory stays for them
                 // to read until the watchdog removes it. Dropping an owned one removes it now.
-                let _ = fs::write(cluster.dir.join("failed"), e.to_string());
-                drop(cluster);
+                let _ = fs::write(dir.join("failed"), e.to_string());
+                drop(server);
                 Err(e)
             }
         }
     }
 
-    fn wait_for(dir: PathBuf, bins: PgBins, user: ServerUser) -> Result<Self, Error> {
+    fn wait_for(dir: PathBuf, install: Installation, user: ServerUser) -> Result<Self, Error> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(port) = fs::read_to_string(dir.join("ready")) {
@@ -393,11 +375,7 @@ impl Cluster {
                     Error::new(format!("bad port {port:?} in {}/ready", dir.display()))
                 })?;
                 return Ok(Self {
-                    bins,
-                    dir,
-                    port,
-                    user,
-                    owned: false,
+                    server: pgserver::Cluster::attach(install, user, dir, port),
                 });
             }
             if let Ok(why) = fs::read_to_string(dir.join("failed")) {
@@ -412,152 +390,46 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-
-    fn init_and_start(&self, config: &Config, owner: ProcessId) -> Result<u16, Error> {
-        let user = self.user;
-        user.chown(&self.dir)?;
-        guard::claim(&self.dir, owner, &self.bins.bin_dir)?;
-        guard::spawn_watchdog(user, &self.dir, owner, &self.bins.tool("pg_ctl"))?;
-        let sock = self.socket_dir();
-        fs::create_dir(&sock)
-            .map_err(|e| Error::new(format!("creating {}: {e}", sock.display())))?;
-        user.chown(&sock)?;
-
-        let data = self.data_dir();
-        let mut initdb = Command::new(self.bins.tool("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                SUPERUSER,
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "-N",
-            ])
-            .args(&config.initdb_args);
-        self.run_as_server(&mut initdb, "initdb")?;
-
-        let mut conf = String::from("\n# Added by pgtest.\n");
-        let defaults = [
-            ("listen_addresses", HOST.to_owned()),
-            ("unix_socket_directories", sock.display().to_string()),
-            ("wal_level", "logical".to_owned()),
-            ("max_wal_senders", "20".to_owned()),
-            ("max_replication_slots", "40".to_owned()),
-            ("max_prepared_transactions", "20".to_owned()),
-            ("max_connections", "60".to_owned()),
-            ("shared_buffers", "32MB".to_owned()),
-            // fsync off makes commits cheap. synchronous_commit stays on: logical decoding
-            // only sees flushed WAL, and tests expect a committed change to be decodable at once.
-            ("fsync", "off".to_owned()),
-            ("full_page_writes", "off".to_owned()),
-            ("log_min_messages", "warning".to_owned()),
-            ("timezone", "UTC".to_owned()),
-        ];
-        let extra = config.settings.iter().map(|(k, v)| (k.clone(), v.clone()));
-        for (k, v) in defaults
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .chain(extra)
-        {
-            let _ = writeln!(conf, "{k} = {}", quote_literal(&v));
-        }
-        append(&data.join("postgresql.conf"), conf.as_bytes())?;
-
-        let mut hba = String::from("# Written by pgtest.\n");
-        for line in &config.hba_lines {
-            let _ = writeln!(hba, "{line}");
-        }
-        if config.trust_localhost {
-            hba.push_str(
-                "local all all trust\nhost all all 127.0.0.1/32 trust\n\
-                 local replication all trust\nhost replication all 127.0.0.1/32 trust\n",
-            );
-        }
-        let hba_path = data.join("pg_hba.conf");
-        fs::write(&hba_path, hba)
-            .map_err(|e| Error::new(format!("writing {}: {e}", hba_path.display())))?;
-        for (name, contents) in &config.files {
-            let path = data.join(name);
-            fs::write(&path, contents)
-                .and_then(|()| {
-                    use std::os::unix::fs::PermissionsExt;
-                    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
-                })
-                .map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
-            user.chown(&path)?;
-        }
-
-        // The free port we pick may be taken before the server binds it: try a few times.
-        let mut last = Error::new("no start attempted");
-        for _ in 0..5 {
-            let port = free_port()?;
-            let mut pg_ctl = Command::new(self.bins.tool("pg_ctl"));
-            pg_ctl
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(self.log_file())
-                .args(["-w", "-t", &START_TIMEOUT.as_secs().to_string(), "-s", "-o"])
-                .arg(format!("-p {port}"))
-                .arg("start");
-            match self.run_as_server(&mut pg_ctl, "pg_ctl start") {
-                Ok(()) => return Ok(port),
-                Err(e) => {
-                    let log = fs::read_to_string(self.log_file()).unwrap_or_default();
-                    let in_use = log.contains("Address already in use");
-                    last = Error::new(format!("{e}\nserver log:\n{}", tail(&log, 20)));
-                    if !in_use {
-                        break;
-                    }
-                    let _ = fs::remove_file(self.log_file());
-                }
-            }
-        }
-        Err(last)
-    }
-
-    fn run_as_server(&self, cmd: &mut Command, what: &str) -> Result<(), Error> {
-        cmd.current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("LC_ALL", "C")
-            .env_remove("PGDATA")
-            .env_remove("PGPORT");
-        self.user.apply(cmd);
-        let out = cmd.output().map_err(|e| {
-            Error::new(format!(
-                "running {what} ({:?}) as {}: {e}",
-                cmd.get_program(),
-                self.user.describe()
-            ))
-        })?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(Error::new(format!(
-                "PostgreSQL {}: {what} failed ({}), running as {}:\n{}{}",
-                self.major(),
-                out.status,
-                self.user.describe(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )))
-        }
-    }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if self.owned {
-            self.stop_and_remove();
-        }
+/// Sets up the cluster in `server`'s directory and starts it: the owner marker and the
+/// watchdog first (so that a test killed during `initdb` leaves nothing either), then `initdb`,
+/// the settings, `pg_hba.conf` and the config's files.
+fn init_and_start(
+    server: &mut pgserver::Cluster,
+    config: &Config,
+    owner: ProcessId,
+) -> Result<u16, Error> {
+    guard::claim(server.dir(), owner, server.bin_dir())?;
+    guard::spawn_watchdog(
+        server.user(),
+        server.dir(),
+        owner,
+        &server.installation().tool("pg_ctl"),
+    )?;
+    let initdb_args: Vec<&str> = config.initdb_args.iter().map(String::as_str).collect();
+    server.initdb(&initdb_args)?;
+    let extra = config
+        .settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()));
+    server.configure(TEST_SETTINGS.into_iter().chain(extra))?;
+
+    let mut hba = String::from("# Written by pgtest.\n");
+    for line in &config.hba_lines {
+        let _ = writeln!(hba, "{line}");
     }
+    if config.trust_localhost {
+        hba.push_str(
+            "local all all trust\nhost all all 127.0.0.1/32 trust\n\
+             local replication all trust\nhost replication all 127.0.0.1/32 trust\n",
+        );
+    }
+    server.write_file("pg_hba.conf", hba.as_bytes())?;
+    for (name, contents) in &config.files {
+        server.write_file(name, contents)?;
+    }
+    Ok(server.start()?)
 }
 
 /// A database of a [`Cluster`], made by [`Cluster::create_database`].
@@ -625,28 +497,6 @@ pub fn unique_name(prefix: &str) -> String {
 fn reap_once(root: &Path, user: ServerUser) {
     static REAPED: std::sync::Once = std::sync::Once::new();
     REAPED.call_once(|| guard::reap_stale(root, user));
-}
-
-fn free_port() -> Result<u16, Error> {
-    TcpListener::bind((HOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::new(format!("finding a free port on {HOST}: {e}")))
-}
-
-fn append(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes))
-        .map_err(|e| Error::new(format!("appending to {}: {e}", path.display())))
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all.get(all.len().saturating_sub(lines)..)
-        .unwrap_or_default()
-        .join("\n")
 }
 
 fn abbreviate(sql: &str) -> String {

@@ -17,81 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
+use pgserver::{Installation, ServerUser};
+
 use crate::Error;
 
 /// Directories without an owner marker are being created; only one this old is abandoned.
 const UNCLAIMED_GRACE: Duration = Duration::from_secs(600);
-
-/// The user that runs the servers: the current user, or `postgres` when we are root (PostgreSQL
-/// refuses to run as root). Server-side commands (`initdb`, `pg_ctl`, `postgres`) go through
-/// [`apply`](Self::apply); clients such as `psql` may run as anyone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerUser {
-    /// `Some((uid, gid))` when commands must switch to that user.
-    switch_to: Option<(u32, u32)>,
-}
-
-impl ServerUser {
-    /// The current user, or `postgres` (from `/etc/passwd`) when we are root; an error when we
-    /// are root and there is no `postgres` user.
-    pub fn detect() -> Result<Self, Error> {
-        // `/proc/self` is owned by the effective uid of the process looking at it.
-        let euid = fs::metadata("/proc/self")
-            .map_err(|e| Error::new(format!("reading /proc/self: {e}")))?
-            .uid();
-        if euid != 0 {
-            return Ok(Self { switch_to: None });
-        }
-        let passwd = fs::read_to_string("/etc/passwd")
-            .map_err(|e| Error::new(format!("reading /etc/passwd: {e}")))?;
-        passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.first() == Some(&"postgres"))
-            .and_then(|f| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))
-            .map(|ids| Self {
-                switch_to: Some(ids),
-            })
-            .ok_or_else(|| {
-                Error::new(
-                    "running as root, and PostgreSQL refuses to run as root, but there is no \
-                     `postgres` user to run it as; create one (`useradd --system postgres`) or \
-                     run the tests as an ordinary user",
-                )
-            })
-    }
-
-    /// Makes `cmd` run as the server user.
-    pub fn apply<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
-        if let Some((uid, gid)) = self.switch_to {
-            cmd.uid(uid).gid(gid);
-        }
-        cmd
-    }
-
-    /// Hands `path` to the server user.
-    pub(crate) fn chown(&self, path: &Path) -> Result<(), Error> {
-        if let Some((uid, gid)) = self.switch_to {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                .map_err(|e| Error::new(format!("chown {}: {e}", path.display())))?;
-        }
-        Ok(())
-    }
-
-    /// Whether servers run as another user than the current one (we are root).
-    pub fn is_other_user(&self) -> bool {
-        self.switch_to.is_some()
-    }
-
-    /// `"the postgres user"` or `"the current user"`, for messages.
-    pub fn describe(&self) -> &'static str {
-        if self.switch_to.is_some() {
-            "the postgres user"
-        } else {
-            "the current user"
-        }
-    }
-}
 
 /// A process, named so that a recycled pid is not mistaken for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,10 +172,17 @@ pub(crate) fn reap_stale(root: &Path, user: ServerUser) {
                         continue;
                     }
                 }
-                if let Some(bin_dir) = bin_dir {
-                    stop_immediate(user, &bin_dir.join("pg_ctl"), &dir.join("data"));
+                // pgserver's guard stops the server, waits for its postmaster and removes the
+                // directory, as dropping an owned cluster does.
+                match bin_dir.map(|b| Installation::at(&b)) {
+                    Some(Ok(install)) => {
+                        let _ = pgserver::Cluster::attach(install, user, dir, 0).remove();
+                    }
+                    // Without its binaries no server can have started from it again.
+                    _ => {
+                        let _ = fs::remove_dir_all(&dir);
+                    }
                 }
-                let _ = fs::remove_dir_all(&dir);
             }
             Err(_) => {
                 let old = entry
@@ -259,22 +197,4 @@ pub(crate) fn reap_stale(root: &Path, user: ServerUser) {
             }
         }
     }
-}
-
-/// `pg_ctl stop -m immediate`, ignoring failures (the server may not be running).
-pub(crate) fn stop_immediate(user: ServerUser, pg_ctl: &Path, data: &Path) {
-    if !data.join("postmaster.pid").exists() {
-        return;
-    }
-    let mut cmd = Command::new(pg_ctl);
-    cmd.arg("-D")
-        .arg(data)
-        .args(["-m", "immediate", "-w", "-t", "30", "stop"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(parent) = data.parent() {
-        cmd.current_dir(parent);
-    }
-    let _ = user.apply(&mut cmd).status();
 }

@@ -24,9 +24,12 @@
 //!   it is killed: a detached watchdog waits for the process, and the next run reaps whatever a
 //!   killed watchdog left behind.
 //!
-//! Server binaries are found in `WALSTREAM_PG<N>_BIN`, `WALSTREAM_PG_BIN`, the
-//! `cargo xtask pg install` cache ([`cache_dirs`]) and `/usr/lib/postgresql/<N>/bin`.
-//! SQL runs through PostgreSQL 15's `psql` (or `WALSTREAM_PSQL`).
+//! Finding server binaries, `initdb`, `pg_ctl` as the server user and removing a cluster are
+//! [`pgserver`]'s, which `walstream demo` uses too; this crate adds what only tests need. Of
+//! each major in [`MAJORS`], the first installation in pgserver's search order is used
+//! (`WALSTREAM_PG<N>_BIN`, `WALSTREAM_PG_BIN`, the `cargo xtask pg install` cache
+//! ([`cache_dirs`]), `PATH`, `pg_config --bindir`, `/usr/lib/postgresql/<N>/bin`). SQL runs
+//! through PostgreSQL 15's `psql` (or `WALSTREAM_PSQL`).
 
 mod bins;
 mod cluster;
@@ -36,9 +39,10 @@ mod session;
 
 use std::sync::OnceLock;
 
-pub use bins::{bin_dir, cache_dirs, installed_majors, MAJORS};
-pub use cluster::{unique_name, Cluster, Config, Database, HOST, SUPERUSER};
-pub use guard::{root_dir, ServerUser};
+pub use bins::{bin_dir, installed_majors, MAJORS};
+pub use cluster::{unique_name, Cluster, Config, Database};
+pub use guard::root_dir;
+pub use pgserver::{cache_dirs, ServerUser, HOST, SUPERUSER};
 pub use proxy::Proxy;
 pub use session::Session;
 
@@ -67,6 +71,12 @@ impl std::fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl From<pgserver::Error> for Error {
+    fn from(e: pgserver::Error) -> Self {
+        Self::new(e.to_string())
+    }
+}
 
 /// The shared cluster of PostgreSQL `major`, started on first use.
 ///
