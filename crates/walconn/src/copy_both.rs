@@ -4,6 +4,7 @@ use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use walproto::pgoutput::{Options, ProtocolVersion};
 use walproto::replication::StandbyStatusUpdate;
 use walproto::Lsn;
 
@@ -12,63 +13,38 @@ use crate::config::Host;
 use crate::conn::{server_error, unexpected, Connection};
 use crate::error::{Error, ErrorKind, Result};
 
-/// `streaming`: whether large in-progress transactions are streamed (protocol 2+).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Streaming {
-    /// `off`: only committed transactions, whole.
-    Off,
-    /// `on`: stream in-progress transactions (protocol 2+).
-    On,
-    /// `parallel`: as `on`, with the abort LSN and time in Stream Abort (protocol 4, 16+).
-    Parallel,
-}
-
-/// `origin`: which changes to send by replication origin (PostgreSQL 16+).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Origin {
-    /// Changes of any origin.
-    Any,
-    /// Only changes without an origin (made locally, not replicated in).
-    None,
-}
-
-/// The options of `START_REPLICATION ... LOGICAL` for `pgoutput`.
+/// The options of `START_REPLICATION ... LOGICAL` for `pgoutput`: the publications and
+/// walproto's [`Options`] (protocol version, streaming, binary, messages, two-phase, origin),
+/// the one vocabulary every layer speaks.
+///
+/// ```
+/// use walconn::walproto::pgoutput::{Options, ProtocolVersion, Streaming};
+/// use walconn::LogicalReplicationOptions;
+///
+/// let mut options = LogicalReplicationOptions::new(ProtocolVersion::V4, &["app_pub"]);
+/// options.pgoutput.streaming = Streaming::Parallel;
+/// assert_eq!(options.pgoutput, Options { streaming: Streaming::Parallel, ..Options::new(ProtocolVersion::V4) });
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogicalReplicationOptions {
-    /// `proto_version`: 1-4 (3 needs PostgreSQL 15, 4 needs 16).
-    pub proto_version: u32,
     /// `publication_names`: each is quoted, so commas, quotes and capitals are safe.
     pub publication_names: Vec<String>,
-    /// `streaming`, if set.
-    pub streaming: Option<Streaming>,
-    /// `binary`: column values in binary format.
-    pub binary: bool,
-    /// `messages`: include `pg_logical_emit_message` messages.
-    pub messages: bool,
-    /// `two_phase`: decode prepared transactions at PREPARE (protocol 3+).
-    pub two_phase: bool,
-    /// `origin`, if set.
-    pub origin: Option<Origin>,
+    /// Everything else pgoutput is told.
+    pub pgoutput: Options,
 }
 
 impl LogicalReplicationOptions {
-    /// Protocol `proto_version` for `publications`, no other options.
-    pub fn new(proto_version: u32, publications: &[&str]) -> Self {
+    /// `options` (or just a protocol version: nothing else on) for `publications`.
+    pub fn new(options: impl Into<Options>, publications: &[&str]) -> Self {
         Self {
-            proto_version,
             publication_names: publications.iter().map(|&p| p.to_owned()).collect(),
-            streaming: None,
-            binary: false,
-            messages: false,
-            two_phase: false,
-            origin: None,
+            pgoutput: options.into(),
         }
     }
 
     /// The parenthesized option list of `START_REPLICATION`.
     pub(crate) fn to_sql(&self) -> String {
+        let o = &self.pgoutput;
         let pubs = self
             .publication_names
             .iter()
@@ -76,47 +52,45 @@ impl LogicalReplicationOptions {
             .collect::<Vec<_>>()
             .join(",");
         let mut opts = vec![
-            format!("\"proto_version\" '{}'", self.proto_version),
+            format!("\"proto_version\" '{}'", o.proto_version.number()),
             format!("\"publication_names\" {}", quote_literal(&pubs)),
         ];
-        if let Some(s) = self.streaming {
-            let v = match s {
-                Streaming::Off => "off",
-                Streaming::On => "on",
-                Streaming::Parallel => "parallel",
-            };
-            opts.push(format!("\"streaming\" '{v}'"));
+        // Protocol 1 has no `streaming` option; from 2 on it is always said.
+        if o.proto_version >= ProtocolVersion::V2 {
+            opts.push(format!("\"streaming\" '{}'", o.streaming.as_str()));
         }
         for (name, on) in [
-            ("binary", self.binary),
-            ("messages", self.messages),
-            ("two_phase", self.two_phase),
+            ("binary", o.binary),
+            ("messages", o.messages),
+            ("two_phase", o.two_phase),
         ] {
             if on {
                 opts.push(format!("\"{name}\" 'true'"));
             }
         }
-        if let Some(o) = self.origin {
-            let v = match o {
-                Origin::Any => "any",
-                Origin::None => "none",
-            };
-            opts.push(format!("\"origin\" '{v}'"));
+        if let Some(origin) = o.origin {
+            opts.push(format!("\"origin\" '{}'", origin.as_str()));
         }
         format!("({})", opts.join(", "))
     }
 
+    /// Refuses, before anything is sent, what the protocol version or the server cannot do
+    /// (walproto's rule table decides).
     fn check(&self, conn: &Connection) -> Result<()> {
-        if self.proto_version >= 3 || self.two_phase {
-            conn.require_version(15, "pgoutput protocol 3 and two_phase")?;
+        let refusal = match self.pgoutput.protocol_refusals().next() {
+            Some(r) => Some(r),
+            None => self.pgoutput.check_server(conn.server_version_num()).err(),
+        };
+        match refusal {
+            Some(r) => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{r}; the server is PostgreSQL {}",
+                    conn.parameter("server_version").unwrap_or("unknown")
+                ),
+            )),
+            None => Ok(()),
         }
-        if self.proto_version >= 4 || self.streaming == Some(Streaming::Parallel) {
-            conn.require_version(16, "pgoutput protocol 4 and streaming=parallel")?;
-        }
-        if self.origin.is_some() {
-            conn.require_version(16, "the origin option")?;
-        }
-        Ok(())
     }
 }
 
@@ -398,13 +372,15 @@ impl CancelToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use walproto::pgoutput::{OriginFilter, Streaming};
 
     #[test]
     fn options_are_quoted() {
-        let mut o = LogicalReplicationOptions::new(4, &["pub", "My,Pub \"x\" 'y'"]);
-        o.streaming = Some(Streaming::Parallel);
-        o.messages = true;
-        o.origin = Some(Origin::None);
+        let mut o =
+            LogicalReplicationOptions::new(ProtocolVersion::V4, &["pub", "My,Pub \"x\" 'y'"]);
+        o.pgoutput.streaming = Streaming::Parallel;
+        o.pgoutput.messages = true;
+        o.pgoutput.origin = Some(OriginFilter::None);
         assert_eq!(
             o.to_sql(),
             r#"("proto_version" '4', "publication_names" '"pub","My,Pub ""x"" ''y''"', "streaming" 'parallel', "messages" 'true', "origin" 'none')"#

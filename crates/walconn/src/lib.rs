@@ -16,6 +16,7 @@
 //!
 //! ```no_run
 //! use walconn::{Config, Connection, CreateSlotOptions, LogicalReplicationOptions};
+//! use walproto::pgoutput::ProtocolVersion;
 //! use walproto::replication::{ServerMessage, StandbyStatusUpdate};
 //!
 //! # async fn run() -> Result<(), walconn::Error> {
@@ -24,7 +25,7 @@
 //! let slot = conn
 //!     .create_replication_slot("app_slot", &CreateSlotOptions::logical("pgoutput"))
 //!     .await?;
-//! let options = LogicalReplicationOptions::new(1, &["app_pub"]);
+//! let options = LogicalReplicationOptions::new(ProtocolVersion::V1, &["app_pub"]);
 //! let mut stream = conn
 //!     .start_logical_replication("app_slot", slot.consistent_point, &options)
 //!     .await?;
@@ -97,7 +98,7 @@ pub use config::{
     TargetSessionAttrs, DEFAULT_PORT,
 };
 pub use conn::{Connection, MAX_MESSAGE_LEN};
-pub use copy_both::{CancelToken, CopyBoth, LogicalReplicationOptions, Origin, Streaming};
+pub use copy_both::{CancelToken, CopyBoth, LogicalReplicationOptions};
 pub use copy_out::CopyOut;
 pub use error::{DbError, Error, ErrorKind, Result};
 pub use walproto;

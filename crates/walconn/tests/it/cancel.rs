@@ -145,7 +145,10 @@ fn consumed_poisoned(conn: Connection, i: u32) {
         poisoned_now(conn.start_logical_replication(
             "walconn_never",
             Lsn::ZERO,
-            &LogicalReplicationOptions::new(1, &["p"]),
+            &LogicalReplicationOptions::new(
+                walconn::walproto::pgoutput::ProtocolVersion::V1,
+                &["p"],
+            ),
         ));
     }
 }
@@ -572,7 +575,7 @@ async fn stalled_stream() -> CopyBoth {
     conn.start_logical_replication(
         "slot",
         Lsn::ZERO,
-        &LogicalReplicationOptions::new(1, &["p"]),
+        &LogicalReplicationOptions::new(walconn::walproto::pgoutput::ProtocolVersion::V1, &["p"]),
     )
     .await
     .unwrap()
@@ -646,7 +649,10 @@ fn cancel_copy_both_send_status_update_dropped_at_random() {
                 .start_logical_replication(
                     &slot,
                     Lsn::ZERO,
-                    &LogicalReplicationOptions::new(1, &["p"]),
+                    &LogicalReplicationOptions::new(
+                        walconn::walproto::pgoutput::ProtocolVersion::V1,
+                        &["p"],
+                    ),
                 )
                 .await
                 .unwrap();

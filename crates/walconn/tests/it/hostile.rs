@@ -64,7 +64,7 @@ where
     conn.start_logical_replication(
         "slot",
         Lsn::ZERO,
-        &LogicalReplicationOptions::new(1, &["p"]),
+        &LogicalReplicationOptions::new(walconn::walproto::pgoutput::ProtocolVersion::V1, &["p"]),
     )
     .await
     .unwrap()

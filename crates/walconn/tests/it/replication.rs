@@ -25,18 +25,15 @@ fn stream_acknowledge_and_stop() {
             let created = conn.create_replication_slot(&slot, &options).await.unwrap();
             db.psql("INSERT INTO t VALUES (1, 'a'), (2, 'b')").unwrap();
 
-            let version = if cluster.major() >= 16 { 4 } else { 3 };
+            let version = ProtocolVersion::max_for_server(cluster.major() * 10_000);
             let mut opts = LogicalReplicationOptions::new(version, &[publication]);
-            opts.streaming = Some(walconn::Streaming::On);
-            opts.messages = true;
+            opts.pgoutput.streaming = Streaming::On;
+            opts.pgoutput.messages = true;
             let mut stream = conn
                 .start_logical_replication(&slot, created.consistent_point, &opts)
                 .await
                 .unwrap();
-            let ctx = ParseContext::new(
-                ProtocolVersion::from_number(version).unwrap(),
-                Streaming::On,
-            );
+            let ctx = ParseContext::new(version, Streaming::On);
             let mut inserts = 0;
             let end = loop {
                 let frame = stream.recv().await.unwrap().unwrap();

@@ -383,6 +383,13 @@ impl Options {
     }
 }
 
+impl From<ProtocolVersion> for Options {
+    /// [`Options::new`]: the protocol version and nothing else.
+    fn from(version: ProtocolVersion) -> Self {
+        Options::new(version)
+    }
+}
+
 /// `pgoutput protocol N`, for messages.
 fn protocol_name(version: ProtocolVersion) -> &'static str {
     match version {
