@@ -2,7 +2,10 @@
 //!
 //! - `nostd`: builds walproto for a target without `std`.
 //! - `pg install` / `pg list`: PostgreSQL 16-18 server binaries for the live tests.
-//! - `test [args]`: the project's test command (installs servers, then runs every test).
+//! - `test [args]`: the project's test command (installs servers, then runs every test,
+//!   `tidy`'s rules among them).
+//! - `tidy`: the repository's checks of itself: file sizes, layering, one lint table, no
+//!   `unwrap` outside tests, `rust-version` (`xtask/src/tidy.rs`).
 //! - `capture`: records pgoutput streams from each installed major into `testdata/`.
 //! - `bench [--quick] [--rows N] [--rounds N] [--majors LIST] [--no-parse] [--no-big]
 //!   [--compare OLD.json] ...`: the drain benchmark against pg_walstream and pg_recvlogical on
@@ -15,6 +18,7 @@ mod bench;
 mod capture;
 mod fuzz;
 mod pg;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -27,6 +31,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   pg install        fetch PostgreSQL 16-18 server binaries into the cache (idempotent)
   pg list           show which PostgreSQL majors the tests will use
   test [ARGS...]    pg install, then run every test (ARGS go to nextest or cargo test)
+  tidy              check file sizes, layering, the lint table, unwrap outside tests and
+                    rust-version
   capture           record pgoutput streams from each installed major into testdata/
   bench [--quick] [--rows N] [--rounds N] [--majors 15,18] [--no-parse] [--parse-time S]
         [--big-mb N] [--budget-mib N] [--no-big] [--compare OLD.json] [--wrap CMD]
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
         Some("capture") => capture::main(rest),
         Some("bench") => bench::main(rest),
         Some("fuzz") => fuzz::main(rest),
+        Some("tidy") => tidy::main(rest),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -146,10 +153,12 @@ fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
+/// The cargo that runs xtask (`$CARGO`), so that nested commands use the same toolchain.
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
+/// Runs `cmd` to its end; an error names the command and how it failed.
 fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().map_err(|e| format!("running {cmd:?}: {e}"))?;
     if status.success() {
