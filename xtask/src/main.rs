@@ -2,8 +2,8 @@
 //!
 //! - `nostd`: builds walproto for a target without `std`.
 //! - `pg install` / `pg list`: PostgreSQL 16-18 server binaries for the live tests.
-//! - `test [args]`: the project's test command (installs servers, then runs every test,
-//!   `tidy`'s rules among them).
+//! - `test [args]`: the project's test command (installs servers, prints the PostgreSQL majors
+//!   found, then runs every test, `tidy`'s rules among them).
 //! - `tidy`: the repository's checks of itself: file sizes, layering, one lint table, no
 //!   `unwrap` outside tests, `rust-version` (`xtask/src/tidy.rs`).
 //! - `capture`: records pgoutput streams from each installed major into `testdata/`.
@@ -85,13 +85,19 @@ fn nostd() -> Result<()> {
     run(Command::new(cargo()).args(["build", "-p", "nostd-check", "--target", TARGET]))
 }
 
-/// `pg install`, then every test of the workspace: through cargo-nextest when it is installed
+/// `pg install`, the PostgreSQL majors found (each with its version and directory), then every
+/// test of the workspace: through cargo-nextest when it is installed
 /// (each test in its own process; the doctests, which nextest does not run, through
 /// `cargo test --doc`), else through `cargo test`. `args` go to the test runner; package
 /// selections (`-p NAME`, `--package NAME`) replace `--workspace` and apply to the doctests too.
 fn test(args: &[String]) -> Result<()> {
     pg::install()?;
     let cache = pg::cache_dir();
+    // Every log of a test run shows what it was tested on. This process searches as the tests
+    // will: they get its environment, plus `WALSTREAM_PG_CACHE=cache`, and `cache` is the
+    // first cache directory pgtest searches in this process too.
+    println!("\n==> PostgreSQL servers the tests run against");
+    pg::print_majors();
     // Package selections in `args` reach the runner with the rest of `args`.
     let packages = package_args(args);
     let workspace = if packages.is_empty() {

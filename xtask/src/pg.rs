@@ -79,14 +79,31 @@ pub(crate) fn install() -> Result<()> {
 /// Prints which majors `pgtest` finds, and where.
 pub(crate) fn list() {
     println!("cache: {}", cache_dir().display());
-    for major in pgtest::MAJORS {
-        match pgtest::bin_dir(major) {
-            Some(dir) => {
-                let version = version_of(&dir).unwrap_or_else(|e| format!("broken: {e}"));
-                println!("PostgreSQL {major}: {version} in {}", dir.display());
-            }
-            None => println!("PostgreSQL {major}: not installed"),
-        }
+    print_majors();
+}
+
+/// Prints each PostgreSQL major that `pgtest` finds (and so the tests will run against), with
+/// what its `postgres --version` says and its `bin` directory, then the majors it does not
+/// find; when it finds none, says so loudly on stderr, since every live test will then fail.
+pub(crate) fn print_majors() {
+    let found = pgtest::installed_majors();
+    for &major in &found {
+        let Some(dir) = pgtest::bin_dir(major) else {
+            continue;
+        };
+        let version = version_of(&dir).unwrap_or_else(|e| format!("broken: {e}"));
+        println!("PostgreSQL {major}: {version} in {}", dir.display());
+    }
+    for major in pgtest::MAJORS.iter().filter(|m| !found.contains(m)) {
+        println!("PostgreSQL {major}: not installed");
+    }
+    if found.is_empty() {
+        eprintln!(
+            "\n!!! NO PostgreSQL SERVER FOUND: every live test will fail (pgtest never skips).\n\
+             !!! Install PostgreSQL 15 (apt: postgresql-15) and run `cargo xtask pg install` for \
+             16-18,\n!!! or point WALSTREAM_PG<N>_BIN at a directory holding postgres, initdb and \
+             pg_ctl.\n"
+        );
     }
 }
 
