@@ -87,9 +87,8 @@ pub mod value;
 
 pub use error::{Error, ErrorKind, Result};
 pub use logical::config::{
-    max_protocol, negotiate, CreateSlot, Negotiated, ReplicationStreamConfig,
-    ReplicationStreamConfigBuilder, DEFAULT_BUFFER_BATCHES, DEFAULT_READ_COALESCING,
-    DEFAULT_STATUS_INTERVAL,
+    CreateSlot, Negotiated, ReplicationStreamConfig, ReplicationStreamConfigBuilder,
+    DEFAULT_BUFFER_BATCHES, DEFAULT_READ_COALESCING, DEFAULT_STATUS_INTERVAL,
 };
 pub use logical::event::{
     ChangeEvent, CommitPrepared, Delete, EventKind, Insert, LogicalMessage, OldRow, PrepareInfo,
@@ -97,7 +96,7 @@ pub use logical::event::{
 };
 pub use logical::stream::{EventStream, LogicalReplicationStream, StreamStats};
 pub use session::driver::MAX_BATCH_BYTES;
-pub use session::feedback::{FeedbackTracker, SharedLsnFeedback, Status};
+pub use session::feedback::{FeedbackPositions, FeedbackTracker, SharedLsnFeedback};
 pub use session::retry::RetryPolicy;
 pub use slots::{SlotInfo, SlotManager};
 pub use snapshot::SnapshotOptions;
@@ -107,5 +106,6 @@ pub use transaction::{
 };
 
 pub use tokio_util::sync::CancellationToken;
-pub use walconn::{self, Origin, Streaming};
+pub use walconn;
+pub use walproto::pgoutput::{OriginFilter, ProtocolVersion, Streaming};
 pub use walproto::{self, owned::ColumnValue, ColumnInfo, Lsn, RelationInfo, Timestamp, Xid};

@@ -30,7 +30,7 @@ async fn drain_walstream(args: &Args, raw: bool) -> Result<Counts, BoxError> {
     let end: walstream::Lsn = args.end.parse().map_err(|e| format!("END_LSN: {e:?}"))?;
     let mut builder =
         ReplicationStreamConfig::builder(args.slot.as_str(), [args.publication.as_str()])
-            .proto_version(1)
+            .proto_version(walstream::ProtocolVersion::V1)
             .streaming(Streaming::Off)
             .raw(raw)
             .end_lsn(end);

@@ -109,9 +109,10 @@ impl Message<'_> {
 /// let mut b = Boundaries::new(ProtocolVersion::V1, Streaming::Off);
 /// let begin = b"B\0\0\0\0\x01\x6B\x37\x48\0\0\0\0\0\0\0\0\0\0\x02\xE4";
 /// let commit = b"C\0\0\0\0\0\x01\x6B\x37\x48\0\0\0\0\x01\x6B\x37\x80\0\0\0\0\0\0\0\0";
-/// assert_eq!(b.observe(begin)?, None);
+/// b.observe(begin)?;
 /// assert!(!b.between_transactions());
-/// assert_eq!(b.observe(commit)?, Some(Lsn::new(0x16B3780)));
+/// let end = b.observe(commit)?.and_then(|m| m.transaction_end());
+/// assert_eq!(end, Some(Lsn::new(0x16B3780)));
 /// assert!(b.between_transactions());
 /// # Ok::<(), walproto::Error>(())
 /// ```
@@ -180,22 +181,29 @@ impl Boundaries {
 
     /// Follows the message `payload` as [`advance`](Self::advance) does, parsing only what
     /// decides the boundaries: control messages (Begin, Commit, the stream and two-phase
-    /// messages, logical decoding messages) are parsed whole, row, Relation, Type and Origin
-    /// messages are known by their tag and not read further.
-    pub fn observe(&mut self, payload: &[u8]) -> Result<Option<Lsn>, Error> {
+    /// messages, logical decoding messages) are parsed whole and returned (ask
+    /// [`Message::transaction_end`] whether one ended a transaction); row, Relation, Type
+    /// and Origin messages are known by their tag, not read further, and give `None`.
+    pub fn observe<'a>(&mut self, payload: &'a [u8]) -> Result<Option<Message<'a>>, Error> {
         let Some(&first) = payload.first() else {
             return Err(Error::new(ErrorKind::Empty, None, 0));
         };
         if matches!(
             first,
-            tag::INSERT | tag::UPDATE | tag::DELETE | tag::TRUNCATE | tag::RELATION | tag::TYPE
-        ) || first == tag::ORIGIN
-        {
+            tag::INSERT
+                | tag::UPDATE
+                | tag::DELETE
+                | tag::TRUNCATE
+                | tag::RELATION
+                | tag::TYPE
+                | tag::ORIGIN
+        ) {
             self.step(Step::Change, first)?;
             return Ok(None);
         }
         let message = Message::parse(payload, self.context())?;
-        self.advance(&message)
+        self.advance(&message)?;
+        Ok(Some(message))
     }
 
     /// Whether `message` can come now, without following it.
@@ -277,7 +285,8 @@ mod tests {
                 parallel: None,
             }))
         };
-        assert_eq!(b.observe(&abort(8)).unwrap(), None);
+        let end = |m: Option<Message<'_>>| m.and_then(|m| m.transaction_end());
+        assert_eq!(end(b.observe(&abort(8)).unwrap()), None);
         assert!(!b.between_transactions());
         let commit = bytes(Message::StreamCommit(StreamCommit {
             xid: Xid(7),
@@ -286,7 +295,7 @@ mod tests {
             end_lsn: Lsn::new(20),
             commit_time: Timestamp::EPOCH,
         }));
-        assert_eq!(b.observe(&commit).unwrap(), Some(Lsn::new(20)));
+        assert_eq!(end(b.observe(&commit).unwrap()), Some(Lsn::new(20)));
         assert!(b.between_transactions());
     }
 
@@ -313,7 +322,11 @@ mod tests {
         b.observe(&begin).unwrap();
         // Row messages are classified by their tag alone.
         assert_eq!(b.observe(b"I").unwrap(), None);
-        assert_eq!(b.observe(&commit).unwrap(), Some(Lsn::new(2)));
+        let end = b
+            .observe(&commit)
+            .unwrap()
+            .and_then(|m| m.transaction_end());
+        assert_eq!(end, Some(Lsn::new(2)));
         assert!(b.observe(&[]).is_err());
     }
 

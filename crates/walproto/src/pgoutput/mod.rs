@@ -163,8 +163,12 @@ pub mod tag {
 }
 
 /// One pgoutput message, borrowing strings and tuples from the parsed bytes.
+///
+/// Deliberately not `#[non_exhaustive]`: a new pgoutput message comes with a new protocol
+/// version, and every consumer must decide what it means for transaction boundaries and
+/// events. Adding a variant is a breaking change, so that the compiler finds every `match`
+/// that would otherwise drop it unnoticed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Message<'a> {
     /// `B`
     Begin(Begin),

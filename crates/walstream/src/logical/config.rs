@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use walconn::{LogicalReplicationOptions, Origin, Streaming};
-use walproto::pgoutput::{ProtocolVersion, Streaming as PgStreaming};
+use walconn::LogicalReplicationOptions;
+use walproto::pgoutput::{Options, OriginFilter, ProtocolVersion, Refusal, Request, Streaming};
 use walproto::Lsn;
 
 use crate::error::{Error, Result};
@@ -55,12 +55,8 @@ pub enum CreateSlot {
 pub struct ReplicationStreamConfig {
     pub(crate) slot: String,
     pub(crate) publications: Vec<String>,
-    pub(crate) proto_version: Option<u32>,
-    pub(crate) streaming: Option<Streaming>,
-    pub(crate) binary: bool,
-    pub(crate) messages: bool,
-    pub(crate) two_phase: bool,
-    pub(crate) origin: Option<Origin>,
+    /// The pgoutput options asked for, negotiated against each server at connect.
+    pub(crate) request: Request,
     pub(crate) start_lsn: Option<Lsn>,
     pub(crate) end_lsn: Option<Lsn>,
     pub(crate) status_interval: Duration,
@@ -89,12 +85,7 @@ impl ReplicationStreamConfig {
             config: ReplicationStreamConfig {
                 slot: slot.into(),
                 publications: publications.into_iter().map(Into::into).collect(),
-                proto_version: None,
-                streaming: None,
-                binary: false,
-                messages: false,
-                two_phase: false,
-                origin: None,
+                request: Request::default(),
                 start_lsn: None,
                 end_lsn: None,
                 status_interval: DEFAULT_STATUS_INTERVAL,
@@ -144,10 +135,10 @@ pub struct ReplicationStreamConfigBuilder {
 }
 
 impl ReplicationStreamConfigBuilder {
-    /// The pgoutput protocol version (1-4). By default the highest the server supports: 4 on
-    /// PostgreSQL 16+, 3 on 15, 2 on 14, 1 before.
-    pub fn proto_version(mut self, version: u32) -> Self {
-        self.config.proto_version = Some(version);
+    /// The pgoutput protocol version. By default the highest the server supports
+    /// ([`ProtocolVersion::max_for_server`]: 4 on PostgreSQL 16+, 3 on 15, 2 on 14, 1 before).
+    pub fn proto_version(mut self, version: ProtocolVersion) -> Self {
+        self.config.request.proto_version = Some(version);
         self
     }
 
@@ -155,32 +146,32 @@ impl ReplicationStreamConfigBuilder {
     /// negotiated protocol allows: `parallel` with protocol 4, `on` with 2 and 3. With
     /// [`Streaming::Off`] only whole committed transactions arrive.
     pub fn streaming(mut self, streaming: Streaming) -> Self {
-        self.config.streaming = Some(streaming);
+        self.config.request.streaming = Some(streaming);
         self
     }
 
     /// Column values in binary format (PostgreSQL 14+).
     pub fn binary(mut self, on: bool) -> Self {
-        self.config.binary = on;
+        self.config.request.binary = on;
         self
     }
 
     /// Include `pg_logical_emit_message` messages (PostgreSQL 14+).
     pub fn messages(mut self, on: bool) -> Self {
-        self.config.messages = on;
+        self.config.request.messages = on;
         self
     }
 
     /// Decode prepared transactions at PREPARE (protocol 3+, PostgreSQL 15+).
     pub fn two_phase(mut self, on: bool) -> Self {
-        self.config.two_phase = on;
+        self.config.request.two_phase = on;
         self
     }
 
-    /// Which changes to send by replication origin (PostgreSQL 16+). `Origin::Any` on an older
-    /// server is what it does anyway and is accepted.
-    pub fn origin(mut self, origin: Origin) -> Self {
-        self.config.origin = Some(origin);
+    /// Which changes to send by replication origin (PostgreSQL 16+). `OriginFilter::Any` on an
+    /// older server is what it does anyway and is accepted.
+    pub fn origin(mut self, origin: OriginFilter) -> Self {
+        self.config.request.origin = Some(origin);
         self
     }
 
@@ -286,28 +277,9 @@ impl ReplicationStreamConfigBuilder {
                 "at least one (non-empty) publication is needed",
             ));
         }
-        if let Some(v) = c.proto_version {
-            if ProtocolVersion::from_number(v).is_none() {
-                return Err(Error::config(format!(
-                    "pgoutput protocol version {v} does not exist (1-4)"
-                )));
-            }
-            if v < 2 && matches!(c.streaming, Some(Streaming::On | Streaming::Parallel)) {
-                return Err(Error::config(
-                    "streaming needs pgoutput protocol 2 or later",
-                ));
-            }
-            if v < 4 && c.streaming == Some(Streaming::Parallel) {
-                return Err(Error::config(
-                    "streaming = parallel needs pgoutput protocol 4",
-                ));
-            }
-            if v < 3 && c.two_phase {
-                return Err(Error::config(
-                    "two_phase needs pgoutput protocol 3 or later",
-                ));
-            }
-        }
+        c.request
+            .check()
+            .map_err(|r| Error::config(r.to_string()))?;
         if c.snapshot.is_some() && c.create_slot.is_none() {
             return Err(Error::config(
                 "an initial snapshot needs the slot created by the stream (create_slot_if_missing)",
@@ -325,151 +297,50 @@ impl ReplicationStreamConfigBuilder {
 pub struct Negotiated {
     /// The server's `server_version_num`, such as `170002`.
     pub server_version_num: u32,
-    /// The pgoutput protocol version.
-    pub proto_version: ProtocolVersion,
-    /// The streaming mode.
-    pub streaming: PgStreaming,
-    /// Binary column values.
-    pub binary: bool,
-    /// Logical decoding messages.
-    pub messages: bool,
-    /// Two-phase decoding.
-    pub two_phase: bool,
-    /// The origin filter sent, if any.
-    pub origin: Option<Origin>,
+    /// The pgoutput options, in the types a [`ReplicationStreamConfigBuilder`] takes.
+    pub pgoutput: Options,
 }
 
 impl Negotiated {
     /// The options of `START_REPLICATION` for these settings and `publications`.
-    pub fn options(&self, publications: &[String]) -> LogicalReplicationOptions {
-        let mut o = LogicalReplicationOptions::new(u32::from(self.proto_version.number()), &[]);
-        o.publication_names = publications.to_vec();
-        o.streaming = match self.streaming {
-            PgStreaming::Off if self.proto_version.number() < 2 => None,
-            PgStreaming::Off => Some(Streaming::Off),
-            PgStreaming::On => Some(Streaming::On),
-            PgStreaming::Parallel => Some(Streaming::Parallel),
-        };
-        o.binary = self.binary;
-        o.messages = self.messages;
-        o.two_phase = self.two_phase;
-        o.origin = self.origin;
-        o
+    pub fn start_options(&self, publications: &[String]) -> LogicalReplicationOptions {
+        LogicalReplicationOptions {
+            publication_names: publications.to_vec(),
+            pgoutput: self.pgoutput,
+        }
     }
 }
 
-/// The highest pgoutput protocol a server of `version_num` speaks.
-pub fn max_protocol(version_num: u32) -> ProtocolVersion {
-    match version_num {
-        v if v >= 160_000 => ProtocolVersion::V4,
-        v if v >= 150_000 => ProtocolVersion::V3,
-        v if v >= 140_000 => ProtocolVersion::V2,
-        _ => ProtocolVersion::V1,
-    }
-}
-
-/// The PostgreSQL release that introduced protocol `version`.
-fn protocol_release(version: ProtocolVersion) -> &'static str {
-    match version {
-        ProtocolVersion::V1 => "PostgreSQL 10",
-        ProtocolVersion::V2 => "PostgreSQL 14",
-        ProtocolVersion::V3 => "PostgreSQL 15",
-        _ => "PostgreSQL 16",
-    }
-}
-
-/// Decides the options for a server of `version_num` (`server_version` for messages): the
-/// highest it supports where the configuration leaves the choice, and an
-/// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) error naming the needed version
-/// for anything requested that it cannot do.
-pub fn negotiate(
+/// Decides the options for a server of `version_num` (`server_version` for messages) with
+/// walproto's rule table ([`Request::negotiate`]): the highest the server supports where the
+/// configuration leaves the choice, and an [`ErrorKind::Unsupported`](crate::ErrorKind)
+/// error naming the release needed for anything requested that it cannot do.
+pub(crate) fn negotiate(
     config: &ReplicationStreamConfig,
     version_num: u32,
     server_version: &str,
 ) -> Result<Negotiated> {
-    let max = max_protocol(version_num);
-    let proto = match config.proto_version {
-        None => max,
-        Some(n) => {
-            let v = ProtocolVersion::from_number(n)
-                .ok_or_else(|| Error::config(format!("no pgoutput protocol {n}")))?;
-            if v > max {
-                return Err(Error::unsupported(
-                    &format!("pgoutput protocol {n}"),
-                    protocol_release(v),
-                    server_version,
-                ));
-            }
-            v
+    let pgoutput = config.request.negotiate(version_num).map_err(|r| match r {
+        Refusal::NeedsRelease { what, release } => {
+            Error::unsupported(what, &format!("PostgreSQL {release}"), server_version)
         }
-    };
-    let p = proto.number();
-    let streaming = match config.streaming {
-        None if p >= 4 => PgStreaming::Parallel,
-        None if p >= 2 => PgStreaming::On,
-        None | Some(Streaming::Off) => PgStreaming::Off,
-        Some(Streaming::On) if p >= 2 => PgStreaming::On,
-        Some(Streaming::Parallel) if p >= 4 => PgStreaming::Parallel,
-        Some(Streaming::On) => {
-            return Err(Error::unsupported(
-                "streaming = on (pgoutput protocol 2)",
-                "PostgreSQL 14",
-                server_version,
-            ))
-        }
-        Some(_) => {
-            return Err(Error::unsupported(
-                "streaming = parallel (pgoutput protocol 4)",
-                "PostgreSQL 16",
-                server_version,
-            ))
-        }
-    };
-    let needs = |on: bool, min: u32, what: &str, release: &str| -> Result<()> {
-        if on && version_num < min {
-            Err(Error::unsupported(what, release, server_version))
-        } else {
-            Ok(())
-        }
-    };
-    needs(config.binary, 140_000, "binary", "PostgreSQL 14")?;
-    needs(config.messages, 140_000, "messages", "PostgreSQL 14")?;
-    needs(
-        config.two_phase,
-        150_000,
-        "two_phase (pgoutput protocol 3)",
-        "PostgreSQL 15",
-    )?;
-    if config.two_phase && p < 3 {
-        return Err(Error::config(
-            "two_phase needs pgoutput protocol 3 or later",
-        ));
-    }
-    let origin = match config.origin {
-        Some(Origin::Any) if version_num < 160_000 => None,
-        Some(o) => {
-            needs(true, 160_000, "the origin option", "PostgreSQL 16")?;
-            Some(o)
-        }
-        None => None,
-    };
-    let negotiated = Negotiated {
-        server_version_num: version_num,
-        proto_version: proto,
-        streaming,
-        binary: config.binary,
-        messages: config.messages,
-        two_phase: config.two_phase,
-        origin,
-    };
+        _ => Error::config(r.to_string()),
+    })?;
     tracing::info!(
         server_version,
-        proto_version = p,
-        streaming = ?streaming,
-        chosen_by = if config.proto_version.is_none() { "the server's highest" } else { "the configuration" },
+        proto_version = pgoutput.proto_version.number(),
+        streaming = pgoutput.streaming.as_str(),
+        chosen_by = if config.request.proto_version.is_none() {
+            "the server's highest"
+        } else {
+            "the configuration"
+        },
         "negotiated pgoutput options"
     );
-    Ok(negotiated)
+    Ok(Negotiated {
+        server_version_num: version_num,
+        pgoutput,
+    })
 }
 
 #[cfg(test)]
@@ -485,15 +356,15 @@ mod tests {
     fn defaults_take_the_highest_the_server_has() -> Result<()> {
         let c = cfg().build()?;
         for (num, proto, streaming) in [
-            (180_001, 4, PgStreaming::Parallel),
-            (160_003, 4, PgStreaming::Parallel),
-            (150_010, 3, PgStreaming::On),
-            (140_000, 2, PgStreaming::On),
-            (130_000, 1, PgStreaming::Off),
+            (180_001, 4, Streaming::Parallel),
+            (160_003, 4, Streaming::Parallel),
+            (150_010, 3, Streaming::On),
+            (140_000, 2, Streaming::On),
+            (130_000, 1, Streaming::Off),
         ] {
             let n = negotiate(&c, num, "x")?;
-            assert_eq!(n.proto_version.number(), proto, "{num}");
-            assert_eq!(n.streaming, streaming, "{num}");
+            assert_eq!(n.pgoutput.proto_version.number(), proto, "{num}");
+            assert_eq!(n.pgoutput.streaming, streaming, "{num}");
         }
         Ok(())
     }
@@ -501,12 +372,15 @@ mod tests {
     #[test]
     fn refusals_name_the_version_needed() -> Result<()> {
         let cases = [
-            (cfg().proto_version(4).build()?, "PostgreSQL 16"),
+            (
+                cfg().proto_version(ProtocolVersion::V4).build()?,
+                "PostgreSQL 16",
+            ),
             (
                 cfg().streaming(Streaming::Parallel).build()?,
                 "PostgreSQL 16",
             ),
-            (cfg().origin(Origin::None).build()?, "PostgreSQL 16"),
+            (cfg().origin(OriginFilter::None).build()?, "PostgreSQL 16"),
         ];
         for (c, needs) in cases {
             let e = negotiate(&c, 150_004, "15.4").err();
@@ -518,20 +392,25 @@ mod tests {
         let e = negotiate(&cfg().two_phase(true).build()?, 140_000, "14.0").err();
         assert!(e.is_some_and(|e| e.to_string().contains("PostgreSQL 15")));
         // `any` is what an older server does anyway.
-        let n = negotiate(&cfg().origin(Origin::Any).build()?, 150_000, "15")?;
-        assert_eq!(n.origin, None);
+        let n = negotiate(&cfg().origin(OriginFilter::Any).build()?, 150_000, "15")?;
+        assert_eq!(n.pgoutput.origin, None);
         Ok(())
     }
 
     #[test]
     fn builder_rejects_contradictions() {
-        assert!(cfg().proto_version(5).build().is_err());
+        // A protocol 5 cannot be asked for: the type has 1 to 4 only.
+        assert!(ProtocolVersion::from_number(5).is_none());
         assert!(cfg()
-            .proto_version(3)
+            .proto_version(ProtocolVersion::V3)
             .streaming(Streaming::Parallel)
             .build()
             .is_err());
-        assert!(cfg().proto_version(2).two_phase(true).build().is_err());
+        assert!(cfg()
+            .proto_version(ProtocolVersion::V2)
+            .two_phase(true)
+            .build()
+            .is_err());
         assert!(ReplicationStreamConfig::builder("", ["p"]).build().is_err());
         assert!(ReplicationStreamConfig::builder("s", Vec::<String>::new())
             .build()
@@ -542,11 +421,18 @@ mod tests {
     fn options_follow_the_negotiation() -> Result<()> {
         let c = cfg().streaming(Streaming::Off).build()?;
         let n = negotiate(&c, 170_000, "17")?;
-        let o = n.options(&c.publications);
-        assert_eq!(o.proto_version, 4);
-        assert_eq!(o.streaming, Some(Streaming::Off));
-        let n = negotiate(&cfg().proto_version(1).build()?, 170_000, "17")?;
-        assert_eq!(n.options(&["p".into()]).streaming, None);
+        let o = n.start_options(&c.publications);
+        assert_eq!(o.pgoutput.proto_version, ProtocolVersion::V4);
+        assert_eq!(o.pgoutput.streaming, Streaming::Off);
+        let n = negotiate(
+            &cfg().proto_version(ProtocolVersion::V1).build()?,
+            170_000,
+            "17",
+        )?;
+        assert_eq!(
+            n.start_options(&["p".into()]).pgoutput.streaming,
+            Streaming::Off
+        );
         Ok(())
     }
 }

@@ -355,6 +355,19 @@ pub struct PrepareInfo {
     pub gid: String,
 }
 
+impl PrepareInfo {
+    /// The owned form of a Prepare or Stream Prepare.
+    pub(crate) fn of(p: &walproto::pgoutput::Prepare<'_>) -> Self {
+        PrepareInfo {
+            prepare_lsn: p.prepare_lsn,
+            end_lsn: p.end_lsn,
+            prepare_time: p.prepare_time,
+            xid: p.xid,
+            gid: p.gid.to_owned(),
+        }
+    }
+}
+
 /// Commit Prepared.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitPrepared {

@@ -1,11 +1,18 @@
 //! Turns XLogData frames into owned events while following transaction boundaries.
+//!
+//! Which message ends a transaction and whether the stream is between transactions is
+//! walproto's [`Boundaries`]: the decoder keeps one in decoded mode; raw mode keeps one alone
+//! and parses only the control messages (row messages are known by their tag), so a raw
+//! consumer that decodes the bytes itself does not pay for a second decode.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use walproto::owned::{subslice, TupleBuf};
-use walproto::pgoutput::ReplicaIdentity;
-use walproto::pgoutput::{Message, OldTuple, ProtocolVersion, Streaming, TupleData};
+use walproto::pgoutput::{
+    Boundaries, Message, OldTuple, ProtocolVersion, ReplicaIdentity, Streaming, TupleData,
+};
 use walproto::replication::XLogData;
 use walproto::{Decoder, ErrorKind, Lsn, Oid, RelationInfo, Timestamp, Xid};
 
@@ -14,33 +21,39 @@ use crate::logical::event::{
     RawXLogData, RollbackPrepared, Row, Truncate, Update,
 };
 
-/// The most streamed transactions followed at once. PostgreSQL streams one block at a time
-/// and has a handful of large transactions open at most; a stream claiming more is not
-/// followed (no keepalive position is reported from then on) rather than grown without bound.
-const MAX_OPEN_STREAMS: usize = 65_536;
+/// The most tables warned about for unchanged TOAST values: a bound on the warning's memory.
+const MAX_TOAST_WARNINGS: usize = 65_536;
 
 /// What one XLogData gave.
 pub(crate) struct Followed {
-    /// The event, unless the message was skipped.
-    pub(crate) event: Option<ChangeEvent>,
+    /// The event.
+    pub(crate) event: ChangeEvent,
     /// The end LSN of a transaction that ended with this message.
     pub(crate) transaction_end: Option<Lsn>,
+}
+
+/// How the stream is followed.
+#[derive(Debug)]
+enum Mode {
+    /// Every message decoded into an owned event.
+    Decoded(Decoder),
+    /// Messages delivered as bytes; only the boundaries are followed.
+    Raw(Boundaries),
 }
 
 /// Decodes a stream's pgoutput messages into events and knows, at every point, whether the
 /// stream is between transactions.
 #[derive(Debug)]
 pub(crate) struct Follower {
-    decoder: Decoder,
-    raw: bool,
-    /// False in raw mode after a message our decoder could not follow: data still flows, but
+    mode: Mode,
+    /// False in raw mode after a message that could not be followed: data still flows, but
     /// the stream no longer claims to be between transactions.
     tracking: bool,
+    /// The transaction the next events belong to, and its commit time when known.
     xid: Option<Xid>,
     commit_time: Option<Timestamp>,
-    open_streams: Vec<Xid>,
     /// Relations already warned about for unchanged TOAST values.
-    toast_warned: std::collections::HashSet<Oid>,
+    toast_warned: HashSet<Oid>,
 }
 
 /// Whether values of type `oid` can be TOASTed: every type except the fixed-length built-in
@@ -78,29 +91,38 @@ fn toastable(oid: Oid) -> bool {
 
 impl Follower {
     pub(crate) fn new(version: ProtocolVersion, streaming: Streaming, raw: bool) -> Self {
+        let mode = if raw {
+            Mode::Raw(Boundaries::new(version, streaming))
+        } else {
+            Mode::Decoded(Decoder::new(version, streaming))
+        };
         Self {
-            decoder: Decoder::new(version, streaming),
-            raw,
+            mode,
             tracking: true,
             xid: None,
             commit_time: None,
-            open_streams: Vec::new(),
-            toast_warned: std::collections::HashSet::new(),
+            toast_warned: HashSet::new(),
         }
     }
 
     /// Forgets everything, for a new session.
     pub(crate) fn reset(&mut self) {
-        self.decoder.reset();
+        match &mut self.mode {
+            Mode::Decoded(d) => d.reset(),
+            Mode::Raw(b) => b.reset(),
+        }
         self.tracking = true;
         self.xid = None;
         self.commit_time = None;
-        self.open_streams.clear();
     }
 
     /// Whether the stream is outside every transaction and streamed transaction.
     pub(crate) fn between_transactions(&self) -> bool {
-        self.tracking && self.decoder.is_idle() && self.open_streams.is_empty()
+        let boundaries = match &self.mode {
+            Mode::Decoded(d) => d.boundaries(),
+            Mode::Raw(b) => b,
+        };
+        self.tracking && boundaries.between_transactions()
     }
 
     /// Follows one XLogData of `frame`. In decoded mode a message that cannot be decoded is
@@ -110,77 +132,124 @@ impl Follower {
         frame: &Bytes,
         x: &XLogData<'_>,
     ) -> Result<Followed, walproto::Error> {
-        if self.raw {
-            let mut transaction_end = None;
-            if self.tracking {
-                match self.decode(frame, x) {
-                    Ok(f) => transaction_end = f.transaction_end,
-                    Err(e) => {
-                        tracing::warn!(
-                            lsn = %x.wal_start,
-                            "cannot follow the stream ({e}); raw data still flows, but no \
-                             keepalive position is acknowledged from now on"
-                        );
-                        self.tracking = false;
-                    }
+        match &mut self.mode {
+            Mode::Decoded(_) => self.decode(frame, x),
+            Mode::Raw(_) => Ok(self.follow_raw(frame, x)),
+        }
+    }
+
+    fn follow_raw(&mut self, frame: &Bytes, x: &XLogData<'_>) -> Followed {
+        let mut transaction_end = None;
+        let (mut xid, mut commit_time) = (self.xid, self.commit_time);
+        if let (Mode::Raw(boundaries), true) = (&mut self.mode, self.tracking) {
+            match boundaries.observe(x.data) {
+                Ok(Some(message)) => {
+                    transaction_end = message.transaction_end();
+                    (xid, commit_time) = self.track(&message);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(
+                        lsn = %x.wal_start,
+                        "cannot follow the stream ({e}); raw data still flows, but no \
+                         keepalive position is acknowledged from now on"
+                    );
+                    self.tracking = false;
                 }
             }
-            let data = subslice(frame, x.data).unwrap_or_else(|| Bytes::copy_from_slice(x.data));
-            let event = ChangeEvent {
+        }
+        let data = subslice(frame, x.data).unwrap_or_else(|| Bytes::copy_from_slice(x.data));
+        Followed {
+            event: ChangeEvent {
                 lsn: x.wal_start,
-                xid: self.xid,
-                commit_time: self.commit_time,
+                xid,
+                commit_time,
                 kind: EventKind::XLogData(RawXLogData {
                     wal_start: x.wal_start,
                     wal_end: x.wal_end,
                     send_time: x.send_time,
                     data,
                 }),
-            };
-            return Ok(Followed {
-                event: Some(event),
-                transaction_end,
-            });
+            },
+            transaction_end,
         }
-        self.decode(frame, x)
     }
 
     fn decode(&mut self, frame: &Bytes, x: &XLogData<'_>) -> Result<Followed, walproto::Error> {
-        let decoded = self.decoder.decode(x.data)?;
+        let Mode::Decoded(decoder) = &mut self.mode else {
+            return Err(walproto::Error::new(ErrorKind::OutOfOrder, None, 0));
+        };
+        let decoded = decoder.decode(x.data)?;
         let message = decoded.message;
         let relation = decoded.relation.cloned();
-        let tag = message.tag();
-        let row = |t: &TupleData<'_>, rel: &Arc<RelationInfo>| -> Result<Row, walproto::Error> {
-            TupleBuf::from_view(frame, t)
-                .map(|tuple| Row::new(rel.clone(), tuple))
-                .ok_or(walproto::Error::new(
-                    ErrorKind::LengthOutOfBounds(u32::try_from(t.as_bytes().len()).unwrap_or(0)),
-                    Some(tag),
-                    0,
-                ))
-        };
-        let old = |o: &OldTuple<'_>, rel: &Arc<RelationInfo>| -> Result<OldRow, walproto::Error> {
-            Ok(match o {
-                OldTuple::Key(t) => OldRow::Key(row(t, rel)?),
-                OldTuple::Full(t) => OldRow::Full(row(t, rel)?),
-            })
-        };
-        let unknown = |id| walproto::Error::new(ErrorKind::UnknownRelation(id), Some(tag), 0);
-        let mut transaction_end = None;
-        let mut xid = self.xid;
-        let mut commit_time = self.commit_time;
-        let kind = match message {
+        let kind = self.event_kind(frame, &message, relation)?;
+        let (xid, commit_time) = self.track(&message);
+        Ok(Followed {
+            event: ChangeEvent {
+                lsn: x.wal_start,
+                xid,
+                commit_time,
+                kind,
+            },
+            transaction_end: message.transaction_end(),
+        })
+    }
+
+    /// Follows the transaction `message` belongs to; returns the xid and commit time of its
+    /// event.
+    fn track(&mut self, message: &Message<'_>) -> (Option<Xid>, Option<Timestamp>) {
+        let seen = match message {
             Message::Begin(b) => {
                 self.xid = Some(b.xid);
                 self.commit_time = Some(b.commit_time);
-                xid = self.xid;
-                commit_time = self.commit_time;
-                EventKind::Begin(b)
+                (self.xid, self.commit_time)
             }
-            Message::Commit(c) => {
-                transaction_end = Some(c.end_lsn);
-                EventKind::Commit(c)
+            Message::StreamStart(s) => {
+                self.xid = Some(s.xid);
+                self.commit_time = None;
+                (self.xid, None)
             }
+            Message::BeginPrepare(b) => {
+                self.xid = Some(b.xid);
+                self.commit_time = None;
+                (self.xid, None)
+            }
+            Message::StreamStop => (self.xid.take(), self.commit_time),
+            Message::StreamCommit(c) => (Some(c.xid), Some(c.commit_time)),
+            Message::StreamAbort(a) => (Some(a.xid), self.commit_time),
+            Message::Prepare(p) | Message::StreamPrepare(p) => (Some(p.xid), self.commit_time),
+            Message::CommitPrepared(c) => (Some(c.xid), Some(c.commit_time)),
+            Message::RollbackPrepared(r) => (Some(r.xid), self.commit_time),
+            Message::Commit(_)
+            | Message::Origin(_)
+            | Message::Relation(_)
+            | Message::Type(_)
+            | Message::Insert(_)
+            | Message::Update(_)
+            | Message::Delete(_)
+            | Message::Truncate(_)
+            | Message::Message(_) => (self.xid, self.commit_time),
+        };
+        if message.transaction_end().is_some() {
+            self.xid = None;
+            self.commit_time = None;
+        }
+        seen
+    }
+
+    /// The owned event of a decoded `message`; `relation` is the decoder's for a row message.
+    fn event_kind(
+        &mut self,
+        frame: &Bytes,
+        message: &Message<'_>,
+        relation: Option<Arc<RelationInfo>>,
+    ) -> Result<EventKind, walproto::Error> {
+        let tag = message.tag();
+        let rows = Rows { frame, tag };
+        let unknown = |id| walproto::Error::new(ErrorKind::UnknownRelation(id), Some(tag), 0);
+        Ok(match *message {
+            Message::Begin(b) => EventKind::Begin(b),
+            Message::Commit(c) => EventKind::Commit(c),
             Message::Origin(o) => EventKind::Origin {
                 commit_lsn: o.commit_lsn,
                 name: o.name.to_owned(),
@@ -199,7 +268,7 @@ impl Follower {
                 let rel = relation.ok_or(unknown(m.relation_id))?;
                 EventKind::Insert(Insert {
                     xid: m.xid,
-                    new: row(&m.new, &rel)?,
+                    new: rows.row(&m.new, &rel)?,
                     relation: rel,
                 })
             }
@@ -207,8 +276,8 @@ impl Follower {
                 let rel = relation.ok_or(unknown(m.relation_id))?;
                 EventKind::Update(Update {
                     xid: m.xid,
-                    old: m.old.as_ref().map(|o| old(o, &rel)).transpose()?,
-                    new: row(&m.new, &rel)?,
+                    old: m.old.as_ref().map(|o| rows.old(o, &rel)).transpose()?,
+                    new: rows.row(&m.new, &rel)?,
                     relation: rel,
                 })
             }
@@ -216,15 +285,19 @@ impl Follower {
                 let rel = relation.ok_or(unknown(m.relation_id))?;
                 EventKind::Delete(Delete {
                     xid: m.xid,
-                    old: old(&m.old, &rel)?,
+                    old: rows.old(&m.old, &rel)?,
                     relation: rel,
                 })
             }
             Message::Truncate(t) => {
-                let mut relations = Vec::with_capacity(t.relation_ids.iter().len());
-                for id in t.relation_ids.iter() {
-                    relations.push(self.decoder.relation(id).cloned().ok_or(unknown(id))?);
-                }
+                let Mode::Decoded(decoder) = &self.mode else {
+                    return Err(walproto::Error::new(ErrorKind::OutOfOrder, Some(tag), 0));
+                };
+                let relations = t
+                    .relation_ids
+                    .iter()
+                    .map(|id| decoder.relation(id).cloned().ok_or(unknown(id)))
+                    .collect::<Result<Vec<_>, _>>()?;
                 EventKind::Truncate(Truncate {
                     xid: t.xid,
                     relations,
@@ -240,116 +313,34 @@ impl Follower {
                 content: subslice(frame, m.content)
                     .unwrap_or_else(|| Bytes::copy_from_slice(m.content)),
             }),
-            Message::StreamStart(s) => {
-                if !self.open_streams.contains(&s.xid) {
-                    if self.open_streams.len() >= MAX_OPEN_STREAMS {
-                        self.tracking = false;
-                    } else {
-                        self.open_streams.push(s.xid);
-                    }
-                }
-                self.xid = Some(s.xid);
-                self.commit_time = None;
-                xid = self.xid;
-                commit_time = None;
-                EventKind::StreamStart(s)
-            }
-            Message::StreamStop => {
-                self.xid = None;
-                EventKind::StreamStop
-            }
-            Message::StreamCommit(c) => {
-                self.close_stream(c.xid);
-                transaction_end = Some(c.end_lsn);
-                xid = Some(c.xid);
-                commit_time = Some(c.commit_time);
-                EventKind::StreamCommit(c)
-            }
-            Message::StreamAbort(a) => {
-                if a.xid == a.subxid {
-                    self.close_stream(a.xid);
-                }
-                xid = Some(a.xid);
-                EventKind::StreamAbort(a)
-            }
-            Message::BeginPrepare(b) => {
-                self.xid = Some(b.xid);
-                self.commit_time = None;
-                xid = self.xid;
-                commit_time = None;
-                EventKind::BeginPrepare(PrepareInfo {
-                    prepare_lsn: b.prepare_lsn,
-                    end_lsn: b.end_lsn,
-                    prepare_time: b.prepare_time,
-                    xid: b.xid,
-                    gid: b.gid.to_owned(),
-                })
-            }
-            Message::Prepare(p) | Message::StreamPrepare(p) => {
-                let streamed = tag == walproto::pgoutput::tag::STREAM_PREPARE;
-                if streamed {
-                    self.close_stream(p.xid);
-                }
-                transaction_end = Some(p.end_lsn);
-                xid = Some(p.xid);
-                let info = PrepareInfo {
-                    prepare_lsn: p.prepare_lsn,
-                    end_lsn: p.end_lsn,
-                    prepare_time: p.prepare_time,
-                    xid: p.xid,
-                    gid: p.gid.to_owned(),
-                };
-                if streamed {
-                    EventKind::StreamPrepare(info)
-                } else {
-                    EventKind::Prepare(info)
-                }
-            }
-            Message::CommitPrepared(c) => {
-                transaction_end = Some(c.end_lsn);
-                xid = Some(c.xid);
-                commit_time = Some(c.commit_time);
-                EventKind::CommitPrepared(CommitPrepared {
-                    commit_lsn: c.commit_lsn,
-                    end_lsn: c.end_lsn,
-                    commit_time: c.commit_time,
-                    xid: c.xid,
-                    gid: c.gid.to_owned(),
-                })
-            }
-            Message::RollbackPrepared(r) => {
-                transaction_end = Some(r.rollback_end_lsn);
-                xid = Some(r.xid);
-                EventKind::RollbackPrepared(RollbackPrepared {
-                    prepare_end_lsn: r.prepare_end_lsn,
-                    rollback_end_lsn: r.rollback_end_lsn,
-                    prepare_time: r.prepare_time,
-                    rollback_time: r.rollback_time,
-                    xid: r.xid,
-                    gid: r.gid.to_owned(),
-                })
-            }
-            // `Message` is non-exhaustive: a message this version does not know is skipped.
-            _ => {
-                return Ok(Followed {
-                    event: None,
-                    transaction_end: None,
-                })
-            }
-        };
-        let event = ChangeEvent {
-            lsn: x.wal_start,
-            xid,
-            commit_time,
-            kind,
-        };
-        if transaction_end.is_some() {
-            self.xid = None;
-            self.commit_time = None;
-        }
-        Ok(Followed {
-            event: Some(event),
-            transaction_end,
+            Message::StreamStart(s) => EventKind::StreamStart(s),
+            Message::StreamStop => EventKind::StreamStop,
+            Message::StreamCommit(c) => EventKind::StreamCommit(c),
+            Message::StreamAbort(a) => EventKind::StreamAbort(a),
+            Message::BeginPrepare(b) => EventKind::BeginPrepare(PrepareInfo {
+                prepare_lsn: b.prepare_lsn,
+                end_lsn: b.end_lsn,
+                prepare_time: b.prepare_time,
+                xid: b.xid,
+                gid: b.gid.to_owned(),
+            }),
+            Message::Prepare(p) => EventKind::Prepare(PrepareInfo::of(&p)),
+            Message::StreamPrepare(p) => EventKind::StreamPrepare(PrepareInfo::of(&p)),
+            Message::CommitPrepared(c) => EventKind::CommitPrepared(CommitPrepared {
+                commit_lsn: c.commit_lsn,
+                end_lsn: c.end_lsn,
+                commit_time: c.commit_time,
+                xid: c.xid,
+                gid: c.gid.to_owned(),
+            }),
+            Message::RollbackPrepared(r) => EventKind::RollbackPrepared(RollbackPrepared {
+                prepare_end_lsn: r.prepare_end_lsn,
+                rollback_end_lsn: r.rollback_end_lsn,
+                prepare_time: r.prepare_time,
+                rollback_time: r.rollback_time,
+                xid: r.xid,
+                gid: r.gid.to_owned(),
+            }),
         })
     }
 
@@ -365,7 +356,7 @@ impl Follower {
             .filter(|c| !c.key && toastable(c.type_oid))
             .map(|c| c.name.as_str())
             .collect();
-        if !columns.is_empty() && self.toast_warned.len() < MAX_OPEN_STREAMS {
+        if !columns.is_empty() && self.toast_warned.len() < MAX_TOAST_WARNINGS {
             self.toast_warned.insert(rel.id);
             tracing::warn!(
                 table = %format_args!("{}.{}", rel.namespace, rel.name),
@@ -376,8 +367,29 @@ impl Follower {
             );
         }
     }
+}
 
-    fn close_stream(&mut self, xid: Xid) {
-        self.open_streams.retain(|&x| x != xid);
+/// Builds the owned rows of one message from slices of its frame.
+struct Rows<'f> {
+    frame: &'f Bytes,
+    tag: u8,
+}
+
+impl Rows<'_> {
+    fn row(&self, t: &TupleData<'_>, rel: &Arc<RelationInfo>) -> Result<Row, walproto::Error> {
+        TupleBuf::from_view(self.frame, t)
+            .map(|tuple| Row::new(rel.clone(), tuple))
+            .ok_or(walproto::Error::new(
+                ErrorKind::LengthOutOfBounds(u32::try_from(t.as_bytes().len()).unwrap_or(0)),
+                Some(self.tag),
+                0,
+            ))
+    }
+
+    fn old(&self, o: &OldTuple<'_>, rel: &Arc<RelationInfo>) -> Result<OldRow, walproto::Error> {
+        Ok(match o {
+            OldTuple::Key(t) => OldRow::Key(self.row(t, rel)?),
+            OldTuple::Full(t) => OldRow::Full(self.row(t, rel)?),
+        })
     }
 }

@@ -134,7 +134,11 @@ impl LogicalReplicationStream {
         let shared = Arc::new(Shared::default());
         let n = &self.negotiated;
         let driver = Driver {
-            follower: Follower::new(n.proto_version, n.streaming, self.config.raw),
+            follower: Follower::new(
+                n.pgoutput.proto_version,
+                n.pgoutput.streaming,
+                self.config.raw,
+            ),
             tracker: FeedbackTracker::new(self.start_lsn, self.status_interval),
             conn_config: self.conn_config,
             negotiated: self.negotiated,

@@ -271,7 +271,7 @@ impl Driver {
     async fn session(&mut self, conn: Connection) -> std::result::Result<(), Failure> {
         let start = self.tracker.reported();
         self.session_end = Lsn::ZERO;
-        let options = self.negotiated.options(&self.config.publications);
+        let options = self.negotiated.start_options(&self.config.publications);
         let mut copy = conn
             .start_logical_replication(&self.config.slot, start, &options)
             .await
@@ -421,7 +421,7 @@ impl Driver {
                         .at(x.wal_start));
                     }
                 }
-                events.extend(followed.event);
+                events.push(followed.event);
                 if let Some(end) = followed.transaction_end {
                     self.session_end = end;
                     self.tracker.on_transaction_end(end);

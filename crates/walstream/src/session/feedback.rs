@@ -74,7 +74,7 @@ impl SharedLsnFeedback {
 
 /// The three positions of a standby status update.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Status {
+pub struct FeedbackPositions {
     /// Received: the furthest `wal_end` the server reported.
     pub write: Lsn,
     /// Flushed: what the slot may move to.
@@ -183,7 +183,12 @@ impl FeedbackTracker {
     }
 
     /// The status update to send at `now` if one is due; it counts as sent.
-    pub fn poll_status(&mut self, now: Instant, flushed: Lsn, applied: Lsn) -> Option<Status> {
+    pub fn poll_status(
+        &mut self,
+        now: Instant,
+        flushed: Lsn,
+        applied: Lsn,
+    ) -> Option<FeedbackPositions> {
         if !self.is_due(now) {
             return None;
         }
@@ -192,14 +197,14 @@ impl FeedbackTracker {
 
     /// The status update to send now whether or not one is due (the last word before closing);
     /// it counts as sent.
-    pub fn status(&mut self, now: Instant, flushed: Lsn, applied: Lsn) -> Status {
+    pub fn status(&mut self, now: Instant, flushed: Lsn, applied: Lsn) -> FeedbackPositions {
         let flush = self.safe_flush(flushed);
         // The apply position follows the same rule, and is never ahead of the flush one.
         let apply = self.safe_flush(applied.min(flushed)).min(flush);
         self.reported = flush;
         self.last_sent = Some(now);
         self.reply_requested = false;
-        Status {
+        FeedbackPositions {
             write: self.received.max(flush),
             flush,
             apply,

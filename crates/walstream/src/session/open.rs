@@ -147,7 +147,7 @@ async fn create_slot(
 ) -> Result<(Lsn, bool, Option<String>)> {
     let mut options = CreateSlotOptions::logical("pgoutput");
     options.temporary = kind == CreateSlot::Temporary;
-    options.two_phase = negotiated.two_phase;
+    options.two_phase = negotiated.pgoutput.two_phase;
     options.snapshot = Some(if export {
         SnapshotAction::Export
     } else {

@@ -116,7 +116,7 @@ impl FakeServer {
 /// quick status updates, no retries unless a test asks.
 pub(crate) fn config() -> ReplicationStreamConfigBuilder {
     ReplicationStreamConfig::builder("slot", ["pub"])
-        .proto_version(2)
+        .proto_version(walstream::ProtocolVersion::V2)
         .streaming(Streaming::On)
         .status_interval(Duration::from_millis(100))
         .retry(RetryPolicy::never())

@@ -35,7 +35,10 @@ fn events_of_every_kind_on_every_major() {
                     .await
                     .unwrap();
             let expected = if cluster.major() >= 16 { 4 } else { 3 };
-            assert_eq!(stream.negotiated().proto_version.number(), expected);
+            assert_eq!(
+                stream.negotiated().pgoutput.proto_version.number(),
+                expected
+            );
             let start = stream.start_lsn();
             assert_eq!(start, f.confirmed_flush());
             let mut events = stream.start();
@@ -117,9 +120,9 @@ fn options_the_server_lacks_are_refused_by_name() {
     let f = Fixture::new(cluster, "ws_refuse");
     block_on(async {
         for config in [
-            f.config().proto_version(4),
+            f.config().proto_version(walstream::ProtocolVersion::V4),
             f.config().streaming(Streaming::Parallel),
-            f.config().origin(walstream::Origin::None),
+            f.config().origin(walstream::OriginFilter::None),
         ] {
             let err = LogicalReplicationStream::connect(&f.db.conninfo(), config.build().unwrap())
                 .await
@@ -245,7 +248,7 @@ fn raw_mode_delivers_xlogdata_with_feedback() {
         .unwrap();
         let n = stream.negotiated().clone();
         let mut events = stream.start();
-        let ctx = ParseContext::new(n.proto_version, n.streaming);
+        let ctx = ParseContext::new(n.pgoutput.proto_version, n.pgoutput.streaming);
         let mut inserts = 0;
         let end = loop {
             let e = events.next_event().await.unwrap().unwrap();
