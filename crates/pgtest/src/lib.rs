@@ -35,7 +35,14 @@ mod bins;
 mod cluster;
 mod guard;
 mod proxy;
+mod seed;
 mod session;
+
+// The async test support needs tokio: behind the `async` feature, so that xtask stays std-only.
+#[cfg(feature = "async")]
+pub mod cancel;
+#[cfg(feature = "async")]
+pub mod fake;
 
 use std::sync::OnceLock;
 
@@ -44,6 +51,7 @@ pub use cluster::{unique_name, Cluster, Config, Database};
 pub use guard::root_dir;
 pub use pgserver::{cache_dirs, ServerUser, HOST, SUPERUSER};
 pub use proxy::Proxy;
+pub use seed::{seed, seeded_rng, SEED_VAR};
 pub use session::Session;
 
 /// What to run when no server is available.

@@ -13,110 +13,24 @@
 
 use std::fmt::Debug;
 use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use pgtest::cancel::{poll_once, Mix, Tally};
+use pgtest::fake::{copy_data, FakeWalsender};
 use walconn::{Connection, CopyBoth, CreateSlotOptions, ErrorKind, LogicalReplicationOptions};
 use walproto::replication::StandbyStatusUpdate;
 use walproto::Lsn;
 
+use crate::fake_server::copy_both;
 use crate::{block_on, config};
 
 /// The server major these tests run on: 17 has every command (`ALTER_REPLICATION_SLOT`).
 const MAJOR: u32 = 17;
 
-/// A small xorshift generator: reproducible runs from a printed seed, no dependency.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    fn seeded() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1;
-        println!("seed {seed:#x}");
-        Self(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// How one call is made: given up after a random timeout, after a few polls, or awaited.
-pub(crate) enum Drop {
-    Timeout(Duration),
-    Polls(u32),
-    Await,
-}
-
-impl Drop {
-    fn pick(rng: &mut Rng) -> Self {
-        match rng.below(10) {
-            0..=4 => Drop::Timeout(Duration::from_micros(rng.below(3000))),
-            5..=7 => Drop::Polls(1 + u32::try_from(rng.below(6)).unwrap()),
-            _ => Drop::Await,
-        }
-    }
-
-    /// Runs `fut` the chosen way: `None` when it was dropped before it finished.
-    pub(crate) async fn run<F: Future>(self, fut: F) -> Option<F::Output> {
-        match self {
-            Drop::Timeout(d) => tokio::time::timeout(d, fut).await.ok(),
-            Drop::Polls(k) => {
-                let mut fut = pin!(fut);
-                let mut polls = 0;
-                std::future::poll_fn(|cx| {
-                    polls += 1;
-                    match fut.as_mut().poll(cx) {
-                        Poll::Ready(v) => Poll::Ready(Some(v)),
-                        Poll::Pending if polls >= k => Poll::Ready(None),
-                        Poll::Pending => {
-                            cx.waker().wake_by_ref();
-                            Poll::Pending
-                        }
-                    }
-                })
-                .await
-            }
-            Drop::Await => Some(fut.await),
-        }
-    }
-}
-
-/// Completed and dropped calls of one test.
-#[derive(Default)]
-struct Tally {
-    completed: u32,
-    dropped: u32,
-}
-
-impl Tally {
-    fn check(&self, what: &str) {
-        println!(
-            "{what}: {} completed, {} dropped",
-            self.completed, self.dropped
-        );
-        assert!(self.completed > 0, "{what}: no call completed");
-        assert!(self.dropped > 0, "{what}: no call was dropped");
-    }
-}
-
 /// `fut` is ready on its first poll with the poisoned error: decided without the socket.
 fn poisoned_now<T: Debug>(fut: impl Future<Output = walconn::Result<T>>) {
-    let mut fut = pin!(fut);
-    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match poll_once(fut) {
         Poll::Ready(Err(e)) => {
             assert_eq!(e.kind(), ErrorKind::Poisoned, "{e:?}");
             assert!(e.is_poisoned());
@@ -139,7 +53,7 @@ fn assert_poisoned(conn: &mut Connection) {
 /// The consuming methods refuse a poisoned connection too, at once: `close` (on even
 /// rounds) and `start_logical_replication` (on odd ones).
 fn consumed_poisoned(conn: Connection, i: u32) {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         poisoned_now(conn.close());
     } else {
         poisoned_now(conn.start_logical_replication(
@@ -204,11 +118,11 @@ async fn connect(conninfo: &str) -> Connection {
 macro_rules! rounds {
     ($rounds:expr, $conninfo:expr, $conn:ident, $i:ident,
      call: $call:expr, check: |$r:ident| $check:expr, after_drop: $after_drop:expr $(,)?) => {{
-        let mut rng = Rng::seeded();
+        let mut rng = pgtest::seeded_rng();
         let mut tally = Tally::default();
         let mut $conn = connect($conninfo).await;
         for $i in 0..$rounds {
-            match Drop::pick(&mut rng).run($call).await {
+            match Mix::LIVE.pick(&mut rng).run($call).await {
                 Some($r) => {
                     tally.completed += 1;
                     $check;
@@ -449,13 +363,13 @@ const ROW: &str = "g || repeat('.', 300)";
 
 /// Reads a copy to its end with every `next` dropped at random: (rows, the final result).
 async fn read_copy(
-    rng: &mut Rng,
+    rng: &mut fastrand::Rng,
     copy: &mut walconn::CopyOut<'_>,
     dropped: &mut u32,
 ) -> (Vec<String>, walconn::Result<()>) {
     let mut rows = Vec::new();
     loop {
-        let Some(r) = Drop::pick(rng).run(copy.next()).await else {
+        let Some(r) = Mix::LIVE.pick(rng).run(copy.next()).await else {
             *dropped += 1;
             continue;
         };
@@ -473,7 +387,7 @@ fn cancel_copy_out_poisons_and_copy_out_next_is_cancel_safe() {
     let db = cluster.create_database("walconn_cancel_copy").unwrap();
     let conninfo = format!("{} replication=false", db.conninfo());
     block_on(async {
-        let mut rng = Rng::seeded();
+        let mut rng = pgtest::seeded_rng();
         let mut tally = Tally::default();
         let mut next_dropped = 0;
         let mut abandoned = 0;
@@ -496,7 +410,7 @@ fn cancel_copy_out_poisons_and_copy_out_next_is_cancel_safe() {
             } else {
                 format!("COPY (SELECT {ROW} FROM generate_series(1, {n}) g) TO STDOUT")
             };
-            match Drop::pick(&mut rng).run(conn.copy_out(&sql)).await {
+            match Mix::LIVE.pick(&mut rng).run(conn.copy_out(&sql)).await {
                 None => {
                     tally.dropped += 1;
                     assert_poisoned(&mut conn);
@@ -536,49 +450,15 @@ fn cancel_copy_out_poisons_and_copy_out_next_is_cancel_safe() {
     });
 }
 
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&(u32::try_from(body.len()).unwrap() + 4).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-/// A fake walsender: answers the startup and `START_REPLICATION`, sends one CopyData, then
-/// never reads again (so the client's sends block once the socket buffers are full).
+/// A fake walsender that sends one CopyData after `START_REPLICATION`, then never reads again
+/// (so the client's sends block once the socket buffers are full).
 async fn stalled_stream() -> CopyBoth {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let (mut s, _): (TcpStream, _) = listener.accept().await.unwrap();
-        let len = s.read_u32().await.unwrap();
-        let mut startup = vec![0; usize::try_from(len).unwrap() - 4];
-        s.read_exact(&mut startup).await.unwrap();
-        let mut out = msg(b'R', &0u32.to_be_bytes());
-        out.extend(msg(b'S', b"server_version\x0017.0\x00"));
-        out.extend(msg(b'K', &[0, 0, 0, 42, 0, 0, 0, 7]));
-        out.extend(msg(b'Z', b"I"));
-        s.write_all(&out).await.unwrap();
-        assert_eq!(s.read_u8().await.unwrap(), b'Q');
-        let len = s.read_u32().await.unwrap();
-        let mut body = vec![0; usize::try_from(len).unwrap() - 4];
-        s.read_exact(&mut body).await.unwrap();
-        let mut out = msg(b'W', &[0, 0, 0]);
-        out.extend(msg(b'd', b"first"));
-        s.write_all(&out).await.unwrap();
+    let server = FakeWalsender::start_deaf(|peer| async move {
+        assert!(peer.send(&copy_data(b"first")).await);
         tokio::time::sleep(Duration::from_secs(60)).await;
-        drop(s);
-    });
-    let conn = connect(&format!(
-        "host=127.0.0.1 port={port} user=fake dbname=fake sslmode=disable"
-    ))
+    })
     .await;
-    conn.start_logical_replication(
-        "slot",
-        Lsn::ZERO,
-        &LogicalReplicationOptions::new(walconn::walproto::pgoutput::ProtocolVersion::V1, &["p"]),
-    )
-    .await
-    .unwrap()
+    copy_both(&server).await
 }
 
 fn update(lsn: u64) -> StandbyStatusUpdate {
@@ -641,7 +521,7 @@ fn cancel_copy_both_send_status_update_dropped_at_random() {
     ))
     .unwrap();
     block_on(async {
-        let mut rng = Rng::seeded();
+        let mut rng = pgtest::seeded_rng();
         let mut tally = Tally::default();
         for round in 0..20 {
             let conn = connect(&db.conninfo()).await;
@@ -658,7 +538,8 @@ fn cancel_copy_both_send_status_update_dropped_at_random() {
                 .unwrap();
             let mut poisoned = false;
             for k in 0..50 {
-                if Drop::pick(&mut rng)
+                if Mix::LIVE
+                    .pick(&mut rng)
                     .run(stream.send_status_update(&update(0)))
                     .await
                     .is_none()

@@ -3,66 +3,32 @@
 //! CommandComplete without CopyDone.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use pgtest::fake::{copy_data, message as msg, FakeWalsender, Peer};
+use tokio::sync::Notify;
 use walconn::{Connection, CopyBoth, ErrorKind, LogicalReplicationOptions};
 use walproto::Lsn;
 
 use crate::{block_on, config};
 
-/// A backend message: tag, length (counting itself), body.
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&(u32::try_from(body.len()).unwrap() + 4).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-fn copy_data(payload: &[u8]) -> Vec<u8> {
-    msg(b'd', payload)
-}
-
-/// Reads one frontend message with a tag and returns its tag.
-async fn read_tagged(s: &mut TcpStream) -> u8 {
-    let tag = s.read_u8().await.unwrap();
-    let len = s.read_u32().await.unwrap();
-    let mut body = vec![0; usize::try_from(len).unwrap() - 4];
-    s.read_exact(&mut body).await.unwrap();
-    tag
-}
-
-/// Runs `script` as the server of one connection: the startup (trust, a 17.0 server) and the
-/// `START_REPLICATION` query are answered first, up to CopyBothResponse; the script goes on
-/// from there. Returns the CopyBoth of the client.
-async fn start<F, Fut>(script: F) -> CopyBoth
+/// Runs `script` as the server of one connection ([`pgtest::fake`] answers the startup, as a
+/// 17.0 server with trust authentication, and `START_REPLICATION`); returns the client's
+/// CopyBoth.
+pub(crate) async fn start<F, Fut>(script: F) -> CopyBoth
 where
-    F: FnOnce(TcpStream) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
+    F: Fn(Peer) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let len = s.read_u32().await.unwrap();
-        let mut startup = vec![0; usize::try_from(len).unwrap() - 4];
-        s.read_exact(&mut startup).await.unwrap();
-        let mut out = msg(b'R', &0u32.to_be_bytes());
-        out.extend(msg(b'S', b"server_version\x0017.0\x00"));
-        out.extend(msg(b'K', &[0, 0, 0, 42, 0, 0, 0, 7]));
-        out.extend(msg(b'Z', b"I"));
-        s.write_all(&out).await.unwrap();
-        assert_eq!(read_tagged(&mut s).await, b'Q');
-        s.write_all(&msg(b'W', &[0, 0, 0])).await.unwrap();
-        script(s).await;
-    });
-    let conn = Connection::connect(&config(&format!(
-        "host=127.0.0.1 port={port} user=fake dbname=fake sslmode=disable"
-    )))
-    .await
-    .unwrap();
+    copy_both(&FakeWalsender::start(script).await).await
+}
+
+/// Connects to `server` and starts logical replication of slot `slot`, protocol 1.
+pub(crate) async fn copy_both(server: &FakeWalsender) -> CopyBoth {
+    let conn = Connection::connect(&config(&server.conninfo()))
+        .await
+        .unwrap();
     conn.start_logical_replication(
         "slot",
         Lsn::ZERO,
@@ -75,11 +41,11 @@ where
 #[test]
 fn truncated_frame_is_a_closed_connection() {
     block_on(async {
-        let mut stream = start(|mut s| async move {
+        let mut stream = start(|peer| async move {
             let mut out = copy_data(b"whole");
             // A CopyData announcing 100 bytes, cut after 10.
             out.extend_from_slice(&copy_data(&[7; 100])[..15]);
-            s.write_all(&out).await.unwrap();
+            assert!(peer.send(&out).await);
         })
         .await;
         assert_eq!(stream.recv().await.unwrap().unwrap(), &b"whole"[..]);
@@ -96,11 +62,11 @@ fn inflated_length_fails_before_allocating() {
     // negative as the protocol's signed length. Neither may reserve the buffer it claims.
     for len in [0x7fff_ffffu32, 0xffff_ffff] {
         block_on(async {
-            let mut stream = start(move |mut s| async move {
+            let mut stream = start(move |peer| async move {
                 let mut out = vec![b'd'];
                 out.extend_from_slice(&len.to_be_bytes());
                 out.extend_from_slice(&[0; 64]);
-                s.write_all(&out).await.unwrap();
+                assert!(peer.send(&out).await);
                 // Stay open: the client must decide from the header alone.
                 tokio::time::sleep(Duration::from_secs(30)).await;
             })
@@ -120,14 +86,14 @@ fn inflated_length_fails_before_allocating() {
 #[test]
 fn error_response_mid_copy_both_is_typed() {
     block_on(async {
-        let mut stream = start(|mut s| async move {
+        let mut stream = start(|peer| async move {
             let mut out = copy_data(b"first");
             out.extend(msg(
                 b'E',
                 b"SERROR\0VERROR\0C55000\0Mreplication slot \"slot\" was invalidated\0\
                   Dthe slot's restart_lsn is too old\0Hcreate a new slot\0\0",
             ));
-            s.write_all(&out).await.unwrap();
+            assert!(peer.send(&out).await);
             tokio::time::sleep(Duration::from_secs(1)).await;
         })
         .await;
@@ -150,16 +116,20 @@ fn error_response_mid_copy_both_is_typed() {
 #[test]
 fn silent_server_times_out_and_a_dropped_recv_keeps_the_stream_in_step() {
     block_on(async {
-        let (go, wait) = oneshot::channel::<()>();
-        let mut stream = start(|mut s| async move {
-            let first = copy_data(b"a frame cut in two by a pause");
-            // Half a frame, then silence until the client has given up waiting once.
-            s.write_all(&first[..9]).await.unwrap();
-            wait.await.unwrap();
-            let mut rest = first[9..].to_vec();
-            rest.extend(copy_data(b"next"));
-            s.write_all(&rest).await.unwrap();
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        let go = Arc::new(Notify::new());
+        let wait = go.clone();
+        let mut stream = start(move |peer| {
+            let wait = wait.clone();
+            async move {
+                let first = copy_data(b"a frame cut in two by a pause");
+                // Half a frame, then silence until the client has given up waiting once.
+                assert!(peer.send(&first[..9]).await);
+                wait.notified().await;
+                let mut rest = first[9..].to_vec();
+                rest.extend(copy_data(b"next"));
+                assert!(peer.send(&rest).await);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         })
         .await;
         // The caller's timeout drops a recv that has buffered half a frame.
@@ -170,7 +140,8 @@ fn silent_server_times_out_and_a_dropped_recv_keeps_the_stream_in_step() {
             r = stream.recv() => panic!("{r:?}"),
             () = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
-        go.send(()).unwrap();
+        // A permit is stored if the script is not waiting yet.
+        go.notify_one();
         assert_eq!(
             stream.recv().await.unwrap().unwrap(),
             &b"a frame cut in two by a pause"[..]
@@ -182,16 +153,16 @@ fn silent_server_times_out_and_a_dropped_recv_keeps_the_stream_in_step() {
 #[test]
 fn command_complete_without_copy_done_ends_the_stream() {
     block_on(async {
-        let mut stream = start(|mut s| async move {
+        let mut stream = start(|mut peer| async move {
             let mut out = copy_data(b"last");
             out.extend(msg(b'C', b"START_REPLICATION\0"));
             out.extend(msg(b'Z', b"I"));
-            s.write_all(&out).await.unwrap();
+            assert!(peer.send(&out).await);
             // The connection is back to idle: answer one simple query.
-            assert_eq!(read_tagged(&mut s).await, b'Q');
+            assert_eq!(peer.recv().await.unwrap().tag, b'Q');
             let mut out = msg(b'C', b"SELECT 0\0");
             out.extend(msg(b'Z', b"I"));
-            s.write_all(&out).await.unwrap();
+            assert!(peer.send(&out).await);
             tokio::time::sleep(Duration::from_secs(1)).await;
         })
         .await;

@@ -6,79 +6,36 @@
 //! `CopyBoth::send` and `simple_query` poison the connection when dropped mid-way; that is
 //! tested in `cancel.rs`.
 
-use std::future::Future;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use walconn::{Connection, CopyBoth, ErrorKind, LogicalReplicationOptions};
-use walproto::Lsn;
+use pgtest::cancel::Mix;
+use pgtest::fake::message as msg;
+use walconn::ErrorKind;
 
-use crate::cancel::{Drop, Rng};
-use crate::{block_on, config};
+use crate::block_on;
+use crate::fake_server::start;
 
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&(u32::try_from(body.len()).unwrap() + 4).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-/// Answers the startup and `START_REPLICATION`, then runs `script`; returns the client's
-/// CopyBoth. (The client's own messages are read and dropped meanwhile.)
-async fn start<F, Fut>(script: F) -> CopyBoth
-where
-    F: FnOnce(tokio::net::tcp::OwnedWriteHalf) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let (mut s, _): (TcpStream, _) = listener.accept().await.unwrap();
-        let len = s.read_u32().await.unwrap();
-        let mut startup = vec![0; usize::try_from(len).unwrap() - 4];
-        s.read_exact(&mut startup).await.unwrap();
-        let mut out = msg(b'R', &0u32.to_be_bytes());
-        out.extend(msg(b'S', b"server_version\x0017.0\x00"));
-        out.extend(msg(b'K', &[0, 0, 0, 42, 0, 0, 0, 7]));
-        out.extend(msg(b'Z', b"I"));
-        s.write_all(&out).await.unwrap();
-        let tag = s.read_u8().await.unwrap();
-        assert_eq!(tag, b'Q');
-        let len = s.read_u32().await.unwrap();
-        let mut body = vec![0; usize::try_from(len).unwrap() - 4];
-        s.read_exact(&mut body).await.unwrap();
-        s.write_all(&msg(b'W', &[0, 0, 0])).await.unwrap();
-        let (mut rd, wr) = s.into_split();
-        tokio::spawn(async move {
-            let mut sink = vec![0; 4096];
-            while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
-        });
-        script(wr).await;
-    });
-    let conn = Connection::connect(&config(&format!(
-        "host=127.0.0.1 port={port} user=fake dbname=fake sslmode=disable"
-    )))
-    .await
-    .unwrap();
-    conn.start_logical_replication(
-        "slot",
-        Lsn::ZERO,
-        &LogicalReplicationOptions::new(walconn::walproto::pgoutput::ProtocolVersion::V1, &["p"]),
-    )
-    .await
-    .unwrap()
-}
+/// How `recv` is dropped: a third of the calls after up to 300 µs, a third after 1-3 polls, a
+/// third awaited.
+const RECV_MIX: Mix = Mix {
+    timeouts: 1,
+    max_timeout: Duration::from_micros(300),
+    polls: 1,
+    max_polls: 3,
+    awaits: 1,
+};
 
 /// Serves `bytes` after one good frame and keeps the connection open; returns the error of
 /// the second `recv`, which must come from the bytes alone (within 5 s).
 fn second_recv_error(bytes: Vec<u8>) -> walconn::Error {
     block_on(async move {
-        let mut stream = start(|mut s| async move {
+        let mut stream = start(move |peer| {
             let mut out = msg(b'd', b"good");
-            out.extend(bytes);
-            s.write_all(&out).await.unwrap();
-            tokio::time::sleep(Duration::from_secs(30)).await;
+            out.extend_from_slice(&bytes);
+            async move {
+                assert!(peer.send(&out).await);
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
         })
         .await;
         assert_eq!(stream.recv().await.unwrap().unwrap(), &b"good"[..]);
@@ -134,11 +91,11 @@ fn hostile_backend_message_with_no_place_in_copy_both() {
 #[test]
 fn hostile_connection_ending_inside_a_header() {
     block_on(async {
-        let mut stream = start(|mut s| async move {
+        let mut stream = start(|peer| async move {
             let mut out = msg(b'd', b"good");
             out.extend_from_slice(&[b'd', 0, 0]);
-            s.write_all(&out).await.unwrap();
-            s.shutdown().await.unwrap();
+            assert!(peer.send(&out).await);
+            peer.close().await;
         })
         .await;
         assert_eq!(stream.recv().await.unwrap().unwrap(), &b"good"[..]);
@@ -160,15 +117,10 @@ fn frame(i: u32) -> Vec<u8> {
 #[test]
 fn hostile_recv_dropped_anywhere_loses_nothing() {
     const FRAMES: u32 = 5000;
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    println!("seed {seed:#x}");
+    let seed = pgtest::seed();
     block_on(async move {
-        let mut stream = start(move |mut s| async move {
-            let mut rng = Rng(seed.rotate_left(17) | 1);
+        let mut stream = start(move |peer| async move {
+            let mut rng = fastrand::Rng::with_seed(seed.rotate_left(17));
             let mut bytes = Vec::new();
             for i in 0..FRAMES {
                 bytes.extend(msg(b'd', &frame(i)));
@@ -180,27 +132,21 @@ fn hostile_recv_dropped_anywhere_loses_nothing() {
             bytes.extend(msg(b'c', b""));
             let mut at = 0;
             while at < bytes.len() {
-                let n = usize::try_from(1 + rng.below(2000)).unwrap();
-                let end = (at + n).min(bytes.len());
-                s.write_all(&bytes[at..end]).await.unwrap();
+                let end = (at + rng.usize(1..=2000)).min(bytes.len());
+                assert!(peer.send(&bytes[at..end]).await);
                 at = end;
-                if rng.below(3) == 0 {
-                    tokio::time::sleep(Duration::from_micros(rng.below(300))).await;
+                if rng.u32(..3) == 0 {
+                    tokio::time::sleep(Duration::from_micros(rng.u64(..300))).await;
                 }
             }
             tokio::time::sleep(Duration::from_secs(60)).await;
         })
         .await;
-        let mut rng = Rng(seed);
+        let mut rng = fastrand::Rng::with_seed(seed);
         let mut next = 0u32;
         let mut dropped = 0;
         loop {
-            let how = match rng.below(3) {
-                0 => Drop::Timeout(Duration::from_micros(rng.below(300))),
-                1 => Drop::Polls(1 + u32::try_from(rng.below(3)).unwrap()),
-                _ => Drop::Await,
-            };
-            let result = how.run(stream.recv()).await;
+            let result = RECV_MIX.pick(&mut rng).run(stream.recv()).await;
             match result {
                 None => dropped += 1,
                 Some(r) => match r.unwrap() {

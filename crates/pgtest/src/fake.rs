@@ -1,0 +1,535 @@
+//! A scripted fake walsender on 127.0.0.1, for what a real server will not do on demand:
+//! frames cut short or claiming gigabytes, messages out of order, LSNs going backwards,
+//! silence, a connection closed mid-frame, a server that stops reading its client.
+//!
+//! # What each connection is served
+//!
+//! 1. The startup packet is answered as a PostgreSQL 17.0 server with trust authentication
+//!    answers it (AuthenticationOk, `server_version`, BackendKeyData, ReadyForQuery). An SSL or
+//!    GSS encryption request is refused with `N` first.
+//! 2. Simple queries are answered as a walsender with one logical slot would answer them:
+//!    `IDENTIFY_SYSTEM` (system [`SYSTEM_ID`], timeline 1, at [`SLOT_LSN`], database `fake`),
+//!    `SHOW` of the [`SETTINGS`], and any query of `pg_replication_slots` (a `pgoutput` slot of
+//!    database `fake` confirmed at [`SLOT_LSN`]). Anything else gets an ErrorResponse
+//!    (SQLSTATE 42601) and ReadyForQuery.
+//! 3. `START_REPLICATION` (any slot, logical or physical) logs its start LSN, is answered with
+//!    CopyBothResponse, and runs the script with a [`Peer`]. What the script sends is the
+//!    replication stream, byte for byte ([`message`] frames one backend message), so it can be
+//!    as wrong as a test needs. When the script returns, the server closes its side of the
+//!    connection (the client reads end-of-file).
+//! 4. Meanwhile every client message is read and logged in the [`Log`]: the flush position of
+//!    each standby status update; CopyDone, which stops the script and is answered with
+//!    CopyDone, CommandComplete and ReadyForQuery (back to step 2); Terminate, which ends the
+//!    connection. While the script runs, every client message also goes to [`Peer::recv`],
+//!    and queries are the script's to answer.
+//!
+//! [`FakeWalsender::start_deaf`] stops reading at step 3 instead, so that the client's sends
+//! block once the socket buffers are full.
+//!
+//! ```no_run
+//! # async fn example() {
+//! use pgtest::fake::{copy_data, FakeWalsender};
+//!
+//! let server = FakeWalsender::start(|peer| async move {
+//!     // One CopyData that is neither XLogData nor a keepalive, then silence.
+//!     peer.send(&copy_data(b"x-what-is-this")).await;
+//!     tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+//! })
+//! .await;
+//! // ... connect a client to server.conninfo() and start replication ...
+//! assert_eq!(server.log().connections(), 1);
+//! # }
+//! ```
+//!
+//! LSNs are plain `u64`s here: test support does not depend on the crates it tests (a test of
+//! walproto would otherwise link two walproto crates whose types do not match).
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// The fake slot's `confirmed_flush_lsn`, which is also `IDENTIFY_SYSTEM`'s `xlogpos`.
+pub const SLOT_LSN: u64 = 0x100_0000;
+
+/// The system identifier `IDENTIFY_SYSTEM` reports.
+pub const SYSTEM_ID: &str = "7000000000000000001";
+
+/// The settings `SHOW` knows, with their values.
+pub const SETTINGS: &[(&str, &str)] = &[("wal_sender_timeout", "60s"), ("wal_level", "logical")];
+
+/// The address the fake listens on.
+const HOST: &str = "127.0.0.1";
+
+/// The largest client message read: far above anything a replication client sends, it only
+/// keeps a broken length from allocating gigabytes.
+const MAX_MESSAGE_LEN: usize = 64 << 20;
+
+/// The largest startup packet read (PostgreSQL's own limit is 10,000 bytes).
+const MAX_STARTUP_LEN: usize = 10_000;
+
+/// A fake walsender serving a script on every connection (see the [module docs](self)).
+///
+/// It serves until the tokio runtime it was started on shuts down.
+#[derive(Debug)]
+pub struct FakeWalsender {
+    port: u16,
+    log: Arc<Log>,
+}
+
+/// What the fake walsender saw from its clients.
+#[derive(Debug, Default)]
+pub struct Log {
+    connections: AtomicUsize,
+    starts: Mutex<Vec<u64>>,
+    flushes: Mutex<Vec<u64>>,
+    copy_done: AtomicUsize,
+    terminated: AtomicUsize,
+}
+
+/// The script's end of one connection.
+#[derive(Debug)]
+pub struct Peer {
+    writer: Writer,
+    messages: mpsc::UnboundedReceiver<FrontendMessage>,
+    connection: usize,
+}
+
+/// One message from the client: its tag and its body (without the length).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrontendMessage {
+    /// The message type, `b'Q'` for a simple query.
+    pub tag: u8,
+    /// The bytes after the length.
+    pub body: Vec<u8>,
+}
+
+/// The write half of a connection, shared by the script and the server's answers.
+type Writer = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
+
+impl FakeWalsender {
+    /// Starts serving `script` on every connection, reading the client all along.
+    ///
+    /// # Panics
+    ///
+    /// When no port on 127.0.0.1 can be bound.
+    pub async fn start<F, Fut>(script: F) -> Self
+    where
+        F: Fn(Peer) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Self::serve(script, true).await
+    }
+
+    /// Starts serving `script` on every connection, reading nothing from the client after
+    /// `START_REPLICATION` (and so logging nothing after it either): the client's sends block
+    /// once the socket buffers are full. The script's [`Peer::recv`] returns `None`.
+    ///
+    /// # Panics
+    ///
+    /// When no port on 127.0.0.1 can be bound.
+    pub async fn start_deaf<F, Fut>(script: F) -> Self
+    where
+        F: Fn(Peer) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Self::serve(script, false).await
+    }
+
+    #[allow(
+        clippy::panic,
+        reason = "test support: a fake server that cannot listen fails the test"
+    )]
+    async fn serve<F, Fut>(script: F, listening: bool) -> Self
+    where
+        F: Fn(Peer) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = match TcpListener::bind((HOST, 0)).await {
+            Ok(l) => l,
+            Err(e) => panic!("fake walsender: binding {HOST}: {e}"),
+        };
+        let port = match listener.local_addr() {
+            Ok(a) => a.port(),
+            Err(e) => panic!("fake walsender: the bound address: {e}"),
+        };
+        let log = Arc::new(Log::default());
+        let script = Arc::new(script);
+        let l = log.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let n = l.connections.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(connection(socket, n, l.clone(), script.clone(), listening));
+            }
+        });
+        Self { port, log }
+    }
+
+    /// The port it listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A libpq conninfo for it: user and database `fake`, no TLS.
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host={HOST} port={} user=fake dbname=fake sslmode=disable",
+            self.port
+        )
+    }
+
+    /// What it saw so far.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+}
+
+impl Log {
+    /// Connections accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// The start LSN of every `START_REPLICATION`, in order.
+    pub fn starts(&self) -> Vec<u64> {
+        self.starts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The flush position of every standby status update, in order.
+    pub fn flushes(&self) -> Vec<u64> {
+        self.flushes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// CopyDone messages received.
+    pub fn copy_done(&self) -> usize {
+        self.copy_done.load(Ordering::SeqCst)
+    }
+
+    /// Terminate messages received.
+    pub fn terminated(&self) -> usize {
+        self.terminated.load(Ordering::SeqCst)
+    }
+
+    fn push(list: &Mutex<Vec<u64>>, lsn: u64) {
+        list.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(lsn);
+    }
+}
+
+impl Peer {
+    /// Which connection this is, from 0 (a client that reconnects gets 1, 2, ...).
+    pub fn connection(&self) -> usize {
+        self.connection
+    }
+
+    /// Writes raw bytes to the client: false once the client is gone.
+    pub async fn send(&self, bytes: &[u8]) -> bool {
+        send(&self.writer, bytes).await
+    }
+
+    /// Ends the server's side of the connection: the client reads end-of-file.
+    pub async fn close(&self) {
+        // The client may be gone already, which is what closing wanted.
+        let _ = self.writer.lock().await.shutdown().await;
+    }
+
+    /// The client's next message since `START_REPLICATION`; `None` once the connection is
+    /// closed, and at once for a [deaf](FakeWalsender::start_deaf) server.
+    pub async fn recv(&mut self) -> Option<FrontendMessage> {
+        self.messages.recv().await
+    }
+}
+
+/// One backend message: its tag, its length (counting itself) and its body.
+///
+/// # Panics
+///
+/// When the body is longer than a message can be (4 GiB).
+#[allow(
+    clippy::expect_used,
+    reason = "test support: a test that builds a 4 GiB message is wrong"
+)]
+pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(body.len() + 4).expect("a backend message under 4 GiB");
+    let mut m = Vec::with_capacity(body.len() + 5);
+    m.push(tag);
+    m.extend_from_slice(&len.to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// A CopyData message carrying `payload`.
+pub fn copy_data(payload: &[u8]) -> Vec<u8> {
+    message(b'd', payload)
+}
+
+/// Serves one connection (steps 1 to 4 of the module docs).
+async fn connection<F, Fut>(
+    mut socket: TcpStream,
+    n: usize,
+    log: Arc<Log>,
+    script: Arc<F>,
+    listening: bool,
+) where
+    F: Fn(Peer) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    if startup(&mut socket).await.is_err() {
+        return;
+    }
+    let (mut rd, wr) = socket.into_split();
+    let writer: Writer = Arc::new(tokio::sync::Mutex::new(wr));
+    // The running script and the sender of its Peer's messages.
+    let mut running: Option<(JoinHandle<()>, mpsc::UnboundedSender<FrontendMessage>)> = None;
+    while let Ok(m) = read_message(&mut rd).await {
+        if let Some((_, to_script)) = &running {
+            // A script that stopped listening does not stop the server.
+            let _ = to_script.send(m.clone());
+        }
+        match m.tag {
+            b'Q' if running.is_none() => {
+                let sql = String::from_utf8_lossy(m.body.strip_suffix(b"\0").unwrap_or(&m.body));
+                if !sql.starts_with("START_REPLICATION") {
+                    if !send(&writer, &answer(&sql)).await {
+                        break;
+                    }
+                    continue;
+                }
+                let Some(lsn) = sql.split_whitespace().find_map(parse_lsn) else {
+                    if !send(&writer, &error("START_REPLICATION without a start LSN")).await {
+                        break;
+                    }
+                    continue;
+                };
+                Log::push(&log.starts, lsn);
+                // CopyBothResponse: text format, no columns.
+                if !send(&writer, &message(b'W', &[0, 0, 0])).await {
+                    break;
+                }
+                let (to_script, messages) = mpsc::unbounded_channel();
+                let peer = Peer {
+                    writer: writer.clone(),
+                    messages,
+                    connection: n,
+                };
+                let run = script(peer);
+                let w = writer.clone();
+                let run = async move {
+                    run.await;
+                    // The client may be gone already, which is what closing wanted.
+                    let _ = w.lock().await.shutdown().await;
+                };
+                if !listening {
+                    // Deaf: the read half stays open, unread, until the script ends.
+                    drop(to_script);
+                    run.await;
+                    return;
+                }
+                running = Some((tokio::spawn(run), to_script));
+            }
+            b'd' => {
+                if let Some(flush) = status_update_flush(&m.body) {
+                    Log::push(&log.flushes, flush);
+                }
+            }
+            b'c' => {
+                log.copy_done.fetch_add(1, Ordering::SeqCst);
+                if let Some((task, _)) = running.take() {
+                    task.abort();
+                }
+                let mut out = message(b'c', b"");
+                out.extend(message(b'C', b"START_REPLICATION\0"));
+                out.extend(message(b'Z', b"I"));
+                if !send(&writer, &out).await {
+                    break;
+                }
+            }
+            b'X' => {
+                log.terminated.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            _ => {}
+        }
+    }
+    if let Some((task, _)) = running {
+        task.abort();
+    }
+}
+
+/// Reads the startup packet (refusing encryption requests before it) and answers it.
+async fn startup(socket: &mut TcpStream) -> io::Result<()> {
+    /// The request codes of SSLRequest and GSSENCRequest.
+    const ENCRYPTION_REQUESTS: [u32; 2] = [80_877_103, 80_877_104];
+    loop {
+        let len = usize::try_from(socket.read_u32().await?).unwrap_or(usize::MAX);
+        if !(8..=MAX_STARTUP_LEN).contains(&len) {
+            return Err(io::Error::other(format!("a startup packet of {len} bytes")));
+        }
+        let mut body = vec![0; len - 4];
+        socket.read_exact(&mut body).await?;
+        let code = body.first_chunk::<4>().map(|c| u32::from_be_bytes(*c));
+        if body.len() == 4 && code.is_some_and(|c| ENCRYPTION_REQUESTS.contains(&c)) {
+            socket.write_all(b"N").await?;
+            continue;
+        }
+        break;
+    }
+    let mut out = message(b'R', &0u32.to_be_bytes());
+    out.extend(message(b'S', b"server_version\x0017.0\x00"));
+    out.extend(message(b'K', &[0, 0, 0, 42, 0, 0, 0, 7]));
+    out.extend(message(b'Z', b"I"));
+    socket.write_all(&out).await
+}
+
+/// Reads one tagged client message.
+async fn read_message(rd: &mut OwnedReadHalf) -> io::Result<FrontendMessage> {
+    let tag = rd.read_u8().await?;
+    let len = usize::try_from(rd.read_u32().await?).unwrap_or(usize::MAX);
+    let len = len.saturating_sub(4);
+    if len > MAX_MESSAGE_LEN {
+        return Err(io::Error::other(format!("a client message of {len} bytes")));
+    }
+    let mut body = vec![0; len];
+    rd.read_exact(&mut body).await?;
+    Ok(FrontendMessage { tag, body })
+}
+
+async fn send(writer: &Writer, bytes: &[u8]) -> bool {
+    writer.lock().await.write_all(bytes).await.is_ok()
+}
+
+/// The answer to a simple query other than `START_REPLICATION` (step 2 of the module docs).
+fn answer(sql: &str) -> Vec<u8> {
+    let slot_lsn = lsn_text(SLOT_LSN);
+    if sql.starts_with("IDENTIFY_SYSTEM") {
+        return one_row(
+            &["systemid", "timeline", "xlogpos", "dbname"],
+            &[SYSTEM_ID, "1", &slot_lsn, "fake"],
+            "IDENTIFY_SYSTEM",
+        );
+    }
+    if let Some(name) = sql.strip_prefix("SHOW ") {
+        let name = name.trim().trim_end_matches(';').trim_matches('"');
+        return match SETTINGS.iter().find(|(setting, _)| *setting == name) {
+            Some((setting, value)) => one_row(&[setting], &[value], "SHOW"),
+            None => error("the fake server has no such setting"),
+        };
+    }
+    if sql.contains("pg_replication_slots") {
+        return one_row(
+            &[
+                "slot_type",
+                "plugin",
+                "database",
+                "confirmed_flush_lsn",
+                "db",
+            ],
+            &["logical", "pgoutput", "fake", &slot_lsn, "fake"],
+            "SELECT 1",
+        );
+    }
+    error("the fake server does not know this")
+}
+
+/// RowDescription (every column text), one DataRow, CommandComplete and ReadyForQuery.
+fn one_row(columns: &[&str], values: &[&str], tag: &str) -> Vec<u8> {
+    let mut t = count(columns.len()).to_vec();
+    for c in columns {
+        t.extend_from_slice(c.as_bytes());
+        t.push(0);
+        t.extend_from_slice(&0u32.to_be_bytes()); // table
+        t.extend_from_slice(&0u16.to_be_bytes()); // attnum
+        t.extend_from_slice(&25u32.to_be_bytes()); // text
+        t.extend_from_slice(&(-1i16).to_be_bytes()); // typlen
+        t.extend_from_slice(&(-1i32).to_be_bytes()); // typmod
+        t.extend_from_slice(&0u16.to_be_bytes()); // text format
+    }
+    let mut d = count(values.len()).to_vec();
+    for v in values {
+        d.extend_from_slice(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_be_bytes());
+        d.extend_from_slice(v.as_bytes());
+    }
+    let mut out = message(b'T', &t);
+    out.extend(message(b'D', &d));
+    out.extend(message(b'C', format!("{tag}\0").as_bytes()));
+    out.extend(message(b'Z', b"I"));
+    out
+}
+
+/// A column count: the fake's rows have a handful.
+fn count(n: usize) -> [u8; 2] {
+    u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes()
+}
+
+/// An ErrorResponse (SQLSTATE 42601, syntax error) and ReadyForQuery.
+fn error(text: &str) -> Vec<u8> {
+    let mut e = message(b'E', format!("SERROR\0C42601\0M{text}\0\0").as_bytes());
+    e.extend(message(b'Z', b"I"));
+    e
+}
+
+/// The flush position of a standby status update (`r`, then write, flush, apply, ...).
+fn status_update_flush(body: &[u8]) -> Option<u64> {
+    let rest = body.strip_prefix(b"r")?;
+    let flush = rest.get(8..16)?;
+    Some(u64::from_be_bytes(flush.try_into().ok()?))
+}
+
+/// An LSN as PostgreSQL writes it, `16/B374D848`.
+fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    let hi = u32::from_str_radix(hi, 16).ok()?;
+    let lo = u32::from_str_radix(lo, 16).ok()?;
+    Some(u64::from(hi) << 32 | u64::from(lo))
+}
+
+fn lsn_text(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsns_round_trip_through_text() {
+        assert_eq!(lsn_text(SLOT_LSN), "0/1000000");
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(parse_lsn(&lsn_text(u64::MAX)), Some(u64::MAX));
+        assert_eq!(parse_lsn("\"slot\""), None);
+        let sql = "START_REPLICATION SLOT \"slot\" LOGICAL 0/1000000 (\"proto_version\" '2')";
+        assert_eq!(sql.split_whitespace().find_map(parse_lsn), Some(SLOT_LSN));
+    }
+
+    #[test]
+    fn status_updates_give_their_flush_position() {
+        let mut r = vec![b'r'];
+        for lsn in [1u64, 2, 3] {
+            r.extend_from_slice(&lsn.to_be_bytes());
+        }
+        r.extend_from_slice(&0i64.to_be_bytes());
+        r.push(0);
+        assert_eq!(status_update_flush(&r), Some(2));
+        assert_eq!(status_update_flush(&r[..12]), None);
+        assert_eq!(status_update_flush(b"h"), None);
+    }
+
+    #[test]
+    fn messages_count_their_own_length() {
+        assert_eq!(message(b'Z', b"I"), b"Z\0\0\0\x05I");
+        assert_eq!(copy_data(b""), b"d\0\0\0\x04");
+    }
+}
