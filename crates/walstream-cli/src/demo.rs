@@ -5,17 +5,14 @@
 //! creates a demo table, a publication and a slot, writes a mix of changes in the background
 //! over a walconn connection, and tails them with [`tail::follow`], the code path of `tail`.
 //! The cluster is stopped and its directory removed however the demo ends: by a signal,
-//! `--seconds`, a closed stdout, or an error (the [`Cluster`] guard's `Drop`).
+//! `--seconds`, a closed stdout, or an error ([`remove_cluster`]), or a panic (the guard's
+//! `Drop`). Finding the server, `initdb`, `pg_ctl` as the `postgres` user and the guard are
+//! [`pgserver`]'s, which the tests' `pgtest` uses too.
 
-use std::fmt::Write as _;
-use std::fs;
-use std::net::TcpListener;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use pgserver::{Cluster, Installation, Installations, Search, ServerUser};
 use walstream::walconn::{self, CreateSlotOptions, SnapshotAction};
 use walstream::CancellationToken;
 
@@ -37,11 +34,17 @@ const LARGE_FIRST: u64 = 6;
 /// cluster) holds, so the server streams it before it commits (PostgreSQL 14+).
 const LARGE_ROWS: u32 = 1000;
 
-/// How long `pg_ctl` waits for the server to start or stop.
-const PG_CTL_WAIT_SECS: &str = "60";
-
 /// The oldest major with logical replication (pgoutput).
 const MIN_MAJOR: u32 = 10;
+
+/// The demo cluster's settings, on top of pgserver's throwaway defaults.
+const SETTINGS: [(&str, &str); 4] = [
+    ("wal_level", "logical"),
+    ("max_wal_senders", "10"),
+    ("max_replication_slots", "10"),
+    // Small, so that the writer's large transactions are streamed before they commit.
+    ("logical_decoding_work_mem", "64kB"),
+];
 
 /// Why the demo failed.
 #[derive(Debug)]
@@ -71,20 +74,33 @@ pub(crate) async fn demo(
     let stop = CancellationToken::new();
     // Signals are caught from the start, so that Ctrl-C during the set-up still cleans up.
     tail::stop_on_signals(&stop).map_err(|e| DemoError::Setup(format!("catching signals: {e}")))?;
-    let owner = server_user()?;
-    let server = find_server(bin_dir, owner.is_some())?;
+    let user = ServerUser::detect().map_err(|e| DemoError::NotFound(e.to_string()))?;
+    let server = find_server(bin_dir, user)?;
     tracing::info!(
         "using PostgreSQL {} from {}",
-        server.major,
-        server.bin_dir.display()
+        server.major(),
+        server.bin_dir().display()
     );
-    let cluster = Cluster::create(server, owner)?;
+    let cluster = start_cluster(server, user)?;
+    let shown = show(&cluster, seconds, &stop).await;
+    remove_cluster(cluster);
+    shown
+}
+
+/// Sets up the demo in `cluster` and shows its changes until a signal, `seconds`, or a failure.
+async fn show(
+    cluster: &Cluster,
+    seconds: Option<u64>,
+    stop: &CancellationToken,
+) -> Result<Summary, DemoError> {
     if stop.is_cancelled() {
         return Ok(Summary::default());
     }
     let conninfo = format!(
-        "host=127.0.0.1 port={} user=postgres dbname=postgres",
-        cluster.port
+        "host={} port={} user={} dbname=postgres",
+        pgserver::HOST,
+        cluster.port(),
+        pgserver::SUPERUSER
     );
     let setup = tokio::select! {
         r = set_up(&conninfo) => r,
@@ -92,16 +108,16 @@ pub(crate) async fn demo(
     };
     setup.map_err(|e| DemoError::Setup(format!("creating the demo schema: {e}")))?;
     tracing::info!(
-        dir = %cluster.dir.display(),
-        postmaster_pid = cluster.postmaster.unwrap_or(0),
-        port = cluster.port,
+        dir = %cluster.dir().display(),
+        postmaster_pid = cluster.postmaster_pid().unwrap_or(0),
+        port = cluster.port(),
         "demo cluster ready"
     );
     tracing::info!(
         "PostgreSQL {} on 127.0.0.1:{}: a writer changes table public.orders, printed below \
          as JSON lines{}",
-        cluster.major,
-        cluster.port,
+        cluster.major(),
+        cluster.port(),
         match seconds {
             Some(1) => " for 1 second".to_owned(),
             Some(n) => format!(" for {n} seconds"),
@@ -138,7 +154,7 @@ pub(crate) async fn demo(
         proto_version: None,
         // The most the server can do: pgoutput streams large transactions from 14, in
         // parallel mode (protocol 4) from 16.
-        streaming: match cluster.major {
+        streaming: match cluster.major() {
             16.. => StreamingArg::Parallel,
             14 | 15 => StreamingArg::On,
             _ => StreamingArg::Off,
@@ -151,471 +167,50 @@ pub(crate) async fn demo(
         end: None,
         status_interval: 10,
     };
-    let tailed = tail::follow(&args, &stop).await;
+    let tailed = tail::follow(&args, stop).await;
     stop.cancel();
     let written = match writer.await {
         Ok(r) => r.map_err(|e| DemoError::Setup(format!("the demo writer failed: {e}"))),
         Err(e) => Err(DemoError::Setup(format!("the demo writer failed: {e}"))),
     };
-    drop(cluster);
     let summary = tailed.map_err(DemoError::Tail)?;
     written?;
     Ok(summary)
 }
 
-/// One directory holding server binaries, and their major version.
-#[derive(Debug, Clone)]
-struct Server {
-    major: u32,
-    bin_dir: PathBuf,
-}
-
-/// The server in `bin_dir` if given, else the newest found in [`candidate_dirs`] that the
-/// server user can run (as root, the `postgres` user must be able to reach the directory).
-fn find_server(bin_dir: Option<&Path>, as_postgres: bool) -> Result<Server, DemoError> {
-    let dirs = match bin_dir {
-        Some(dir) if !is_server_dir(dir) => {
-            return Err(DemoError::NotFound(format!(
-                "{} does not hold postgres, initdb and pg_ctl; {INSTALL_HINT}",
-                dir.display()
-            )))
-        }
-        Some(dir) => vec![dir.to_path_buf()],
-        None => candidate_dirs(),
+/// The server in `bin_dir` if given, else the newest that pgserver's search finds (its order is
+/// in the pgserver docs); as root, one the `postgres` user can run.
+fn find_server(bin_dir: Option<&Path>, user: ServerUser) -> Result<Installation, DemoError> {
+    let not_found = |e: pgserver::Error| DemoError::NotFound(format!("{e}; {INSTALL_HINT}"));
+    let found = match bin_dir {
+        Some(dir) => Installations::one(Installation::at(dir).map_err(not_found)?),
+        None => Search::from_env().find(),
     };
-    let mut seen = Vec::new();
-    let mut found = Vec::new();
-    for dir in dirs {
-        let Ok(canonical) = dir.canonicalize() else {
-            continue;
-        };
-        if seen.contains(&canonical) || !is_server_dir(&canonical) {
-            continue;
-        }
-        seen.push(canonical);
-        match major_of(&dir) {
-            Some(major) => found.push(Server {
-                major,
-                bin_dir: dir,
-            }),
-            None => tracing::debug!("{}: no version from postgres --version", dir.display()),
-        }
-    }
-    // The newest first; of one major, the first found.
-    found.sort_by_key(|s| std::cmp::Reverse(s.major));
-    let mut unusable = Vec::new();
-    for server in found {
-        if server.major < MIN_MAJOR {
-            unusable.push(format!(
-                "{} (PostgreSQL {}: no logical replication)",
-                server.bin_dir.display(),
-                server.major
-            ));
-        } else if as_postgres && !postgres_user_can_run(&server.bin_dir) {
-            unusable.push(format!(
-                "{} (the postgres user cannot run it: give others search permission on its \
-                 parent directories)",
-                server.bin_dir.display()
-            ));
-        } else {
-            return Ok(server);
-        }
-    }
-    let looked = if bin_dir.is_some() {
-        String::new()
-    } else {
-        format!(
-            " in PATH, `pg_config --bindir`, /usr/lib/postgresql/*/bin or {}",
-            cache_dirs()
-                .iter()
-                .map(|d| format!("{}/<major>/bin", d.display()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
-    Err(DemoError::NotFound(if unusable.is_empty() {
-        format!("no PostgreSQL server binaries (postgres, initdb, pg_ctl) found{looked}; {INSTALL_HINT}")
-    } else {
-        format!(
-            "no usable PostgreSQL server binaries found{looked}: {}; {INSTALL_HINT}",
-            unusable.join(", ")
-        )
-    }))
-}
-
-fn postgres_user_can_run(bin_dir: &Path) -> bool {
-    Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(bin_dir.join("postgres"))
-        .arg("--version")
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    found.newest(MIN_MAJOR, user).cloned().map_err(not_found)
 }
 
 const INSTALL_HINT: &str = "install a server, for example `apt-get install postgresql-15` \
     (Debian, Ubuntu), `dnf install postgresql-server` (Fedora), `brew install postgresql@17` \
     (macOS), or, in the walstream repository, `cargo xtask pg install` (PostgreSQL 16-18 into \
     target/pg)";
-
-/// Where server binaries may be, in no particular order (the newest major wins).
-fn candidate_dirs() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    for cache in cache_dirs() {
-        dirs.extend(subdirs(&cache).into_iter().map(|d| d.join("bin")));
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        if out.status.success() {
-            let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            if !dir.is_empty() {
-                dirs.push(PathBuf::from(dir));
-            }
-        }
-    }
-    dirs.extend(
-        subdirs(Path::new("/usr/lib/postgresql"))
-            .into_iter()
-            .map(|d| d.join("bin")),
-    );
-    dirs
+/// A throwaway cluster of `server` in a new temporary directory, started with the demo's
+/// settings. If this fails half-way, the guard removes what was made.
+fn start_cluster(server: Installation, user: ServerUser) -> Result<Cluster, DemoError> {
+    let setup = |e: pgserver::Error| DemoError::Setup(format!("starting the demo server: {e}"));
+    let mut cluster = Cluster::create_temp(server, user, "walstream-demo").map_err(setup)?;
+    cluster.initdb(&[]).map_err(setup)?;
+    cluster.configure(SETTINGS).map_err(setup)?;
+    cluster.start().map_err(setup)?;
+    Ok(cluster)
 }
 
-/// The `cargo xtask pg install` caches (`<cache>/<major>/bin`): `$WALSTREAM_PG_CACHE`,
-/// `$CARGO_TARGET_DIR/pg`, a `pg` directory beside this binary's profile directory (so
-/// `cargo run` finds `target/pg`), and this workspace's `target/pg`.
-fn cache_dirs() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Some(d) = std::env::var_os("WALSTREAM_PG_CACHE") {
-        dirs.push(PathBuf::from(d));
-    }
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
-        dirs.push(PathBuf::from(d).join("pg"));
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1).take(3) {
-            let pg = dir.join("pg");
-            if pg.is_dir() {
-                dirs.push(pg);
-            }
-        }
-    }
-    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/pg"));
-    dirs
-}
-
-fn subdirs(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    dirs.sort();
-    dirs
-}
-
-fn is_server_dir(dir: &Path) -> bool {
-    ["postgres", "initdb", "pg_ctl"]
-        .iter()
-        .all(|t| dir.join(t).is_file())
-}
-
-/// The major version `<dir>/postgres --version` prints ("postgres (PostgreSQL) 15.18 (Debian
-/// 15.18-0+deb12u1)", "postgres (PostgreSQL) 18.1").
-fn major_of(dir: &Path) -> Option<u32> {
-    let out = Command::new(dir.join("postgres"))
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .nth(2)?
-        .split(['.', 'b', 'r'])
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// A running throwaway cluster; dropping it stops the server and removes its directory.
-#[derive(Debug)]
-struct Cluster {
-    major: u32,
-    bin_dir: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    /// Whether server commands run as the `postgres` user (we are root).
-    as_postgres: bool,
-    /// Whether `pg_ctl start` was run (so there may be a server to stop).
-    started: bool,
-    /// The postmaster's pid once it runs.
-    postmaster: Option<u32>,
-}
-
-impl Cluster {
-    /// Makes the directory, runs initdb, writes the configuration and starts the server.
-    fn create(server: Server, owner: Option<(u32, u32)>) -> Result<Self, DemoError> {
-        let dir = make_temp_dir().map_err(DemoError::Setup)?;
-        let mut cluster = Cluster {
-            major: server.major,
-            bin_dir: server.bin_dir,
-            dir,
-            port: 0,
-            as_postgres: owner.is_some(),
-            started: false,
-            postmaster: None,
-        };
-        cluster
-            .init_and_start(owner)
-            .map_err(|e| DemoError::Setup(format!("starting PostgreSQL {}: {e}", cluster.major)))?;
-        Ok(cluster)
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    fn log_file(&self) -> PathBuf {
-        self.dir.join("server.log")
-    }
-
-    fn init_and_start(&mut self, owner: Option<(u32, u32)>) -> Result<(), String> {
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&self.dir, Some(uid), Some(gid))
-                .map_err(|e| format!("chown postgres {}: {e}", self.dir.display()))?;
-        }
-        let data = self.data_dir();
-        let mut initdb = self.server_command("initdb");
-        initdb.arg("-D").arg(&data).args([
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "-N",
-        ]);
-        run(&mut initdb, "initdb")?;
-
-        let mut conf = String::from("\n# Added by walstream demo.\n");
-        for (k, v) in [
-            ("listen_addresses", "127.0.0.1".to_owned()),
-            ("unix_socket_directories", self.dir.display().to_string()),
-            ("wal_level", "logical".to_owned()),
-            ("max_wal_senders", "10".to_owned()),
-            ("max_replication_slots", "10".to_owned()),
-            // Small, so that the writer's large transactions are streamed before they commit.
-            ("logical_decoding_work_mem", "64kB".to_owned()),
-            // A throwaway cluster need not survive a crash.
-            ("fsync", "off".to_owned()),
-            ("full_page_writes", "off".to_owned()),
-            ("shared_buffers", "32MB".to_owned()),
-            ("timezone", "UTC".to_owned()),
-            ("log_min_messages", "warning".to_owned()),
-        ] {
-            let _ = writeln!(conf, "{k} = '{}'", v.replace('\'', "''"));
-        }
-        let conf_path = data.join("postgresql.conf");
-        fs::OpenOptions::new()
-            .append(true)
-            .open(&conf_path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, conf.as_bytes()))
-            .map_err(|e| format!("writing {}: {e}", conf_path.display()))?;
-
-        // The port we find free may be taken before the server binds it: try a few.
-        let mut last = String::new();
-        for _ in 0..5 {
-            let port = free_port()?;
-            let mut pg_ctl = self.server_command("pg_ctl");
-            pg_ctl
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(self.log_file())
-                .args(["-w", "-t", PG_CTL_WAIT_SECS, "-s", "-o"])
-                .arg(format!("-p {port}"))
-                .arg("start");
-            self.started = true;
-            match run(&mut pg_ctl, "pg_ctl start") {
-                Ok(()) => {
-                    self.port = port;
-                    self.postmaster = self.postmaster_pid();
-                    return Ok(());
-                }
-                Err(e) => {
-                    let log = fs::read_to_string(self.log_file()).unwrap_or_default();
-                    last = format!("{e}\nserver log:\n{log}");
-                    if !log.contains("Address already in use") {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(last)
-    }
-
-    /// The first line of `postmaster.pid`.
-    fn postmaster_pid(&self) -> Option<u32> {
-        fs::read_to_string(self.data_dir().join("postmaster.pid"))
-            .ok()?
-            .lines()
-            .next()?
-            .trim()
-            .parse()
-            .ok()
-    }
-
-    /// `initdb`, `pg_ctl`: as the `postgres` user when we are root (through `runuser`), in a
-    /// process group of their own, so that the terminal's Ctrl-C reaches only us and the
-    /// server stops when we stop it, after the stream has ended cleanly.
-    fn server_command(&self, tool: &str) -> Command {
-        let program = self.bin_dir.join(tool);
-        let mut cmd = if self.as_postgres {
-            let mut cmd = Command::new("runuser");
-            cmd.args(["-u", "postgres", "--"]).arg(program);
-            cmd
-        } else {
-            Command::new(program)
-        };
-        cmd.current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .env("LC_ALL", "C")
-            .env_remove("PGDATA")
-            .env_remove("PGPORT")
-            .process_group(0);
-        cmd
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if self.started {
-            let mut pg_ctl = self.server_command("pg_ctl");
-            pg_ctl.arg("-D").arg(self.data_dir()).args([
-                "-w",
-                "-t",
-                PG_CTL_WAIT_SECS,
-                "-s",
-                "-m",
-                "immediate",
-                "stop",
-            ]);
-            if let Err(e) = run(&mut pg_ctl, "pg_ctl stop") {
-                tracing::warn!("stopping the demo server: {e}");
-            }
-            // pg_ctl returns once the pid file is gone, a moment before the postmaster has
-            // exited: wait for that too, so that no server outlives the demo.
-            if let Some(pid) = self.postmaster {
-                let deadline = std::time::Instant::now() + Duration::from_secs(30);
-                while is_running(pid) && std::time::Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                if is_running(pid) {
-                    tracing::warn!("the demo server (pid {pid}) is still running");
-                }
-            }
-        }
-        match fs::remove_dir_all(&self.dir) {
-            Ok(()) => tracing::info!("removed {}", self.dir.display()),
-            Err(e) => tracing::warn!("removing {}: {e}", self.dir.display()),
-        }
-    }
-}
-
-/// Whether process `pid` exists and has not exited (a zombie waiting for its parent to reap
-/// it has exited).
-fn is_running(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the command name, which is in parentheses and may contain spaces.
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat.get(i + 1..))
-        .and_then(|rest| rest.split_whitespace().next());
-    !matches!(state, Some("Z" | "X"))
-}
-
-/// `Some((uid, gid))` of the `postgres` user when we are root, `None` otherwise.
-fn server_user() -> Result<Option<(u32, u32)>, DemoError> {
-    // `/proc/self` is owned by the effective uid of the process looking at it.
-    let euid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1);
-    if euid != 0 {
-        return Ok(None);
-    }
-    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&"postgres"))
-        .and_then(|f| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))
-        .map(Some)
-        .ok_or_else(|| {
-            DemoError::NotFound(
-                "running as root, and PostgreSQL refuses to run as root, but there is no \
-                 `postgres` user to run it as; create one (`useradd --system postgres`) or run \
-                 the demo as an ordinary user"
-                    .to_owned(),
-            )
-        })
-}
-
-/// A new directory `walstream-demo-<pid>-<n>` in the temporary directory, mode 0700.
-fn make_temp_dir() -> Result<PathBuf, String> {
-    let base = std::env::temp_dir();
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    for attempt in 0..100u32 {
-        let dir = base.join(format!(
-            "walstream-demo-{}-{:x}",
-            std::process::id(),
-            nanos.wrapping_add(attempt)
-        ));
-        match fs::create_dir(&dir) {
-            Ok(()) => {
-                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-                    .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
-                return Ok(dir);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(format!("creating {}: {e}", dir.display())),
-        }
-    }
-    Err(format!(
-        "creating a directory in {}: every name taken",
-        base.display()
-    ))
-}
-
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("finding a free port on 127.0.0.1: {e}"))
-}
-
-fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let out = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("running {what} ({:?}): {e}", cmd.get_program()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        ))
+/// Stops the server, waits for the postmaster to exit and removes the directory, saying so.
+/// (The guard's `Drop` does the same silently, when a panic unwinds past it.)
+fn remove_cluster(cluster: Cluster) {
+    let dir = cluster.dir().to_path_buf();
+    match cluster.remove() {
+        Ok(()) => tracing::info!("removed {}", dir.display()),
+        Err(e) => tracing::warn!("removing the demo cluster {}: {e}", dir.display()),
     }
 }
 
