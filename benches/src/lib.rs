@@ -500,7 +500,7 @@ fn decode_hex(hex: &str, out: &mut Vec<u8>) -> Result<(), Error> {
     }
     out.clear();
     let bytes = hex.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(format!("odd-length hex ({} digits)", bytes.len()));
     }
     for pair in bytes.chunks_exact(2) {

@@ -9,12 +9,11 @@
 use std::fmt;
 use std::io::{self, BufWriter, Read, Write};
 
-use walproto::capture::MAGIC;
+use walproto::capture::{Header, MAGIC};
 use walproto::replication::{ServerMessage, XLOG_DATA_HEADER_LEN};
 use walproto::{Decoder, Lsn};
 
 use crate::capture::{CaptureReader, Frame, ReadError};
-use crate::header::CaptureHeader;
 use crate::json;
 
 /// Capacity of the output buffer: large enough that a write reaches the pipe only every few
@@ -93,7 +92,7 @@ pub(crate) fn decode(
 ) -> Result<Summary, DecodeError> {
     let mut reader = CaptureReader::new(input);
     let header_line = reader.header()?;
-    let header = CaptureHeader::parse(&header_line).map_err(|e| DecodeError::Data {
+    let header = Header::from_json(&header_line).map_err(|e| DecodeError::Data {
         offset: MAGIC.len() as u64,
         context: Some("capture header".to_owned()),
         detail: e.to_string(),
@@ -102,12 +101,7 @@ pub(crate) fn decode(
     for problem in header.inconsistencies() {
         tracing::warn!("capture header: {problem}; decoding as the protocol version defines it");
     }
-    let version = header.protocol().map_err(|e| DecodeError::Data {
-        offset: MAGIC.len() as u64,
-        context: Some("capture header".to_owned()),
-        detail: e.to_string(),
-    })?;
-    let mut decoder = Decoder::new(version, header.streaming());
+    let mut decoder = Decoder::new(header.proto_version, header.streaming);
 
     let mut out = BufWriter::with_capacity(OUTPUT_BUFFER, output);
     let mut summary = Summary::default();

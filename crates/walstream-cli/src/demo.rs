@@ -10,14 +10,16 @@
 //! [`pgserver`]'s, which the tests' `pgtest` uses too.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use pgserver::{Cluster, Installation, Installations, Search, ServerUser};
 use walstream::walconn::{self, CreateSlotOptions, SnapshotAction};
 use walstream::CancellationToken;
 
 use crate::tail::{self, Summary, TailError};
-use crate::{OriginArg, StreamArgs, StreamingArg};
+use walproto::pgoutput::{OriginFilter, Request, Streaming};
+
+use crate::StreamArgs;
 
 /// The slot and the publication the demo creates.
 const NAME: &str = "walstream_demo";
@@ -152,17 +154,15 @@ async fn show(
         create_slot: false,
         temporary: false,
         proto_version: None,
-        // The most the server can do: pgoutput streams large transactions from 14, in
-        // parallel mode (protocol 4) from 16.
-        streaming: match cluster.major() {
-            16.. => StreamingArg::Parallel,
-            14 | 15 => StreamingArg::On,
-            _ => StreamingArg::Off,
-        },
+        // The most the server can do (walproto's rule table: large transactions streamed
+        // from 14, in parallel mode from 16).
+        streaming: Request::default()
+            .negotiate(cluster.major() * 10_000)
+            .map_or(Streaming::Off, |o| o.streaming),
         binary: false,
         messages: false,
         two_phase: false,
-        origin: OriginArg::Any,
+        origin: OriginFilter::Any,
         start: None,
         end: None,
         status_interval: 10,
@@ -248,7 +248,7 @@ async fn connect(conninfo: &str) -> Result<walconn::Connection, walstream::Error
 /// and then a large transaction.
 async fn write_changes(conninfo: String, stop: CancellationToken) -> Result<(), walstream::Error> {
     let mut conn = connect(&conninfo).await?;
-    let mut rng = Rng::seeded();
+    let mut rng = fastrand::Rng::new();
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for tick in 0u64.. {
@@ -269,10 +269,10 @@ async fn write_changes(conninfo: String, stop: CancellationToken) -> Result<(), 
 const CUSTOMERS: [&str; 6] = ["ada", "grace", "edsger", "barbara", "donald", "frances"];
 
 /// The SQL of the writer's `tick`th transaction.
-fn statement(tick: u64, rng: &mut Rng) -> String {
+fn statement(tick: u64, rng: &mut fastrand::Rng) -> String {
     if tick % LARGE_EVERY == LARGE_FIRST {
         // Alternately a bulk import and its removal, each one transaction of LARGE_ROWS rows.
-        return if (tick / LARGE_EVERY) % 2 == 0 {
+        return if (tick / LARGE_EVERY).is_multiple_of(2) {
             format!(
                 "INSERT INTO orders (customer, amount, status, details) \
                  SELECT 'bulk-' || g, (g % 500) + 0.99, 'imported', \
@@ -285,13 +285,10 @@ fn statement(tick: u64, rng: &mut Rng) -> String {
     }
     match tick % 4 {
         0 | 1 => {
-            let customer = CUSTOMERS
-                .get(rng.below(CUSTOMERS.len() as u64) as usize)
-                .copied()
-                .unwrap_or("ada");
-            let cents = 100 + rng.below(99_900);
-            let items = 1 + rng.below(5);
-            let gift = rng.below(2) == 0;
+            let customer = rng.choice(CUSTOMERS).unwrap_or("ada");
+            let cents = 100 + rng.u64(..99_900);
+            let items = rng.u64(1..=5);
+            let gift = rng.bool();
             format!(
                 "INSERT INTO orders (customer, amount, details) VALUES ('{customer}', {}.{:02}, \
                  '{{\"items\": {items}, \"gift\": {gift}}}')",
@@ -310,33 +307,13 @@ fn statement(tick: u64, rng: &mut Rng) -> String {
     }
 }
 
-/// xorshift64: varied demo values without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        Rng(nanos | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_writer_mixes_every_kind_of_change_early() {
-        let mut rng = Rng(7);
+        let mut rng = fastrand::Rng::with_seed(7);
         let first: Vec<String> = (0..=LARGE_FIRST).map(|t| statement(t, &mut rng)).collect();
         for want in [
             "INSERT INTO orders (customer",

@@ -5,7 +5,6 @@
 mod capture;
 mod decode;
 mod demo;
-mod header;
 mod json;
 mod record;
 mod slot;
@@ -16,8 +15,10 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{ArgAction, Args, Parser, Subcommand};
 use tracing::level_filters::LevelFilter;
+use walproto::pgoutput::{OriginFilter, ProtocolVersion, Streaming};
 use walproto::Lsn;
 
 use decode::DecodeError;
@@ -270,11 +271,11 @@ struct StreamArgs {
     #[arg(long)]
     temporary: bool,
     /// The pgoutput protocol version (1 to 4); the highest the server supports by default.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4))]
-    proto_version: Option<u32>,
+    #[arg(long, value_name = "N", value_parser = protocol_parser())]
+    proto_version: Option<ProtocolVersion>,
     /// Stream large in-progress transactions (protocol 2+; parallel needs 4+).
-    #[arg(long, value_enum, default_value_t = StreamingArg::Off)]
-    streaming: StreamingArg,
+    #[arg(long, default_value = "off", value_parser = value_parser(Streaming::ALL, Streaming::as_str))]
+    streaming: Streaming,
     /// Ask for binary-format column values.
     #[arg(long)]
     binary: bool,
@@ -285,8 +286,8 @@ struct StreamArgs {
     #[arg(long)]
     two_phase: bool,
     /// Which changes by replication origin to send.
-    #[arg(long, value_enum, default_value_t = OriginArg::Any)]
-    origin: OriginArg,
+    #[arg(long, default_value = "any", value_parser = value_parser(OriginFilter::ALL, OriginFilter::as_str))]
+    origin: OriginFilter,
     /// Start at this LSN (X/X) instead of the slot's confirmed position.
     #[arg(long, value_name = "LSN")]
     start: Option<Lsn>,
@@ -301,17 +302,24 @@ struct StreamArgs {
     status_interval: u64,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum StreamingArg {
-    Off,
-    On,
-    Parallel,
+/// `--proto-version`: 1 to 4, as walproto's [`ProtocolVersion`].
+fn protocol_parser() -> impl TypedValueParser<Value = ProtocolVersion> {
+    clap::value_parser!(u32)
+        .range(1..=4)
+        .try_map(|n| ProtocolVersion::from_number(n).ok_or("not a pgoutput protocol version"))
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum OriginArg {
-    Any,
-    None,
+/// An option whose values are walproto's names (`Streaming`, `OriginFilter`): clap lists them
+/// in `--help` and parses them with the type's `FromStr`.
+fn value_parser<T, const N: usize>(
+    all: [T; N],
+    name: fn(T) -> &'static str,
+) -> impl TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(all.map(name)).try_map(|s| s.parse::<T>())
 }
 
 fn main() -> ExitCode {

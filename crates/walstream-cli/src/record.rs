@@ -9,35 +9,19 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
-use walproto::pgoutput::{Message, ProtocolVersion, Streaming as PgStreaming};
+use walproto::capture::{self, Header};
+use walproto::pgoutput::{Boundaries, Request};
 use walproto::replication::{ServerMessage, StandbyStatusUpdate};
-use walproto::{capture, Decoder, Lsn};
+use walproto::Lsn;
 use walstream::walconn::{
-    self, Config, Connection, CopyBoth, CreateSlotOptions, LogicalReplicationOptions, Origin,
-    SnapshotAction, Streaming,
+    self, Config, Connection, CopyBoth, CreateSlotOptions, LogicalReplicationOptions,
+    SnapshotAction,
 };
+use walstream::FeedbackTracker;
 
-use crate::{OriginArg, RecordArgs, StreamingArg};
-
-/// The capture header, in the field order of `shared/CLI.md`.
-#[derive(Debug, Serialize)]
-struct Header<'a> {
-    server_version: &'a str,
-    server_version_num: u32,
-    proto_version: u32,
-    streaming: &'static str,
-    binary: bool,
-    messages: bool,
-    two_phase: bool,
-    origin: &'static str,
-    slot: &'a str,
-    publications: &'a [String],
-    system_id: &'a str,
-    timeline: u32,
-}
+use crate::RecordArgs;
 
 /// Why recording stopped early.
 #[derive(Debug)]
@@ -87,15 +71,24 @@ pub(crate) async fn record(args: &RecordArgs) -> Result<Summary, RecordError> {
     let system = conn.identify_system().await?;
     let version_num = conn.server_version_num();
     let server_version = conn.parameter("server_version").unwrap_or("").to_owned();
-    let proto_version = a.proto_version.unwrap_or(match version_num {
-        v if v >= 160_000 => 4,
-        v if v >= 150_000 => 3,
-        v if v >= 140_000 => 2,
-        _ => 1,
-    });
-    let version = ProtocolVersion::from_number(proto_version)
-        .ok_or_else(|| RecordError::Usage(format!("no pgoutput protocol {proto_version}")))?;
-    tracing::info!(server_version, proto_version, "connected");
+    // walproto's rule table decides the defaults and refuses what this server cannot do
+    // (exit 2, as for any option the server does not support).
+    let request = Request {
+        proto_version: a.proto_version,
+        streaming: Some(a.streaming),
+        binary: a.binary,
+        messages: a.messages,
+        two_phase: a.two_phase,
+        origin: Some(a.origin),
+    };
+    let pgoutput = request.negotiate(version_num).map_err(|r| {
+        RecordError::Usage(format!("{r}; the server is PostgreSQL {server_version}"))
+    })?;
+    tracing::info!(
+        server_version,
+        proto_version = pgoutput.proto_version.number(),
+        "connected"
+    );
 
     if a.create_slot {
         let mut opts = CreateSlotOptions::logical("pgoutput");
@@ -114,58 +107,30 @@ pub(crate) async fn record(args: &RecordArgs) -> Result<Summary, RecordError> {
         }
     }
 
-    let streaming = match a.streaming {
-        StreamingArg::Off => None,
-        StreamingArg::On => Some(Streaming::On),
-        StreamingArg::Parallel => Some(Streaming::Parallel),
-    };
-    let mut options = LogicalReplicationOptions::new(proto_version, &[]);
-    options.publication_names = a.publication.clone();
-    options.streaming = streaming;
-    options.binary = a.binary;
-    options.messages = a.messages;
-    options.two_phase = a.two_phase;
-    // Before PostgreSQL 16 there is no `origin` option and every origin is sent, which is
-    // what `any` asks for; `none` there is refused by walconn, naming the version it needs.
-    options.origin = match a.origin {
-        OriginArg::Any if version_num < 160_000 => None,
-        OriginArg::Any => Some(Origin::Any),
-        OriginArg::None => Some(Origin::None),
+    let options = LogicalReplicationOptions {
+        publication_names: a.publication.clone(),
+        pgoutput,
     };
 
     let file = File::create(&args.out)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let header = Header {
-        server_version: &server_version,
-        server_version_num: version_num,
-        proto_version,
-        streaming: match a.streaming {
-            StreamingArg::Off => "off",
-            StreamingArg::On => "on",
-            StreamingArg::Parallel => "parallel",
-        },
-        binary: a.binary,
-        messages: a.messages,
-        two_phase: a.two_phase,
-        origin: match a.origin {
-            OriginArg::Any => "any",
-            OriginArg::None => "none",
-        },
-        slot: &a.slot,
-        publications: &a.publication,
-        system_id: &system.system_id,
-        timeline: system.timeline,
-    };
-    let header = serde_json::to_string(&header).map_err(io::Error::other)?;
+        server_version: Some(server_version.clone()),
+        server_version_num: Some(version_num),
+        slot: Some(a.slot.clone()),
+        publications: Some(a.publication.clone()),
+        system_id: Some(system.system_id.clone()),
+        timeline: Some(system.timeline),
+        // The origin said as asked, also where the server has no such option (`any` is what
+        // it does).
+        origin: Some(a.origin),
+        ..Header::new(pgoutput)
+    }
+    .to_json();
     let mut head = Vec::new();
     capture::write_header(&mut head, &header);
     out.write_all(&head)?;
 
-    let pg_streaming = match a.streaming {
-        StreamingArg::Off => PgStreaming::Off,
-        StreamingArg::On => PgStreaming::On,
-        StreamingArg::Parallel => PgStreaming::Parallel,
-    };
     let start = a.start.unwrap_or(Lsn::ZERO);
     let stream = conn
         .start_logical_replication(&a.slot, start, &options)
@@ -173,14 +138,13 @@ pub(crate) async fn record(args: &RecordArgs) -> Result<Summary, RecordError> {
     let mut rec = Recorder {
         stream,
         out,
-        decoder: Decoder::new(version, pg_streaming),
+        boundaries: Boundaries::new(pgoutput.proto_version, pgoutput.streaming),
         end: a.end,
-        received: Lsn::ZERO,
-        ready: start,
+        feedback: FeedbackTracker::new(start, Duration::from_secs(a.status_interval)),
+        written_end: start,
         acknowledged: start,
         frames: 0,
         tracking: true,
-        status_interval: Duration::from_secs(a.status_interval),
     };
     rec.run().await?;
     let Recorder {
@@ -200,30 +164,28 @@ pub(crate) async fn record(args: &RecordArgs) -> Result<Summary, RecordError> {
 struct Recorder {
     stream: CopyBoth,
     out: BufWriter<File>,
-    decoder: Decoder,
+    /// Where the stream is between transactions (walproto's one rule).
+    boundaries: Boundaries,
     end: Option<Lsn>,
-    /// The furthest `wal_end` the server reported.
-    received: Lsn,
-    /// The position the file holds everything up to, once flushed: the end of the last whole
-    /// transaction written, or a keepalive's `wal_end` between transactions.
-    ready: Lsn,
+    /// What each status update says and when: walstream's feedback state machine, told that
+    /// the file holds everything up to `written_end` once it is synced.
+    feedback: FeedbackTracker,
+    /// The end of the last whole transaction written to the file.
+    written_end: Lsn,
     /// What the server was last told is flushed.
     acknowledged: Lsn,
     frames: u64,
-    /// False after a message the decoder could not follow: frames are still recorded, but
+    /// False after a message that could not be followed: frames are still recorded, but
     /// nothing more is acknowledged, since transaction ends can no longer be trusted.
     tracking: bool,
-    /// How often a status update goes out when the server does not ask for one.
-    status_interval: Duration,
 }
 
 impl Recorder {
     async fn run(&mut self) -> Result<(), RecordError> {
-        let mut status = tokio::time::interval(self.status_interval);
-        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
         loop {
+            let due = self.feedback.next_status_at().unwrap_or_else(Instant::now);
             tokio::select! {
                 frame = self.stream.recv() => {
                     let Some(frame) = frame? else {
@@ -234,7 +196,7 @@ impl Recorder {
                         break;
                     }
                 }
-                _ = status.tick() => self.send_status().await?,
+                () = tokio::time::sleep_until(due.into()) => self.send_status().await?,
                 _ = term.recv() => {
                     tracing::info!("SIGTERM: stopping");
                     break;
@@ -258,23 +220,21 @@ impl Recorder {
         self.frames += 1;
         match ServerMessage::parse(frame) {
             Ok(ServerMessage::XLogData(x)) => {
-                self.received = self.received.max(x.wal_end);
+                self.feedback.on_wal_end(x.wal_end);
                 if let Some(end_of_txn) = self.follow(x.data) {
-                    self.ready = self.ready.max(end_of_txn);
+                    self.feedback.on_transaction_end(end_of_txn);
+                    self.written_end = self.written_end.max(end_of_txn);
                     if self.end.is_some_and(|end| end_of_txn >= end) {
                         return Ok(true);
                     }
                 }
             }
             Ok(ServerMessage::PrimaryKeepalive(k)) => {
-                self.received = self.received.max(k.wal_end);
-                if self.tracking && self.decoder.is_idle() {
-                    // Nothing is pending: the slot may move to the server's position, so an
-                    // idle or unpublished database does not pin WAL.
-                    self.ready = self.ready.max(k.wal_end);
-                    if self.end.is_some_and(|end| k.wal_end >= end) {
-                        return Ok(true);
-                    }
+                let between = self.tracking && self.boundaries.between_transactions();
+                self.feedback
+                    .on_keepalive(k.wal_end, k.reply_requested, between);
+                if between && self.end.is_some_and(|end| k.wal_end >= end) {
+                    return Ok(true);
                 }
                 if k.reply_requested {
                     self.send_status().await?;
@@ -286,18 +246,14 @@ impl Recorder {
         Ok(false)
     }
 
-    /// Follows the transaction state; returns the end LSN of a transaction that just ended.
+    /// Follows the transaction boundaries; returns the end LSN of a transaction that just
+    /// ended.
     fn follow(&mut self, data: &[u8]) -> Option<Lsn> {
         if !self.tracking {
             return None;
         }
-        match self.decoder.decode_message(data) {
-            Ok(Message::Commit(c)) => Some(c.end_lsn),
-            Ok(Message::StreamCommit(c)) => Some(c.end_lsn),
-            Ok(Message::Prepare(p) | Message::StreamPrepare(p)) => Some(p.end_lsn),
-            Ok(Message::CommitPrepared(c)) => Some(c.end_lsn),
-            Ok(Message::RollbackPrepared(r)) => Some(r.rollback_end_lsn),
-            Ok(_) => None,
+        match self.boundaries.observe(data) {
+            Ok(message) => message.and_then(|m| m.transaction_end()),
             Err(e) => {
                 tracing::warn!(
                     "cannot follow the stream ({e}); recording goes on, acknowledging stops"
@@ -312,17 +268,21 @@ impl Recorder {
     async fn send_status(&mut self) -> Result<(), RecordError> {
         self.out.flush()?;
         self.out.get_ref().sync_data()?;
-        let flush = self.ready;
+        // Everything written is on disk now: the file holds every transaction up to
+        // `written_end`, and the tracker adds an idle keepalive's position when that is safe.
+        let status = self
+            .feedback
+            .status(Instant::now(), self.written_end, self.written_end);
         let update = StandbyStatusUpdate {
-            write: self.received.max(flush),
-            flush,
-            apply: flush,
+            write: status.write,
+            flush: status.flush,
+            apply: status.apply,
             client_time: SystemTime::now().into(),
             reply_requested: false,
         };
         self.stream.send_status_update(&update).await?;
-        self.acknowledged = flush;
-        tracing::debug!(%flush, "status update");
+        self.acknowledged = status.flush;
+        tracing::debug!(flush = %status.flush, "status update");
         Ok(())
     }
 }

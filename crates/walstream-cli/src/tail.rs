@@ -13,14 +13,14 @@
 use std::io::{self, BufWriter, Write};
 use std::time::{Duration, Instant};
 
-use walproto::pgoutput::{Message, ProtocolVersion, Streaming as PgStreaming};
+use walproto::pgoutput::Options;
 use walproto::{Decoder, Lsn};
 use walstream::{
     CancellationToken, CreateSlot, EventKind, EventStream, LogicalReplicationStream,
-    ReplicationStreamConfig, ReplicationStreamConfigBuilder, RetryPolicy, Streaming,
+    ReplicationStreamConfig, ReplicationStreamConfigBuilder, RetryPolicy,
 };
 
-use crate::{json, OriginArg, StreamArgs, StreamingArg};
+use crate::{json, StreamArgs};
 
 /// The longest time written lines wait before they are flushed and acknowledged while the
 /// stream keeps delivering.
@@ -71,18 +71,11 @@ fn stream_config_with(
     extra: impl FnOnce(ReplicationStreamConfigBuilder) -> ReplicationStreamConfigBuilder,
 ) -> Result<ReplicationStreamConfig, walstream::Error> {
     let mut b = ReplicationStreamConfig::builder(&a.slot, &a.publication)
-        .streaming(match a.streaming {
-            StreamingArg::Off => Streaming::Off,
-            StreamingArg::On => Streaming::On,
-            StreamingArg::Parallel => Streaming::Parallel,
-        })
+        .streaming(a.streaming)
         .binary(a.binary)
         .messages(a.messages)
         .two_phase(a.two_phase)
-        .origin(match a.origin {
-            OriginArg::Any => walstream::Origin::Any,
-            OriginArg::None => walstream::Origin::None,
-        })
+        .origin(a.origin)
         .status_interval(Duration::from_secs(a.status_interval))
         .retry(RetryPolicy::default())
         .raw(true);
@@ -180,18 +173,17 @@ async fn follow_from(
         stream = LogicalReplicationStream::connect(&args.conninfo, config) => stream?,
         () = stop.cancelled() => return Ok(Summary::default()),
     };
-    let n = stream.negotiated().clone();
+    let options = stream.negotiated().pgoutput;
     tracing::info!(
-        proto_version = n.proto_version.number(),
-        streaming = ?n.streaming,
+        proto_version = options.proto_version.number(),
+        streaming = options.streaming.as_str(),
         start = %stream.start_lsn(),
         "tailing"
     );
     let mut tail = Tail {
         out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
-        decoder: Decoder::new(n.proto_version, n.streaming),
-        version: n.proto_version,
-        streaming: n.streaming,
+        decoder: Decoder::new(options.proto_version, options.streaming),
+        options,
         line: String::with_capacity(1024),
         written_end: None,
         summary: Summary::default(),
@@ -214,8 +206,8 @@ async fn follow_from(
 struct Tail<W: Write> {
     out: BufWriter<W>,
     decoder: Decoder,
-    version: ProtocolVersion,
-    streaming: PgStreaming,
+    /// The options the stream runs with, for a new decoder after a reconnect.
+    options: Options,
     line: String,
     /// The end of the last transaction whose lines are written but not yet flushed.
     written_end: Option<Lsn>,
@@ -283,7 +275,7 @@ impl<W: Write> Tail<W> {
                 EventKind::Reconnected { resume_lsn, .. } => {
                     tracing::warn!(%resume_lsn, "reconnected; transactions after it are printed again");
                     // The server describes every relation again on the new connection.
-                    self.decoder = Decoder::new(self.version, self.streaming);
+                    self.decoder = Decoder::new(self.options.proto_version, self.options.streaming);
                 }
                 _ => {}
             }
@@ -302,16 +294,8 @@ impl<W: Write> Tail<W> {
         json::message(&mut self.line, lsn, &message, &self.decoder)
             .map_err(|e| TailError::Data(format!("the message at LSN {lsn}: {e}")))?;
         self.write_line()?;
-        let end = match message {
-            Message::Commit(c) => Some(c.end_lsn),
-            Message::StreamCommit(c) => Some(c.end_lsn),
-            Message::Prepare(p) | Message::StreamPrepare(p) => Some(p.end_lsn),
-            Message::CommitPrepared(c) => Some(c.end_lsn),
-            Message::RollbackPrepared(r) => Some(r.rollback_end_lsn),
-            _ => None,
-        };
-        if end.is_some() {
-            self.written_end = end;
+        if let Some(end) = message.transaction_end() {
+            self.written_end = Some(end);
         }
         Ok(())
     }

@@ -18,7 +18,7 @@
 //! let refused = Request { streaming: Some(Streaming::Parallel), ..Request::default() }
 //!     .negotiate(150_004)
 //!     .unwrap_err();
-//! assert_eq!(refused.to_string(), "streaming = parallel needs PostgreSQL 16");
+//! assert_eq!(refused.to_string(), "streaming \"parallel\" needs PostgreSQL 16");
 //! # Ok::<(), walproto::pgoutput::Refusal>(())
 //! ```
 
@@ -29,6 +29,11 @@ use super::ProtocolVersion;
 
 /// The pgoutput `streaming` option.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum Streaming {
     /// `off`: transactions are sent whole at commit.
     #[default]
@@ -75,6 +80,11 @@ impl FromStr for Streaming {
 
 /// The pgoutput `origin` option: which changes to send by replication origin (PostgreSQL 16+).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum OriginFilter {
     /// `any`: changes of any origin.
     Any,
@@ -192,7 +202,7 @@ const STREAMING: Rule = Rule {
 };
 const PARALLEL_STREAMING: Rule = Rule {
     feature: Feature::ParallelStreaming,
-    name: "streaming = parallel",
+    name: "streaming \"parallel\"",
     release: 16,
     protocol: ProtocolVersion::V4,
 };
@@ -265,7 +275,7 @@ impl ProtocolVersion {
 pub enum Refusal {
     /// The server is older than the release that introduced the option or protocol.
     NeedsRelease {
-        /// The option (`streaming = parallel`, `pgoutput protocol 4`, ...).
+        /// The option (`streaming "parallel"`, `pgoutput protocol 4`, ...).
         what: &'static str,
         /// The PostgreSQL release (major version) it needs.
         release: u32,
@@ -287,7 +297,7 @@ impl fmt::Display for Refusal {
             }
             Refusal::NeedsProtocol { what, protocol } => write!(
                 f,
-                "{what} needs pgoutput protocol {} or later",
+                "{what} needs proto_version {} or later",
                 protocol.number()
             ),
         }
