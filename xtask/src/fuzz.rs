@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime};
 
-use crate::capture::MAGIC;
+use walproto::capture::{Header, MAGIC};
+use walproto::pgoutput::{ProtocolVersion, Streaming};
+
 use crate::{cargo, run, workspace_root, Result};
 
 /// The targets in `fuzz/Cargo.toml`, in the order they run.
@@ -366,9 +368,8 @@ fn hash(value: impl Hash) -> u64 {
 struct Capture<'a> {
     /// The magic and header line, the start of every capture seed.
     head: &'a [u8],
-    proto_version: u8,
-    /// "off", "on" or "parallel".
-    streaming: String,
+    proto_version: ProtocolVersion,
+    streaming: Streaming,
     frames: Vec<&'a [u8]>,
 }
 
@@ -381,13 +382,8 @@ impl<'a> Capture<'a> {
             .ok_or("no header line")?;
         let head = file.get(..MAGIC.len() + newline + 1).unwrap_or_default();
         let header = String::from_utf8_lossy(rest.get(..newline).unwrap_or_default());
-        let proto_version = json_field(&header, "proto_version")
-            .and_then(|v| v.parse().ok())
-            .ok_or("no proto_version in the header")?;
-        let streaming = json_field(&header, "streaming")
-            .ok_or("no streaming in the header")?
-            .trim_matches('"')
-            .to_owned();
+        let header = Header::from_json(&header).map_err(|e| format!("the header: {e}"))?;
+        let (proto_version, streaming) = (header.proto_version, header.streaming);
         let mut frames = Vec::new();
         let mut rest = file.get(head.len()..).unwrap_or_default();
         while let Some((len, tail)) = rest.split_first_chunk::<4>() {
@@ -405,31 +401,21 @@ impl<'a> Capture<'a> {
     }
 
     fn streaming_enabled(&self) -> bool {
-        self.proto_version >= 2 && self.streaming != "off"
+        self.proto_version >= ProtocolVersion::V2 && self.streaming != Streaming::Off
     }
 
     /// The first byte of a `pgoutput_message` or `decoder_sequence` input: the inverse of
     /// `walproto::fuzzing::context_from_byte` (version in bits 0-1, streaming in bits 2-3,
     /// inside a streamed block in bit 5).
     fn context_byte(&self, in_stream: bool) -> u8 {
-        let version = self.proto_version.clamp(1, 4) - 1;
-        let streaming = match self.streaming.as_str() {
-            "on" => 1,
-            "parallel" => 2,
-            _ => 0,
+        let version = self.proto_version.number() - 1;
+        let streaming = match self.streaming {
+            Streaming::Off => 0,
+            Streaming::On => 1,
+            Streaming::Parallel => 2,
         };
         version | streaming << 2 | u8::from(in_stream) << 5
     }
-}
-
-/// The raw value of a top-level field of a one-line JSON object: enough for the headers that
-/// `walstream record` writes, without a JSON parser in xtask.
-fn json_field<'h>(header: &'h str, name: &str) -> Option<&'h str> {
-    let key = format!("\"{name}\":");
-    let start = header.find(&key)? + key.len();
-    let value = header.get(start..)?.trim_start();
-    let end = value.find([',', '}']).unwrap_or(value.len());
-    value.get(..end).map(str::trim)
 }
 
 #[cfg(test)]
@@ -455,10 +441,11 @@ mod tests {
     #[test]
     fn header_fields_and_context_bytes() {
         let header = r#"{"server_version_num":170010,"proto_version":4,"streaming":"parallel","binary":false}"#;
-        assert_eq!(json_field(header, "proto_version"), Some("4"));
-        assert_eq!(json_field(header, "streaming"), Some("\"parallel\""));
-        assert_eq!(json_field(header, "binary"), Some("false"));
-        assert_eq!(json_field(header, "slot"), None);
+        let parsed = Header::from_json(header).unwrap();
+        assert_eq!(parsed.proto_version, ProtocolVersion::V4);
+        assert_eq!(parsed.streaming, Streaming::Parallel);
+        assert_eq!(parsed.binary, Some(false));
+        assert_eq!(parsed.slot, None);
         let mut file = MAGIC.to_vec();
         file.extend_from_slice(header.as_bytes());
         file.extend_from_slice(b"\n\0\0\0\x01k");

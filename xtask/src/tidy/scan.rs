@@ -180,11 +180,14 @@ fn names(list: &str, word: &str) -> bool {
 }
 
 /// Whether `path` (relative to the workspace root, so that where the repository is checked
-/// out does not matter) is a test-only file: `tests.rs`, `*_tests.rs`, or under a `tests`
-/// directory.
+/// out does not matter) is a test-only file: `tests.rs`, `*_tests.rs`, under a `tests`
+/// directory, or in the test-support crate `crates/pgtest`.
 pub(super) fn is_test_only(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name == "tests.rs"
+    // pgtest is the test-support crate: only ever a dev-dependency (the layers rule checks
+    // that), so a panic in it fails a test, which is what test support is for.
+    path.starts_with("crates/pgtest")
+        || name == "tests.rs"
         || name.ends_with("_tests.rs")
         || path
             .parent()
@@ -301,10 +304,15 @@ mod tests {
             "crates/w/src/x/tests.rs",
             "crates/w/src/transaction_tests.rs",
             "crates/w/tests/it/main.rs",
+            "crates/pgtest/src/fake.rs",
         ] {
             assert!(is_test_only(Path::new(path)), "{path}");
         }
-        for path in ["crates/w/src/lib.rs", "crates/w/src/contests.rs"] {
+        for path in [
+            "crates/w/src/lib.rs",
+            "crates/w/src/contests.rs",
+            "crates/pgserver/src/lib.rs",
+        ] {
             assert!(!is_test_only(Path::new(path)), "{path}");
         }
     }

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use walproto::capture::Capture;
-use walproto::pgoutput::{Column, Message, OldTuple, ProtocolVersion, Streaming, TupleData};
+use walproto::pgoutput::{Column, Message, OldTuple, TupleData};
 use walproto::replication::ServerMessage;
 use walproto::Decoder;
 
@@ -16,27 +16,12 @@ fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
 }
 
-/// The value of `"key":` in the one-line header, without quotes (enough for numbers and the
-/// simple strings the header holds; the CLI parses the header as real JSON).
-fn header_field<'a>(header: &'a str, key: &str) -> &'a str {
-    let pat = format!("\"{key}\":");
-    let start = header.find(&pat).map(|i| i + pat.len()).unwrap();
-    let rest = header[start..].trim_start();
-    let end = rest.find([',', '}']).unwrap();
-    rest[..end].trim().trim_matches('"')
-}
-
 fn summarize(path: &Path) -> String {
     let file = std::fs::read(path).unwrap();
     let cap = Capture::parse(&file).unwrap();
-    let version: u32 = header_field(cap.header(), "proto_version").parse().unwrap();
-    let streaming = match header_field(cap.header(), "streaming") {
-        "off" => Streaming::Off,
-        "on" => Streaming::On,
-        "parallel" => Streaming::Parallel,
-        other => panic!("streaming {other}"),
-    };
-    let mut decoder = Decoder::new(ProtocolVersion::from_number(version).unwrap(), streaming);
+    let header = walproto::capture::Header::from_json(cap.header()).unwrap();
+    let (version, streaming) = (header.proto_version.number(), header.streaming);
+    let mut decoder = Decoder::new(header.proto_version, streaming);
     let mut tags: BTreeMap<char, usize> = BTreeMap::new();
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     let mut relations: BTreeMap<String, String> = BTreeMap::new();
