@@ -99,27 +99,20 @@ impl RetryPolicy {
     }
 }
 
-/// A small xorshift generator for jitter: no dependency, seeded from the clock and the process.
+/// The random fractions that choose each delay's jitter: fastrand's generator, seeded from
+/// its thread-local one (itself seeded per process), so that clients started together do not
+/// draw the same delays.
 #[derive(Debug)]
-pub(crate) struct Jitter(u64);
+pub(crate) struct Jitter(fastrand::Rng);
 
 impl Jitter {
     pub(crate) fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        Self((nanos ^ u64::from(std::process::id()).rotate_left(32)) | 1)
+        Self(fastrand::Rng::new())
     }
 
     /// The next number in `[0, 1)`.
     pub(crate) fn next(&mut self) -> f64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
+        self.0.f64()
     }
 }
 

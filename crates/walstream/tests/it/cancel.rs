@@ -12,84 +12,17 @@
 //! between the events of one batch.
 
 use std::future::Future;
-use std::pin::pin;
-use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
+use pgtest::cancel::{poll_once, Mix, Tally};
+use pgtest::fake::FakeWalsender;
 use walstream::{ChangeEvent, EventKind, Lsn, TransactionConfig, Xid};
 
 use crate::block_on;
 use crate::hostile::{
-    insert, keepalive, row_id, stream_commit, stream_start, FakeServer, Wal, REL,
+    flushes, insert, keepalive, row_id, stream, stream_commit, stream_start, Wal, REL,
 };
-
-/// A small xorshift generator: reproducible runs from a printed seed, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1;
-        println!("seed {seed:#x}");
-        Self(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// How one call is made: given up after a random timeout, after a few polls, or awaited.
-enum Drop {
-    Timeout(Duration),
-    Polls(u32),
-    Await,
-}
-
-impl Drop {
-    fn pick(rng: &mut Rng) -> Self {
-        match rng.below(10) {
-            0..=4 => Drop::Timeout(Duration::from_micros(rng.below(400))),
-            5..=8 => Drop::Polls(1 + u32::try_from(rng.below(4)).unwrap()),
-            _ => Drop::Await,
-        }
-    }
-
-    /// Runs `fut` the chosen way: `None` when it was dropped before it finished.
-    async fn run<F: Future>(self, fut: F) -> Option<F::Output> {
-        match self {
-            Drop::Timeout(d) => tokio::time::timeout(d, fut).await.ok(),
-            Drop::Polls(k) => {
-                let mut fut = pin!(fut);
-                let mut polls = 0;
-                std::future::poll_fn(|cx| {
-                    polls += 1;
-                    match fut.as_mut().poll(cx) {
-                        Poll::Ready(v) => Poll::Ready(Some(v)),
-                        Poll::Pending if polls >= k => Poll::Ready(None),
-                        Poll::Pending => {
-                            cx.waker().wake_by_ref();
-                            Poll::Pending
-                        }
-                    }
-                })
-                .await
-            }
-            Drop::Await => Some(fut.await),
-        }
-    }
-}
 
 /// The script's stream and what must come out of it: each event's signature in order, and
 /// the committed transactions (xid, row ids) in commit order.
@@ -178,22 +111,21 @@ fn signature(e: &ChangeEvent) -> String {
 }
 
 /// A fake server that writes `bytes` in random pieces, pausing between them.
-async fn serve_in_pieces(bytes: Vec<u8>, seed: u64) -> FakeServer {
+async fn serve_in_pieces(bytes: Vec<u8>, seed: u64) -> FakeWalsender {
     let bytes = std::sync::Arc::new(bytes);
-    FakeServer::start(move |peer| {
+    FakeWalsender::start(move |peer| {
         let bytes = bytes.clone();
         async move {
-            let mut rng = Rng(seed | 1);
+            let mut rng = fastrand::Rng::with_seed(seed);
             let mut at = 0;
             while at < bytes.len() {
-                let n = usize::try_from(1 + rng.below(1500)).unwrap();
-                let end = (at + n).min(bytes.len());
+                let end = (at + rng.usize(1..=1500)).min(bytes.len());
                 if !peer.send(&bytes[at..end]).await {
                     return;
                 }
                 at = end;
-                match rng.below(4) {
-                    0 | 3 => tokio::time::sleep(Duration::from_micros(rng.below(300))).await,
+                match rng.u32(..4) {
+                    0 | 3 => tokio::time::sleep(Duration::from_micros(rng.u64(..300))).await,
                     1 => tokio::task::yield_now().await,
                     _ => {}
                 }
@@ -207,16 +139,16 @@ async fn serve_in_pieces(bytes: Vec<u8>, seed: u64) -> FakeServer {
 #[test]
 fn cancel_next_event_dropped_anywhere_loses_and_repeats_nothing() {
     block_on(async {
-        let mut rng = Rng::seeded();
+        let mut rng = pgtest::seeded_rng();
         let s = script(3000);
-        let server = serve_in_pieces(s.bytes, rng.next()).await;
-        let mut stream = server.stream(crate::hostile::config()).await;
+        let server = serve_in_pieces(s.bytes, rng.u64(..)).await;
+        let mut stream = stream(&server, crate::hostile::config()).await;
         let mut got = Vec::new();
         let mut dropped = 0;
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while got.len() < s.events.len() {
             assert!(std::time::Instant::now() < deadline, "{} events", got.len());
-            match Drop::pick(&mut rng).run(stream.next_event()).await {
+            match Mix::LOCAL.pick(&mut rng).run(stream.next_event()).await {
                 None => dropped += 1,
                 Some(e) => {
                     let e = e.unwrap().expect("the stream ended early");
@@ -240,11 +172,10 @@ fn cancel_next_event_dropped_anywhere_loses_and_repeats_nothing() {
 #[test]
 fn cancel_next_transaction_dropped_anywhere_loses_and_repeats_nothing() {
     block_on(async {
-        let mut rng = Rng::seeded();
+        let mut rng = pgtest::seeded_rng();
         let s = script(3000);
-        let server = serve_in_pieces(s.bytes, rng.next()).await;
-        let mut txs = server
-            .stream(crate::hostile::config())
+        let server = serve_in_pieces(s.bytes, rng.u64(..)).await;
+        let mut txs = stream(&server, crate::hostile::config())
             .await
             .into_transactions(TransactionConfig::default());
         let mut got = Vec::new();
@@ -257,7 +188,7 @@ fn cancel_next_transaction_dropped_anywhere_loses_and_repeats_nothing() {
                 "{} transactions",
                 got.len()
             );
-            match Drop::pick(&mut rng).run(txs.next_transaction()).await {
+            match Mix::LOCAL.pick(&mut rng).run(txs.next_transaction()).await {
                 None => dropped += 1,
                 Some(tx) => {
                     let tx = tx.unwrap().expect("the stream ended early");
@@ -302,10 +233,10 @@ fn cancel_shutdown_dropped_anywhere_still_ends_cleanly() {
     // last status update with the acknowledged position, CopyDone and Terminate: the
     // documented behaviour of dropping the stream.
     block_on(async {
-        let mut rng = Rng::seeded();
+        let mut rng = pgtest::seeded_rng();
         let mut completed = 0;
         for round in 0..40 {
-            let server = FakeServer::start(|peer| async move {
+            let server = FakeWalsender::start(|peer| async move {
                 let mut wal = Wal::default();
                 peer.send(&wal.transaction(700, &[1]).0).await;
                 loop {
@@ -317,7 +248,7 @@ fn cancel_shutdown_dropped_anywhere_still_ends_cleanly() {
                 }
             })
             .await;
-            let mut stream = server.stream(crate::hostile::config()).await;
+            let mut stream = stream(&server, crate::hostile::config()).await;
             let end = loop {
                 let e = stream.next_event().await.unwrap().unwrap();
                 if let Some(end) = e.ack_lsn() {
@@ -326,26 +257,26 @@ fn cancel_shutdown_dropped_anywhere_still_ends_cleanly() {
             };
             stream.ack(end);
             let result = if round % 2 == 0 {
-                Drop::pick(&mut rng).run(stream.shutdown()).await
+                Mix::LOCAL.pick(&mut rng).run(stream.shutdown()).await
             } else {
                 let txs = stream.into_transactions(TransactionConfig::default());
-                Drop::pick(&mut rng).run(txs.shutdown()).await
+                Mix::LOCAL.pick(&mut rng).run(txs.shutdown()).await
             };
             if let Some(r) = result {
                 completed += 1;
                 assert!(r.unwrap() >= end);
             }
-            let log = &server.log;
+            let log = server.log();
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while log.terminated.load(Ordering::SeqCst) == 0 {
+            while log.terminated() == 0 {
                 assert!(
                     std::time::Instant::now() < deadline,
                     "round {round}: the connection was not closed"
                 );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            assert_eq!(log.copy_done.load(Ordering::SeqCst), 1, "round {round}");
-            let flushes = log.flushes.lock().unwrap().clone();
+            assert_eq!(log.copy_done(), 1, "round {round}");
+            let flushes = flushes(&server);
             assert!(
                 flushes.last().is_some_and(|&f| f >= end),
                 "round {round}: {flushes:?} (acknowledged {end})"
@@ -355,23 +286,9 @@ fn cancel_shutdown_dropped_anywhere_still_ends_cleanly() {
     });
 }
 
-/// A live server's calls take tens of microseconds to milliseconds: timeouts up to 3 ms.
-fn pick_live(rng: &mut Rng) -> Drop {
-    match rng.below(10) {
-        0..=4 => Drop::Timeout(Duration::from_micros(rng.below(3000))),
-        5..=7 => Drop::Polls(1 + u32::try_from(rng.below(6)).unwrap()),
-        _ => Drop::Await,
-    }
-}
-
 /// `fut` is ready on its first poll with the poisoned connection's error.
 fn poisoned_now<T: std::fmt::Debug>(fut: impl Future<Output = walstream::Result<T>>) {
-    let mut fut = pin!(fut);
-    let waker = std::task::Waker::noop();
-    match fut
-        .as_mut()
-        .poll(&mut std::task::Context::from_waker(waker))
-    {
+    match poll_once(fut) {
         Poll::Ready(Err(e)) => {
             assert_eq!(e.kind(), walstream::ErrorKind::Connection, "{e:?}");
             assert!(e.connection().is_some_and(|c| c.is_poisoned()), "{e:?}");
@@ -429,7 +346,7 @@ fn cancel_slot_manager_methods_complete_or_poison() {
     ))
     .unwrap();
     block_on(async {
-        let mut rng = Rng::seeded();
+        let mut rng = pgtest::seeded_rng();
         let conninfo = db.conninfo();
         let connect = || walstream::SlotManager::connect(&conninfo);
         let mut slots = connect().await.unwrap();
@@ -437,7 +354,7 @@ fn cancel_slot_manager_methods_complete_or_poison() {
         for i in 0..250u32 {
             let method = usize::try_from(i % 5).unwrap();
             let name = format!("{prefix}_{i}");
-            let how = pick_live(&mut rng);
+            let how = Mix::LIVE.pick(&mut rng);
             let done = match method {
                 0 => {
                     let mut o = walstream::walconn::CreateSlotOptions::physical();
@@ -499,7 +416,7 @@ fn cancel_slot_manager_methods_complete_or_poison() {
         // SlotManager::connect dropped anywhere leaves no backend behind.
         let mut connected = 0;
         for _ in 0..50 {
-            if let Some(m) = pick_live(&mut rng).run(connect()).await {
+            if let Some(m) = Mix::LIVE.pick(&mut rng).run(connect()).await {
                 m.unwrap().close().await.unwrap();
                 connected += 1;
             }
@@ -523,8 +440,8 @@ fn cancel_stream_connect_dropped_anywhere_leaves_nothing_that_matters() {
     db.psql("CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE t;")
         .unwrap();
     block_on(async {
-        let mut rng = Rng::seeded();
-        let (mut completed, mut dropped) = (0, 0);
+        let mut rng = pgtest::seeded_rng();
+        let mut tally = Tally::default();
         for i in 0..60u32 {
             let kind = if i % 2 == 0 {
                 walstream::CreateSlot::Temporary
@@ -540,12 +457,12 @@ fn cancel_stream_connect_dropped_anywhere_leaves_nothing_that_matters() {
             };
             let conninfo = db.conninfo();
             let connect = walstream::LogicalReplicationStream::connect(&conninfo, config());
-            match pick_live(&mut rng).run(connect).await {
+            match Mix::LIVE.pick(&mut rng).run(connect).await {
                 Some(stream) => {
-                    completed += 1;
+                    tally.completed += 1;
                     drop(stream.unwrap());
                 }
-                None => dropped += 1,
+                None => tally.dropped += 1,
             }
             // The dropped connect's backend sees its socket closed and goes; a slot it was
             // creating is then either complete or gone (PostgreSQL drops a slot whose
@@ -571,8 +488,7 @@ fn cancel_stream_connect_dropped_anywhere_leaves_nothing_that_matters() {
                 assert!(stream.start_lsn() > Lsn::ZERO, "round {i}");
             }
         }
-        println!("LogicalReplicationStream::connect: {completed} completed, {dropped} dropped");
-        assert!(dropped > 0 && completed > 0);
+        tally.check("LogicalReplicationStream::connect");
         wait_no_backends(&db).await;
         // Only the permanent slots remain, one per odd round, none active.
         let left = slot_names(&db, &prefix);

@@ -35,32 +35,6 @@ struct Plan {
     restarts: usize,
 }
 
-/// A small xorshift generator, seeded from the clock (the seed is printed).
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1;
-        println!("seed {seed:#x}");
-        Self(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + i64::try_from(self.below(u64::try_from(hi - lo + 1).unwrap())).unwrap()
-    }
-}
-
 /// What the consumer saw.
 #[derive(Debug, Default)]
 struct Seen {
@@ -89,7 +63,7 @@ fn id(v: Option<ColumnValue>) -> i64 {
 async fn consume(mut txs: TransactionStream, marker: i64) -> Seen {
     let mut seen = Seen::default();
     let mut commits = HashMap::new();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     // Delivered, not yet acknowledged: the transaction, when to acknowledge it, and whether it
     // is the first delivery of its commit.
     let mut pending: VecDeque<(Transaction, Instant, bool)> = VecDeque::new();
@@ -137,7 +111,7 @@ async fn consume(mut txs: TransactionStream, marker: i64) -> Seen {
         } else {
             seen.duplicates += ids.len();
         }
-        let due = Instant::now() + Duration::from_millis(rng.below(300));
+        let due = Instant::now() + Duration::from_millis(rng.u64(..300));
         pending.push_back((tx, due, first));
     }
 }
@@ -145,7 +119,7 @@ async fn consume(mut txs: TransactionStream, marker: i64) -> Seen {
 /// The SQL of one step of the workload: committed rows get ids from `next`, rows that must
 /// never be delivered (rolled back) get negative ids from `aborted`. Returns the SQL and the
 /// number of rows it commits.
-fn step(rng: &mut Rng, next: &mut i64, aborted: &mut i64) -> (String, i64) {
+fn step(rng: &mut fastrand::Rng, next: &mut i64, aborted: &mut i64) -> (String, i64) {
     let mut rows = |n: i64| {
         let r = (*next, *next + n - 1);
         *next += n;
@@ -159,13 +133,13 @@ fn step(rng: &mut Rng, next: &mut i64, aborted: &mut i64) -> (String, i64) {
     let insert = |(a, b): (i64, i64), fill: &str| {
         format!("INSERT INTO t SELECT g, repeat('{fill}', 40) FROM generate_series({a}, {b}) g;")
     };
-    match rng.below(100) {
+    match rng.u64(..100) {
         // Several small transactions in one go.
         0..=44 => {
             let mut sql = String::new();
             let mut total = 0;
-            for _ in 0..rng.range(1, 8) {
-                let n = rng.range(1, 60);
+            for _ in 0..rng.i64(1..=8) {
+                let n = rng.i64(1..=60);
                 total += n;
                 sql.push_str(&format!("BEGIN; {} COMMIT;\n", insert(rows(n), "s")));
             }
@@ -173,18 +147,18 @@ fn step(rng: &mut Rng, next: &mut i64, aborted: &mut i64) -> (String, i64) {
         }
         // Medium: some are streamed at 64kB of decoding memory, some not.
         45..=66 => {
-            let n = rng.range(100, 1500);
+            let n = rng.i64(100..=1500);
             (insert(rows(n), "m"), n)
         }
         // Large: streamed in several blocks.
         67..=81 => {
-            let n = rng.range(2000, 6000);
+            let n = rng.i64(2000..=6000);
             (insert(rows(n), "l"), n)
         }
         // A rolled-back subtransaction inside a committed (often streamed) transaction.
         82..=91 => {
-            let (a, b) = (rng.range(1, 1500), rng.range(1, 500));
-            let sub = rng.range(1, 3000);
+            let (a, b) = (rng.i64(1..=1500), rng.i64(1..=500));
+            let sub = rng.i64(1..=3000);
             let sql = format!(
                 "BEGIN; {} SAVEPOINT s; {} ROLLBACK TO SAVEPOINT s; {} COMMIT;",
                 insert(rows(a), "a"),
@@ -195,7 +169,7 @@ fn step(rng: &mut Rng, next: &mut i64, aborted: &mut i64) -> (String, i64) {
         }
         // A rolled-back transaction, small or streamed.
         _ => {
-            let n = rng.range(1, 4000);
+            let n = rng.i64(1..=4000);
             (format!("BEGIN; {} ROLLBACK;", insert(gone(n), "z")), 0)
         }
     }
@@ -254,8 +228,9 @@ fn run(plan: &Plan) {
     let restarts = AtomicUsize::new(0);
     let samples: Mutex<Vec<(Instant, Lsn)>> = Mutex::new(Vec::new());
     let db = &f.db;
-    let mut rng = Rng::seeded();
-    let mut fault_rng = Rng(rng.0.rotate_left(23) | 1);
+    let seed = pgtest::seed();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut fault_rng = fastrand::Rng::with_seed(seed.rotate_left(23));
 
     let ((written, failed), seen) = std::thread::scope(|s| {
         let writer = s.spawn(|| {
@@ -290,16 +265,16 @@ fn run(plan: &Plan) {
                 while committed.load(Ordering::SeqCst) < due {
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                std::thread::sleep(Duration::from_millis(fault_rng.below(250)));
-                match fault_rng.below(6) {
+                std::thread::sleep(Duration::from_millis(fault_rng.u64(..250)));
+                match fault_rng.u64(..6) {
                     0 => {
-                        proxy.stall(Duration::from_millis(100 + fault_rng.below(400)));
+                        proxy.stall(Duration::from_millis(100 + fault_rng.u64(..400)));
                         stalls.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(fault_rng.below(300)));
+                        std::thread::sleep(Duration::from_millis(fault_rng.u64(..300)));
                     }
                     1 => {
-                        proxy.set_delay(Duration::from_millis(1 + fault_rng.below(3)));
-                        std::thread::sleep(Duration::from_millis(100 + fault_rng.below(200)));
+                        proxy.set_delay(Duration::from_millis(1 + fault_rng.u64(..3)));
+                        std::thread::sleep(Duration::from_millis(100 + fault_rng.u64(..200)));
                         proxy.set_delay(Duration::ZERO);
                     }
                     _ => {}
@@ -312,7 +287,7 @@ fn run(plan: &Plan) {
                 cuts.fetch_add(1, Ordering::SeqCst);
                 if restart_at.contains(&done) {
                     cluster.stop().unwrap();
-                    std::thread::sleep(Duration::from_millis(300 + fault_rng.below(700)));
+                    std::thread::sleep(Duration::from_millis(300 + fault_rng.u64(..700)));
                     cluster.start_again().unwrap();
                     restarts.fetch_add(1, Ordering::SeqCst);
                 }

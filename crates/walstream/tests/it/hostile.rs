@@ -1,4 +1,4 @@
-//! A hostile or broken server: a scripted fake walsender (trust auth, `IDENTIFY_SYSTEM`,
+//! A hostile or broken server: `pgtest::fake`'s scripted walsender (trust auth, `IDENTIFY_SYSTEM`,
 //! `SHOW wal_sender_timeout`, the slot query, `START_REPLICATION`, then scripted CopyData)
 //! sends what a real server will not do on demand: lengths and counts beyond the frame, rows
 //! of undescribed relations, tuples of the wrong width, messages out of order, LSNs going
@@ -10,14 +10,12 @@
 //! no error: every test asserts the error, and that `shutdown` returns the same kind rather
 //! than "the driver task failed").
 
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use pgtest::fake::FakeWalsender;
+pub(crate) use pgtest::fake::{message as msg, SLOT_LSN};
 use walstream::walproto::ErrorKind as ProtoKind;
 use walstream::{
     ChangeEvent, ColumnValue, Error, ErrorKind, EventKind, EventStream, LogicalReplicationStream,
@@ -26,90 +24,24 @@ use walstream::{
 
 use crate::block_on;
 
-/// The fake slot's `confirmed_flush_lsn`: streaming starts here.
-pub(crate) const SLOT_LSN: u64 = 0x100_0000;
-
 /// The relation every script describes: `public.t (id int4 key, v text)`.
 pub(crate) const REL: u32 = 16384;
 
-/// What the fake server saw from its clients.
-#[derive(Debug, Default)]
-pub(crate) struct Log {
-    /// Connections accepted.
-    pub(crate) connections: AtomicUsize,
-    /// The start LSN of every `START_REPLICATION`.
-    pub(crate) starts: Mutex<Vec<Lsn>>,
-    /// The flush position of every standby status update.
-    pub(crate) flushes: Mutex<Vec<Lsn>>,
-    /// CopyDone messages received.
-    pub(crate) copy_done: AtomicUsize,
-    /// Terminate messages received.
-    pub(crate) terminated: AtomicUsize,
+/// Connects to the fake walsender and starts a stream with `config`.
+pub(crate) async fn stream(
+    server: &FakeWalsender,
+    config: ReplicationStreamConfigBuilder,
+) -> EventStream {
+    let conn = walstream::walconn::Config::parse_with_env(&server.conninfo(), |_| None).unwrap();
+    LogicalReplicationStream::connect_with(conn, config.build().unwrap())
+        .await
+        .unwrap()
+        .start()
 }
 
-/// A fake walsender on 127.0.0.1: every connection gets the startup and command answers, and
-/// after `START_REPLICATION` the script, which writes what it likes.
-pub(crate) struct FakeServer {
-    pub(crate) port: u16,
-    pub(crate) log: Arc<Log>,
-}
-
-/// The script's end of one connection (the client's messages are read and logged meanwhile).
-#[derive(Clone)]
-pub(crate) struct Peer {
-    wr: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
-    /// Which connection this is, from 0.
-    pub(crate) n: usize,
-}
-
-impl Peer {
-    /// Writes raw bytes; false once the client is gone.
-    pub(crate) async fn send(&self, bytes: &[u8]) -> bool {
-        self.wr.lock().await.write_all(bytes).await.is_ok()
-    }
-
-    /// Ends the server's side of the connection (the client reads end-of-file).
-    pub(crate) async fn close(&self) {
-        let _ = self.wr.lock().await.shutdown().await;
-    }
-}
-
-impl FakeServer {
-    /// Starts serving `script` on every connection.
-    pub(crate) async fn start<F, Fut>(script: F) -> Self
-    where
-        F: Fn(Peer) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let log = Arc::new(Log::default());
-        let script = Arc::new(script);
-        let l = log.clone();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                let n = l.connections.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(s, n, l.clone(), script.clone()));
-            }
-        });
-        Self { port, log }
-    }
-
-    pub(crate) fn conninfo(&self) -> String {
-        format!(
-            "host=127.0.0.1 port={} user=fake dbname=fake sslmode=disable",
-            self.port
-        )
-    }
-
-    /// Connects and starts a stream with `config`.
-    pub(crate) async fn stream(&self, config: ReplicationStreamConfigBuilder) -> EventStream {
-        let conn = walstream::walconn::Config::parse_with_env(&self.conninfo(), |_| None).unwrap();
-        LogicalReplicationStream::connect_with(conn, config.build().unwrap())
-            .await
-            .unwrap()
-            .start()
-    }
+/// The flush position of every status update the fake walsender received.
+pub(crate) fn flushes(server: &FakeWalsender) -> Vec<Lsn> {
+    server.log().flushes().into_iter().map(Lsn::new).collect()
 }
 
 /// The configuration the tests use: protocol 2 with streaming (so that stream blocks exist),
@@ -120,136 +52,6 @@ pub(crate) fn config() -> ReplicationStreamConfigBuilder {
         .streaming(Streaming::On)
         .status_interval(Duration::from_millis(100))
         .retry(RetryPolicy::never())
-}
-
-/// A backend message: tag, length (counting itself), body.
-pub(crate) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&(u32::try_from(body.len()).unwrap() + 4).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-/// RowDescription (all columns text), one DataRow, CommandComplete, ReadyForQuery.
-fn one_row(columns: &[&str], values: &[&str], tag: &str) -> Vec<u8> {
-    let mut t = u16::try_from(columns.len()).unwrap().to_be_bytes().to_vec();
-    for c in columns {
-        t.extend_from_slice(c.as_bytes());
-        t.push(0);
-        t.extend_from_slice(&0u32.to_be_bytes()); // table
-        t.extend_from_slice(&0u16.to_be_bytes()); // attnum
-        t.extend_from_slice(&25u32.to_be_bytes()); // text
-        t.extend_from_slice(&(-1i16).to_be_bytes());
-        t.extend_from_slice(&(-1i32).to_be_bytes());
-        t.extend_from_slice(&0u16.to_be_bytes());
-    }
-    let mut d = u16::try_from(values.len()).unwrap().to_be_bytes().to_vec();
-    for v in values {
-        d.extend_from_slice(&u32::try_from(v.len()).unwrap().to_be_bytes());
-        d.extend_from_slice(v.as_bytes());
-    }
-    let mut out = msg(b'T', &t);
-    out.extend(msg(b'D', &d));
-    out.extend(msg(b'C', format!("{tag}\0").as_bytes()));
-    out.extend(msg(b'Z', b"I"));
-    out
-}
-
-async fn serve<F, Fut>(mut s: TcpStream, n: usize, log: Arc<Log>, script: Arc<F>)
-where
-    F: Fn(Peer) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let Ok(len) = s.read_u32().await else { return };
-    let mut startup = vec![0; usize::try_from(len).unwrap() - 4];
-    if s.read_exact(&mut startup).await.is_err() {
-        return;
-    }
-    let mut out = msg(b'R', &0u32.to_be_bytes());
-    out.extend(msg(b'S', b"server_version\x0017.0\x00"));
-    out.extend(msg(b'K', &[0, 0, 0, 42, 0, 0, 0, 7]));
-    out.extend(msg(b'Z', b"I"));
-    if s.write_all(&out).await.is_err() {
-        return;
-    }
-    let (mut rd, wr) = s.into_split();
-    let peer = Peer {
-        wr: Arc::new(tokio::sync::Mutex::new(wr)),
-        n,
-    };
-    let mut script_task = None;
-    while let Ok(tag) = rd.read_u8().await {
-        let Ok(len) = rd.read_u32().await else { break };
-        let mut body = vec![0; usize::try_from(len).unwrap().saturating_sub(4)];
-        if rd.read_exact(&mut body).await.is_err() {
-            break;
-        }
-        match tag {
-            b'Q' => {
-                let sql = String::from_utf8_lossy(&body);
-                let answer = if sql.starts_with("IDENTIFY_SYSTEM") {
-                    one_row(
-                        &["systemid", "timeline", "xlogpos", "dbname"],
-                        &["7000000000000000001", "1", "0/1000000", "fake"],
-                        "IDENTIFY_SYSTEM",
-                    )
-                } else if sql.starts_with("SHOW") {
-                    one_row(&["wal_sender_timeout"], &["60s"], "SHOW")
-                } else if sql.contains("pg_replication_slots") {
-                    one_row(
-                        &[
-                            "slot_type",
-                            "plugin",
-                            "database",
-                            "confirmed_flush_lsn",
-                            "db",
-                        ],
-                        &["logical", "pgoutput", "fake", "0/1000000", "fake"],
-                        "SELECT 1",
-                    )
-                } else if let Some(rest) =
-                    sql.strip_prefix("START_REPLICATION SLOT \"slot\" LOGICAL ")
-                {
-                    let lsn: Lsn = rest.split(' ').next().unwrap().parse().unwrap();
-                    log.starts.lock().unwrap().push(lsn);
-                    // CopyBothResponse: text format, no columns.
-                    peer.send(&msg(b'W', &[0, 0, 0])).await;
-                    script_task = Some(tokio::spawn(script(peer.clone())));
-                    continue;
-                } else {
-                    let mut e = msg(
-                        b'E',
-                        b"SERROR\0C42601\0Mthe fake server does not know this\0\0",
-                    );
-                    e.extend(msg(b'Z', b"I"));
-                    e
-                };
-                peer.send(&answer).await;
-            }
-            b'd' if body.first() == Some(&b'r') => {
-                let flush = u64::from_be_bytes(body[9..17].try_into().unwrap());
-                log.flushes.lock().unwrap().push(Lsn::new(flush));
-            }
-            b'c' => {
-                log.copy_done.fetch_add(1, Ordering::SeqCst);
-                if let Some(t) = script_task.take() {
-                    t.abort();
-                }
-                let mut out = msg(b'c', b"");
-                out.extend(msg(b'C', b"START_REPLICATION\0"));
-                out.extend(msg(b'Z', b"I"));
-                peer.send(&out).await;
-            }
-            b'X' => {
-                log.terminated.fetch_add(1, Ordering::SeqCst);
-                break;
-            }
-            _ => {}
-        }
-    }
-    if let Some(t) = script_task {
-        t.abort();
-    }
 }
 
 /// Builds the replication stream the scripts send: XLogData frames at increasing LSNs.
@@ -431,7 +233,7 @@ async fn events_then_error(stream: &mut EventStream) -> (Vec<ChangeEvent>, Error
 /// panic.
 fn run(bad: impl Fn(&mut Wal) -> Vec<u8> + Send + Sync + 'static) -> (Vec<ChangeEvent>, Error) {
     block_on(async move {
-        let server = FakeServer::start(move |peer| {
+        let server = FakeWalsender::start(move |peer| {
             let mut wal = Wal::default();
             let mut out = wal.transaction(700, &[1, 2]).0;
             out.extend(bad(&mut wal));
@@ -441,7 +243,7 @@ fn run(bad: impl Fn(&mut Wal) -> Vec<u8> + Send + Sync + 'static) -> (Vec<Change
             }
         })
         .await;
-        let mut stream = server.stream(config()).await;
+        let mut stream = stream(&server, config()).await;
         let (events, err) = events_then_error(&mut stream).await;
         println!("delivered {} events, then: {err:?}", events.len());
         let ended = stream.shutdown().await.unwrap_err();
@@ -537,7 +339,7 @@ fn hostile_copy_data_lengths_beyond_the_limit_are_refused_from_the_header() {
     for len in [u32::MAX, 0x7fff_ffff, over] {
         let started = std::time::Instant::now();
         let (events, err) = block_on(async move {
-            let server = FakeServer::start(move |peer| {
+            let server = FakeWalsender::start(move |peer| {
                 let mut wal = Wal::default();
                 let mut out = wal.transaction(700, &[1, 2]).0;
                 out.push(b'd');
@@ -549,7 +351,7 @@ fn hostile_copy_data_lengths_beyond_the_limit_are_refused_from_the_header() {
                 }
             })
             .await;
-            let mut stream = server.stream(config()).await;
+            let mut stream = stream(&server, config()).await;
             let (events, err) = events_then_error(&mut stream).await;
             let stats = stream.stats();
             assert!(stats.peak_buffered_bytes < 4096, "{stats:?}");
@@ -636,7 +438,7 @@ fn hostile_commit_without_begin() {
 fn hostile_commit_without_begin_through_transactions() {
     // The same through the transaction layer: the good transaction first, then the error.
     block_on(async {
-        let server = FakeServer::start(|peer| {
+        let server = FakeWalsender::start(|peer| {
             let mut wal = Wal::default();
             let mut out = wal.transaction(700, &[1, 2]).0;
             let at = wal.lsn;
@@ -647,8 +449,7 @@ fn hostile_commit_without_begin_through_transactions() {
             }
         })
         .await;
-        let mut txs = server
-            .stream(config())
+        let mut txs = stream(&server, config())
             .await
             .into_transactions(walstream::TransactionConfig::default());
         let tx = txs.next_transaction().await.unwrap().unwrap();
@@ -691,7 +492,7 @@ fn hostile_lsns_going_backwards_end_the_stream() {
     // then a typed error at the bad transaction's position; it is never delivered (a consumer
     // deduplicating by commit LSN would take it for a repeat and drop it).
     block_on(async {
-        let server = FakeServer::start(|peer| {
+        let server = FakeWalsender::start(|peer| {
             let mut wal = Wal::at(SLOT_LSN + 0x10_0000);
             let mut out = wal.transaction(700, &[1]).0;
             wal.lsn = SLOT_LSN + 0x1000;
@@ -702,7 +503,7 @@ fn hostile_lsns_going_backwards_end_the_stream() {
             }
         })
         .await;
-        let mut stream = server.stream(config()).await;
+        let mut stream = stream(&server, config()).await;
         let mut ends = Vec::new();
         let err = loop {
             match tokio::time::timeout(Duration::from_secs(10), stream.next_event())
@@ -723,7 +524,7 @@ fn hostile_lsns_going_backwards_end_the_stream() {
         assert_eq!(err.kind(), walstream::ErrorKind::Protocol, "{err}");
         assert!(err.to_string().contains("went backwards"), "{err}");
         assert!(err.lsn().is_some());
-        let flushes = server.log.flushes.lock().unwrap().clone();
+        let flushes = flushes(&server);
         assert!(flushes.windows(2).all(|w| w[0] <= w[1]), "{flushes:?}");
     });
 }
@@ -741,7 +542,7 @@ fn hostile_endless_keepalives_grow_nothing() {
         let sent = Arc::new(AtomicUsize::new(0));
         let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (s, f) = (sent.clone(), flooding.clone());
-        let server = FakeServer::start(move |peer| {
+        let server = FakeWalsender::start(move |peer| {
             let (sent, flooding) = (s.clone(), f.clone());
             async move {
                 let mut wal = Wal::default();
@@ -766,7 +567,7 @@ fn hostile_endless_keepalives_grow_nothing() {
             }
         })
         .await;
-        let mut stream = server.stream(config()).await;
+        let mut stream = stream(&server, config()).await;
         let mut ids = Vec::new();
         let mut samples = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -820,10 +621,10 @@ fn hostile_server_stopping_mid_frame_is_retried_then_gives_up() {
     // from what was acknowledged), and gives up after the policy's attempts with the typed
     // cause.
     block_on(async {
-        let server = FakeServer::start(|peer| async move {
+        let server = FakeWalsender::start(|peer| async move {
             let mut wal = Wal::default();
             let mut out = Vec::new();
-            if peer.n == 0 {
+            if peer.connection() == 0 {
                 out.extend(wal.transaction(700, &[1, 2]).0);
             }
             let half = wal.xlog(&begin(0, 701));
@@ -837,7 +638,7 @@ fn hostile_server_stopping_mid_frame_is_retried_then_gives_up() {
             .max_attempts(Some(3))
             .backoff(Duration::from_millis(100), Duration::from_millis(100))
             .jitter(0.0);
-        let mut stream = server.stream(config().retry(retry)).await;
+        let mut stream = stream(&server, config().retry(retry)).await;
         let mut events = Vec::new();
         let err = loop {
             match tokio::time::timeout(Duration::from_secs(10), stream.next_event())
@@ -861,7 +662,7 @@ fn hostile_server_stopping_mid_frame_is_retried_then_gives_up() {
         let cause = err.connection().expect("the last failure");
         assert_eq!(cause.kind(), walstream::walconn::ErrorKind::Closed, "{err}");
         assert!(cause.to_string().contains("mid-message"), "{err}");
-        let starts = server.log.starts.lock().unwrap().clone();
+        let starts: Vec<Lsn> = server.log().starts().into_iter().map(Lsn::new).collect();
         assert_eq!(starts.len(), 4, "{starts:?}");
         assert_eq!(starts[0], Lsn::new(SLOT_LSN));
         // Every resume is from the acknowledged end, never past it.
