@@ -11,15 +11,14 @@ use futures_core::Stream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use walconn::{Connection, SystemInfo};
+use walconn::SystemInfo;
 use walproto::Lsn;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::logical::config::{Negotiated, ReplicationStreamConfig};
 use crate::logical::event::ChangeEvent;
-use crate::logical::follow::Follower;
 use crate::session::driver::{Driver, Item, Shared};
-use crate::session::feedback::{FeedbackTracker, SharedLsnFeedback};
+use crate::session::feedback::SharedLsnFeedback;
 use crate::session::open::{open_session, Session};
 
 /// A connected, checked logical replication session, ready to [`start`](Self::start).
@@ -48,13 +47,8 @@ use crate::session::open::{open_session, Session};
 pub struct LogicalReplicationStream {
     conn_config: walconn::Config,
     config: ReplicationStreamConfig,
-    conn: Connection,
-    system: SystemInfo,
-    negotiated: Negotiated,
-    status_interval: Duration,
+    session: Session,
     start_lsn: Lsn,
-    created_temporary: bool,
-    snapshot_name: Option<String>,
 }
 
 impl LogicalReplicationStream {
@@ -73,43 +67,33 @@ impl LogicalReplicationStream {
         conn_config: walconn::Config,
         config: ReplicationStreamConfig,
     ) -> Result<Self> {
-        let Session {
-            conn,
-            system,
-            negotiated,
-            status_interval,
-            slot_position,
-            created_temporary,
-            snapshot_name,
-        } = open_session(&conn_config, &config, true).await?;
-        let start_lsn = config.start_lsn.unwrap_or(Lsn::ZERO).max(slot_position);
+        let session = open_session(&conn_config, &config, true).await?;
+        let start_lsn = config
+            .start_lsn
+            .unwrap_or(Lsn::ZERO)
+            .max(session.slot_position);
         Ok(Self {
             conn_config,
             config,
-            conn,
-            system,
-            negotiated,
-            status_interval,
+            session,
             start_lsn,
-            created_temporary,
-            snapshot_name,
         })
     }
 
     /// The options agreed with the server.
     pub fn negotiated(&self) -> &Negotiated {
-        &self.negotiated
+        &self.session.agreement.negotiated
     }
 
     /// The server's `IDENTIFY_SYSTEM` answer (a reconnect must find the same system and
     /// timeline).
     pub fn system(&self) -> &SystemInfo {
-        &self.system
+        &self.session.agreement.system
     }
 
     /// The interval between status updates, after `wal_sender_timeout`.
     pub fn status_interval(&self) -> Duration {
-        self.status_interval
+        self.session.status_interval
     }
 
     /// Where streaming starts: the slot's confirmed position, or the configured start if later.
@@ -131,33 +115,15 @@ impl LogicalReplicationStream {
     pub fn start(self) -> EventStream {
         let (tx, rx) = mpsc::channel(self.config.buffer_batches);
         let stop = self.config.cancel.child_token();
-        let shared = Arc::new(Shared::default());
-        let n = &self.negotiated;
-        let driver = Driver {
-            follower: Follower::new(
-                n.pgoutput.proto_version,
-                n.pgoutput.streaming,
-                self.config.raw,
-            ),
-            tracker: FeedbackTracker::new(self.start_lsn, self.status_interval),
-            conn_config: self.conn_config,
-            negotiated: self.negotiated,
-            system: self.system,
-            created_temporary: self.created_temporary,
-            tx: Some(tx),
-            stop: stop.clone(),
-            shared: shared.clone(),
-            pending: None,
-            carry: Vec::new(),
-            ended: false,
-            session_end: Lsn::ZERO,
-            snapshot: self
-                .snapshot_name
-                .zip(self.config.snapshot.clone())
-                .map(|(name, options)| (name, options, self.start_lsn)),
-            config: self.config,
-        };
-        let handle = tokio::spawn(driver.run(self.conn));
+        let (driver, shared) = Driver::new(
+            self.conn_config,
+            self.config,
+            &self.session,
+            self.start_lsn,
+            tx,
+            stop.clone(),
+        );
+        let handle = tokio::spawn(driver.run(self.session.conn));
         EventStream {
             rx,
             current: Vec::new().into_iter(),

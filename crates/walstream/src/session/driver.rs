@@ -13,16 +13,16 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use walconn::{Connection, CopyBoth, SystemInfo};
+use walconn::{Connection, CopyBoth};
 use walproto::replication::{ServerMessage, StandbyStatusUpdate};
 use walproto::Lsn;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::logical::config::{Negotiated, ReplicationStreamConfig};
+use crate::logical::config::ReplicationStreamConfig;
 use crate::logical::event::{ChangeEvent, EventKind};
 use crate::logical::follow::Follower;
 use crate::session::feedback::{FeedbackTracker, SharedLsnFeedback};
-use crate::session::open::{open_session, Session};
+use crate::session::open::{open_session, Agreement, Session};
 use crate::session::retry::Jitter;
 use crate::snapshot::{self, SnapshotOptions};
 
@@ -66,35 +66,73 @@ impl Shared {
     }
 }
 
-/// Why a session ended.
-enum Failure {
-    /// An error, and whether the session delivered data before it (which resets the count of
-    /// consecutive failures).
-    Error(Error, bool),
+/// Why a session ended: an error, and whether the session delivered data before it (which
+/// resets the count of consecutive failures).
+struct Failure {
+    error: Error,
+    progressed: bool,
 }
 
+/// The driver task's state; made by [`Driver::new`], run by [`Driver::run`].
 pub(crate) struct Driver {
-    pub(crate) conn_config: walconn::Config,
-    pub(crate) config: ReplicationStreamConfig,
-    pub(crate) negotiated: Negotiated,
-    pub(crate) system: SystemInfo,
-    pub(crate) created_temporary: bool,
-    pub(crate) tx: Option<mpsc::Sender<Item>>,
-    pub(crate) stop: CancellationToken,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) tracker: FeedbackTracker,
-    pub(crate) follower: Follower,
-    pub(crate) pending: Option<Batch>,
-    pub(crate) carry: Vec<ChangeEvent>,
-    pub(crate) ended: bool,
+    conn_config: walconn::Config,
+    config: ReplicationStreamConfig,
+    /// What the first session agreed; every reconnect must agree the same.
+    agreement: Agreement,
+    /// The slot was created by the stream as a temporary slot: a lost connection loses it.
+    created_temporary: bool,
+    tx: Option<mpsc::Sender<Item>>,
+    stop: CancellationToken,
+    shared: Arc<Shared>,
+    tracker: FeedbackTracker,
+    follower: Follower,
+    pending: Option<Batch>,
+    carry: Vec<ChangeEvent>,
+    ended: bool,
     /// The end of the last transaction of this session (they only go forward).
-    pub(crate) session_end: Lsn,
+    session_end: Lsn,
     /// The initial snapshot to copy before streaming: the exported snapshot's name, what to
     /// copy, and the consistent point.
-    pub(crate) snapshot: Option<(String, SnapshotOptions, Lsn)>,
+    snapshot: Option<(String, SnapshotOptions, Lsn)>,
 }
 
 impl Driver {
+    /// A driver for the stream that `session` opened, starting at `start_lsn`, sending its
+    /// batches to `tx` and stopping on `stop`; with what it shares with the consumer.
+    pub(crate) fn new(
+        conn_config: walconn::Config,
+        config: ReplicationStreamConfig,
+        session: &Session,
+        start_lsn: Lsn,
+        tx: mpsc::Sender<Item>,
+        stop: CancellationToken,
+    ) -> (Self, Arc<Shared>) {
+        let shared = Arc::new(Shared::default());
+        let options = session.agreement.negotiated.pgoutput;
+        let snapshot = session
+            .snapshot_name
+            .clone()
+            .zip(config.snapshot.clone())
+            .map(|(name, snapshot)| (name, snapshot, start_lsn));
+        let driver = Driver {
+            follower: Follower::new(options.proto_version, options.streaming, config.raw),
+            tracker: FeedbackTracker::new(start_lsn, session.status_interval),
+            agreement: session.agreement.clone(),
+            created_temporary: session.created_temporary,
+            conn_config,
+            config,
+            tx: Some(tx),
+            stop,
+            shared: shared.clone(),
+            pending: None,
+            carry: Vec::new(),
+            ended: false,
+            session_end: Lsn::ZERO,
+            snapshot,
+        };
+        (driver, shared)
+    }
+
     /// Streams until stopped, ended or failed; returns the last flush position reported.
     pub(crate) async fn run(mut self, mut first: Connection) -> Result<Lsn> {
         if let Some((name, options, point)) = self.snapshot.take() {
@@ -122,10 +160,13 @@ impl Driver {
                 Some(c) => self.session(c).await,
                 None => match self.reopen().await {
                     Ok(c) => self.session(c).await,
-                    Err(e) => Err(Failure::Error(e, false)),
+                    Err(error) => Err(Failure {
+                        error,
+                        progressed: false,
+                    }),
                 },
             };
-            let Err(Failure::Error(error, progressed)) = result else {
+            let Err(Failure { error, progressed }) = result else {
                 return Ok(self.tracker.reported());
             };
             if progressed {
@@ -238,44 +279,27 @@ impl Driver {
     /// A new connection for a retry, checked against the first: same cluster, same timeline,
     /// the slot still there.
     async fn reopen(&mut self) -> Result<Connection> {
-        let Session {
-            conn,
-            system,
-            negotiated,
-            ..
-        } = open_session(&self.conn_config, &self.config, false).await?;
-        if system.system_id != self.system.system_id || system.timeline != self.system.timeline {
-            return Err(Error::new(
-                ErrorKind::ClusterChanged,
-                format!(
-                    "after reconnecting, the server is system {} timeline {}, not system {} \
-                     timeline {}: refusing to resume there",
-                    system.system_id, system.timeline, self.system.system_id, self.system.timeline
-                ),
-            ));
-        }
-        if negotiated != self.negotiated {
-            return Err(Error::new(
-                ErrorKind::ClusterChanged,
-                format!(
-                    "after reconnecting, the server negotiates {negotiated:?} instead of {:?}",
-                    self.negotiated
-                ),
-            ));
-        }
+        let session = open_session(&self.conn_config, &self.config, false).await?;
+        self.agreement.check_continues(&session.agreement)?;
         self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
-        Ok(conn)
+        Ok(session.conn)
     }
 
     /// One replication session on `conn`, until stopped, ended or failed.
     async fn session(&mut self, conn: Connection) -> std::result::Result<(), Failure> {
         let start = self.tracker.reported();
         self.session_end = Lsn::ZERO;
-        let options = self.negotiated.start_options(&self.config.publications);
+        let options = self
+            .agreement
+            .negotiated
+            .start_options(&self.config.publications);
         let mut copy = conn
             .start_logical_replication(&self.config.slot, start, &options)
             .await
-            .map_err(|e| Failure::Error(e.into(), false))?;
+            .map_err(|e| Failure {
+                error: e.into(),
+                progressed: false,
+            })?;
         tracing::info!(slot = self.config.slot, %start, "replication started");
         let mut progressed = false;
         match self.pump(&mut copy, &mut progressed).await {
@@ -283,7 +307,7 @@ impl Driver {
                 self.close(copy).await;
                 Ok(())
             }
-            Err(e) => Err(Failure::Error(e, progressed)),
+            Err(error) => Err(Failure { error, progressed }),
         }
     }
 

@@ -12,11 +12,49 @@ use crate::logical::config::{negotiate, CreateSlot, Negotiated, ReplicationStrea
 /// The shortest status interval used, whatever `wal_sender_timeout` says.
 const MIN_STATUS_INTERVAL: Duration = Duration::from_millis(50);
 
+/// What a session agreed with the server. A reconnect must agree the same, or the stream
+/// ends: another cluster, timeline or set of options would not continue the same stream.
+#[derive(Debug, Clone)]
+pub(crate) struct Agreement {
+    /// The server's `IDENTIFY_SYSTEM` answer.
+    pub(crate) system: SystemInfo,
+    /// The pgoutput options.
+    pub(crate) negotiated: Negotiated,
+}
+
+impl Agreement {
+    /// Checks that a reconnect's agreement continues this one.
+    pub(crate) fn check_continues(&self, now: &Agreement) -> Result<()> {
+        let (was, is) = (&self.system, &now.system);
+        if is.system_id != was.system_id || is.timeline != was.timeline {
+            return Err(Error::new(
+                ErrorKind::ClusterChanged,
+                format!(
+                    "after reconnecting, the server is system {} timeline {}, not system {} \
+                     timeline {}: refusing to resume there",
+                    is.system_id, is.timeline, was.system_id, was.timeline
+                ),
+            ));
+        }
+        if now.negotiated != self.negotiated {
+            return Err(Error::new(
+                ErrorKind::ClusterChanged,
+                format!(
+                    "after reconnecting, the server negotiates {:?} instead of {:?}",
+                    now.negotiated, self.negotiated
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// An open, checked connection, not yet streaming.
+#[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) conn: Connection,
-    pub(crate) system: SystemInfo,
-    pub(crate) negotiated: Negotiated,
+    pub(crate) agreement: Agreement,
+    /// The interval between status updates, after `wal_sender_timeout`.
     pub(crate) status_interval: Duration,
     /// The slot's `confirmed_flush_lsn` (or the new slot's consistent point).
     pub(crate) slot_position: Lsn,
@@ -74,8 +112,7 @@ pub(crate) async fn open_session(
     };
     Ok(Session {
         conn,
-        system,
-        negotiated,
+        agreement: Agreement { system, negotiated },
         status_interval,
         slot_position,
         created_temporary,
