@@ -2,8 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::error::Error;
-use crate::pgoutput::{Column, Message, ParseContext, TupleData};
+use crate::pgoutput::{Column, TupleData};
 
 /// A column value that owns a reference to its frame.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -77,37 +76,6 @@ impl TupleBuf {
         // `data` was a validated tuple body; re-wrapping it cannot fail, and if it somehow did
         // the view is empty rather than a panic.
         TupleData::from_validated(self.ncols, &self.data)
-    }
-}
-
-/// A whole pgoutput message kept as its `Bytes`, validated once, viewed on demand.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MessageBuf {
-    payload: Bytes,
-    ctx: ParseContext,
-}
-
-impl MessageBuf {
-    /// Validates `payload` as one message under `ctx` and keeps it.
-    pub fn parse(payload: Bytes, ctx: ParseContext) -> Result<Self, Error> {
-        Message::parse(&payload, ctx)?;
-        Ok(MessageBuf { payload, ctx })
-    }
-
-    /// The message, borrowed from the kept bytes. Parsing is deterministic, so for a
-    /// `MessageBuf` this returns `Ok` (the `Result` only keeps the signature panic-free).
-    pub fn message(&self) -> Result<Message<'_>, Error> {
-        Message::parse(&self.payload, self.ctx)
-    }
-
-    /// The raw message bytes.
-    pub fn payload(&self) -> &Bytes {
-        &self.payload
-    }
-
-    /// The context it was parsed with.
-    pub fn context(&self) -> ParseContext {
-        self.ctx
     }
 }
 
