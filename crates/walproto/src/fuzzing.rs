@@ -10,6 +10,13 @@ use crate::pgoutput::{Message, ParseContext, ProtocolVersion, Streaming};
 use crate::replication::{ClientMessage, ServerMessage, XLogData};
 use crate::{Decoder, Lsn, Timestamp};
 
+// The generator needs the `arbitrary` crate, which the library itself does not.
+#[cfg(feature = "arbitrary")]
+mod generator;
+
+#[cfg(feature = "arbitrary")]
+pub use generator::{Case, PgoutputCase};
+
 /// Every parse context: the first input byte picks one, the rest is the message.
 pub fn context_from_byte(b: u8) -> ParseContext {
     let version = match b & 3 {
@@ -94,8 +101,9 @@ pub fn capture_file(data: &[u8]) {
     }
 }
 
-/// A value for [`encode_parse`]: built by the `encode_parse` fuzz target from an
-/// `arbitrary` description, so every one is valid under its context.
+/// A value for [`encode_parse`]: built by the generator (`Case::with_sample`, feature
+/// `arbitrary`) that the `encode_parse` fuzz target and the property tests share, so every one
+/// is valid under its context.
 #[derive(Clone, Copy, Debug)]
 pub enum Sample<'a> {
     /// A pgoutput message and the context it is valid under.

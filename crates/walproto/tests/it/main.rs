@@ -10,6 +10,6 @@
 
 mod captures;
 mod decoder;
-mod gen;
+mod generate;
 mod malformed;
 mod roundtrip;

@@ -1,21 +1,28 @@
 //! Malformed inputs give typed errors with in-range offsets, never panics.
 
 use proptest::prelude::*;
-use walproto::pgoutput::Message;
+use walproto::pgoutput::{Message, ParseContext};
 use walproto::replication::ServerMessage;
 use walproto::ErrorKind;
 
-use crate::gen::{case, Case};
+use crate::generate::{config, pgoutput, regressions};
+
+/// The message of `case` encoded, and its context.
+fn encoded(case: &walproto::fuzzing::PgoutputCase) -> (ParseContext, Vec<u8>) {
+    case.with_message(|ctx, msg| {
+        let mut bytes = Vec::new();
+        msg.encode(&mut bytes);
+        (ctx, bytes)
+    })
+}
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(config(1000, regressions!("malformed")))]
 
     /// Every valid message, cut at every byte, is an error whose offset is within the cut.
     #[test]
-    fn truncation_at_every_byte(Case { ctx, spec } in case()) {
-        let bodies = spec.bodies();
-        let mut bytes = Vec::new();
-        spec.message(&bodies).encode(&mut bytes);
+    fn truncation_at_every_byte(case in pgoutput()) {
+        let (ctx, bytes) = encoded(&case);
         for cut in 0..bytes.len() {
             let err = Message::parse(&bytes[..cut], ctx).unwrap_err();
             prop_assert!(err.offset() <= cut);
@@ -30,10 +37,8 @@ proptest! {
     /// Flipping any byte of a valid message never panics, and whatever still parses
     /// re-encodes to bytes that parse to the same message.
     #[test]
-    fn corruption_never_panics(Case { ctx, spec } in case(), pos in any::<usize>(), val in any::<u8>()) {
-        let bodies = spec.bodies();
-        let mut bytes = Vec::new();
-        spec.message(&bodies).encode(&mut bytes);
+    fn corruption_never_panics(case in pgoutput(), pos in any::<usize>(), val in any::<u8>()) {
+        let (ctx, mut bytes) = encoded(&case);
         let i = pos % bytes.len();
         bytes[i] = val;
         if let Ok(m) = Message::parse(&bytes, ctx) {
@@ -61,7 +66,7 @@ proptest! {
 /// Lengths and counts far beyond the frame, in every message that has one.
 #[test]
 fn inflated_lengths_and_counts() {
-    use walproto::pgoutput::{ParseContext, ProtocolVersion, Streaming};
+    use walproto::pgoutput::{ProtocolVersion, Streaming};
     let ctx = ParseContext::new(ProtocolVersion::V1, Streaming::Off);
     let cases: &[(&[u8], ErrorKind, usize)] = &[
         // Insert with a tuple of 65535 columns in a few bytes.

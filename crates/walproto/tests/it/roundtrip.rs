@@ -1,6 +1,7 @@
 //! Encode then parse gives back the message, for every message under every valid context.
 
 use proptest::prelude::*;
+use walproto::fuzzing::{encode_parse, Sample};
 use walproto::pgoutput::{Message, OldTuple};
 use walproto::replication::{
     ClientMessage, HotStandbyFeedback, PrimaryKeepalive, ServerMessage, StandbyStatusUpdate,
@@ -8,40 +9,49 @@ use walproto::replication::{
 };
 use walproto::{Lsn, Timestamp};
 
-use crate::gen::{case, Case};
+use crate::generate::{config, fuzz_case, pgoutput, regressions};
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(config(2000, regressions!("roundtrip")))]
 
+    /// Every message under every context it is valid in (protocol 1-4, streaming off, on or
+    /// parallel, inside a streamed block or not) parses back to itself.
     #[test]
-    fn pgoutput_round_trip(Case { ctx, spec } in case()) {
-        let bodies = spec.bodies();
-        let msg = spec.message(&bodies);
-        let mut bytes = Vec::new();
-        msg.encode(&mut bytes);
-        let parsed = Message::parse(&bytes, ctx);
-        prop_assert_eq!(parsed, Ok(msg));
-        // The encode_parse fuzz target's check holds for every valid message.
-        walproto::fuzzing::encode_parse(walproto::fuzzing::Sample::Pgoutput(ctx, msg));
-        // The lazy columns yield exactly what was encoded.
-        let parsed = parsed.unwrap();
-        let tuples = match parsed {
-            Message::Insert(i) => vec![i.new],
-            Message::Update(u) => {
-                let mut v = vec![u.new];
-                v.extend(u.old.as_ref().map(|o| *o.tuple()));
-                v
+    fn pgoutput_round_trip(case in pgoutput()) {
+        let want = case.tuples();
+        case.with_message(|ctx, msg| {
+            let mut bytes = Vec::new();
+            msg.encode(&mut bytes);
+            let parsed = Message::parse(&bytes, ctx);
+            prop_assert_eq!(parsed, Ok(msg));
+            // The encode_parse fuzz target's check holds for every valid message.
+            encode_parse(Sample::Pgoutput(ctx, msg));
+            // The lazy columns yield exactly what was encoded.
+            let parsed = parsed.unwrap();
+            let tuples = match parsed {
+                Message::Insert(i) => vec![i.new],
+                Message::Update(u) => {
+                    let mut v = vec![u.new];
+                    v.extend(u.old.as_ref().map(|o| *o.tuple()));
+                    v
+                }
+                Message::Delete(d) => vec![match d.old { OldTuple::Key(t) | OldTuple::Full(t) => t }],
+                _ => vec![],
+            };
+            prop_assert_eq!(tuples.len(), want.len());
+            for (t, want) in tuples.iter().zip(&want) {
+                let got: Vec<_> = t.columns().collect();
+                prop_assert_eq!(&got, want);
             }
-            Message::Delete(d) => vec![match d.old { OldTuple::Key(t) | OldTuple::Full(t) => t }],
-            _ => vec![],
-        };
-        for (t, want) in tuples.iter().zip(spec.tuples()) {
-            let got: Vec<_> = t.columns().collect();
-            prop_assert_eq!(got.len(), want.len());
-            for (g, w) in got.iter().zip(want) {
-                prop_assert!(w.matches(g), "{:?} vs {:?}", w, g);
-            }
-        }
+            Ok(())
+        })?;
+    }
+
+    /// The `encode_parse` fuzz target's whole input space (pgoutput and replication messages
+    /// both ways), run as the fuzzer runs it.
+    #[test]
+    fn fuzz_cases_encode_and_parse_back(case in fuzz_case()) {
+        case.with_sample(encode_parse);
     }
 
     #[test]

@@ -1,34 +1,42 @@
-//! The fuzz-side description of walproto's messages for the `encode_parse` target.
+//! The one generator of valid messages (feature `arbitrary`): the `encode_parse` fuzz target
+//! draws [`Case`]s from libFuzzer's bytes, and walproto's property tests draw
+//! [`PgoutputCase`]s from proptest's bytes ([`PgoutputCase::generate`]), so both explore one
+//! description of the messages.
 //!
-//! A `Message<'a>` borrows its strings and tuples, so `arbitrary` builds an owned [`Case`]
-//! (strings, column vectors) and [`Case::with_sample`] encodes the bodies a message borrows and
-//! builds a [`Sample`] that is valid under its context: the xid of row messages is there
-//! exactly when the context has one, Stream Abort carries its abort LSN and time exactly under
-//! protocol 4 with `streaming = parallel`, and a message that needs streaming or protocol 3
-//! raises the context to the lowest one that has it. Strings lose their NULs (pgoutput sends C
-//! strings). So everything the target checks is a real encode/parse disagreement.
+//! A `Message<'a>` borrows its strings and tuples, so `arbitrary` builds an owned description,
+//! and [`PgoutputCase::with_message`] encodes the parts a message borrows and builds a message
+//! that is valid under its context: the xid of row messages is there exactly when the context
+//! has one, Stream Abort carries its abort LSN and time exactly under protocol 4 with
+//! `streaming = parallel`, and a message that needs streaming or protocol 3 raises the context
+//! to the lowest one that has it. Strings lose their NULs (pgoutput sends C strings). So every
+//! failure of a check on these messages is a real disagreement between encoder and parser.
+
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
 
 use arbitrary::{Arbitrary, Unstructured};
-use walproto::fuzzing::Sample;
-use walproto::pgoutput::{
+
+use super::{context_from_byte, Sample};
+use crate::pgoutput::{
     encode_columns, AbortInfo, Begin, BeginPrepare, Column, Commit, CommitPrepared, Delete, Insert,
     LogicalMessage, Message, OldTuple, Origin, ParseContext, Prepare, ProtocolVersion, Relation,
     RelationColumn, RelationColumns, RelationIds, ReplicaIdentity, RollbackPrepared, StreamAbort,
     StreamCommit, StreamStart, Streaming, Truncate, TupleData, Type, Update,
 };
-use walproto::replication::{
+use crate::replication::{
     ClientMessage, HotStandbyFeedback, PrimaryKeepalive, ServerMessage, StandbyStatusUpdate,
     XLogData,
 };
-use walproto::{Lsn, Oid, Timestamp, Xid};
+use crate::{Error, Lsn, Oid, Timestamp, Xid};
 
-/// One input of the `encode_parse` target.
+/// One input of the `encode_parse` fuzz target: any message walproto encodes.
 #[derive(Debug, Arbitrary)]
 pub enum Case {
-    /// A pgoutput message under a context (raised if the message needs more).
-    Pgoutput(Ctx, Spec),
+    /// A pgoutput message under a context.
+    Pgoutput(PgoutputCase),
     /// XLogData with arbitrary payload bytes.
-    XLogData(u64, u64, i64, Vec<u8>),
+    XLogData(u64, u64, i64, Bytes),
     /// A primary keepalive.
     Keepalive(u64, i64, bool),
     /// A standby status update.
@@ -37,50 +45,55 @@ pub enum Case {
     HotStandbyFeedback(i64, u32, u32, u32, u32),
 }
 
-/// A parse context: version 1 to 4, streaming off, on or parallel, inside a streamed block.
+/// A pgoutput message and a context it is valid under.
 #[derive(Debug, Arbitrary)]
-pub struct Ctx {
-    version: u8,
-    streaming: u8,
-    in_stream: bool,
+pub struct PgoutputCase {
+    /// The context as [`context_from_byte`] reads it, raised if the message needs more.
+    ctx: u8,
+    spec: Spec,
 }
 
 /// A C string: arbitrary UTF-8 without NUL.
 #[derive(Debug)]
-pub struct Name(String);
+struct Name(String);
 
-impl<'a> Arbitrary<'a> for Name {
-    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        Ok(Name(String::arbitrary(u)?.replace('\0', "")))
-    }
-}
+/// Bytes whose length is taken from the end of the input, as libFuzzer's FuzzedDataProvider
+/// takes lengths, so that it spreads over all the input allows. (`Vec<u8>`'s own `Arbitrary`
+/// reads a continuation bit before each byte, which from uniform bytes, proptest's, gives a
+/// byte or two.)
+#[derive(Debug)]
+pub struct Bytes(Vec<u8>);
+
+/// A list whose length is taken from the end of the input, like [`Bytes`].
+#[derive(Debug)]
+struct List<T>(Vec<T>);
 
 /// A tuple column.
 #[derive(Debug, Arbitrary)]
-pub enum Col {
+enum Col {
     /// `n`.
     Null,
     /// `u`.
     Toast,
     /// `t`.
-    Text(Vec<u8>),
+    Text(Bytes),
     /// `b`.
-    Binary(Vec<u8>),
+    Binary(Bytes),
 }
 
 /// A pgoutput message, owned. Row messages carry an xid used only when the context has one.
 #[derive(Debug, Arbitrary)]
-pub enum Spec {
+enum Spec {
     Begin(u64, i64, u32),
     Commit(u8, u64, u64, i64),
     Origin(u64, Name),
-    Relation(u32, u32, Name, Name, u8, Vec<(u8, Name, u32, i32)>),
+    Relation(u32, u32, Name, Name, u8, List<(u8, Name, u32, i32)>),
     Type(u32, u32, Name, Name),
-    Insert(u32, u32, Vec<Col>),
-    Update(u32, u32, Option<(bool, Vec<Col>)>, Vec<Col>),
-    Delete(u32, u32, bool, Vec<Col>),
-    Truncate(u32, u8, Vec<u32>),
-    Message(u32, u8, u64, Name, Vec<u8>),
+    Insert(u32, u32, List<Col>),
+    Update(u32, u32, Option<(bool, List<Col>)>, List<Col>),
+    Delete(u32, u32, bool, List<Col>),
+    Truncate(u32, u8, List<u32>),
+    Message(u32, u8, u64, Name, Bytes),
     StreamStart(u32, bool),
     StreamStop,
     StreamCommit(u32, u8, u64, u64, i64),
@@ -96,20 +109,22 @@ pub enum Spec {
 const MAX_COLUMNS: usize = u16::MAX as usize;
 
 impl Case {
+    /// The case that `data` describes, as the fuzzer reads it; `None` when `arbitrary` refuses
+    /// the bytes.
+    pub fn generate(data: &[u8]) -> Option<Self> {
+        Self::arbitrary_take_rest(Unstructured::new(data)).ok()
+    }
+
     /// Builds the sample and calls `f` with it (the sample borrows bodies encoded here).
     pub fn with_sample<R>(&self, f: impl FnOnce(Sample<'_>) -> R) -> R {
         match self {
-            Case::Pgoutput(ctx, spec) => {
-                let ctx = spec.raise(ctx.get());
-                let bodies = spec.bodies();
-                f(Sample::Pgoutput(ctx, spec.message(ctx, &bodies)))
-            }
+            Case::Pgoutput(case) => case.with_message(|ctx, msg| f(Sample::Pgoutput(ctx, msg))),
             Case::XLogData(start, end, time, data) => {
                 f(Sample::Server(ServerMessage::XLogData(XLogData {
                     wal_start: Lsn::new(*start),
                     wal_end: Lsn::new(*end),
                     send_time: Timestamp::new(*time),
-                    data,
+                    data: &data.0,
                 })))
             }
             Case::Keepalive(end, time, reply) => f(Sample::Server(
@@ -141,21 +156,83 @@ impl Case {
     }
 }
 
-impl Ctx {
-    fn get(&self) -> ParseContext {
-        let version = match self.version % 4 {
-            0 => ProtocolVersion::V1,
-            1 => ProtocolVersion::V2,
-            2 => ProtocolVersion::V3,
-            _ => ProtocolVersion::V4,
-        };
-        let streaming = match self.streaming % 3 {
-            0 => Streaming::Off,
-            1 => Streaming::On,
-            _ => Streaming::Parallel,
-        };
-        ParseContext::new(version, streaming).in_stream(self.in_stream)
+impl PgoutputCase {
+    /// The case that `data` describes, as the fuzzer reads a [`Case::Pgoutput`]; `None` when
+    /// `arbitrary` refuses the bytes.
+    pub fn generate(data: &[u8]) -> Option<Self> {
+        Self::arbitrary_take_rest(Unstructured::new(data)).ok()
     }
+
+    /// The context the message is valid under.
+    pub fn context(&self) -> ParseContext {
+        self.spec.raise(context_from_byte(self.ctx))
+    }
+
+    /// Builds the message and calls `f` with it and its context (the message borrows bodies
+    /// encoded here).
+    pub fn with_message<R>(&self, f: impl FnOnce(ParseContext, Message<'_>) -> R) -> R {
+        let ctx = self.context();
+        let bodies = self.spec.bodies();
+        f(ctx, self.spec.message(ctx, &bodies))
+    }
+
+    /// The columns of the message's tuples as they were encoded (the new tuple before the
+    /// old), to compare with what a parse of the message yields.
+    pub fn tuples(&self) -> Vec<Vec<Column<'_>>> {
+        match &self.spec {
+            Spec::Insert(_, _, c) | Spec::Delete(_, _, _, c) => vec![columns(c).collect()],
+            Spec::Update(_, _, old, new) => {
+                let mut v = vec![columns(new).collect()];
+                if let Some((_, o)) = old {
+                    v.push(columns(o).collect());
+                }
+                v
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl<'a> Arbitrary<'a> for Name {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(Name(String::arbitrary(u)?.replace('\0', "")))
+    }
+}
+
+impl<'a> Arbitrary<'a> for Bytes {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(Bytes(<&[u8]>::arbitrary(u)?.to_vec()))
+    }
+
+    fn arbitrary_take_rest(u: Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(Bytes(u.take_rest().to_vec()))
+    }
+}
+
+impl<'a, T: Arbitrary<'a>> Arbitrary<'a> for List<T> {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let len = u.arbitrary_len::<T>()?;
+        (0..len)
+            .map(|_| T::arbitrary(u))
+            .collect::<Result<_, _>>()
+            .map(List)
+    }
+}
+
+impl Col {
+    fn column(&self) -> Column<'_> {
+        match self {
+            Col::Null => Column::Null,
+            Col::Toast => Column::UnchangedToast,
+            Col::Text(b) => Column::Text(&b.0),
+            Col::Binary(b) => Column::Binary(&b.0),
+        }
+    }
+}
+
+/// The columns a tuple encodes: at most [`MAX_COLUMNS`].
+fn columns(cols: &List<Col>) -> impl Iterator<Item = Column<'_>> {
+    cols.0.iter().take(MAX_COLUMNS).map(Col::column)
 }
 
 fn streaming_enabled(ctx: ParseContext) -> bool {
@@ -189,22 +266,24 @@ struct Bodies {
     ids: Vec<u8>,
 }
 
-fn tuple_bytes(cols: &[Col]) -> Vec<u8> {
+fn tuple_bytes(cols: &List<Col>) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_columns(
-        cols.iter().take(MAX_COLUMNS).map(|c| match c {
-            Col::Null => Column::Null,
-            Col::Toast => Column::UnchangedToast,
-            Col::Text(b) => Column::Text(b),
-            Col::Binary(b) => Column::Binary(b),
-        }),
-        &mut out,
-    );
+    encode_columns(columns(cols), &mut out);
     out
 }
 
-fn tuple(bytes: &[u8]) -> TupleData<'_> {
-    TupleData::parse(bytes).expect("encode_columns wrote a valid tuple")
+/// What this module encoded, parsed back. A failure is a disagreement between walproto's
+/// encoder and its parser, which is what the fuzzer and the property tests look for: it fails
+/// the run.
+#[allow(
+    clippy::panic,
+    reason = "fuzzing support: an encoding walproto cannot parse back is the bug being sought"
+)]
+fn ours<T>(parsed: Result<T, Error>, what: &str) -> T {
+    match parsed {
+        Ok(v) => v,
+        Err(e) => panic!("{what} encoded by walproto does not parse: {e}"),
+    }
 }
 
 fn old(full: bool, t: TupleData<'_>) -> OldTuple<'_> {
@@ -243,9 +322,12 @@ impl Spec {
                 }
             }
             Spec::Relation(_, _, _, _, _, cols) => {
-                let cols = cols.get(..cols.len().min(MAX_COLUMNS)).unwrap_or_default();
-                b.columns
-                    .extend_from_slice(&(cols.len() as u16).to_be_bytes());
+                let cols = cols
+                    .0
+                    .get(..cols.0.len().min(MAX_COLUMNS))
+                    .unwrap_or_default();
+                let count = u16::try_from(cols.len()).unwrap_or(u16::MAX);
+                b.columns.extend_from_slice(&count.to_be_bytes());
                 for (flags, name, oid, typmod) in cols {
                     RelationColumn {
                         flags: *flags,
@@ -257,7 +339,7 @@ impl Spec {
                 }
             }
             Spec::Truncate(_, _, ids) => {
-                for id in ids {
+                for id in &ids.0 {
                     b.ids.extend_from_slice(&id.to_be_bytes());
                 }
             }
@@ -269,6 +351,7 @@ impl Spec {
     fn message<'a>(&'a self, ctx: ParseContext, b: &'a Bodies) -> Message<'a> {
         let has_xid = ctx.in_stream && streaming_enabled(ctx);
         let xid = |x: &u32| has_xid.then_some(Xid(*x));
+        let tuple = |bytes: &'a [u8]| ours(TupleData::parse(bytes), "a tuple");
         match self {
             Spec::Begin(a, t, x) => Message::Begin(Begin {
                 final_lsn: Lsn::new(*a),
@@ -296,7 +379,7 @@ impl Spec {
                     2 => ReplicaIdentity::Full,
                     _ => ReplicaIdentity::Index,
                 },
-                columns: RelationColumns::parse(&b.columns).expect("valid relation columns"),
+                columns: ours(RelationColumns::parse(&b.columns), "relation columns"),
             }),
             Spec::Type(x, id, ns, n) => Message::Type(Type {
                 xid: xid(x),
@@ -323,14 +406,14 @@ impl Spec {
             Spec::Truncate(x, o, _) => Message::Truncate(Truncate {
                 xid: xid(x),
                 options: *o,
-                relation_ids: RelationIds::new(&b.ids).expect("whole relation ids"),
+                relation_ids: ours(RelationIds::new(&b.ids), "relation ids"),
             }),
             Spec::Message(x, f, l, p, c) => Message::Message(LogicalMessage {
                 xid: xid(x),
                 flags: *f,
                 lsn: Lsn::new(*l),
                 prefix: &p.0,
-                content: c,
+                content: &c.0,
             }),
             Spec::StreamStart(x, first) => Message::StreamStart(StreamStart {
                 xid: Xid(*x),
