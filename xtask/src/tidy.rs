@@ -80,15 +80,6 @@ const RULES: [(&str, Rule); 5] = [
     ("rust-version", rust_version),
 ];
 
-/// TEMPORARY. Problems in files that other changes of issue 13 are reworking while tidy is
-/// introduced, as (rule, file): tolerated, and printed as such, so that the tests pass
-/// meanwhile. The lead removes each entry once its file passes; an entry that no longer
-/// matches a problem is itself a problem, so none outlives its fix. Add nothing here.
-const KNOWN_VIOLATIONS: &[(&str, &str)] = &[
-    // The fuzz generator is being merged with walproto's proptest generator.
-    ("no unwrap", "fuzz/src/lib.rs"),
-];
-
 /// `cargo xtask tidy`: runs every rule and fails if any finds a problem.
 pub(crate) fn main(args: &[String]) -> Result<()> {
     if !args.is_empty() {
@@ -97,63 +88,20 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
     let ws = Workspace::load()?;
     let mut problems = 0;
     for (name, rule) in RULES {
-        let found = run_rule(&ws, name, rule)?;
-        if found.problems.is_empty() {
+        let found = rule(&ws)?;
+        if found.is_empty() {
             println!("tidy: {name}: ok");
         }
-        for known in &found.tolerated {
-            println!("tidy: {name}: known, tolerated until fixed (KNOWN_VIOLATIONS): {known}");
-        }
-        for problem in &found.problems {
+        for problem in &found {
             eprintln!("tidy: {name}: {problem}");
         }
-        problems += found.problems.len();
+        problems += found.len();
     }
     if problems == 0 {
         Ok(())
     } else {
         Err(format!("tidy found {problems} problem(s)"))
     }
-}
-
-/// What one rule found.
-struct Found {
-    /// The problems, each naming its file.
-    problems: Vec<String>,
-    /// The problems tolerated by [`KNOWN_VIOLATIONS`].
-    tolerated: Vec<String>,
-}
-
-/// Runs rule `name`, setting aside the problems [`KNOWN_VIOLATIONS`] tolerates; an entry of it
-/// that matches nothing becomes a problem.
-fn run_rule(ws: &Workspace, name: &str, rule: Rule) -> Result<Found> {
-    let known: Vec<&str> = KNOWN_VIOLATIONS
-        .iter()
-        .filter(|(rule, _)| *rule == name)
-        .map(|(_, file)| *file)
-        .collect();
-    let is_known = |problem: &str| {
-        known.iter().any(|file| {
-            problem
-                .strip_prefix(file)
-                .is_some_and(|rest| rest.starts_with(':'))
-        })
-    };
-    let (tolerated, mut problems): (Vec<String>, Vec<String>) =
-        rule(ws)?.into_iter().partition(|p| is_known(p));
-    for file in known {
-        let prefix = format!("{file}:");
-        if !tolerated.iter().any(|p| p.starts_with(&prefix)) {
-            problems.push(format!(
-                "xtask/src/tidy.rs: KNOWN_VIOLATIONS tolerates {file} for this rule, which it no \
-                 longer breaks: remove the entry"
-            ));
-        }
-    }
-    Ok(Found {
-        problems,
-        tolerated,
-    })
 }
 
 /// The workspace as `cargo metadata --no-deps` describes it.
@@ -488,11 +436,11 @@ mod tests {
             .iter()
             .find(|(n, _)| *n == name)
             .unwrap_or_else(|| unreachable!("no rule {name}"));
-        let found = run_rule(&ws, name, *rule).unwrap_or_else(|e| unreachable!("{e}"));
+        let found = rule(&ws).unwrap_or_else(|e| unreachable!("{e}"));
         assert!(
-            found.problems.is_empty(),
+            found.is_empty(),
             "cargo xtask tidy, {name}:\n{}",
-            found.problems.join("\n")
+            found.join("\n")
         );
     }
 
@@ -519,12 +467,5 @@ mod tests {
     #[test]
     fn tidy_rust_version() {
         check("rust-version");
-    }
-
-    #[test]
-    fn known_violations_name_rules() {
-        for (rule, file) in KNOWN_VIOLATIONS {
-            assert!(RULES.iter().any(|(n, _)| n == rule), "{rule} ({file})");
-        }
     }
 }
