@@ -127,17 +127,10 @@ struct Proto {
 
 impl Proto {
     fn of(w: Workload) -> Self {
+        let options = w.options();
         Proto {
-            version: if w.proto_version() == 4 {
-                ProtocolVersion::V4
-            } else {
-                ProtocolVersion::V1
-            },
-            streaming: if w.streaming() {
-                Streaming::On
-            } else {
-                Streaming::Off
-            },
+            version: options.proto_version,
+            streaming: options.streaming,
         }
     }
 
@@ -773,8 +766,8 @@ fn summary(results: &[CorpusResult]) {
              | bench | ns/message (median) | MB/s | time vs pg_walstream parse | time vs pg_walstream decoder | allocs/message | allocs/row message |\n\
              |---|---:|---:|---:|---:|---:|---:|",
             r.workload.name(),
-            r.workload.proto_version(),
-            if r.workload.streaming() { "on" } else { "off" },
+            r.workload.options().proto_version.number(),
+            r.workload.options().streaming,
             r.summary
         );
         let _ = write!(

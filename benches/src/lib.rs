@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use walproto::capture::{self, Capture};
+use walproto::capture::{self, Capture, Header};
+use walproto::pgoutput::{Options, OriginFilter, ProtocolVersion, Streaming};
 use walproto::replication::{ServerMessage, XLogData};
 use walproto::{Lsn, Timestamp};
 
@@ -57,17 +58,16 @@ impl Workload {
         Self::ALL.into_iter().find(|w| w.name() == name)
     }
 
-    /// The pgoutput protocol version it is recorded with.
-    pub fn proto_version(self) -> u32 {
+    /// The pgoutput options it is recorded with: protocol 4 with streaming for the streamed
+    /// corpus, protocol 1 for the others.
+    pub fn options(self) -> Options {
         match self {
-            Workload::Streamed => 4,
-            _ => 1,
+            Workload::Streamed => Options {
+                streaming: Streaming::On,
+                ..Options::new(ProtocolVersion::V4)
+            },
+            _ => Options::new(ProtocolVersion::V1),
         }
-    }
-
-    /// Whether streaming of in-progress transactions is on.
-    pub fn streaming(self) -> bool {
-        self == Workload::Streamed
     }
 
     /// `target/bench/corpus/NAME.walcap`.
@@ -397,8 +397,8 @@ pub fn record(workload: Workload, major: u32, path: &Path) -> Result<(), Error> 
         "recording the {name} corpus from PostgreSQL {major} into {} ...",
         path.display()
     );
-    let proto = workload.proto_version();
-    let streaming = if workload.streaming() { "on" } else { "off" };
+    let options = workload.options();
+    let proto = options.proto_version.number();
     let cluster = pgtest::Config::new(major)
         .setting("logical_decoding_work_mem", "64kB")
         .start()
@@ -432,7 +432,7 @@ pub fn record(workload: Workload, major: u32, path: &Path) -> Result<(), Error> 
     ))
     .map_err(|e| e.to_string())?;
     db.psql(work).map_err(|e| e.to_string())?;
-    let streaming_option = if workload.streaming() {
+    let streaming_option = if options.streaming != Streaming::Off {
         ", 'streaming', 'on'"
     } else {
         ""
@@ -446,12 +446,17 @@ pub fn record(workload: Workload, major: u32, path: &Path) -> Result<(), Error> 
         .map_err(|e| e.to_string())?;
     let send_time = Timestamp::from(std::time::SystemTime::now());
 
-    let header = format!(
-        "{{\"server_version\":\"{server_version}\",\"server_version_num\":{server_version_num},\
-         \"proto_version\":{proto},\"streaming\":\"{streaming}\",\"binary\":false,\"messages\":false,\
-         \"two_phase\":false,\"origin\":\"any\",\"slot\":\"{slot}\",\"publications\":[\"pub\"],\
-         \"system_id\":\"{system_id}\",\"timeline\":{timeline}}}"
-    );
+    let header = Header {
+        server_version: Some(server_version.clone()),
+        server_version_num: Some(server_version_num),
+        origin: Some(OriginFilter::Any),
+        slot: Some(slot.to_owned()),
+        publications: Some(vec!["pub".to_owned()]),
+        system_id: Some(system_id),
+        timeline: Some(timeline),
+        ..Header::new(options)
+    }
+    .to_json();
     let mut out = Vec::with_capacity(rows.iter().map(|r| r.concat().len() / 2 + 40).sum());
     capture::write_header(&mut out, &header);
     let mut payload = Vec::new();
