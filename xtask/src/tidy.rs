@@ -7,8 +7,8 @@
 //! the long steps. The rules:
 //!
 //! - **file size**: no non-test source file (`*.rs` under a workspace member's `src/` or
-//!   `fuzz/src/`) is over [`MAX_LINES`] lines; `tests.rs`, `*_tests.rs` and everything under a
-//!   `tests/` directory are exempt.
+//!   `fuzz/fuzz_targets/`) is over [`MAX_LINES`] lines; `tests.rs`, `*_tests.rs`, everything
+//!   under a `tests/` directory and the test-support crate `crates/pgtest` are exempt.
 //! - **layers**: each crate's `[dependencies]` (and build-dependencies) name only the
 //!   workspace crates below it ([`LAYERS`]); only the tooling ([`TOOLING`]) depends on
 //!   `pgtest` outside `[dev-dependencies]`.
@@ -168,15 +168,16 @@ impl Workspace {
         self.members.iter().any(|m| m.name == name)
     }
 
-    /// Every non-test source file: `*.rs` under each member's `src/` and under `fuzz/src/`
-    /// (the fuzz crate is outside the workspace, but its code is ours), sorted.
+    /// Every non-test source file: `*.rs` under each member's `src/` and under
+    /// `fuzz/fuzz_targets/` (the fuzz crate is outside the workspace, but its code is ours),
+    /// sorted.
     fn non_test_sources(&self) -> Result<Vec<PathBuf>> {
         let mut dirs: Vec<PathBuf> = self
             .members
             .iter()
             .filter_map(|m| m.manifest.parent().map(|d| d.join("src")))
             .collect();
-        dirs.push(self.root.join("fuzz").join("src"));
+        dirs.push(self.root.join("fuzz").join("fuzz_targets"));
         let mut files = Vec::new();
         for dir in dirs {
             if dir.is_dir() {
