@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use conninfo::Raw;
+
+mod conninfo;
 
 /// The port PostgreSQL listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 5432;
@@ -31,6 +34,7 @@ pub enum SslMode {
 }
 
 impl SslMode {
+    /// The mode named `s`, in libpq's spelling.
     fn parse(s: &str) -> Result<Self> {
         Ok(match s {
             "disable" => SslMode::Disable,
@@ -66,6 +70,21 @@ pub enum SslNegotiation {
     Direct,
 }
 
+impl SslNegotiation {
+    /// The negotiation named `s`, in libpq's spelling.
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "postgres" => Self::Postgres,
+            "direct" => Self::Direct,
+            other => {
+                return Err(Error::config(format!(
+                    "invalid sslnegotiation value: \"{other}\""
+                )))
+            }
+        })
+    }
+}
+
 /// Whether SCRAM channel binding is used (`channel_binding`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -77,6 +96,22 @@ pub enum ChannelBinding {
     Prefer,
     /// Refuse to authenticate without it.
     Require,
+}
+
+impl ChannelBinding {
+    /// The policy named `s`, in libpq's spelling.
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "prefer" => Self::Prefer,
+            "disable" => Self::Disable,
+            "require" => Self::Require,
+            other => {
+                return Err(Error::config(format!(
+                    "invalid channel_binding value: \"{other}\""
+                )))
+            }
+        })
+    }
 }
 
 /// What kind of replication connection to open (`replication`).
@@ -91,6 +126,22 @@ pub enum Replication {
     /// No replication: an ordinary SQL session on the database (`replication=false`), for
     /// the work beside a stream (copying a snapshot's tables, say).
     Off,
+}
+
+impl Replication {
+    /// The kind named `s`: `database`, or one of libpq's spellings of a boolean.
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "database" => Self::Database,
+            "true" | "on" | "yes" | "1" => Self::Physical,
+            "false" | "off" | "no" | "0" => Self::Off,
+            other => {
+                return Err(Error::config(format!(
+                    "invalid replication value: \"{other}\" (\"database\", \"true\" or \"false\")"
+                )))
+            }
+        })
+    }
 }
 
 /// Which servers are acceptable (`target_session_attrs`), judged from the `in_hot_standby` and
@@ -114,6 +165,7 @@ pub enum TargetSessionAttrs {
 }
 
 impl TargetSessionAttrs {
+    /// The attributes named `s`, in libpq's spelling.
     fn parse(s: &str) -> Result<Self> {
         Ok(match s {
             "any" => Self::Any,
@@ -141,6 +193,7 @@ pub enum Host {
 }
 
 impl Host {
+    /// A Unix socket directory if `s` is an absolute path, as in libpq; otherwise a TCP host.
     fn parse(s: &str) -> Host {
         if s.starts_with('/') {
             Host::Unix(PathBuf::from(s))
@@ -221,108 +274,6 @@ pub struct Config {
     pub(crate) target_session_attrs: TargetSessionAttrs,
 }
 
-/// The settings as given, before defaults are filled in.
-#[derive(Default)]
-struct Raw {
-    host: Option<String>,
-    hostaddr: Option<String>,
-    port: Option<String>,
-    user: Option<String>,
-    password: Option<String>,
-    passfile: Option<String>,
-    dbname: Option<String>,
-    application_name: Option<String>,
-    fallback_application_name: Option<String>,
-    options: Option<String>,
-    connect_timeout: Option<String>,
-    sslmode: Option<String>,
-    sslrootcert: Option<String>,
-    sslcert: Option<String>,
-    sslkey: Option<String>,
-    channel_binding: Option<String>,
-    replication: Option<String>,
-    target_session_attrs: Option<String>,
-    sslnegotiation: Option<String>,
-    keepalives: Option<String>,
-    keepalives_idle: Option<String>,
-    keepalives_interval: Option<String>,
-    keepalives_count: Option<String>,
-}
-
-/// Settings libpq knows that this crate accepts and ignores: they tune what it does not do
-/// (GSSAPI is not supported, the TLS versions are rustls' safe defaults).
-const IGNORED_KEYS: &[&str] = &[
-    "tcp_user_timeout",
-    "gssencmode",
-    "sslcompression",
-    "sslsni",
-    "ssl_min_protocol_version",
-    "ssl_max_protocol_version",
-    "client_encoding",
-    "load_balance_hosts",
-];
-
-impl Raw {
-    fn set(&mut self, key: &str, value: String) -> Result<()> {
-        let slot = match key {
-            "host" => &mut self.host,
-            "hostaddr" => &mut self.hostaddr,
-            "port" => &mut self.port,
-            "user" => &mut self.user,
-            "password" => &mut self.password,
-            "passfile" => &mut self.passfile,
-            "dbname" => &mut self.dbname,
-            "application_name" => &mut self.application_name,
-            "fallback_application_name" => &mut self.fallback_application_name,
-            "options" => &mut self.options,
-            "connect_timeout" => &mut self.connect_timeout,
-            "sslmode" => &mut self.sslmode,
-            "sslrootcert" => &mut self.sslrootcert,
-            "sslcert" => &mut self.sslcert,
-            "sslkey" => &mut self.sslkey,
-            "channel_binding" => &mut self.channel_binding,
-            "replication" => &mut self.replication,
-            "target_session_attrs" => &mut self.target_session_attrs,
-            "sslnegotiation" => &mut self.sslnegotiation,
-            "keepalives" => &mut self.keepalives,
-            "keepalives_idle" => &mut self.keepalives_idle,
-            "keepalives_interval" => &mut self.keepalives_interval,
-            "keepalives_count" => &mut self.keepalives_count,
-            k if IGNORED_KEYS.contains(&k) => return Ok(()),
-            k => return Err(Error::config(format!("invalid connection option \"{k}\""))),
-        };
-        *slot = Some(value);
-        Ok(())
-    }
-
-    fn env_defaults(&mut self, env: &mut dyn FnMut(&str) -> Option<String>) {
-        let pairs: [(&mut Option<String>, &str); 17] = [
-            (&mut self.host, "PGHOST"),
-            (&mut self.hostaddr, "PGHOSTADDR"),
-            (&mut self.port, "PGPORT"),
-            (&mut self.user, "PGUSER"),
-            (&mut self.password, "PGPASSWORD"),
-            (&mut self.passfile, "PGPASSFILE"),
-            (&mut self.dbname, "PGDATABASE"),
-            (&mut self.application_name, "PGAPPNAME"),
-            (&mut self.options, "PGOPTIONS"),
-            (&mut self.connect_timeout, "PGCONNECT_TIMEOUT"),
-            (&mut self.sslmode, "PGSSLMODE"),
-            (&mut self.sslrootcert, "PGSSLROOTCERT"),
-            (&mut self.sslcert, "PGSSLCERT"),
-            (&mut self.sslkey, "PGSSLKEY"),
-            (&mut self.channel_binding, "PGCHANNELBINDING"),
-            (&mut self.target_session_attrs, "PGTARGETSESSIONATTRS"),
-            (&mut self.sslnegotiation, "PGSSLNEGOTIATION"),
-        ];
-        for (slot, var) in pairs {
-            if slot.is_none() {
-                *slot = env(var).filter(|v| !v.is_empty());
-            }
-        }
-    }
-}
-
 impl Config {
     /// Parses a conninfo (URL or key=value), with the process's `PG*` environment variables as
     /// defaults for what it leaves out.
@@ -336,219 +287,49 @@ impl Config {
         conninfo: &str,
         mut env: impl FnMut(&str) -> Option<String>,
     ) -> Result<Config> {
-        let mut raw = Raw::default();
-        let trimmed = conninfo.trim_start();
-        if trimmed.starts_with("postgresql://") || trimmed.starts_with("postgres://") {
-            parse_url(trimmed, &mut raw)?;
-        } else {
-            parse_key_value(conninfo, &mut raw)?;
-        }
+        let mut raw = Raw::parse(conninfo)?;
         raw.env_defaults(&mut env);
         Self::from_raw(raw, &mut env)
     }
 
+    /// Interprets the settings as given: each value parsed, libpq's defaults filled in, and
+    /// the combinations libpq refuses refused.
+    ///
+    /// The steps run in this order because a conninfo with several faults reports the first
+    /// one met, so reordering them would change which error a caller sees.
     fn from_raw(raw: Raw, env: &mut dyn FnMut(&str) -> Option<String>) -> Result<Config> {
         let home = env("HOME").map(PathBuf::from);
-        let hosts: Vec<Host> = match raw.host.as_deref() {
-            None | Some("") => vec![default_host()],
-            Some(list) => list
-                .split(',')
-                .map(|h| {
-                    if h.is_empty() {
-                        default_host()
-                    } else {
-                        Host::parse(h)
-                    }
-                })
-                .collect(),
-        };
-        let hostaddrs: Vec<String> = match raw.hostaddr.as_deref() {
-            None | Some("") => Vec::new(),
-            Some(list) => list.split(',').map(str::to_owned).collect(),
-        };
-        if !hostaddrs.is_empty() && raw.host.is_some() && hostaddrs.len() != hosts.len() {
-            return Err(Error::config(format!(
-                "could not match {} host names to {} hostaddr values",
-                hosts.len(),
-                hostaddrs.len()
-            )));
-        }
-        let host_count = hosts.len().max(hostaddrs.len());
-        let ports: Vec<u16> = match raw.port.as_deref() {
-            None | Some("") => vec![DEFAULT_PORT],
-            Some(list) => list
-                .split(',')
-                .map(|p| {
-                    if p.is_empty() {
-                        Ok(DEFAULT_PORT)
-                    } else {
-                        p.trim()
-                            .parse::<u16>()
-                            .ok()
-                            .filter(|&p| p != 0)
-                            .ok_or_else(|| Error::config(format!("invalid port number: \"{p}\"")))
-                    }
-                })
-                .collect::<Result<_>>()?,
-        };
-        if ports.len() != 1 && ports.len() != host_count {
-            return Err(Error::config(format!(
-                "could not match {} port numbers to {host_count} hosts",
-                ports.len()
-            )));
-        }
-        let user = match raw.user.filter(|u| !u.is_empty()) {
-            Some(u) => u,
-            None => env("USER")
-                .or_else(|| env("LOGNAME"))
-                .ok_or_else(|| Error::config("no user name given and none found in USER"))?,
-        };
-        let replication = match raw.replication.as_deref() {
-            None | Some("database") => Replication::Database,
-            Some("true" | "on" | "yes" | "1") => Replication::Physical,
-            Some("false" | "off" | "no" | "0") => Replication::Off,
-            Some(other) => {
-                return Err(Error::config(format!(
-                    "invalid replication value: \"{other}\" (\"database\", \"true\" or \"false\")"
-                )))
-            }
-        };
-        let dbname = raw
-            .dbname
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| user.clone());
-        let connect_timeout = match raw.connect_timeout.as_deref() {
-            None | Some("") => None,
-            Some(t) => {
-                let secs: i64 = t.trim().parse().map_err(|_| {
-                    Error::config(format!("invalid integer value \"{t}\" for connect_timeout"))
-                })?;
-                // libpq: zero or negative means wait forever, and 1 is raised to 2.
-                match u64::try_from(secs) {
-                    Ok(0) | Err(_) => None,
-                    Ok(s) => Some(Duration::from_secs(s.max(2))),
-                }
-            }
-        };
-        let sslrootcert = match raw.sslrootcert.as_deref() {
-            None | Some("") => None,
-            Some("system") => Some(SslRootCert::System),
-            Some(path) => Some(SslRootCert::File(PathBuf::from(path))),
-        };
-        let sslmode = match raw.sslmode.as_deref() {
-            Some(m) => SslMode::parse(m)?,
-            // libpq: sslrootcert=system without an explicit mode means verify-full.
-            None if sslrootcert == Some(SslRootCert::System) => SslMode::VerifyFull,
-            None => SslMode::Prefer,
-        };
-        if sslrootcert == Some(SslRootCert::System)
-            && !matches!(sslmode, SslMode::VerifyFull | SslMode::Disable)
-        {
-            return Err(Error::config(format!(
-                "weak sslmode \"{}\" may not be used with sslrootcert=system (use \"verify-full\")",
-                raw.sslmode.as_deref().unwrap_or("prefer")
-            )));
-        }
-        let channel_binding = match raw.channel_binding.as_deref() {
-            None | Some("prefer") => ChannelBinding::Prefer,
-            Some("disable") => ChannelBinding::Disable,
-            Some("require") => ChannelBinding::Require,
-            Some(other) => {
-                return Err(Error::config(format!(
-                    "invalid channel_binding value: \"{other}\""
-                )))
-            }
-        };
-        if channel_binding == ChannelBinding::Require && sslmode == SslMode::Disable {
-            return Err(Error::config(
-                "channel_binding=require needs TLS, but sslmode is disable",
-            ));
-        }
-        let sslnegotiation = match raw.sslnegotiation.as_deref() {
-            None | Some("postgres") => SslNegotiation::Postgres,
-            Some("direct") => SslNegotiation::Direct,
-            Some(other) => {
-                return Err(Error::config(format!(
-                    "invalid sslnegotiation value: \"{other}\""
-                )))
-            }
-        };
-        // libpq: direct TLS leaves no plaintext fallback, so a mode that allows one is refused.
-        if sslnegotiation == SslNegotiation::Direct
-            && !matches!(
-                sslmode,
-                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
-            )
-        {
-            return Err(Error::config(format!(
-                "weak sslmode \"{}\" may not be used with sslnegotiation=direct (use \
-                 \"require\", \"verify-ca\", or \"verify-full\")",
-                raw.sslmode.as_deref().unwrap_or("prefer")
-            )));
-        }
-        // libpq: keepalives=0 turns them off, any other integer leaves them on; the timers
-        // are seconds, and zero means the kernel's default.
-        let keepalives = parse_int(raw.keepalives.as_deref(), "keepalives")?.is_none_or(|k| k != 0);
-        let seconds = |v: Option<i64>| {
-            v.and_then(|s| u64::try_from(s).ok())
-                .filter(|&s| s > 0)
-                .map(Duration::from_secs)
-        };
-        let keepalives_idle = seconds(parse_int(
-            raw.keepalives_idle.as_deref(),
-            "keepalives_idle",
-        )?);
-        let keepalives_interval = seconds(parse_int(
-            raw.keepalives_interval.as_deref(),
-            "keepalives_interval",
-        )?);
-        let keepalives_count = parse_int(raw.keepalives_count.as_deref(), "keepalives_count")?
-            .and_then(|c| u32::try_from(c).ok())
-            .filter(|&c| c > 0);
-        let target_session_attrs = match raw.target_session_attrs.as_deref() {
-            None => TargetSessionAttrs::Any,
-            Some(t) => TargetSessionAttrs::parse(t)?,
-        };
-        let dot_pg = home.as_ref().map(|h| h.join(".postgresql"));
-        let sslcert = raw
-            .sslcert
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| existing(dot_pg.as_ref().map(|d| d.join("postgresql.crt"))));
-        let sslkey = raw
-            .sslkey
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| existing(dot_pg.as_ref().map(|d| d.join("postgresql.key"))));
-        let sslrootcert = sslrootcert
-            .or_else(|| existing(dot_pg.map(|d| d.join("root.crt"))).map(SslRootCert::File));
-        let passfile = raw
-            .passfile
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| home.map(|h| h.join(".pgpass")));
+        let targets = Targets::from_raw(&raw)?;
+        let identity = Identity::from_raw(&raw, env)?;
+        let connect_timeout = connect_timeout(raw.connect_timeout.as_deref())?;
+        let tls = Tls::from_raw(&raw, home.as_deref())?;
+        let keepalives = Keepalives::from_raw(&raw)?;
+        let target_session_attrs = parse_or_default(
+            raw.target_session_attrs.as_deref(),
+            TargetSessionAttrs::parse,
+        )?;
         Ok(Config {
-            hosts,
-            hostaddrs,
-            ports,
-            user,
+            hosts: targets.hosts,
+            hostaddrs: targets.hostaddrs,
+            ports: targets.ports,
+            user: identity.user,
             password: raw.password.map(Secret),
-            passfile,
-            dbname,
+            passfile: passfile(raw.passfile.as_deref(), home.as_deref()),
+            dbname: identity.dbname,
             application_name: raw.application_name.or(raw.fallback_application_name),
             options: raw.options.filter(|o| !o.is_empty()),
             connect_timeout,
-            sslmode,
-            sslrootcert,
-            sslcert,
-            sslkey,
-            channel_binding,
-            sslnegotiation,
-            keepalives,
-            keepalives_idle,
-            keepalives_interval,
-            keepalives_count,
-            replication,
+            sslmode: tls.sslmode,
+            sslrootcert: tls.sslrootcert,
+            sslcert: tls.sslcert,
+            sslkey: tls.sslkey,
+            channel_binding: tls.channel_binding,
+            sslnegotiation: tls.sslnegotiation,
+            keepalives: keepalives.on,
+            keepalives_idle: keepalives.idle,
+            keepalives_interval: keepalives.interval,
+            keepalives_count: keepalives.count,
+            replication: identity.replication,
             target_session_attrs,
         })
     }
@@ -683,6 +464,274 @@ impl std::str::FromStr for Config {
     }
 }
 
+/// libpq's shortest `connect_timeout`: it raises one second to two, because a limit counted
+/// in whole seconds could otherwise expire almost at once.
+const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where to connect: the `host`, `hostaddr` and `port` lists, checked to pair up the way
+/// [`Config::targets`] pairs them.
+struct Targets {
+    hosts: Vec<Host>,
+    hostaddrs: Vec<String>,
+    ports: Vec<u16>,
+}
+
+impl Targets {
+    /// Reads the three comma-separated lists and refuses lengths that cannot be paired.
+    fn from_raw(raw: &Raw) -> Result<Targets> {
+        let hosts = host_list(raw.host.as_deref());
+        let hostaddrs: Vec<String> = match raw.hostaddr.as_deref() {
+            None | Some("") => Vec::new(),
+            Some(list) => list.split(',').map(str::to_owned).collect(),
+        };
+        // Each address belongs to the host name in the same position, so when both lists are
+        // given they must be equally long; an address list alone brings its own hosts.
+        if !hostaddrs.is_empty() && raw.host.is_some() && hostaddrs.len() != hosts.len() {
+            return Err(Error::config(format!(
+                "could not match {} host names to {} hostaddr values",
+                hosts.len(),
+                hostaddrs.len()
+            )));
+        }
+        let host_count = hosts.len().max(hostaddrs.len());
+        let ports = port_list(raw.port.as_deref())?;
+        // One port serves every host; more than one must give each host its own.
+        if ports.len() != 1 && ports.len() != host_count {
+            return Err(Error::config(format!(
+                "could not match {} port numbers to {host_count} hosts",
+                ports.len()
+            )));
+        }
+        Ok(Targets {
+            hosts,
+            hostaddrs,
+            ports,
+        })
+    }
+}
+
+/// The `host` list; an empty list or entry is the default socket directory, as in libpq.
+fn host_list(value: Option<&str>) -> Vec<Host> {
+    match value {
+        None | Some("") => vec![default_host()],
+        Some(list) => list
+            .split(',')
+            .map(|h| {
+                if h.is_empty() {
+                    default_host()
+                } else {
+                    Host::parse(h)
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The `port` list; an empty list or entry is [`DEFAULT_PORT`], as in libpq.
+fn port_list(value: Option<&str>) -> Result<Vec<u16>> {
+    match value {
+        None | Some("") => Ok(vec![DEFAULT_PORT]),
+        Some(list) => list
+            .split(',')
+            .map(|p| {
+                if p.is_empty() {
+                    Ok(DEFAULT_PORT)
+                } else {
+                    p.trim()
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|&p| p != 0)
+                        .ok_or_else(|| Error::config(format!("invalid port number: \"{p}\"")))
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Who connects, to which database, in which kind of session.
+struct Identity {
+    user: String,
+    dbname: String,
+    replication: Replication,
+}
+
+impl Identity {
+    /// Reads `user` (else the operating-system user from `USER`, then `LOGNAME`),
+    /// `replication`, and `dbname` (else the user name), with libpq's defaults.
+    fn from_raw(raw: &Raw, env: &mut dyn FnMut(&str) -> Option<String>) -> Result<Identity> {
+        let user = match raw.user.as_deref().filter(|u| !u.is_empty()) {
+            Some(u) => u.to_owned(),
+            None => env("USER")
+                .or_else(|| env("LOGNAME"))
+                .ok_or_else(|| Error::config("no user name given and none found in USER"))?,
+        };
+        let replication = parse_or_default(raw.replication.as_deref(), Replication::parse)?;
+        let dbname = raw
+            .dbname
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .map_or_else(|| user.clone(), str::to_owned);
+        Ok(Identity {
+            user,
+            dbname,
+            replication,
+        })
+    }
+}
+
+/// How TLS is started and checked, and the files it uses.
+struct Tls {
+    sslmode: SslMode,
+    sslrootcert: Option<SslRootCert>,
+    sslcert: Option<PathBuf>,
+    sslkey: Option<PathBuf>,
+    channel_binding: ChannelBinding,
+    sslnegotiation: SslNegotiation,
+}
+
+impl Tls {
+    /// Reads the TLS settings and refuses the combinations libpq refuses. A client
+    /// certificate, key or root certificate not given is taken from `~/.postgresql` if the
+    /// file is there, as libpq does.
+    fn from_raw(raw: &Raw, home: Option<&Path>) -> Result<Tls> {
+        let sslrootcert = match raw.sslrootcert.as_deref() {
+            None | Some("") => None,
+            Some("system") => Some(SslRootCert::System),
+            Some(path) => Some(SslRootCert::File(PathBuf::from(path))),
+        };
+        let sslmode = sslmode(raw, sslrootcert.as_ref())?;
+        let channel_binding = channel_binding(raw, sslmode)?;
+        let sslnegotiation = sslnegotiation(raw, sslmode)?;
+        let dot_pg = home.map(|h| h.join(".postgresql"));
+        let in_dot_pg = |name: &str| existing(dot_pg.as_ref().map(|d| d.join(name)));
+        Ok(Tls {
+            sslmode,
+            sslcert: given_path(raw.sslcert.as_deref()).or_else(|| in_dot_pg("postgresql.crt")),
+            sslkey: given_path(raw.sslkey.as_deref()).or_else(|| in_dot_pg("postgresql.key")),
+            sslrootcert: sslrootcert.or_else(|| in_dot_pg("root.crt").map(SslRootCert::File)),
+            channel_binding,
+            sslnegotiation,
+        })
+    }
+}
+
+/// `sslmode`, with libpq's default, refused if too weak for `sslrootcert=system`.
+fn sslmode(raw: &Raw, sslrootcert: Option<&SslRootCert>) -> Result<SslMode> {
+    let system = sslrootcert == Some(&SslRootCert::System);
+    let sslmode = match raw.sslmode.as_deref() {
+        Some(m) => SslMode::parse(m)?,
+        // libpq: sslrootcert=system without an explicit mode means verify-full.
+        None if system => SslMode::VerifyFull,
+        None => SslMode::Prefer,
+    };
+    // libpq: the system store trusts every public authority, and those certify a name for
+    // whoever owns it, so a mode that does not check the host name would accept anyone's.
+    if system && !matches!(sslmode, SslMode::VerifyFull | SslMode::Disable) {
+        return Err(Error::config(format!(
+            "weak sslmode \"{}\" may not be used with sslrootcert=system (use \"verify-full\")",
+            raw.sslmode.as_deref().unwrap_or("prefer")
+        )));
+    }
+    Ok(sslmode)
+}
+
+/// `channel_binding`, refused as `require` when `sslmode` rules out TLS: there would be no
+/// channel to bind to.
+fn channel_binding(raw: &Raw, sslmode: SslMode) -> Result<ChannelBinding> {
+    let channel_binding = parse_or_default(raw.channel_binding.as_deref(), ChannelBinding::parse)?;
+    if channel_binding == ChannelBinding::Require && sslmode == SslMode::Disable {
+        return Err(Error::config(
+            "channel_binding=require needs TLS, but sslmode is disable",
+        ));
+    }
+    Ok(channel_binding)
+}
+
+/// `sslnegotiation`, refused as `direct` with an `sslmode` that allows plaintext.
+fn sslnegotiation(raw: &Raw, sslmode: SslMode) -> Result<SslNegotiation> {
+    let sslnegotiation = parse_or_default(raw.sslnegotiation.as_deref(), SslNegotiation::parse)?;
+    // libpq: direct TLS leaves no plaintext fallback, so a mode that allows one is refused.
+    if sslnegotiation == SslNegotiation::Direct
+        && !matches!(
+            sslmode,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        )
+    {
+        return Err(Error::config(format!(
+            "weak sslmode \"{}\" may not be used with sslnegotiation=direct (use \
+             \"require\", \"verify-ca\", or \"verify-full\")",
+            raw.sslmode.as_deref().unwrap_or("prefer")
+        )));
+    }
+    Ok(sslnegotiation)
+}
+
+/// TCP keepalive: whether it is on, and the kernel's timers where they are set.
+struct Keepalives {
+    on: bool,
+    idle: Option<Duration>,
+    interval: Option<Duration>,
+    count: Option<u32>,
+}
+
+impl Keepalives {
+    /// Reads `keepalives`, `keepalives_idle`, `keepalives_interval` and `keepalives_count`.
+    fn from_raw(raw: &Raw) -> Result<Keepalives> {
+        // libpq: keepalives=0 turns them off, any other integer leaves them on; the timers
+        // are seconds, and zero means the kernel's default.
+        let on = parse_int(raw.keepalives.as_deref(), "keepalives")?.is_none_or(|k| k != 0);
+        let idle = positive_seconds(parse_int(
+            raw.keepalives_idle.as_deref(),
+            "keepalives_idle",
+        )?);
+        let interval = positive_seconds(parse_int(
+            raw.keepalives_interval.as_deref(),
+            "keepalives_interval",
+        )?);
+        let count = parse_int(raw.keepalives_count.as_deref(), "keepalives_count")?
+            .and_then(|c| u32::try_from(c).ok())
+            .filter(|&c| c > 0);
+        Ok(Keepalives {
+            on,
+            idle,
+            interval,
+            count,
+        })
+    }
+}
+
+/// `connect_timeout` in seconds, if set.
+fn connect_timeout(value: Option<&str>) -> Result<Option<Duration>> {
+    // libpq: an empty value is unset, and zero or negative means wait forever.
+    let secs = parse_int(value.filter(|t| !t.is_empty()), "connect_timeout")?;
+    Ok(positive_seconds(secs).map(|t| t.max(MIN_CONNECT_TIMEOUT)))
+}
+
+/// `passfile`, else `~/.pgpass`; whether it exists matters only when connecting, which is
+/// when it is read.
+fn passfile(value: Option<&str>, home: Option<&Path>) -> Option<PathBuf> {
+    given_path(value).or_else(|| home.map(|h| h.join(".pgpass")))
+}
+
+/// A path setting, if given and not empty.
+fn given_path(value: Option<&str>) -> Option<PathBuf> {
+    value.filter(|s| !s.is_empty()).map(PathBuf::from)
+}
+
+/// A keyword setting parsed by `parse`, or the type's default (which is libpq's) if not given.
+fn parse_or_default<T: Default>(value: Option<&str>, parse: fn(&str) -> Result<T>) -> Result<T> {
+    value.map(parse).transpose().map(Option::unwrap_or_default)
+}
+
+/// A number of seconds, if positive: for the settings where zero or less means "no limit"
+/// or "the kernel's default".
+fn positive_seconds(secs: Option<i64>) -> Option<Duration> {
+    secs.and_then(|s| u64::try_from(s).ok())
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs)
+}
+
+/// `path`, if there is a file (or directory) at it.
 fn existing(path: Option<PathBuf>) -> Option<PathBuf> {
     path.filter(|p| p.exists())
 }
@@ -708,168 +757,14 @@ fn default_host() -> Host {
     }
 }
 
-/// Parses `key=value key2='quoted \' value'` into `raw`.
-fn parse_key_value(s: &str, raw: &mut Raw) -> Result<()> {
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.peek().is_none() {
-            return Ok(());
-        }
-        let mut key = String::new();
-        while let Some(c) = chars.next_if(|&c| c != '=' && !c.is_whitespace()) {
-            key.push(c);
-        }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.next() != Some('=') {
-            return Err(Error::config(format!(
-                "missing \"=\" after \"{key}\" in connection info string"
-            )));
-        }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let mut value = String::new();
-        if chars.next_if_eq(&'\'').is_some() {
-            loop {
-                match chars.next() {
-                    None => {
-                        return Err(Error::config(
-                            "unterminated quoted string in connection info string",
-                        ))
-                    }
-                    Some('\'') => break,
-                    Some('\\') => {
-                        if let Some(c) = chars.next() {
-                            value.push(c);
-                        }
-                    }
-                    Some(c) => value.push(c),
-                }
-            }
-        } else {
-            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
-                if c == '\\' {
-                    if let Some(next) = chars.next() {
-                        value.push(next);
-                    }
-                } else {
-                    value.push(c);
-                }
-            }
-        }
-        raw.set(&key, value)?;
-    }
-}
-
-/// Parses `postgresql://[user[:password]@][host[:port][,...]][/dbname][?key=value&...]`.
-fn parse_url(s: &str, raw: &mut Raw) -> Result<()> {
-    let rest = s
-        .strip_prefix("postgresql://")
-        .or_else(|| s.strip_prefix("postgres://"))
-        .unwrap_or(s);
-    let (rest, query) = match rest.split_once('?') {
-        Some((r, q)) => (r, Some(q)),
-        None => (rest, None),
-    };
-    let (authority, path) = match rest.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (rest, None),
-    };
-    let (userinfo, hostlist) = match authority.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, authority),
-    };
-    if let Some(userinfo) = userinfo {
-        let (user, password) = match userinfo.split_once(':') {
-            Some((u, p)) => (u, Some(p)),
-            None => (userinfo, None),
-        };
-        if !user.is_empty() {
-            raw.user = Some(percent_decode(user)?);
-        }
-        if let Some(p) = password {
-            raw.password = Some(percent_decode(p)?);
-        }
-    }
-    if !hostlist.is_empty() {
-        let mut hosts = Vec::new();
-        let mut ports = Vec::new();
-        for spec in hostlist.split(',') {
-            let (host, port) = if let Some(v6) = spec.strip_prefix('[') {
-                let (addr, after) = v6.split_once(']').ok_or_else(|| {
-                    Error::config(format!("missing \"]\" in URL host \"{spec}\""))
-                })?;
-                (addr.to_owned(), after.strip_prefix(':'))
-            } else {
-                match spec.split_once(':') {
-                    Some((h, p)) => (percent_decode(h)?, Some(p)),
-                    None => (percent_decode(spec)?, None),
-                }
-            };
-            hosts.push(host);
-            ports.push(port.map(percent_decode).transpose()?.unwrap_or_default());
-        }
-        raw.host = Some(hosts.join(","));
-        if ports.iter().any(|p| !p.is_empty()) {
-            raw.port = Some(ports.join(","));
-        }
-    }
-    if let Some(db) = path.filter(|p| !p.is_empty()) {
-        raw.dbname = Some(percent_decode(db)?);
-    }
-    for pair in query.into_iter().flat_map(|q| q.split('&')) {
-        if pair.is_empty() {
-            continue;
-        }
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| Error::config(format!("missing \"=\" in URL parameter \"{pair}\"")))?;
-        let k = percent_decode(k)?;
-        // libpq's URL aliases for JDBC-style parameters.
-        let k = match k.as_str() {
-            "ssl" if v == "true" => {
-                raw.sslmode.get_or_insert_with(|| "require".to_owned());
-                continue;
-            }
-            other => other.to_owned(),
-        };
-        raw.set(&k, percent_decode(v)?)?;
-    }
-    Ok(())
-}
-
-/// Decodes `%XX` escapes (UTF-8 required after decoding).
-fn percent_decode(s: &str) -> Result<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    Error::config(
-                        "invalid percent-encoded token in URL (\"%\" needs two hex digits)",
-                    )
-                })?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    String::from_utf8(out)
-        .map_err(|_| Error::config("percent-decoded URL component is not valid UTF-8"))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
     use super::*;
 
-    fn parse(s: &str) -> Config {
+    /// Parses `s` with `USER=osuser` as the whole environment; shared with the syntax
+    /// tests in `conninfo`.
+    pub(super) fn parse(s: &str) -> Config {
         Config::parse_with_env(s, |v| (v == "USER").then(|| "osuser".to_owned())).unwrap()
     }
 
@@ -877,48 +772,6 @@ mod tests {
         Config::parse_with_env(s, |v| (v == "USER").then(|| "x".to_owned()))
             .unwrap_err()
             .to_string()
-    }
-
-    #[test]
-    fn key_value_with_quotes_and_escapes() {
-        let c = parse(
-            r"host=db port = 5433 user='it\'s' dbname='my db' password='a\'b\\c' application_name=x\ y",
-        );
-        assert_eq!(c.hosts, vec![Host::Tcp("db".into())]);
-        assert_eq!(c.ports, vec![5433]);
-        assert_eq!(c.user, "it's");
-        assert_eq!(c.dbname, "my db");
-        assert_eq!(c.password, Some(Secret(r"a'b\c".into())));
-        assert_eq!(c.application_name.as_deref(), Some("x y"));
-    }
-
-    #[test]
-    fn url_with_percent_decoding_and_multiple_hosts() {
-        let c = parse("postgresql://us%40er:p%3Ass@h1:5433,[::1]:5434,%2Fvar%2Frun/d%20b?application_name=a%26b&sslmode=require&replication=true");
-        assert_eq!(c.user, "us@er");
-        assert_eq!(c.password, Some(Secret("p:ss".into())));
-        assert_eq!(
-            c.hosts,
-            vec![
-                Host::Tcp("h1".into()),
-                Host::Tcp("::1".into()),
-                Host::Unix("/var/run".into())
-            ]
-        );
-        assert_eq!(c.ports, vec![5433, 5434, 5432]);
-        assert_eq!(c.dbname, "d b");
-        assert_eq!(c.application_name.as_deref(), Some("a&b"));
-        assert_eq!(c.sslmode, SslMode::Require);
-        assert_eq!(c.replication, Replication::Physical);
-    }
-
-    #[test]
-    fn url_host_in_query_and_empty_authority() {
-        let c = parse("postgres:///mydb?host=/tmp/sock&port=6000");
-        assert_eq!(c.hosts, vec![Host::Unix("/tmp/sock".into())]);
-        assert_eq!(c.ports, vec![6000]);
-        assert_eq!(c.dbname, "mydb");
-        assert_eq!(c.user, "osuser");
     }
 
     #[test]
