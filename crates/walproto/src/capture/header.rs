@@ -281,8 +281,8 @@ mod tests {
     fn inconsistent_options_are_flagged() {
         let h = Header::from_json(r#"{"proto_version":3,"streaming":"parallel"}"#).unwrap();
         assert_eq!(h.inconsistencies().count(), 1);
-        let h = Header::from_json(r#"{"proto_version":1,"streaming":"on","two_phase":true}"#)
-            .unwrap();
+        let h =
+            Header::from_json(r#"{"proto_version":1,"streaming":"on","two_phase":true}"#).unwrap();
         assert_eq!(h.inconsistencies().count(), 2);
     }
 
