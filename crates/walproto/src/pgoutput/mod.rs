@@ -25,12 +25,12 @@ mod tuple;
 
 use bytes::BufMut;
 
+pub use boundary::{Boundaries, MAX_OPEN_STREAMS};
 pub use messages::{
     AbortInfo, Begin, BeginPrepare, Commit, CommitPrepared, Delete, Insert, LogicalMessage,
     OldTuple, Origin, Prepare, RelationIds, RollbackPrepared, StreamAbort, StreamCommit,
     StreamStart, Truncate, Update,
 };
-pub use boundary::{Boundaries, MAX_OPEN_STREAMS};
 pub use options::{
     major_of, Feature, Options, OriginFilter, Refusal, Request, Rule, Streaming, UnknownValue,
     PROTOCOL_RELEASES, RULES,
