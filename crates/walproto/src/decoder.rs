@@ -62,6 +62,9 @@ pub struct Decoded<'a, 'd> {
     /// For Insert, Update and Delete (and a Relation message itself), the relation as now
     /// cached.
     pub relation: Option<&'d Arc<RelationInfo>>,
+    /// For a Stream Abort, whether it was stray: it matched no streamed transaction open
+    /// before it ([`Boundaries::is_stray_abort`]). Always `false` for other messages.
+    pub stray_abort: bool,
 }
 
 /// A relation as described by the last Relation message for its id.
@@ -214,9 +217,16 @@ impl Decoder {
             }
             _ => None,
         };
+        // Judged before following it, which would close the streamed transaction it ends.
+        let stray_abort =
+            matches!(&message, Message::StreamAbort(a) if self.boundaries.is_stray_abort(a));
         // Checked above: following it cannot fail now.
         self.boundaries.advance(&message)?;
-        Ok(Decoded { message, relation })
+        Ok(Decoded {
+            message,
+            relation,
+            stray_abort,
+        })
     }
 
     /// Decodes the next message of the stream, exactly as [`Decoder::decode`] does, returning

@@ -298,10 +298,10 @@ impl Spec {
     /// The context the message is valid under: `ctx`, raised if the message needs more.
     fn raise(&self, ctx: ParseContext) -> ParseContext {
         match self {
-            Spec::StreamStart(..)
-            | Spec::StreamStop
-            | Spec::StreamCommit(..)
-            | Spec::StreamAbort(..) => with_streaming(ctx),
+            // Stream Abort is valid without streaming too (PostgreSQL 18 sends stray ones).
+            Spec::StreamStart(..) | Spec::StreamStop | Spec::StreamCommit(..) => {
+                with_streaming(ctx)
+            }
             Spec::StreamPrepare(..) => with_v3(with_streaming(ctx)),
             Spec::BeginPrepare(..)
             | Spec::Prepare(..)

@@ -8,7 +8,7 @@
 
 use alloc::collections::BTreeSet;
 
-use super::{tag, Message, ParseContext, ProtocolVersion, Streaming};
+use super::{tag, Message, ParseContext, ProtocolVersion, StreamAbort, Streaming};
 use crate::error::{Error, ErrorKind};
 use crate::types::{Lsn, Xid};
 
@@ -37,7 +37,8 @@ enum Step {
     StreamStart(Xid),
     StreamStop,
     /// Stream Commit, Stream Prepare, or Stream Abort of a top-level transaction: the
-    /// streamed transaction `xid` is over.
+    /// streamed transaction `xid` is over. A stray Stream Abort (of a transaction never
+    /// streamed) ends nothing that is open, so it is allowed wherever a real one is.
     StreamEnd(Xid),
     /// Stream Abort of a subtransaction: the top-level one goes on.
     SubAbort,
@@ -171,6 +172,16 @@ impl Boundaries {
         self.is_idle() && self.open_streams.is_empty() && !self.overflowed
     }
 
+    /// Whether `abort`, not yet followed, is stray: it names no streamed transaction that is
+    /// open (begun with a Stream Start and not yet ended). PostgreSQL 18 sends such Stream
+    /// Aborts for transactions it never streamed, even to protocol 1 clients with streaming
+    /// off; following one changes nothing, and a consumer may ignore it. `false` when the
+    /// open streamed transactions are no longer followed (more than [`MAX_OPEN_STREAMS`]), as
+    /// the abort may then match one.
+    pub fn is_stray_abort(&self, abort: &StreamAbort) -> bool {
+        !self.overflowed && !self.open_streams.contains(&abort.xid)
+    }
+
     /// Follows `message`: the LSN to acknowledge if it ended a transaction
     /// ([`Message::transaction_end`]), or [`ErrorKind::OutOfOrder`] if it cannot come now (the
     /// boundaries are then unchanged).
@@ -297,6 +308,61 @@ mod tests {
         }));
         assert_eq!(end(b.observe(&commit).unwrap()), Some(Lsn::new(20)));
         assert!(b.between_transactions());
+    }
+
+    fn abort(xid: u32, subxid: u32) -> StreamAbort {
+        StreamAbort {
+            xid: Xid(xid),
+            subxid: Xid(subxid),
+            parallel: None,
+        }
+    }
+
+    #[test]
+    fn a_stray_stream_abort_with_streaming_off_comes_between_transactions() {
+        // PostgreSQL 18 sends these to protocol 1 clients: they are followed as no-ops.
+        let mut b = Boundaries::new(ProtocolVersion::V1, Streaming::Off);
+        for (xid, subxid) in [(5, 6), (5, 5)] {
+            let a = abort(xid, subxid);
+            assert!(b.is_stray_abort(&a));
+            let wire = bytes(Message::StreamAbort(a));
+            let m = b.observe(&wire).unwrap();
+            assert_eq!(m, Some(Message::StreamAbort(a)));
+            assert_eq!(m.and_then(|m| m.transaction_end()), None);
+            assert!(b.between_transactions());
+        }
+        let begin = bytes(Message::Begin(Begin {
+            final_lsn: Lsn::new(1),
+            commit_time: Timestamp::EPOCH,
+            xid: Xid(5),
+        }));
+        b.observe(&begin).unwrap();
+        assert!(!b.between_transactions());
+    }
+
+    #[test]
+    fn a_stray_stream_abort_leaves_open_streamed_transactions_open() {
+        let mut b = Boundaries::new(ProtocolVersion::V2, Streaming::On);
+        let start = bytes(Message::StreamStart(StreamStart {
+            xid: Xid(7),
+            first_segment: true,
+        }));
+        b.observe(&start).unwrap();
+        b.observe(&bytes(Message::StreamStop)).unwrap();
+        // Aborts of a transaction that was never streamed, whole or of a subtransaction.
+        for (xid, subxid) in [(9, 9), (9, 10)] {
+            assert!(b.is_stray_abort(&abort(xid, subxid)));
+            b.observe(&bytes(Message::StreamAbort(abort(xid, subxid))))
+                .unwrap();
+            assert!(!b.between_transactions());
+        }
+        // An abort of the open one is not stray, and ends it.
+        assert!(!b.is_stray_abort(&abort(7, 8)));
+        assert!(!b.is_stray_abort(&abort(7, 7)));
+        b.observe(&bytes(Message::StreamAbort(abort(7, 7))))
+            .unwrap();
+        assert!(b.between_transactions());
+        assert!(b.is_stray_abort(&abort(7, 7)));
     }
 
     #[test]

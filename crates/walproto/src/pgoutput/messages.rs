@@ -247,6 +247,10 @@ pub struct StreamCommit {
 }
 
 /// `A`: a streamed transaction or one of its subtransactions aborted (protocol 2+).
+///
+/// PostgreSQL 18 also sends stray ones, for transactions it never streamed, even to protocol 1
+/// clients with streaming off; they match no open streamed transaction and can be ignored
+/// ([`Boundaries::is_stray_abort`](super::Boundaries::is_stray_abort) tells them apart).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamAbort {
     /// The top-level transaction's xid.

@@ -196,7 +196,7 @@ pub enum Message<'a> {
     StreamStop,
     /// `c` (protocol 2+)
     StreamCommit(StreamCommit),
-    /// `A` (protocol 2+)
+    /// `A` (protocol 2+, and stray ones under any protocol: see [`StreamAbort`])
     StreamAbort(StreamAbort),
     /// `b` (protocol 3+)
     BeginPrepare(BeginPrepare<'a>),
@@ -281,8 +281,11 @@ impl<'a> Message<'a> {
                 needs(ctx.streaming_enabled(), 2)?;
                 Message::StreamCommit(StreamCommit::read(&mut r)?)
             }
+            // Accepted whatever the streaming mode: PostgreSQL 18 sends Stream Aborts to
+            // protocol 1 clients that never asked for streaming (it marks an aborted
+            // subtransaction as streamed by mistake). They are short: the abort LSN and time
+            // come only under protocol 4 with `streaming = parallel`, which the server checks.
             tag::STREAM_ABORT => {
-                needs(ctx.streaming_enabled(), 2)?;
                 Message::StreamAbort(StreamAbort::read(&mut r, ctx.parallel_abort())?)
             }
             tag::BEGIN_PREPARE => {

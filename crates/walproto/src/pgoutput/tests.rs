@@ -451,10 +451,31 @@ fn stream_messages() {
         check(&b, V2),
         Message::StreamCommit(StreamCommit { xid: Xid(700), .. })
     ));
-    // Stream messages do not exist in protocol 1 or with streaming off.
+    // Stream messages do not exist in protocol 1 or with streaming off (Stream Abort aside:
+    // see below).
     for ctx in [V1, ParseContext::new(ProtocolVersion::V4, Streaming::Off)] {
         let e = Message::parse(b"E", ctx).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::UnsupportedByProtocol(2));
+    }
+}
+
+#[test]
+fn stream_abort_parses_with_streaming_off() {
+    // PostgreSQL 18 sends Stream Aborts to protocol 1 clients that never asked for streaming;
+    // they come in the short form, as with streaming on.
+    let short = B::tag(b'A').i32(700).i32(701).0;
+    let long = B::tag(b'A').i32(700).i32(701).i64(0x500).i64(42).0;
+    for ctx in [
+        V1,
+        ParseContext::new(ProtocolVersion::V2, Streaming::Off),
+        ParseContext::new(ProtocolVersion::V4, Streaming::Off),
+    ] {
+        let Message::StreamAbort(a) = check(&short, ctx) else {
+            panic!()
+        };
+        assert_eq!((a.xid, a.subxid, a.parallel), (Xid(700), Xid(701), None));
+        let e = Message::parse(&long, ctx).unwrap_err();
+        assert_eq!((e.kind(), e.offset()), (ErrorKind::TrailingBytes, 9));
     }
 }
 

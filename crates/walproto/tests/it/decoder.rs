@@ -286,3 +286,45 @@ fn decode_message_leaves_the_decoder_free_to_query() {
         .collect();
     assert_eq!(names, ["a", "b"]);
 }
+
+fn stream_abort(xid: u32, subxid: u32) -> Vec<u8> {
+    enc(Message::StreamAbort(StreamAbort {
+        xid: Xid(xid),
+        subxid: Xid(subxid),
+        parallel: None,
+    }))
+}
+
+/// PostgreSQL 18 sends Stream Aborts to protocol 1 clients that never asked for streaming: the
+/// decoder takes them between transactions, marks them stray, and the stream goes on.
+#[test]
+fn stray_stream_abort_under_protocol_1_is_decoded_and_marked() {
+    let mut d = Decoder::new(ProtocolVersion::V1, Streaming::Off);
+    d.decode(&begin(1)).unwrap();
+    d.decode(&relation(None, 1, "a", &[("id", true)])).unwrap();
+    d.decode(&commit()).unwrap();
+    let abort = stream_abort(2, 3);
+    let stray = d.decode(&abort).unwrap();
+    assert!(matches!(stray.message, Message::StreamAbort(_)));
+    assert!(stray.stray_abort);
+    assert!(d.boundaries().between_transactions());
+    d.decode(&begin(4)).unwrap();
+    let row = insert(None, 1, &["7"]);
+    let row = d.decode(&row).unwrap();
+    assert!(!row.stray_abort);
+    d.decode(&commit()).unwrap();
+    assert!(d.boundaries().between_transactions());
+}
+
+#[test]
+fn stream_abort_is_stray_only_when_it_matches_no_open_stream() {
+    let mut d = Decoder::new(ProtocolVersion::V2, Streaming::On);
+    d.decode(&stream_start(7)).unwrap();
+    d.decode(&enc(Message::StreamStop)).unwrap();
+    assert!(d.decode(&stream_abort(9, 9)).unwrap().stray_abort);
+    assert!(!d.boundaries().between_transactions());
+    assert!(!d.decode(&stream_abort(7, 8)).unwrap().stray_abort);
+    assert!(!d.boundaries().between_transactions());
+    assert!(!d.decode(&stream_abort(7, 7)).unwrap().stray_abort);
+    assert!(d.boundaries().between_transactions());
+}
