@@ -165,8 +165,8 @@ fn decode_frame(
     match server_message {
         ServerMessage::XLogData(x) => {
             let message_at = payload_at + XLOG_DATA_HEADER_LEN as u64;
-            let message = match decoder.decode(x.data) {
-                Ok(decoded) => decoded.message,
+            let (message, stray_abort) = match decoder.decode(x.data) {
+                Ok(decoded) => (decoded.message, decoded.stray_abort),
                 Err(e) => {
                     return Err(DecodeError::Data {
                         offset: message_at + e.offset() as u64,
@@ -175,6 +175,9 @@ fn decode_frame(
                     })
                 }
             };
+            if stray_abort {
+                json::warn_stray_abort(x.wal_start, &message, decoder.context().streaming);
+            }
             json::message(line, x.wal_start, &message, decoder).map_err(|e| DecodeError::Data {
                 offset: message_at,
                 context: Some(message_context(Some(message.tag()), x.wal_start)),

@@ -13,7 +13,7 @@
 use std::fmt::{self, Display, Write as _};
 
 use base64::Engine as _;
-use walproto::pgoutput::{Column, Message, OldTuple, ReplicaIdentity};
+use walproto::pgoutput::{Column, Message, OldTuple, ReplicaIdentity, Streaming};
 use walproto::replication::PrimaryKeepalive;
 use walproto::{Decoder, Lsn, Oid, RelationInfo, Timestamp};
 
@@ -80,6 +80,26 @@ pub(crate) fn type_name(tag: u8) -> Option<&'static str> {
         tag::STREAM_PREPARE => "stream_prepare",
         _ => return None,
     })
+}
+
+/// Warns on stderr about a Stream Abort that matched no open streamed transaction
+/// ([`walproto::Decoded::stray_abort`]): CLI.md prints it as any other line, and says so on
+/// stderr. PostgreSQL 18 sends such messages even with streaming off; they change nothing.
+pub(crate) fn warn_stray_abort(lsn: Lsn, msg: &Message<'_>, streaming: Streaming) {
+    let Message::StreamAbort(a) = msg else {
+        return;
+    };
+    let why = if streaming == Streaming::Off {
+        "streaming is off"
+    } else {
+        "no streamed transaction of that xid is open"
+    };
+    tracing::warn!(
+        "stray stream_abort at LSN {lsn} for xid {} (subxid {}): {why}; PostgreSQL 18 sends \
+         such messages, and it changes nothing",
+        a.xid,
+        a.subxid
+    );
 }
 
 /// A message type byte for humans: `'I'`, or `0x01` when not printable.

@@ -286,10 +286,14 @@ impl<W: Write> Tail<W> {
     }
 
     fn print(&mut self, lsn: Lsn, data: &[u8]) -> Result<(), TailError> {
-        let message = self
+        let (message, stray_abort) = self
             .decoder
-            .decode_message(data)
+            .decode(data)
+            .map(|d| (d.message, d.stray_abort))
             .map_err(|e| TailError::Data(format!("the message at LSN {lsn}: {e}")))?;
+        if stray_abort {
+            json::warn_stray_abort(lsn, &message, self.options.streaming);
+        }
         self.line.clear();
         json::message(&mut self.line, lsn, &message, &self.decoder)
             .map_err(|e| TailError::Data(format!("the message at LSN {lsn}: {e}")))?;

@@ -521,6 +521,87 @@ fn stream_abort_without_parallel_in_the_header_has_no_lsn_and_time() {
     );
 }
 
+/// PostgreSQL 18 sends Stream Aborts to protocol 1 clients that never asked for streaming (see
+/// CLI.md, "Reconnects"): printed as any other line, with a warning on stderr, and the
+/// transactions around it decode as usual.
+#[test]
+fn stray_stream_abort_under_protocol_1_is_printed_with_a_warning() {
+    let cap = Capture::new(&header(1, "off"))
+        .w(0x16B_3748, &begin(0x16B_3880, 0, 740))
+        .w(0, &small_table(None))
+        .w(
+            0x16B_3750,
+            &insert(None, 16384, &[Column::Text(b"1"), Column::Null]),
+        )
+        .w(0x16B_38B0, &commit(0x16B_3880, 0x16B_38B0, 0))
+        .w(0x16B_3900, &stream_abort(741, 742, None))
+        .w(0x16B_3A00, &begin(0x16B_3B00, 1, 743))
+        .w(
+            0x16B_3A08,
+            &insert(None, 16384, &[Column::Text(b"2"), Column::Null]),
+        )
+        .w(0x16B_3B30, &commit(0x16B_3B00, 0x16B_3B30, 1));
+    let run = decode(&cap, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines = run.lines();
+    assert_eq!(lines.len(), 8, "{lines:#?}");
+    assert_eq!(
+        lines[4],
+        r#"{"type":"stream_abort","lsn":"0/16B3900","xid":741,"subxid":742}"#
+    );
+    assert!(lines[7].starts_with(r#"{"type":"commit","lsn":"0/16B3B30""#));
+    assert_eq!(
+        run.stderr.matches("stray stream_abort").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "stray stream_abort at LSN 0/16B3900 for xid 741 (subxid 742): streaming is off"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+/// With streaming on, only a Stream Abort that matches no open streamed transaction is stray.
+#[test]
+fn stream_abort_of_no_open_stream_is_warned_about_and_a_real_one_is_not() {
+    let cap = Capture::new(&header(2, "on"))
+        .w(0x300_0000, &stream_start(980, true))
+        .w(0, &small_table(Some(980)))
+        .w(0x300_0020, &stream_stop())
+        .w(0x300_0080, &stream_abort(990, 990, None))
+        .w(0x300_0100, &stream_abort(980, 980, None));
+    let run = decode(&cap, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_lines(
+        &run.lines()[3..]
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>(),
+        &[
+            r#"{"type":"stream_abort","lsn":"0/3000080","xid":990,"subxid":990}"#,
+            r#"{"type":"stream_abort","lsn":"0/3000100","xid":980,"subxid":980}"#,
+        ],
+    );
+    assert_eq!(
+        run.stderr.matches("stray stream_abort").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "stray stream_abort at LSN 0/3000080 for xid 990 (subxid 990): no streamed \
+             transaction of that xid is open"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn keepalives_only_with_the_flag() {
     let cap = Capture::new(&header(1, "off"))
