@@ -129,11 +129,22 @@ pub fn try_cluster(major: u32) -> Result<&'static Cluster, Error> {
 ///
 /// When an installed major's cluster cannot start, and when no installed major is new enough:
 /// a live test that ran against no server must fail, not pass. Panics from `test` propagate.
+pub fn for_each_major(min_major: u32, mut test: impl FnMut(&'static Cluster)) {
+    for_each_installed_major(min_major, |major| test(cluster(major)));
+}
+
+/// Runs `test` with every installed major from `min_major` on, oldest first, as
+/// [`for_each_major`] does, for tests that start clusters of their own ([`Config::start`]).
+///
+/// # Panics
+///
+/// When no installed major is new enough: a live test that ran against no server must fail,
+/// not pass. Panics from `test` propagate.
 #[allow(
     clippy::panic,
     reason = "test support: a test that could not run must fail"
 )]
-pub fn for_each_major(min_major: u32, mut test: impl FnMut(&'static Cluster)) {
+pub fn for_each_installed_major(min_major: u32, mut test: impl FnMut(u32)) {
     let installed = installed_majors();
     let mut ran = 0;
     for &major in &installed {
@@ -142,7 +153,7 @@ pub fn for_each_major(min_major: u32, mut test: impl FnMut(&'static Cluster)) {
             continue;
         }
         println!("PostgreSQL {major}:");
-        test(cluster(major));
+        test(major);
         ran += 1;
     }
     if ran == 0 {

@@ -151,3 +151,9 @@ fn for_each_major_skips_older_majors() {
 fn for_each_major_fails_when_nothing_is_new_enough() {
     pgtest::for_each_major(99, |_| {});
 }
+
+#[test]
+#[should_panic(expected = "no PostgreSQL server of version 99 or newer")]
+fn for_each_installed_major_fails_when_nothing_is_new_enough() {
+    pgtest::for_each_installed_major(99, |_| {});
+}

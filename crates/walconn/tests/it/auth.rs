@@ -74,8 +74,7 @@ fn connect_timeout_gives_up_on_an_unresponsive_host() {
 
 #[test]
 fn password_methods_and_wrong_passwords() {
-    for major in pgtest::installed_majors() {
-        println!("PostgreSQL {major}:");
+    pgtest::for_each_installed_major(15, |major| {
         let cluster = pgtest::Config::new(major)
             .setting("password_encryption", "scram-sha-256")
             .hba_line("host all md5user 127.0.0.1/32 md5")
@@ -124,7 +123,7 @@ fn password_methods_and_wrong_passwords() {
             .unwrap_err();
             assert!(err.is_auth_failed(), "{err:?}");
         });
-    }
+    });
 }
 
 #[test]
