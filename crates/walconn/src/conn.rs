@@ -156,6 +156,7 @@ impl Connection {
                     .map_err(|e| Error::io("set TCP_NODELAY", e))?;
                 peer = tcp.peer_addr().ok();
                 set_keepalives(&tcp, config)?;
+                set_tcp_user_timeout(&tcp, config)?;
                 tls::negotiate(tcp, name, config, mode).await?
             }
         };
@@ -627,6 +628,20 @@ fn set_keepalives(tcp: &TcpStream, config: &Config) -> Result<()> {
         .map_err(|e| Error::io("set TCP keepalive", e))
 }
 
+/// Applies `tcp_user_timeout` to the socket, where the kernel has the option (Linux and
+/// Android); elsewhere libpq ignores it too.
+fn set_tcp_user_timeout(tcp: &TcpStream, config: &Config) -> Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(timeout) = config.tcp_user_timeout {
+        socket2::SockRef::from(tcp)
+            .set_tcp_user_timeout(Some(timeout))
+            .map_err(|e| Error::io("set TCP_USER_TIMEOUT", e))?;
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (tcp, config);
+    Ok(())
+}
+
 /// `server_version` such as `17.2 (Debian 17.2-1)` or `16beta1` as `server_version_num`.
 fn parse_server_version(v: &str) -> u32 {
     let digits_of = |s: &str| -> u32 {
@@ -709,5 +724,35 @@ mod tests {
         set_keepalives(&tcp, &config("user=u keepalives=0")).unwrap();
         assert!(!sock.keepalive().unwrap());
         assert!(Config::parse_with_env("user=u keepalives_idle=soon", |_| None).is_err());
+    }
+
+    /// The TCP options are read back from the socket of a connection made by `connect`, so
+    /// the test fails if the connect path forgets to set one.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn tcp_user_timeout_reaches_the_connected_socket() {
+        let server = pgtest::fake::FakeWalsender::start(|_| async {}).await;
+        let connect = |extra: &str| {
+            let config =
+                Config::parse_with_env(&format!("{} {extra}", server.conninfo()), |_| None);
+            async move { Connection::connect(&config.unwrap()).await.unwrap() }
+        };
+        let conn = connect("tcp_user_timeout=4500 keepalives_idle=31").await;
+        let fd = conn.stream.tcp_fd().unwrap();
+        let sock = socket2::SockRef::from(&fd);
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(std::time::Duration::from_millis(4500))
+        );
+        assert_eq!(
+            sock.tcp_keepalive_time().unwrap(),
+            std::time::Duration::from_secs(31)
+        );
+        let conn = connect("tcp_user_timeout=0").await;
+        let fd = conn.stream.tcp_fd().unwrap();
+        assert_eq!(
+            socket2::SockRef::from(&fd).tcp_user_timeout().unwrap(),
+            None
+        );
     }
 }

@@ -34,12 +34,12 @@ pub(super) struct Raw {
     pub(super) keepalives_idle: Option<String>,
     pub(super) keepalives_interval: Option<String>,
     pub(super) keepalives_count: Option<String>,
+    pub(super) tcp_user_timeout: Option<String>,
 }
 
 /// Settings libpq knows that this crate accepts and ignores: they tune what it does not do
 /// (GSSAPI is not supported, the TLS versions are rustls' safe defaults).
 const IGNORED_KEYS: &[&str] = &[
-    "tcp_user_timeout",
     "gssencmode",
     "sslcompression",
     "sslsni",
@@ -119,6 +119,7 @@ impl Raw {
             "keepalives_idle" => &mut self.keepalives_idle,
             "keepalives_interval" => &mut self.keepalives_interval,
             "keepalives_count" => &mut self.keepalives_count,
+            "tcp_user_timeout" => &mut self.tcp_user_timeout,
             k if IGNORED_KEYS.contains(&k) => return Ok(()),
             k => return Err(Error::config(format!("invalid connection option \"{k}\""))),
         };

@@ -270,6 +270,9 @@ pub struct Config {
     pub(crate) keepalives_idle: Option<Duration>,
     pub(crate) keepalives_interval: Option<Duration>,
     pub(crate) keepalives_count: Option<u32>,
+    /// `tcp_user_timeout`: how long sent data may stay unacknowledged before the kernel
+    /// drops the connection; the kernel's default unless set.
+    pub(crate) tcp_user_timeout: Option<Duration>,
     pub(crate) replication: Replication,
     pub(crate) target_session_attrs: TargetSessionAttrs,
 }
@@ -304,6 +307,7 @@ impl Config {
         let connect_timeout = connect_timeout(raw.connect_timeout.as_deref())?;
         let tls = Tls::from_raw(&raw, home.as_deref())?;
         let keepalives = Keepalives::from_raw(&raw)?;
+        let tcp_user_timeout = tcp_user_timeout(raw.tcp_user_timeout.as_deref())?;
         let target_session_attrs = parse_or_default(
             raw.target_session_attrs.as_deref(),
             TargetSessionAttrs::parse,
@@ -329,6 +333,7 @@ impl Config {
             keepalives_idle: keepalives.idle,
             keepalives_interval: keepalives.interval,
             keepalives_count: keepalives.count,
+            tcp_user_timeout,
             replication: identity.replication,
             target_session_attrs,
         })
@@ -373,6 +378,14 @@ impl Config {
     /// The time limit for each connection attempt, if any.
     pub fn connect_timeout(&self) -> Option<Duration> {
         self.connect_timeout
+    }
+
+    /// `tcp_user_timeout`: how long data sent over TCP may stay unacknowledged before the
+    /// kernel gives up on the connection, if set (libpq's milliseconds; zero or less is the
+    /// kernel's default, as unset). Applied on Linux and Android, where the socket option
+    /// exists; elsewhere it is accepted and has no effect, as in libpq.
+    pub fn tcp_user_timeout(&self) -> Option<Duration> {
+        self.tcp_user_timeout
     }
 
     /// The TLS mode.
@@ -707,6 +720,16 @@ fn connect_timeout(value: Option<&str>) -> Result<Option<Duration>> {
     Ok(positive_seconds(secs).map(|t| t.max(MIN_CONNECT_TIMEOUT)))
 }
 
+/// `tcp_user_timeout` in milliseconds, if positive.
+fn tcp_user_timeout(value: Option<&str>) -> Result<Option<Duration>> {
+    // libpq: zero or less leaves the kernel's default, which is what not setting it does.
+    let millis = parse_int(value, "tcp_user_timeout")?;
+    Ok(millis
+        .and_then(|m| u64::try_from(m).ok())
+        .filter(|&m| m > 0)
+        .map(Duration::from_millis))
+}
+
 /// `passfile`, else `~/.pgpass`; whether it exists matters only when connecting, which is
 /// when it is read.
 fn passfile(value: Option<&str>, home: Option<&Path>) -> Option<PathBuf> {
@@ -829,6 +852,26 @@ mod tests {
         assert!(err("replication=maybe").contains("replication"));
         assert!(err("channel_binding=require sslmode=disable").contains("needs TLS"));
         assert!(err("target_session_attrs=whatever").contains("target_session_attrs"));
+    }
+
+    #[test]
+    fn tcp_user_timeout_is_milliseconds_and_zero_is_the_default() {
+        let millis = |c: &str| parse(c).tcp_user_timeout();
+        assert_eq!(
+            millis("tcp_user_timeout=4500"),
+            Some(Duration::from_millis(4500))
+        );
+        assert_eq!(
+            millis("postgresql://h/db?tcp_user_timeout=10"),
+            Some(Duration::from_millis(10))
+        );
+        assert_eq!(millis("tcp_user_timeout=0"), None);
+        assert_eq!(millis("tcp_user_timeout=-1"), None);
+        assert_eq!(millis("host=h"), None);
+        assert_eq!(
+            err("tcp_user_timeout=soon"),
+            "invalid integer value \"soon\" for tcp_user_timeout"
+        );
     }
 
     #[test]
