@@ -674,3 +674,69 @@ fn hostile_server_stopping_mid_frame_is_retried_then_gives_up() {
         );
     });
 }
+
+/// A short Stream Abort (no abort LSN and time) of `subxid` in the transaction `xid`.
+pub(crate) fn stream_abort(xid: u32, subxid: u32) -> Vec<u8> {
+    let mut m = vec![b'A'];
+    m.extend_from_slice(&xid.to_be_bytes());
+    m.extend_from_slice(&subxid.to_be_bytes());
+    m
+}
+
+/// The next transaction, which must come within 10 s.
+async fn next(txs: &mut walstream::TransactionStream) -> Option<walstream::Transaction> {
+    tokio::time::timeout(Duration::from_secs(10), txs.next_transaction())
+        .await
+        .expect("a transaction within 10 s")
+        .unwrap()
+}
+
+#[test]
+fn stray_stream_abort_under_protocol_1_is_ignored() {
+    // PostgreSQL 18 sends Stream Aborts to protocol 1 clients that never asked for streaming.
+    // Between two transactions, one changes nothing: both transactions arrive whole through
+    // TransactionStream, the stream goes on, and it is still between transactions after it (a
+    // keepalive's position is acknowledged once the second transaction is).
+    block_on(async {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let server = FakeWalsender::start(move |peer| {
+            let mut wal = Wal::default();
+            let mut out = wal.transaction(700, &[1, 2]).0;
+            out.extend(wal.xlog(&stream_abort(702, 703)));
+            out.extend(wal.xlog(&stream_abort(704, 704)));
+            out.extend(wal.transaction(701, &[3]).0);
+            out.extend(wal.keepalive(true));
+            let _ = tx.send(wal.lsn);
+            async move {
+                peer.send(&out).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        })
+        .await;
+        let config = config()
+            .proto_version(walstream::ProtocolVersion::V1)
+            .streaming(Streaming::Off);
+        let mut txs = stream(&server, config)
+            .await
+            .into_transactions(walstream::TransactionConfig::default());
+        let first = next(&mut txs).await.expect("the first transaction");
+        assert_eq!((first.xid, first.len()), (walstream::Xid(700), 2));
+        let second = next(&mut txs).await.expect("the second transaction");
+        assert_eq!((second.xid, second.len()), (walstream::Xid(701), 1));
+        txs.ack(&second);
+        let keepalive = Lsn::new(rx.recv().unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while flushes(&server).last() < Some(&keepalive) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the keepalive's position was never acknowledged: {:?}",
+                flushes(&server)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Nothing more was sent: the stream waits, it has not ended.
+        let more = tokio::time::timeout(Duration::from_millis(500), txs.next_transaction()).await;
+        assert!(more.is_err(), "the stream went on with {more:?}");
+        txs.shutdown().await.unwrap();
+    });
+}
