@@ -81,7 +81,9 @@ impl TransactionConfig {
 /// Feed every event in order to [`push`](Self::push); take finished transactions with
 /// [`pop`](Self::pop). It handles plain transactions, streamed ones (chunks of several
 /// transactions interleaved, assembled per top-level xid; a Stream Abort of the transaction
-/// drops it, of a subtransaction drops exactly that subtransaction's changes), prepared ones
+/// drops it, of a subtransaction drops exactly that subtransaction's changes, and one that
+/// matches no open streamed transaction, as PostgreSQL 18 sends even with streaming off, is
+/// ignored), prepared ones
 /// (kept until `COMMIT PREPARED`, dropped on `ROLLBACK PREPARED`), and reconnects (partial
 /// transactions are dropped, as the server sends them again; prepared ones are kept).
 #[derive(Debug)]
@@ -196,6 +198,8 @@ impl TransactionAssembler {
                     TransactionKind::Streamed,
                 )?;
             }
+            // A stray abort (of no open streamed transaction) finds nothing and changes
+            // nothing: PostgreSQL 18 sends such aborts even when nothing was streamed.
             EventKind::StreamAbort(a) => {
                 if a.xid == a.subxid {
                     if let Some(open) = self.streams.remove(&a.xid) {
