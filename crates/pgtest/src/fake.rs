@@ -6,7 +6,10 @@
 //!
 //! 1. The startup packet is answered as a PostgreSQL 17.0 server with trust authentication
 //!    answers it (AuthenticationOk, `server_version`, BackendKeyData, ReadyForQuery). An SSL or
-//!    GSS encryption request is refused with `N` first.
+//!    GSS encryption request is refused with `N` first. [`FakeWalsender::start_with`] can
+//!    accept an SSLRequest and serve the connection over TLS ([`Startup::tls`]), and send an
+//!    authentication request of the test's own before AuthenticationOk
+//!    ([`Startup::auth_request`]); the client's answer to it is logged in the [`Log`].
 //! 2. Simple queries are answered as a walsender with one logical slot would answer them:
 //!    `IDENTIFY_SYSTEM` (system [`SYSTEM_ID`], timeline 1, at [`SLOT_LSN`], database `fake`),
 //!    `SHOW` of the [`SETTINGS`], and any query of `pg_replication_slots` (a `pgoutput` slot of
@@ -49,11 +52,13 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::ServerConfig;
 
 /// The fake slot's `confirmed_flush_lsn`, which is also `IDENTIFY_SYSTEM`'s `xlogpos`.
 pub const SLOT_LSN: u64 = 0x100_0000;
@@ -74,6 +79,12 @@ const MAX_MESSAGE_LEN: usize = 64 << 20;
 /// The largest startup packet read (PostgreSQL's own limit is 10,000 bytes).
 const MAX_STARTUP_LEN: usize = 10_000;
 
+/// The request code of SSLRequest.
+const SSL_REQUEST: u32 = 80_877_103;
+
+/// The request code of GSSENCRequest, which the fake always refuses.
+const GSSENC_REQUEST: u32 = 80_877_104;
+
 /// A fake walsender serving a script on every connection (see the [module docs](self)).
 ///
 /// It serves until the tokio runtime it was started on shuts down.
@@ -91,14 +102,45 @@ pub struct Log {
     flushes: Mutex<Vec<u64>>,
     copy_done: AtomicUsize,
     terminated: AtomicUsize,
+    auth_answers: Mutex<Vec<Option<FrontendMessage>>>,
+}
+
+/// How the fake answers before its script, where a test needs more than the defaults of
+/// step 1 in the [module docs](self): TLS, and an authentication request of the test's own.
+///
+/// ```no_run
+/// # async fn example(cert_pem: &str, key_pem: &str) {
+/// use pgtest::fake::{message, FakeWalsender, Startup};
+///
+/// // AuthenticationCleartextPassword (3), over TLS.
+/// let startup = Startup::new()
+///     .tls(cert_pem, key_pem)
+///     .auth_request(message(b'R', &3u32.to_be_bytes()));
+/// let server = FakeWalsender::start_with(startup, |_peer| async {}).await;
+/// // ... connect a client with sslmode=require ...
+/// let answers = server.log().auth_answers();
+/// # }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Startup {
+    tls: Option<Arc<ServerConfig>>,
+    auth_request: Option<Vec<u8>>,
 }
 
 /// The script's end of one connection.
-#[derive(Debug)]
 pub struct Peer {
     writer: Writer,
     messages: mpsc::UnboundedReceiver<FrontendMessage>,
     connection: usize,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The write half is a trait object, TCP or TLS, with nothing worth printing.
+        f.debug_struct("Peer")
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One message from the client: its tag and its body (without the length).
@@ -110,8 +152,59 @@ pub struct FrontendMessage {
     pub body: Vec<u8>,
 }
 
+/// The read half of a connection, over TCP or TLS.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The write half of a connection, over TCP or TLS.
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// The write half of a connection, shared by the script and the server's answers.
-type Writer = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
+type Writer = Arc<tokio::sync::Mutex<WriteHalf>>;
+
+impl Startup {
+    /// The defaults: an SSLRequest is refused with `N`, and the client is trusted
+    /// (AuthenticationOk at once).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Accepts an SSLRequest with `S` and serves the rest of the connection over TLS, with
+    /// this certificate chain and key (PEM). Direct TLS (`sslnegotiation=direct`) is not
+    /// served.
+    ///
+    /// # Panics
+    ///
+    /// When the PEM holds no certificate or no key rustls can use.
+    #[allow(
+        clippy::panic,
+        reason = "test support: a test that passes a broken certificate is wrong"
+    )]
+    pub fn tls(mut self, cert_pem: &str, key_pem: &str) -> Self {
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_or_else(|e| panic!("fake walsender: the certificate PEM: {e}"));
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .unwrap_or_else(|e| panic!("fake walsender: the key PEM: {e}"));
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+            .unwrap_or_else(|e| panic!("fake walsender: the TLS configuration: {e}"));
+        self.tls = Some(Arc::new(config));
+        self
+    }
+
+    /// Sends `request` (raw bytes: an AuthenticationSASL, an AuthenticationCleartextPassword,
+    /// or anything at all) where a trust server sends AuthenticationOk, and logs the client's
+    /// answer in [`Log::auth_answers`]: its next message, or `None` when it closes the
+    /// connection instead. After an answer the fake goes on as a trust server would
+    /// (AuthenticationOk and the rest of step 1), whatever the answer was: a test learns
+    /// from the log what the client would have given away.
+    pub fn auth_request(mut self, request: Vec<u8>) -> Self {
+        self.auth_request = Some(request);
+        self
+    }
+}
 
 impl FakeWalsender {
     /// Starts serving `script` on every connection, reading the client all along.
@@ -124,7 +217,21 @@ impl FakeWalsender {
         F: Fn(Peer) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        Self::serve(script, true).await
+        Self::serve(script, true, Startup::new()).await
+    }
+
+    /// Starts serving `script` on every connection, as [`start`](Self::start) does, after a
+    /// startup as `startup` says (TLS, an authentication request).
+    ///
+    /// # Panics
+    ///
+    /// When no port on 127.0.0.1 can be bound.
+    pub async fn start_with<F, Fut>(startup: Startup, script: F) -> Self
+    where
+        F: Fn(Peer) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Self::serve(script, true, startup).await
     }
 
     /// Starts serving `script` on every connection, reading nothing from the client after
@@ -139,14 +246,14 @@ impl FakeWalsender {
         F: Fn(Peer) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        Self::serve(script, false).await
+        Self::serve(script, false, Startup::new()).await
     }
 
     #[allow(
         clippy::panic,
         reason = "test support: a fake server that cannot listen fails the test"
     )]
-    async fn serve<F, Fut>(script: F, listening: bool) -> Self
+    async fn serve<F, Fut>(script: F, listening: bool, startup: Startup) -> Self
     where
         F: Fn(Peer) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -161,11 +268,19 @@ impl FakeWalsender {
         };
         let log = Arc::new(Log::default());
         let script = Arc::new(script);
+        let startup = Arc::new(startup);
         let l = log.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 let n = l.connections.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(connection(socket, n, l.clone(), script.clone(), listening));
+                tokio::spawn(connection(
+                    socket,
+                    n,
+                    l.clone(),
+                    script.clone(),
+                    listening,
+                    startup.clone(),
+                ));
             }
         });
         Self { port, log }
@@ -176,7 +291,8 @@ impl FakeWalsender {
         self.port
     }
 
-    /// A libpq conninfo for it: user and database `fake`, no TLS.
+    /// A libpq conninfo for it: user and database `fake`, no TLS (a later `sslmode` in the
+    /// same conninfo overrides it, for a server started with [`Startup::tls`]).
     pub fn conninfo(&self) -> String {
         format!(
             "host={HOST} port={} user=fake dbname=fake sslmode=disable",
@@ -220,6 +336,16 @@ impl Log {
     /// Terminate messages received.
     pub fn terminated(&self) -> usize {
         self.terminated.load(Ordering::SeqCst)
+    }
+
+    /// The client's answer to each [authentication request](Startup::auth_request), one per
+    /// connection that got that far, in order: the message, or `None` when the client closed
+    /// the connection without answering.
+    pub fn auth_answers(&self) -> Vec<Option<FrontendMessage>> {
+        self.auth_answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn push(list: &Mutex<Vec<u64>>, lsn: u64) {
@@ -278,19 +404,19 @@ pub fn copy_data(payload: &[u8]) -> Vec<u8> {
 
 /// Serves one connection (steps 1 to 4 of the module docs).
 async fn connection<F, Fut>(
-    mut socket: TcpStream,
+    socket: TcpStream,
     n: usize,
     log: Arc<Log>,
     script: Arc<F>,
     listening: bool,
+    startup: Arc<Startup>,
 ) where
     F: Fn(Peer) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    if startup(&mut socket).await.is_err() {
+    let Ok((mut rd, wr)) = serve_startup(socket, &startup, &log).await else {
         return;
-    }
-    let (mut rd, wr) = socket.into_split();
+    };
     let writer: Writer = Arc::new(tokio::sync::Mutex::new(wr));
     // The running script and the sender of its Peer's messages.
     let mut running: Option<(JoinHandle<()>, mpsc::UnboundedSender<FrontendMessage>)> = None;
@@ -369,33 +495,74 @@ async fn connection<F, Fut>(
     }
 }
 
-/// Reads the startup packet (refusing encryption requests before it) and answers it.
-async fn startup(socket: &mut TcpStream) -> io::Result<()> {
-    /// The request codes of SSLRequest and GSSENCRequest.
-    const ENCRYPTION_REQUESTS: [u32; 2] = [80_877_103, 80_877_104];
-    loop {
-        let len = usize::try_from(socket.read_u32().await?).unwrap_or(usize::MAX);
-        if !(8..=MAX_STARTUP_LEN).contains(&len) {
-            return Err(io::Error::other(format!("a startup packet of {len} bytes")));
+/// Step 1: encryption requests (TLS when `startup` has it, else refused), the startup packet,
+/// the test's authentication request if any, and the answer a trust server gives. Returns the
+/// connection's halves, over TLS or not.
+async fn serve_startup(
+    mut socket: TcpStream,
+    startup: &Startup,
+    log: &Log,
+) -> io::Result<(ReadHalf, WriteHalf)> {
+    let (mut rd, mut wr): (ReadHalf, WriteHalf) = loop {
+        let body = startup_packet(&mut socket).await?;
+        let code = match body.first_chunk::<4>() {
+            Some(c) if body.len() == 4 => Some(u32::from_be_bytes(*c)),
+            _ => None,
+        };
+        match (code, &startup.tls) {
+            (Some(SSL_REQUEST), Some(tls)) => {
+                socket.write_all(b"S").await?;
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                let mut tls = acceptor.accept(socket).await?;
+                // Inside TLS only the startup packet may follow; PostgreSQL refuses a
+                // second encryption request there, and so does the size check of a client
+                // that sends one.
+                startup_packet(&mut tls).await?;
+                let (r, w) = tokio::io::split(tls);
+                break (Box::new(r), Box::new(w));
+            }
+            (Some(SSL_REQUEST | GSSENC_REQUEST), _) => socket.write_all(b"N").await?,
+            _ => {
+                let (r, w) = socket.into_split();
+                break (Box::new(r), Box::new(w));
+            }
         }
-        let mut body = vec![0; len - 4];
-        socket.read_exact(&mut body).await?;
-        let code = body.first_chunk::<4>().map(|c| u32::from_be_bytes(*c));
-        if body.len() == 4 && code.is_some_and(|c| ENCRYPTION_REQUESTS.contains(&c)) {
-            socket.write_all(b"N").await?;
-            continue;
+    };
+    if let Some(request) = &startup.auth_request {
+        wr.write_all(request).await?;
+        wr.flush().await?;
+        let answer = read_message(&mut rd).await.ok();
+        let answered = answer.is_some();
+        log.auth_answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(answer);
+        if !answered {
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        break;
     }
     let mut out = message(b'R', &0u32.to_be_bytes());
     out.extend(message(b'S', b"server_version\x0017.0\x00"));
     out.extend(message(b'K', &[0, 0, 0, 42, 0, 0, 0, 7]));
     out.extend(message(b'Z', b"I"));
-    socket.write_all(&out).await
+    wr.write_all(&out).await?;
+    wr.flush().await?;
+    Ok((rd, wr))
+}
+
+/// Reads one startup packet (or encryption request) and returns its body.
+async fn startup_packet<S: AsyncRead + Unpin>(socket: &mut S) -> io::Result<Vec<u8>> {
+    let len = usize::try_from(socket.read_u32().await?).unwrap_or(usize::MAX);
+    if !(8..=MAX_STARTUP_LEN).contains(&len) {
+        return Err(io::Error::other(format!("a startup packet of {len} bytes")));
+    }
+    let mut body = vec![0; len - 4];
+    socket.read_exact(&mut body).await?;
+    Ok(body)
 }
 
 /// Reads one tagged client message.
-async fn read_message(rd: &mut OwnedReadHalf) -> io::Result<FrontendMessage> {
+async fn read_message(rd: &mut ReadHalf) -> io::Result<FrontendMessage> {
     let tag = rd.read_u8().await?;
     let len = usize::try_from(rd.read_u32().await?).unwrap_or(usize::MAX);
     let len = len.saturating_sub(4);
@@ -407,8 +574,11 @@ async fn read_message(rd: &mut OwnedReadHalf) -> io::Result<FrontendMessage> {
     Ok(FrontendMessage { tag, body })
 }
 
+/// Writes `bytes` and flushes them (TLS holds written bytes until then): false once the client
+/// is gone.
 async fn send(writer: &Writer, bytes: &[u8]) -> bool {
-    writer.lock().await.write_all(bytes).await.is_ok()
+    let mut w = writer.lock().await;
+    w.write_all(bytes).await.is_ok() && w.flush().await.is_ok()
 }
 
 /// The answer to a simple query other than `START_REPLICATION` (step 2 of the module docs).

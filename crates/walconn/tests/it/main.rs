@@ -9,6 +9,7 @@
 )]
 
 mod auth;
+mod auth_fake;
 mod cancel;
 mod commands;
 mod fake_server;
