@@ -447,6 +447,15 @@ pub(crate) fn relation_info(out: &mut String, lsn: Lsn, rel: &RelationInfo) {
     o.end();
 }
 
+/// The `reconnected` line of CLI.md ("Reconnects"): printed before the first line of a new
+/// connection, so that a reader knows to drop the transactions it has not seen end.
+pub(crate) fn reconnected(out: &mut String, resume_lsn: Lsn, reason: &str) {
+    let mut o = Object::start(out, "reconnected", resume_lsn);
+    o.lsn("resume_lsn", resume_lsn);
+    o.str("reason", reason);
+    o.end();
+}
+
 /// The `insert` line of a row of the initial snapshot (binary values, from `COPY`).
 pub(crate) fn snapshot_insert<'c>(
     out: &mut String,

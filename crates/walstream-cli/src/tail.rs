@@ -272,8 +272,13 @@ impl<W: Write> Tail<W> {
                 EventKind::SnapshotEnd { consistent_point } => {
                     tracing::info!(%consistent_point, "snapshot done; streaming from its consistent point");
                 }
-                EventKind::Reconnected { resume_lsn, .. } => {
+                EventKind::Reconnected {
+                    resume_lsn, reason, ..
+                } => {
                     tracing::warn!(%resume_lsn, "reconnected; transactions after it are printed again");
+                    self.line.clear();
+                    json::reconnected(&mut self.line, resume_lsn, &reason);
+                    self.write_line()?;
                     // The server describes every relation again on the new connection.
                     self.decoder = Decoder::new(self.options.proto_version, self.options.streaming);
                 }

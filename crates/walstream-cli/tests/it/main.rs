@@ -4,7 +4,7 @@
 //!   protocols 1-4 and every column kind, with exact expected lines;
 //! - `errors`: truncated and corrupt captures, and the exit codes;
 //! - `cli`: the command line itself;
-//! - `record`, `tail`, `slot`: against real PostgreSQL 15-18 servers;
+//! - `record`, `tail`, `reconnect`, `slot`: against real PostgreSQL 15-18 servers;
 //! - `demo`: the throwaway server it finds and starts itself, and what it leaves behind;
 //! - `testdata`: every recorded `testdata/*.walcap` against its committed `.jsonl`
 //!   (`UPDATE_EXPECT=1` rewrites them).
@@ -21,6 +21,7 @@ mod cli;
 mod demo;
 mod errors;
 mod messages;
+mod reconnect;
 mod record;
 mod slot;
 mod support;

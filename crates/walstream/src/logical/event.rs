@@ -124,6 +124,9 @@ pub enum EventKind {
         resume_lsn: Lsn,
         /// How many attempts the reconnect took.
         attempts: u32,
+        /// Why the previous session ended: the error that was retried (the last one, when
+        /// several attempts failed).
+        reason: String,
     },
 }
 

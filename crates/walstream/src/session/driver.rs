@@ -173,6 +173,7 @@ impl Driver {
                 failures = 0;
             }
             failures += 1;
+            let reason = error.to_string();
             let error = if !error.is_retryable() {
                 Some(error)
             } else if self.created_temporary {
@@ -201,6 +202,10 @@ impl Driver {
             }
             let resume = self.tracker.restart(self.shared.feedback.flushed());
             self.follower.reset();
+            // One notice per resumption: a notice of an attempt that failed before it was
+            // delivered is replaced by the next one, which says the same and more.
+            self.carry
+                .retain(|e| !matches!(e.kind, EventKind::Reconnected { .. }));
             self.carry.push(ChangeEvent {
                 lsn: resume,
                 xid: None,
@@ -208,6 +213,7 @@ impl Driver {
                 kind: EventKind::Reconnected {
                     resume_lsn: resume,
                     attempts: failures,
+                    reason,
                 },
             });
         }

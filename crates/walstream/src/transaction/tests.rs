@@ -204,6 +204,7 @@ fn prepared_transactions_wait_for_their_outcome() {
     a.push(ev(EventKind::Reconnected {
         resume_lsn: Lsn::new(1),
         attempts: 1,
+        reason: "lost".into(),
     }))
     .unwrap();
     let commit_prepared = |gid: &str| {
@@ -256,6 +257,7 @@ fn a_reconnect_drops_partial_transactions() {
             ev(EventKind::Reconnected {
                 resume_lsn: Lsn::new(1),
                 attempts: 1,
+                reason: "lost".into(),
             }),
             begin(1),
             insert(None, "again"),
