@@ -27,6 +27,26 @@ const READ_CHUNK: usize = 64 * 1024;
 /// `W`: CopyBothResponse, which `postgres-protocol`'s parser does not know.
 const COPY_BOTH_RESPONSE_TAG: u8 = b'W';
 
+/// The settings every startup packet pins, because what the server prints depends on them and
+/// the readers above expect one form: walstream's typed values read the text of dates and
+/// times as `DateStyle = ISO` prints it, intervals as `IntervalStyle = postgres` does, and
+/// floats as printed with `extra_float_digits` above zero (the shortest text that reads back
+/// to the same number; 0, which a role may set, rounds to 15 significant digits). A role or
+/// database default (`ALTER ROLE ... SET DateStyle = 'SQL, DMY'`) would otherwise change all
+/// three, for the walsender's pgoutput text too. pgjdbc sends the same `DateStyle` and
+/// `extra_float_digits` (it leaves `IntervalStyle` alone, having a parser for each style).
+///
+/// The server applies startup-packet settings after the command-line `options`, so these win
+/// over an `options=-c DateStyle=...` in the conninfo; a session that wants another style can
+/// still `SET` it, at the cost of the typed decoding above. `TimeZone` is not pinned: the text
+/// of a `timestamptz` carries its offset.
+const PINNED_SETTINGS: [(&str, &str); 4] = [
+    ("client_encoding", "UTF8"),
+    ("DateStyle", "ISO"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"),
+];
+
 /// An open replication connection, ready for commands.
 ///
 /// Made by [`Connection::connect`]; runs replication commands and plain SQL (see the crate
@@ -67,6 +87,11 @@ impl Connection {
     /// Connects as `config` says: each host in order (within `connect_timeout` each), TLS as
     /// `sslmode` says, authentication, then checks `target_session_attrs`. The error of the
     /// last host tried is returned when none succeeds.
+    ///
+    /// The startup packet pins `client_encoding = UTF8`, `DateStyle = ISO`,
+    /// `IntervalStyle = postgres` and `extra_float_digits = 3`, over the role's and the
+    /// database's defaults and over `options`, because walstream's typed values read the
+    /// server's text in those forms (the walsender's pgoutput text included).
     ///
     /// Cancel-safe: the future owns the socket it opens, so dropping it (a timeout around
     /// it, say) closes the half-open connection and leaves nothing behind.
@@ -179,8 +204,8 @@ impl Connection {
     }
 
     async fn startup(&mut self, config: &Config) -> Result<()> {
-        let mut params: Vec<(&str, &str)> =
-            vec![("user", &config.user), ("client_encoding", "UTF8")];
+        let mut params: Vec<(&str, &str)> = vec![("user", &config.user)];
+        params.extend(PINNED_SETTINGS);
         match config.replication {
             Replication::Database => {
                 params.push(("database", &config.dbname));

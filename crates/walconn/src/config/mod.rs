@@ -370,7 +370,9 @@ impl Config {
         self.application_name.as_deref()
     }
 
-    /// `options`: command-line options sent to the server, if set.
+    /// `options`: command-line options sent to the server, if set. The settings
+    /// [`Connection::connect`](crate::Connection::connect) pins win over the same settings
+    /// given here.
     pub fn options(&self) -> Option<&str> {
         self.options.as_deref()
     }

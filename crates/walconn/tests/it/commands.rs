@@ -92,3 +92,77 @@ fn slot_commands_and_sql() {
         })
     });
 }
+
+/// The settings whose text walstream's typed values read are pinned at startup: a role that
+/// sets others, and `options` in the conninfo, change neither what `SHOW` says, nor what the
+/// server reports (ParameterStatus), nor how it prints values.
+#[test]
+fn startup_pins_the_output_settings_over_the_role_and_options() {
+    pgtest::for_each_major(15, |cluster| {
+        let db = cluster.create_database("walconn_pinned").unwrap();
+        let role = cluster.unique_name("walconn_pinned");
+        db.psql(&format!(
+            "CREATE ROLE {role} LOGIN REPLICATION;
+             ALTER ROLE {role} SET DateStyle = 'SQL, DMY';
+             ALTER ROLE {role} SET IntervalStyle = 'iso_8601';
+             ALTER ROLE {role} SET extra_float_digits = 0;"
+        ))
+        .unwrap();
+        let options = "options='-c DateStyle=German -c IntervalStyle=sql_standard \
+                       -c extra_float_digits=-15'";
+        for (replication, extra) in [
+            ("database", ""),
+            ("false", ""),
+            ("true", ""),
+            ("database", options),
+            ("false", options),
+        ] {
+            let conninfo = format!(
+                "{} user={role} replication={replication} {extra}",
+                db.conninfo()
+            );
+            block_on(async {
+                let mut conn = Connection::connect(&config(&conninfo)).await.unwrap();
+                let at = format!("replication={replication} {extra}");
+                let date_style = conn.parameter("DateStyle").unwrap();
+                assert!(date_style.starts_with("ISO,"), "{at}: {date_style}");
+                assert_eq!(conn.parameter("IntervalStyle"), Some("postgres"), "{at}");
+                assert_eq!(conn.parameter("client_encoding"), Some("UTF8"), "{at}");
+                let shown = conn.show("DateStyle").await.unwrap();
+                assert!(shown.starts_with("ISO,"), "{at}: {shown}");
+                assert_eq!(
+                    conn.show("IntervalStyle").await.unwrap(),
+                    "postgres",
+                    "{at}"
+                );
+                assert_eq!(conn.show("extra_float_digits").await.unwrap(), "3", "{at}");
+                if replication != "true" {
+                    let rows = conn
+                        .simple_query(
+                            "SELECT date '2024-01-02', timestamp '2024-01-02 03:04:05.06', \
+                             interval '1 year 2 mons 3 days 04:05:06.789', \
+                             0.1::float8 + 0.2::float8",
+                        )
+                        .await
+                        .unwrap();
+                    let row: Vec<&str> = rows[0].rows[0]
+                        .iter()
+                        .flatten()
+                        .map(String::as_str)
+                        .collect();
+                    assert_eq!(
+                        row,
+                        [
+                            "2024-01-02",
+                            "2024-01-02 03:04:05.06",
+                            "1 year 2 mons 3 days 04:05:06.789",
+                            "0.30000000000000004"
+                        ],
+                        "{at}"
+                    );
+                }
+                conn.close().await.unwrap();
+            });
+        }
+    });
+}

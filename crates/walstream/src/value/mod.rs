@@ -20,9 +20,11 @@
 //!
 //! # Formats
 //!
-//! The text forms are those the server prints with its default output settings:
-//! `DateStyle = ISO`, `IntervalStyle = postgres`, `bytea_output` either `hex` or `escape`,
-//! and any `TimeZone` (a `timestamptz` carries its offset and is converted to UTC). The
+//! The text forms are those the server prints with the output settings every connection pins
+//! at startup, whatever the role or database sets (`walconn::Connection::connect`):
+//! `DateStyle = ISO`, `IntervalStyle = postgres`, `extra_float_digits` above zero (floats
+//! exact); and `bytea_output` either `hex` or `escape`, and any `TimeZone` (a `timestamptz`
+//! carries its offset and is converted to UTC). The
 //! binary forms are the types' send functions (`binary(true)` in the stream config); they go
 //! through `postgres-types`' `FromSql`, except `numeric` and `interval`, which it does not
 //! cover: their binary formats are decoded here, and `numeric` is kept as the exact decimal

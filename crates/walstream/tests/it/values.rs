@@ -2,8 +2,8 @@
 //! value compared with what the server prints for it through an ordinary query.
 
 use serde::Deserialize;
-use walstream::value::{from_row, oid, Interval, MaybeUnchanged, RowValues, Value};
-use walstream::{ColumnValue, EventKind, Insert, Row, Update};
+use walstream::value::{from_row, oid, Infinitable, Interval, MaybeUnchanged, RowValues, Value};
+use walstream::{ColumnValue, EventKind, Insert, LogicalReplicationStream, Row, Update};
 
 use crate::{block_on, read_transactions, Fixture};
 
@@ -404,5 +404,69 @@ fn values_serde_mismatch_names_the_column() {
                 .starts_with(r#"column "big" (text): an unchanged TOAST value"#),
             "{err}"
         );
+    });
+}
+
+/// A role whose defaults change how the server prints dates, timestamps, intervals and floats
+/// (`DateStyle`, `IntervalStyle`, `extra_float_digits`) still streams the right typed values,
+/// because the connection pins the forms the text decoder reads.
+#[test]
+fn values_decode_right_whatever_styles_the_role_sets() {
+    pgtest::for_each_major(15, |cluster| {
+        let f = Fixture::new(cluster, "ws_styles");
+        let role = cluster.unique_name("ws_styles");
+        f.db.psql(&format!(
+            "CREATE ROLE {role} LOGIN REPLICATION;
+             ALTER ROLE {role} SET DateStyle = 'SQL, DMY';
+             ALTER ROLE {role} SET IntervalStyle = 'iso_8601';
+             ALTER ROLE {role} SET extra_float_digits = 0;
+             CREATE TABLE styled (id int PRIMARY KEY, d date, ts timestamp, iv interval,
+                                  f8 float8);
+             ALTER PUBLICATION {publication} ADD TABLE styled;
+             INSERT INTO styled VALUES (1, '2024-01-02', '2024-01-02 03:04:05.06',
+                                        '1 year 2 mons 3 days 04:05:06.789',
+                                        0.1::float8 + 0.2::float8);",
+            publication = f.publication
+        ))
+        .unwrap();
+        block_on(async {
+            let conninfo = format!("{} user={role}", f.db.conninfo());
+            let mut events =
+                LogicalReplicationStream::connect(&conninfo, f.config().build().unwrap())
+                    .await
+                    .unwrap()
+                    .start();
+            let got = read_transactions(&mut events, 1).await;
+            events.shutdown().await.unwrap();
+            let row = got
+                .iter()
+                .find_map(|e| match &e.kind {
+                    EventKind::Insert(i) if i.relation.name == "styled" => Some(&i.new),
+                    _ => None,
+                })
+                .unwrap();
+            assert!(
+                matches!(row.get("d"), Some(ColumnValue::Text(_))),
+                "the text form is what the styles change"
+            );
+            let value = |name: &str| row.decoded(name).unwrap().unwrap();
+            let day = chrono::NaiveDate::from_ymd_opt(2024, 1, 2).unwrap();
+            assert_eq!(value("d"), Value::Date(Infinitable::Finite(day)));
+            assert_eq!(
+                value("ts"),
+                Value::Timestamp(Infinitable::Finite(
+                    day.and_hms_micro_opt(3, 4, 5, 60_000).unwrap()
+                ))
+            );
+            assert_eq!(
+                value("iv"),
+                Value::Interval(Interval {
+                    months: 14,
+                    days: 3,
+                    microseconds: ((4 * 60 + 5) * 60 + 6) * 1_000_000 + 789_000,
+                })
+            );
+            assert_eq!(value("f8"), Value::Float8(0.1 + 0.2));
+        });
     });
 }
