@@ -1,6 +1,7 @@
 //! Whole committed transactions, in commit order: plain, streamed (protocol 2+), prepared
-//! (protocol 3+) and parallel-streamed (protocol 4), with aborted subtransactions dropped and
-//! memory bounded by spilling to disk.
+//! (protocol 3+) and parallel-streamed (protocol 4), with aborted subtransactions dropped (but
+//! see [`TransactionStream`] for the logical messages pgoutput cannot attribute) and memory
+//! bounded by spilling to disk.
 //!
 //! - this module: the delivered types ([`Transaction`], [`Change`]);
 //! - `assembler`: [`TransactionAssembler`], the sans-IO part (events in, transactions out);

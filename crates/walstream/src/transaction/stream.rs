@@ -13,6 +13,15 @@ use crate::session::feedback::SharedLsnFeedback;
 
 /// Committed transactions in commit order, assembled from an [`EventStream`].
 ///
+/// The changes of a subtransaction that was rolled back are dropped, with one exception that
+/// pgoutput gives no way to detect: a *transactional* logical decoding message
+/// (`pg_logical_emit_message(true, ...)`) emitted inside a subtransaction that is later rolled
+/// back still arrives when the transaction is streamed (protocol 2+, a transaction larger than
+/// `logical_decoding_work_mem`). Inside a streamed block the server labels such a message with
+/// the top-level xid, not the subtransaction's, so the Stream Abort of the subtransaction does
+/// not match it. Transactions sent whole at commit do not have this problem: there the server
+/// drops the rolled-back subtransaction's messages itself.
+///
 /// ```no_run
 /// use walstream::{LogicalReplicationStream, ReplicationStreamConfig, TransactionConfig};
 ///
