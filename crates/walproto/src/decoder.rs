@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use crate::error::{Error, ErrorKind};
 use crate::pgoutput::{
     Boundaries, Message, OldTuple, ParseContext, ProtocolVersion, Relation, ReplicaIdentity,
-    Streaming, TupleData,
+    Streaming, TupleData, Type,
 };
 use crate::types::{Oid, Xid};
 
@@ -52,6 +52,7 @@ pub struct Decoder {
     relations: BTreeMap<Oid, Arc<RelationInfo>>,
     types: BTreeMap<Oid, TypeInfo>,
     max_relations: usize,
+    max_types: usize,
 }
 
 /// A decoded message, with the relation a row message refers to.
@@ -106,11 +107,23 @@ pub struct TypeInfo {
     pub name: String,
 }
 
-/// The default bound on cached relations: far above any real publication, low enough that a
-/// hostile server cannot grow the cache without limit (each entry is bounded by the 64 KiB of
-/// columns one message can describe, so the cache stays within a few GiB even when full of the
-/// largest relations, and within a few MiB for real schemas).
+/// The default bound on cached relations: far above any real publication, so that a hostile
+/// server cannot grow the cache without limit.
+///
+/// It bounds the count, and [`MAX_NAME_LEN`](crate::pgoutput::MAX_NAME_LEN) each name; an
+/// entry's size still grows with the column count a Relation message claims. Real tables take
+/// a few KiB each. The worst case is 65,535 columns (the wire's `Int16` count; PostgreSQL
+/// itself allows 1,600) named with the longest names: about 20 MB per relation (from a 17 MB
+/// message), about 2 TB for a full cache of them. A client that must bound its memory against
+/// a hostile server sets [`Decoder::with_max_relations`] to what it can afford at 20 MB each.
 pub const DEFAULT_MAX_RELATIONS: usize = 100_000;
+
+/// The default bound on cached types: far above the user-defined types any database uses in
+/// its published columns (pgoutput describes only those), so that a hostile server cannot
+/// grow the cache without limit. An entry is two names of at most
+/// [`MAX_NAME_LEN`](crate::pgoutput::MAX_NAME_LEN) bytes and its bookkeeping, under 1 KiB, so
+/// a full cache stays under 100 MB.
+pub const DEFAULT_MAX_TYPES: usize = 100_000;
 
 impl Decoder {
     /// A decoder for a stream started with this protocol version and streaming mode.
@@ -120,6 +133,7 @@ impl Decoder {
             relations: BTreeMap::new(),
             types: BTreeMap::new(),
             max_relations: DEFAULT_MAX_RELATIONS,
+            max_types: DEFAULT_MAX_TYPES,
         }
     }
 
@@ -127,6 +141,13 @@ impl Decoder {
     /// ([`ErrorKind::TooManyRelations`]). Re-describing a cached relation is always allowed.
     pub fn with_max_relations(mut self, max: usize) -> Self {
         self.max_relations = max;
+        self
+    }
+
+    /// Sets the most types the cache may hold; a Type message beyond it is an error
+    /// ([`ErrorKind::TooManyTypes`]). Re-describing a cached type is always allowed.
+    pub fn with_max_types(mut self, max: usize) -> Self {
+        self.max_types = max;
         self
     }
 
@@ -187,14 +208,7 @@ impl Decoder {
                 self.relations.get(&rel.id)
             }
             Message::Type(t) => {
-                self.types.insert(
-                    t.id,
-                    TypeInfo {
-                        id: t.id,
-                        namespace: t.namespace.to_string(),
-                        name: t.name.to_string(),
-                    },
-                );
+                self.store_type(t)?;
                 None
             }
             Message::Insert(m) => Some(row(&self.relations, m.relation_id, &m.new, None, tag)?),
@@ -234,6 +248,25 @@ impl Decoder {
     /// be called while it is alive.
     pub fn decode_message<'a>(&mut self, payload: &'a [u8]) -> Result<Message<'a>, Error> {
         self.decode(payload).map(|d| d.message)
+    }
+
+    fn store_type(&mut self, t: &Type<'_>) -> Result<(), Error> {
+        if !self.types.contains_key(&t.id) && self.types.len() >= self.max_types {
+            return Err(Error::new(
+                ErrorKind::TooManyTypes,
+                Some(crate::pgoutput::tag::TYPE),
+                0,
+            ));
+        }
+        self.types.insert(
+            t.id,
+            TypeInfo {
+                id: t.id,
+                namespace: t.namespace.to_string(),
+                name: t.name.to_string(),
+            },
+        );
+        Ok(())
     }
 
     fn store_relation(&mut self, rel: &Relation<'_>) -> Result<(), Error> {

@@ -62,6 +62,16 @@ pub enum ErrorKind {
     OutOfOrder,
     /// The decoder's relation cache is full; see `Decoder::with_max_relations`.
     TooManyRelations,
+    /// The decoder's type cache is full; see `Decoder::with_max_types`.
+    TooManyTypes,
+    /// A schema, table, column or type name is longer than any PostgreSQL server sends; see
+    /// `pgoutput::MAX_NAME_LEN`. The error's offset is where the name starts.
+    NameTooLong {
+        /// The name's length in bytes, without its NUL.
+        len: u32,
+        /// The longest name allowed, in bytes.
+        max: u32,
+    },
     /// A capture file did not start with the `WALCAP1` magic.
     BadMagic,
     /// A length is above a fixed limit of the format (not of the bytes at hand).
@@ -149,6 +159,10 @@ impl fmt::Display for ErrorKind {
             ),
             ErrorKind::OutOfOrder => f.write_str("message out of order for the stream state"),
             ErrorKind::TooManyRelations => f.write_str("relation cache limit reached"),
+            ErrorKind::TooManyTypes => f.write_str("type cache limit reached"),
+            ErrorKind::NameTooLong { len, max } => {
+                write!(f, "name of {len} bytes exceeds the limit of {max} bytes")
+            }
             ErrorKind::BadMagic => f.write_str("not a WALCAP1 capture file"),
             ErrorKind::TooLong { len, max } => {
                 write!(f, "length {len} exceeds the limit of {max} bytes")

@@ -57,6 +57,8 @@ pub mod fuzzing;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use decoder::{ColumnInfo, Decoded, Decoder, RelationInfo, TypeInfo, DEFAULT_MAX_RELATIONS};
+pub use decoder::{
+    ColumnInfo, Decoded, Decoder, RelationInfo, TypeInfo, DEFAULT_MAX_RELATIONS, DEFAULT_MAX_TYPES,
+};
 pub use error::{Error, ErrorKind};
 pub use types::{Lsn, Oid, ParseLsnError, Timestamp, Xid};

@@ -9,6 +9,7 @@ use nom::number::complete::{be_i32, be_i64, be_u16, be_u32, be_u64, be_u8};
 use nom::IResult;
 
 use crate::error::{Error, ErrorKind};
+use crate::pgoutput::MAX_NAME_LEN;
 use crate::types::{Lsn, Oid, Timestamp, Xid};
 
 /// nom's error type for the primitives: we only need to know that a primitive failed, and the
@@ -152,11 +153,38 @@ impl<'a> Reader<'a> {
     /// Reads a NUL-terminated UTF-8 string (PostgreSQL's `String`) without its NUL.
     pub(crate) fn cstr(&mut self) -> Result<&'a str, Error> {
         let at = self.offset();
+        let s = self.cstr_bytes()?;
+        self.utf8(s, at)
+    }
+
+    /// Reads a schema, table, column or type name: a [`cstr`](Self::cstr) of at most
+    /// [`MAX_NAME_LEN`] bytes, its length checked before anything else.
+    pub(crate) fn name(&mut self) -> Result<&'a str, Error> {
+        let at = self.offset();
+        let s = self.cstr_bytes()?;
+        if s.len() > MAX_NAME_LEN {
+            let kind = ErrorKind::NameTooLong {
+                len: u32::try_from(s.len()).unwrap_or(u32::MAX),
+                max: MAX_NAME_LEN as u32,
+            };
+            return Err(self.error_at(kind, at));
+        }
+        self.utf8(s, at)
+    }
+
+    /// The bytes up to the next NUL, which is consumed too.
+    fn cstr_bytes(&mut self) -> Result<&'a [u8], Error> {
+        let at = self.offset();
         let s: &'a [u8] = self.run(take_till(|b| b == 0))?;
         if self.rest.is_empty() {
             return Err(self.error_at(ErrorKind::UnterminatedString, at));
         }
         self.u8()?;
+        Ok(s)
+    }
+
+    /// `s`, read from offset `at`, as UTF-8.
+    fn utf8(&self, s: &'a [u8], at: usize) -> Result<&'a str, Error> {
         core::str::from_utf8(s)
             .map_err(|e| self.error_at(ErrorKind::InvalidUtf8, at + e.valid_up_to()))
     }

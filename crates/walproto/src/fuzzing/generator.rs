@@ -8,8 +8,9 @@
 //! that is valid under its context: the xid of row messages is there exactly when the context
 //! has one, Stream Abort carries its abort LSN and time exactly under protocol 4 with
 //! `streaming = parallel`, and a message that needs streaming or protocol 3 raises the context
-//! to the lowest one that has it. Strings lose their NULs (pgoutput sends C strings). So every
-//! failure of a check on these messages is a real disagreement between encoder and parser.
+//! to the lowest one that has it. Strings lose their NULs (pgoutput sends C strings), and names
+//! are cut to `MAX_NAME_LEN` bytes. So every failure of a check on these messages is a real
+//! disagreement between encoder and parser.
 
 use alloc::string::String;
 use alloc::vec;
@@ -22,7 +23,7 @@ use crate::pgoutput::{
     encode_columns, AbortInfo, Begin, BeginPrepare, Column, Commit, CommitPrepared, Delete, Insert,
     LogicalMessage, Message, OldTuple, Origin, ParseContext, Prepare, ProtocolVersion, Relation,
     RelationColumn, RelationColumns, RelationIds, ReplicaIdentity, RollbackPrepared, StreamAbort,
-    StreamCommit, StreamStart, Streaming, Truncate, TupleData, Type, Update,
+    StreamCommit, StreamStart, Streaming, Truncate, TupleData, Type, Update, MAX_NAME_LEN,
 };
 use crate::replication::{
     ClientMessage, HotStandbyFeedback, PrimaryKeepalive, ServerMessage, StandbyStatusUpdate,
@@ -56,6 +57,18 @@ pub struct PgoutputCase {
 /// A C string: arbitrary UTF-8 without NUL.
 #[derive(Debug)]
 struct Name(String);
+
+impl Name {
+    /// The string as a schema, table, column or type name: cut to at most [`MAX_NAME_LEN`]
+    /// bytes (at a character boundary), as the parser allows no more there.
+    fn ident(&self) -> &str {
+        let mut end = self.0.len().min(MAX_NAME_LEN);
+        while !self.0.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.0.get(..end).unwrap_or_default()
+    }
+}
 
 /// Bytes whose length is taken from the end of the input, as libFuzzer's FuzzedDataProvider
 /// takes lengths, so that it spreads over all the input allows. (`Vec<u8>`'s own `Arbitrary`
@@ -331,7 +344,7 @@ impl Spec {
                 for (flags, name, oid, typmod) in cols {
                     RelationColumn {
                         flags: *flags,
-                        name: &name.0,
+                        name: name.ident(),
                         type_oid: Oid(*oid),
                         type_modifier: *typmod,
                     }
@@ -371,8 +384,8 @@ impl Spec {
             Spec::Relation(x, id, ns, n, ri, _) => Message::Relation(Relation {
                 xid: xid(x),
                 id: Oid(*id),
-                namespace: &ns.0,
-                name: &n.0,
+                namespace: ns.ident(),
+                name: n.ident(),
                 replica_identity: match ri % 4 {
                     0 => ReplicaIdentity::Default,
                     1 => ReplicaIdentity::Nothing,
@@ -384,8 +397,8 @@ impl Spec {
             Spec::Type(x, id, ns, n) => Message::Type(Type {
                 xid: xid(x),
                 id: Oid(*id),
-                namespace: &ns.0,
-                name: &n.0,
+                namespace: ns.ident(),
+                name: n.ident(),
             }),
             Spec::Insert(x, id, _) => Message::Insert(Insert {
                 xid: xid(x),

@@ -37,6 +37,7 @@ pub use options::{
 };
 pub use relation::{
     Relation, RelationColumn, RelationColumnIter, RelationColumns, ReplicaIdentity, Type,
+    MAX_NAME_LEN,
 };
 pub use tuple::{encode_columns, Column, Columns, TupleData};
 

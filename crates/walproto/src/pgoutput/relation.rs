@@ -8,6 +8,20 @@ use crate::error::{Error, ErrorKind};
 use crate::reader::Reader;
 use crate::types::{Oid, Xid};
 
+/// The longest schema, table, column or type name accepted in a Relation or Type message, in
+/// bytes: with it, what one such message makes the [`Decoder`](crate::Decoder) keep is bounded
+/// by the message's column count, not by its length (up to 1 GiB). A longer name is an
+/// [`ErrorKind::NameTooLong`] at the offset where it starts.
+///
+/// PostgreSQL truncates identifiers to `NAMEDATALEN - 1` = 63 bytes in the server's encoding,
+/// and pgoutput converts them to the client encoding as it writes them (`pq_sendstring`),
+/// which must be UTF-8 here (names are `&str`). No server encoding grows more than threefold
+/// on the way to UTF-8 (the single-byte encodings map into the Basic Multilingual Plane, at
+/// most 3 bytes a character; the combined characters of SHIFT_JIS_2004 and EUC_JIS_2004 take
+/// 2 bytes and become 6), so a real name is at most 189 bytes. 256 leaves room above that,
+/// and for the ASCII names of a server built with a `NAMEDATALEN` of up to 257.
+pub const MAX_NAME_LEN: usize = 256;
+
 /// `R`: describes a table before the first row of it in a session, and again after any change.
 ///
 /// A re-sent Relation for the same id replaces the earlier description.
@@ -120,7 +134,7 @@ impl<'a> RelationColumns<'a> {
         let start = r.rest();
         for _ in 0..ncols {
             r.u8()?;
-            r.cstr()?;
+            r.name()?;
             r.u32()?;
             r.i32()?;
         }
@@ -202,8 +216,8 @@ impl ExactSizeIterator for RelationColumnIter<'_> {}
 impl<'a> Relation<'a> {
     pub(crate) fn read(r: &mut Reader<'a>, xid: Option<Xid>) -> Result<Self, Error> {
         let id = r.oid()?;
-        let namespace = r.cstr()?;
-        let name = r.cstr()?;
+        let namespace = r.name()?;
+        let name = r.name()?;
         let at = r.offset();
         let ri = r.u8()?;
         let replica_identity = ReplicaIdentity::from_byte(ri)
@@ -250,8 +264,8 @@ impl<'a> Type<'a> {
         Ok(Type {
             xid,
             id: r.oid()?,
-            namespace: r.cstr()?,
-            name: r.cstr()?,
+            namespace: r.name()?,
+            name: r.name()?,
         })
     }
 

@@ -224,6 +224,61 @@ fn relation_with_the_maximum_column_count() {
 }
 
 #[test]
+fn names_longer_than_max_name_len_are_refused_where_they_start() {
+    // The longest name allowed, in multi-byte characters as a non-ASCII name arrives.
+    let max = "\u{20AC}".repeat(MAX_NAME_LEN / 3) + &"n".repeat(MAX_NAME_LEN % 3);
+    assert_eq!(max.len(), MAX_NAME_LEN);
+    let over = "n".repeat(MAX_NAME_LEN + 1);
+    let relation = |ns: &str, name: &str, column: &str| {
+        B::tag(b'R')
+            .i32(1)
+            .s(ns)
+            .s(name)
+            .u8(b'd')
+            .i16(1)
+            .u8(1)
+            .s(column)
+            .i32(23)
+            .i32(u32::MAX)
+            .0
+    };
+    let ty = |ns: &str, name: &str| B::tag(b'Y').i32(1).s(ns).s(name).0;
+    let b = relation(&max, &max, &max);
+    let Message::Relation(r) = check(&b, V1) else {
+        panic!()
+    };
+    assert_eq!((r.namespace, r.name), (max.as_str(), max.as_str()));
+    assert_eq!(r.columns.iter().next().map(|c| c.name), Some(max.as_str()));
+    let b = ty(&max, &max);
+    let Message::Type(t) = check(&b, V1) else {
+        panic!()
+    };
+    assert_eq!((t.namespace, t.name), (max.as_str(), max.as_str()));
+
+    let too_long = ErrorKind::NameTooLong {
+        len: MAX_NAME_LEN as u32 + 1,
+        max: MAX_NAME_LEN as u32,
+    };
+    // Namespace and name follow the tag and OID (bytes 0-4); a column's name follows the
+    // replica identity (9), the count (10-11) and its flags (12).
+    for (b, at) in [
+        (relation(&over, "t", "c"), 5),
+        (relation("s", &over, "c"), 7),
+        (relation("s", "t", &over), 13),
+        (ty(&over, "t"), 5),
+        (ty("s", &over), 7),
+    ] {
+        let e = Message::parse(&b, V1).unwrap_err();
+        assert_eq!((e.kind(), e.offset(), e.tag()), (too_long, at, Some(b[0])));
+    }
+    // The length is checked before the bytes are read as UTF-8.
+    let mut bad = alloc::vec![0xFF; MAX_NAME_LEN + 1];
+    bad.push(0);
+    let b = B::tag(b'Y').i32(1).raw(&bad).s("t").0;
+    assert_eq!(Message::parse(&b, V1).unwrap_err().kind(), too_long);
+}
+
+#[test]
 fn strings_must_be_terminated_and_utf8() {
     let e = Message::parse(&B::tag(b'O').i64(1).raw(b"abc").0, V1).unwrap_err();
     assert_eq!((e.kind(), e.offset()), (ErrorKind::UnterminatedString, 9));

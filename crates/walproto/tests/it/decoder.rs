@@ -212,6 +212,43 @@ fn relation_cache_is_bounded() {
     assert_eq!(e.kind(), ErrorKind::TooManyRelations);
 }
 
+fn type_message(id: u32) -> Vec<u8> {
+    enc(Message::Type(Type {
+        xid: None,
+        id: Oid(id),
+        namespace: "public",
+        name: "mood",
+    }))
+}
+
+#[test]
+fn type_cache_is_bounded() {
+    let mut d = Decoder::new(ProtocolVersion::V1, Streaming::Off).with_max_types(2);
+    d.decode(&begin(1)).unwrap();
+    d.decode(&type_message(1)).unwrap();
+    d.decode(&type_message(2)).unwrap();
+    // Re-describing a cached type is fine; a third one is not, and is not cached.
+    d.decode(&type_message(1)).unwrap();
+    let e = d.decode(&type_message(3)).unwrap_err();
+    assert_eq!((e.kind(), e.tag()), (ErrorKind::TooManyTypes, Some(b'Y')));
+    assert!(d.type_info(Oid(3)).is_none());
+    // The stream goes on after the refused message.
+    d.decode(&commit()).unwrap();
+}
+
+#[test]
+fn type_cache_has_a_default_bound() {
+    let mut d = Decoder::new(ProtocolVersion::V1, Streaming::Off);
+    d.decode(&begin(1)).unwrap();
+    for id in 0..walproto::DEFAULT_MAX_TYPES as u32 {
+        d.decode(&type_message(id)).unwrap();
+    }
+    let e = d
+        .decode(&type_message(walproto::DEFAULT_MAX_TYPES as u32))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TooManyTypes);
+}
+
 #[test]
 fn truncate_needs_known_relations() {
     let mut d = Decoder::new(ProtocolVersion::V1, Streaming::Off);

@@ -232,6 +232,34 @@ fn corrupt_messages_name_offset_and_type() {
 }
 
 #[test]
+fn a_name_longer_than_any_server_sends_is_named_with_its_length_and_offset() {
+    let cap = Capture::new(&header(1, "off")).w(0x100, &begin());
+    let at = cap.len();
+    let long = "t".repeat(walproto::pgoutput::MAX_NAME_LEN + 1);
+    let cap = cap.w(
+        0,
+        &relation(
+            None,
+            16384,
+            "public",
+            &long,
+            ReplicaIdentity::Default,
+            &[(true, "id", 23, -1)],
+        ),
+    );
+    // The table name starts after the tag, the OID and "public\0".
+    assert_failed(
+        &decode(&cap, &[]),
+        1,
+        &format!(
+            "byte offset {}, relation message 'R' at LSN 0/0: name of 257 bytes exceeds the \
+             limit of 256 bytes",
+            at + 4 + 25 + 12
+        ),
+    );
+}
+
+#[test]
 fn text_that_is_not_utf8_is_an_error_not_a_guess() {
     let cap = good_start();
     let at = cap.len();
