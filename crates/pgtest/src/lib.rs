@@ -43,6 +43,8 @@ mod session;
 pub mod cancel;
 #[cfg(feature = "async")]
 pub mod fake;
+// The recorded captures and their expected files, for the data-driven tests.
+pub mod testdata;
 
 use std::sync::OnceLock;
 

@@ -1,20 +1,18 @@
 //! Data-driven: every stream recorded from a real server in `testdata/` decodes without error,
 //! re-encodes byte for byte, and matches its committed summary in `testdata/expected/`.
 //!
-//! Set `UPDATE_EXPECT=1` to rewrite the summaries; review the diff like code.
+//! Set `UPDATE_EXPECT=1` to rewrite the summaries (refused under CI); review the diff like
+//! code. The captures are those `testdata/README.md` lists: a missing capture or summary, or
+//! one left over, fails (`pgtest::testdata::pairs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use walproto::capture::Capture;
 use walproto::pgoutput::{Column, Message, OldTuple, TupleData};
 use walproto::replication::ServerMessage;
 use walproto::Decoder;
-
-fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
-}
 
 fn summarize(path: &Path) -> String {
     let file = std::fs::read(path).unwrap();
@@ -112,23 +110,19 @@ fn summarize(path: &Path) -> String {
 #[test]
 fn recorded_streams_decode_and_match_their_summaries() {
     let mut checked = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(testdata())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "walcap"))
-        .collect();
-    entries.sort();
-    let update = std::env::var_os("UPDATE_EXPECT").is_some();
+    let update = pgtest::testdata::update_expect();
+    // Every capture testdata/README.md lists, each with its summary, and no file left over.
+    let pairs =
+        pgtest::testdata::pairs(&pgtest::testdata::dir().join("expected"), "summary", update);
     let mut failures = Vec::new();
-    for path in entries {
-        let got = summarize(&path);
+    for (path, expected_path) in &pairs {
+        let got = summarize(path);
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let expected_path = testdata().join("expected").join(format!("{name}.summary"));
         if update {
             std::fs::create_dir_all(expected_path.parent().unwrap()).unwrap();
-            std::fs::write(&expected_path, &got).unwrap();
+            std::fs::write(expected_path, &got).unwrap();
         } else {
-            let want = std::fs::read_to_string(&expected_path).unwrap_or_default();
+            let want = std::fs::read_to_string(expected_path).unwrap_or_default();
             if want != got {
                 failures.push(format!("{name}:\n--- expected\n{want}\n--- got\n{got}"));
             }
@@ -142,4 +136,5 @@ fn recorded_streams_decode_and_match_their_summaries() {
     );
     // Captures from all four majors are committed; a missing one is a failure, not a skip.
     assert!(checked >= 4, "only {checked} captures in testdata/");
+    assert_eq!(checked, pgtest::testdata::listed_captures().len());
 }

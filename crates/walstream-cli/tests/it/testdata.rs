@@ -2,33 +2,28 @@
 //! their committed expected output (`testdata/<same name>.jsonl`).
 //!
 //! `UPDATE_EXPECT=1 cargo test -p walstream-cli` rewrites the expected files from the current
-//! output; review the diff like code before committing it.
+//! output (refused under CI); review the diff like code before committing it. The captures are
+//! those `testdata/README.md` lists: a missing capture or `.jsonl`, or one left over, fails
+//! (`pgtest::testdata::pairs`).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::support::walstream;
 
 #[test]
 fn recorded_captures_decode_to_their_expected_lines() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
-    let update = std::env::var_os("UPDATE_EXPECT").is_some_and(|v| v == "1");
-    let mut captures: Vec<PathBuf> = match fs::read_dir(&dir) {
-        Ok(entries) => entries
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "walcap"))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    captures.sort();
-    if captures.is_empty() {
-        eprintln!("no captures in {}: nothing to check", dir.display());
-    }
+    let dir = pgtest::testdata::dir();
+    let update = pgtest::testdata::update_expect();
+    // Every capture testdata/README.md lists, each with its `.jsonl`, and no file left over: a
+    // missing capture fails here rather than leaving less to check.
+    let captures = pgtest::testdata::pairs(&dir, "jsonl", update);
     let failures: Vec<String> = captures
         .iter()
-        .filter_map(|c| check(c, &c.with_extension("jsonl"), update).err())
+        .filter_map(|(c, expected)| check(c, expected, update).err())
         .collect();
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+    assert_eq!(captures.len(), pgtest::testdata::listed_captures().len());
 }
 
 /// Decodes `capture` and compares the output with the file `expected` (or writes it).
