@@ -26,6 +26,10 @@ use crate::{json, StreamArgs};
 /// stream keeps delivering.
 const ACK_EVERY: Duration = Duration::from_secs(1);
 
+/// The SQLSTATEs of a server that cannot convert text to the client's encoding:
+/// `character_not_in_repertoire` (invalid bytes) and `untranslatable_character`.
+const UNCONVERTIBLE_SQLSTATES: [&str; 2] = ["22021", "22P05"];
+
 /// Why `tail` stopped with an error.
 #[derive(Debug)]
 pub(crate) enum TailError {
@@ -54,6 +58,18 @@ impl From<walstream::Error> for TailError {
         match e.kind() {
             walstream::ErrorKind::Config | walstream::ErrorKind::Unsupported => {
                 TailError::Usage(e.to_string())
+            }
+            // The walsender could not convert a value to UTF-8, the only client encoding the
+            // stream speaks: the data cannot be decoded (exit 1), and retrying would meet the
+            // same bytes again.
+            _ if e
+                .code()
+                .is_some_and(|c| UNCONVERTIBLE_SQLSTATES.contains(&c)) =>
+            {
+                TailError::Data(format!(
+                    "{e}; the database holds text that is not valid in UTF-8 (an SQL_ASCII \
+                     database with other bytes?), and the stream is read as UTF-8"
+                ))
             }
             _ => TailError::Stream(e),
         }

@@ -5,6 +5,7 @@
 //! - `errors`: truncated and corrupt captures, and the exit codes;
 //! - `cli`: the command line itself;
 //! - `record`, `tail`, `reconnect`, `slot`: against real PostgreSQL 15-18 servers;
+//! - `encoding`: LATIN1 and SQL_ASCII databases against real servers;
 //! - `demo`: the throwaway server it finds and starts itself, and what it leaves behind;
 //! - `testdata`: every recorded `testdata/*.walcap` against its committed `.jsonl`
 //!   (`UPDATE_EXPECT=1` rewrites them).
@@ -19,6 +20,7 @@
 
 mod cli;
 mod demo;
+mod encoding;
 mod errors;
 mod messages;
 mod reconnect;
