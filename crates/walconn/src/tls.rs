@@ -1,5 +1,7 @@
 //! TLS with rustls: the `SSLRequest` negotiation and libpq's `sslmode` checks.
 
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -230,6 +232,7 @@ fn client_config(config: &Config, mode: SslMode) -> Result<rustls::ClientConfig>
                     )
                     .with_source(e)
                 })?;
+            check_key_file(key)?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
                 Error::new(
                     ErrorKind::Tls,
@@ -250,6 +253,61 @@ fn client_config(config: &Config, mode: SslMode) -> Result<rustls::ClientConfig>
     // Sent on every connection, as libpq 17+ does; older servers ignore it.
     tls_config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
     Ok(tls_config)
+}
+
+/// Refuses a client key file that is not a regular file, or that others may read or change,
+/// as libpq does before loading one (`fe-secure-openssl.c`, `initialize_SSL`): a key owned by
+/// root may be `u=rw,g=r` (0640), so that a system-wide key can be shared with a group, any
+/// other key `u=rw` (0600) at most. Whose key it is does not matter (a process running as root
+/// may use another user's key); libpq checks the mode alone, and so does this.
+fn check_key_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Error::new(
+            ErrorKind::Tls,
+            format!("could not read client key {}", path.display()),
+        )
+        .with_source(e)
+    })?;
+    // A FIFO or a device would be read as if it were the key (a FIFO blocking the connection
+    // until someone writes to it).
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::Tls,
+            format!(
+                "private key file \"{}\" is not a regular file",
+                path.display()
+            ),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if key_mode_too_open(mode, meta.uid()) {
+        return Err(Error::new(
+            ErrorKind::Tls,
+            format!(
+                "private key file \"{}\" has group or world access (mode {mode:04o}); file \
+                 must have permissions u=rw (0600) or less if owned by the current user, or \
+                 permissions u=rw,g=r (0640) or less if owned by root",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a key file of permission bits `mode` owned by the user `owner` is open to others:
+/// any group or other bit, except the group's read bit on a file owned by root.
+fn key_mode_too_open(mode: u32, owner: u32) -> bool {
+    /// Group write and execute, and every bit for others (libpq's
+    /// `S_IWGRP | S_IXGRP | S_IRWXO`).
+    const ROOT_OWNED_FORBIDDEN: u32 = 0o037;
+    /// Every bit for the group and for others (`S_IRWXG | S_IRWXO`).
+    const FORBIDDEN: u32 = 0o077;
+    let forbidden = if owner == 0 {
+        ROOT_OWNED_FORBIDDEN
+    } else {
+        FORBIDDEN
+    };
+    mode & forbidden != 0
 }
 
 fn root_store(config: &Config) -> Result<RootCertStore> {
@@ -405,6 +463,25 @@ mod tests {
             .unwrap()
             .der()
             .to_vec()
+    }
+
+    #[test]
+    fn key_files_open_to_others_are_refused_as_libpq_refuses_them() {
+        const ROOT: u32 = 0;
+        const USER: u32 = 1000;
+        for owner in [ROOT, USER] {
+            for mode in [0o400, 0o600, 0o700] {
+                assert!(!key_mode_too_open(mode, owner), "{mode:o} of {owner}");
+            }
+            for mode in [0o604, 0o602, 0o601, 0o620, 0o610, 0o666, 0o777] {
+                assert!(key_mode_too_open(mode, owner), "{mode:o} of {owner}");
+            }
+        }
+        // Readable by the group: a system-wide key of root's, not a user's.
+        for mode in [0o640, 0o440] {
+            assert!(!key_mode_too_open(mode, ROOT), "{mode:o}");
+            assert!(key_mode_too_open(mode, USER), "{mode:o}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod hostile;
 mod more_commands;
 mod replication;
 mod tls;
+mod tls_keys;
 
 /// Runs `f` to completion on a fresh current-thread runtime (pgtest's helpers block, so each
 /// major's part of a test gets its own runtime).

@@ -47,6 +47,9 @@ impl Pki {
         std::fs::write(dir.join("other.pem"), other_ca.pem()).unwrap();
         std::fs::write(dir.join("client.pem"), client.pem()).unwrap();
         std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
+        // walconn refuses a key file others can read, as libpq does (see tls_keys.rs).
+        let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+        std::fs::set_permissions(dir.join("client.key"), private).unwrap();
         Pki {
             dir,
             ca_pem: ca.pem(),
