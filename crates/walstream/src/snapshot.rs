@@ -238,6 +238,12 @@ async fn describe(
     only: Option<&[String]>,
 ) -> Result<RelationInfo> {
     let regclass = quote_literal(&format!("{}.{}", quote_ident(schema), quote_ident(table)));
+    // With the server's list of published columns (PostgreSQL 15+), that list decides, generated
+    // columns included: PostgreSQL 18 publishes stored generated columns under
+    // `publish_generated_columns = stored` or a column list naming them, and the snapshot's
+    // rows must have the columns the stream's rows have. Without it (PostgreSQL 14), every
+    // column but the generated ones is published.
+    let generated = if only.is_some() { "true" } else { "false" };
     let sql = format!(
         "SELECT c.oid, c.relreplident, a.attname, a.atttypid, a.atttypmod, \
            (c.relreplident = 'f' OR a.attnum = ANY(coalesce((SELECT i.indkey::int2[] \
@@ -246,7 +252,7 @@ async fn describe(
                 WHEN 'd' THEN i.indisprimary ELSE false END LIMIT 1), '{{}}'::int2[]))) AS key \
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
          WHERE c.oid = {regclass}::regclass AND a.attnum > 0 AND NOT a.attisdropped \
-           AND a.attgenerated = '' \
+           AND ({generated} OR a.attgenerated = '') \
          ORDER BY a.attnum"
     );
     let r = conn

@@ -178,3 +178,75 @@ fn a_failed_copy_leaves_no_slot_behind() {
         );
     });
 }
+
+/// PostgreSQL 18 publishes stored generated columns when the publication says so: the
+/// snapshot's rows then carry them as the streamed rows do, and leave them out otherwise.
+#[test]
+fn snapshot_rows_have_the_streamed_rows_columns_with_generated_columns() {
+    pgtest::for_each_major(18, |cluster| {
+        for (option, with_generated) in [("stored", true), ("none", false)] {
+            let db = cluster
+                .create_database(&format!("ws_snapshot_gen_{option}"))
+                .unwrap();
+            let slot = cluster.unique_name("ws_snapshot_gen");
+            db.psql(&format!(
+                "CREATE TABLE t (id int PRIMARY KEY, v text,
+                                 g int GENERATED ALWAYS AS (id * 2) STORED);
+                 CREATE PUBLICATION gen_pub FOR TABLE t
+                     WITH (publish_generated_columns = {option});
+                 INSERT INTO t (id, v) VALUES (1, 'before');"
+            ))
+            .unwrap();
+            let config = ReplicationStreamConfig::builder(&slot, ["gen_pub"])
+                .create_slot_if_missing(CreateSlot::Permanent)
+                .initial_snapshot(SnapshotOptions::all_tables())
+                .build()
+                .unwrap();
+            let conninfo = db.conninfo();
+            let columns = block_on(async {
+                let mut events = LogicalReplicationStream::connect(&conninfo, config)
+                    .await
+                    .unwrap()
+                    .start();
+                let mut columns: Vec<(bool, Vec<String>)> = Vec::new();
+                let mut in_snapshot = false;
+                loop {
+                    let e = tokio::time::timeout(Duration::from_secs(60), events.next_event())
+                        .await
+                        .expect("timed out")
+                        .unwrap()
+                        .expect("ended");
+                    match e.kind {
+                        EventKind::SnapshotBegin { .. } => in_snapshot = true,
+                        EventKind::SnapshotEnd { .. } => {
+                            in_snapshot = false;
+                            db.psql("INSERT INTO t (id, v) VALUES (2, 'after')")
+                                .unwrap();
+                        }
+                        EventKind::Insert(i) => {
+                            let names = i.relation.columns.iter().map(|c| c.name.clone()).collect();
+                            columns.push((in_snapshot, names));
+                            if !in_snapshot {
+                                assert_eq!(i.new.get("g").is_some(), with_generated, "{option}");
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                events.shutdown().await.unwrap();
+                columns
+            });
+            let expected: Vec<String> = if with_generated {
+                vec!["id".into(), "v".into(), "g".into()]
+            } else {
+                vec!["id".into(), "v".into()]
+            };
+            assert_eq!(
+                columns,
+                [(true, expected.clone()), (false, expected)],
+                "publish_generated_columns = {option}"
+            );
+        }
+    });
+}
