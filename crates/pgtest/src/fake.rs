@@ -9,7 +9,9 @@
 //!    GSS encryption request is refused with `N` first. [`FakeWalsender::start_with`] can
 //!    accept an SSLRequest and serve the connection over TLS ([`Startup::tls`]), and send an
 //!    authentication request of the test's own before AuthenticationOk
-//!    ([`Startup::auth_request`]); the client's answer to it is logged in the [`Log`].
+//!    ([`Startup::auth_request`]); the client's answer to it is logged in the [`Log`]. Bytes
+//!    of the test's own can also go between BackendKeyData and ReadyForQuery
+//!    ([`Startup::before_ready`]).
 //! 2. Simple queries are answered as a walsender with one logical slot would answer them:
 //!    `IDENTIFY_SYSTEM` (system [`SYSTEM_ID`], timeline 1, at [`SLOT_LSN`], database `fake`),
 //!    `SHOW` of the [`SETTINGS`], and any query of `pg_replication_slots` (a `pgoutput` slot of
@@ -125,6 +127,7 @@ pub struct Log {
 pub struct Startup {
     tls: Option<Arc<ServerConfig>>,
     auth_request: Option<Vec<u8>>,
+    before_ready: Vec<u8>,
 }
 
 /// The script's end of one connection.
@@ -202,6 +205,14 @@ impl Startup {
     /// from the log what the client would have given away.
     pub fn auth_request(mut self, request: Vec<u8>) -> Self {
         self.auth_request = Some(request);
+        self
+    }
+
+    /// Sends `bytes` (raw: ParameterStatus and NoticeResponse messages, or anything at all)
+    /// after AuthenticationOk, `server_version` and BackendKeyData, before ReadyForQuery: what
+    /// a server reports after authentication.
+    pub fn before_ready(mut self, bytes: Vec<u8>) -> Self {
+        self.before_ready = bytes;
         self
     }
 }
@@ -544,6 +555,7 @@ async fn serve_startup(
     let mut out = message(b'R', &0u32.to_be_bytes());
     out.extend(message(b'S', b"server_version\x0017.0\x00"));
     out.extend(message(b'K', &[0, 0, 0, 42, 0, 0, 0, 7]));
+    out.extend_from_slice(&startup.before_ready);
     out.extend(message(b'Z', b"I"));
     wr.write_all(&out).await?;
     wr.flush().await?;

@@ -15,10 +15,22 @@ use crate::error::{DbError, Error, ErrorKind, Result};
 use crate::stream::Stream;
 use crate::tls;
 
-/// The largest backend message accepted. PostgreSQL never sends more than 1 GiB in one
-/// message (`MaxAllocSize`); a larger length is corruption, and believing it would make the
-/// read buffer reserve gigabytes.
+/// The largest length a backend message may declare once the connection is ready
+/// ([`Phase::Ready`]: commands, COPY, replication), counting the length field itself as the
+/// protocol does. PostgreSQL never sends more than 1 GiB in one message (`MaxAllocSize`); a
+/// larger length is corruption.
 pub const MAX_MESSAGE_LEN: usize = 1 << 30;
+
+/// The largest length a backend message may declare before the first ReadyForQuery
+/// ([`Phase::Authentication`] and [`Phase::Startup`]), when the peer may be anyone (a man in
+/// the middle under `sslmode=prefer`) and nothing large is due. The largest legitimate
+/// messages then are an ErrorResponse or NoticeResponse (a login event trigger's, on
+/// PostgreSQL 17+, may say anything) and a ParameterStatus of a role's long `search_path`
+/// (reported from PostgreSQL 18); authentication requests and SASL messages are under a
+/// kilobyte, and before authentication libpq takes no authentication request over 2,000
+/// bytes and no error over 30,000. 1 MiB is thirty times libpq's error limit, and a
+/// thousandth of what a forged header could otherwise have the client hold.
+pub const MAX_STARTUP_MESSAGE_LEN: usize = 1 << 20;
 
 /// How much the read buffer asks the socket for at once: large, so that a busy replication
 /// stream of small messages costs few system calls.
@@ -47,6 +59,43 @@ const PINNED_SETTINGS: [(&str, &str); 4] = [
     ("extra_float_digits", "3"),
 ];
 
+/// Where a connection is in its life, which decides how long a backend message may be
+/// ([`Phase::max_message_len`]); named by [`MessageTooLong`](crate::MessageTooLong).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Phase {
+    /// From the startup packet to AuthenticationOk: the client has not authenticated, and
+    /// under `sslmode=prefer` or `allow` may not know who answers.
+    Authentication,
+    /// From AuthenticationOk to the first ReadyForQuery: parameter reports, the backend key
+    /// and notices.
+    Startup,
+    /// After the first ReadyForQuery: commands, COPY and replication.
+    Ready,
+}
+
+impl Phase {
+    /// The largest length a backend message may declare in this phase, counting the length
+    /// field itself: [`MAX_STARTUP_MESSAGE_LEN`] until ReadyForQuery, then
+    /// [`MAX_MESSAGE_LEN`].
+    pub fn max_message_len(self) -> usize {
+        match self {
+            Phase::Authentication | Phase::Startup => MAX_STARTUP_MESSAGE_LEN,
+            Phase::Ready => MAX_MESSAGE_LEN,
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Authentication => "authentication",
+            Phase::Startup => "startup",
+            Phase::Ready => "ready",
+        })
+    }
+}
+
 /// An open replication connection, ready for commands.
 ///
 /// Made by [`Connection::connect`]; runs replication commands and plain SQL (see the crate
@@ -65,6 +114,8 @@ pub struct Connection {
     /// cancel request goes to the very same server.
     peer: Option<std::net::SocketAddr>,
     tls: bool,
+    /// Where the connection is, which bounds the length of the next backend message.
+    phase: Phase,
     /// Set while an operation that is not cancel-safe runs, cleared when it returns: still
     /// set at the next call means the previous one's future was dropped mid-way (or a
     /// `CopyOut` before its end), so the connection may be out of step with the server.
@@ -196,6 +247,7 @@ impl Connection {
             port,
             peer,
             tls: tls_used,
+            phase: Phase::Authentication,
             poisoned: false,
         };
         conn.startup(config).await?;
@@ -224,9 +276,13 @@ impl Connection {
             .map_err(|e| Error::config("invalid startup parameter").with_source(e))?;
         self.flush().await?;
         self.authenticate(config).await?;
+        self.phase = Phase::Startup;
         loop {
             match self.read_message().await? {
-                Message::ReadyForQuery(_) => break,
+                Message::ReadyForQuery(_) => {
+                    self.phase = Phase::Ready;
+                    break;
+                }
                 Message::BackendKeyData(k) => {
                     self.backend_key = Some((k.process_id(), k.secret_key()));
                 }
@@ -498,22 +554,28 @@ impl Connection {
 
     /// Reads until one whole frame is buffered and returns its tag, without consuming it.
     ///
+    /// A frame's declared length is checked against the limit of the connection's [`Phase`]
+    /// as soon as its header is in, and no room is reserved for it up front: the length is
+    /// only the peer's word, so the buffer grows as bytes arrive (a chunk at a time, or by
+    /// doubling), never by what a header claims.
+    ///
     /// Cancel-safe, as is everything built on it that consumes only whole frames.
     pub(crate) async fn fill_frame(&mut self) -> Result<u8> {
         loop {
             if let Some(header) = Header::parse(&self.read_buf).map_err(bad_message)? {
                 let len = usize::try_from(header.len()).unwrap_or(usize::MAX);
-                if len > MAX_MESSAGE_LEN {
-                    return Err(Error::protocol(format!(
-                        "the server sent a message of {len} bytes (tag {:?}), more than the \
-                         {MAX_MESSAGE_LEN} allowed",
-                        char::from(header.tag())
-                    )));
+                let limit = self.phase.max_message_len();
+                if len > limit {
+                    return Err(Error::too_long(crate::MessageTooLong {
+                        tag: header.tag(),
+                        declared: len,
+                        limit,
+                        phase: self.phase,
+                    }));
                 }
                 if self.read_buf.len() > len {
                     return Ok(header.tag());
                 }
-                self.read_buf.reserve(len + 1 - self.read_buf.len());
             }
             if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
                 self.read_buf.reserve(READ_CHUNK);

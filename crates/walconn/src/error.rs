@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::conn::Phase;
+
 /// The result of this crate's operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -96,6 +98,39 @@ impl fmt::Display for DbError {
     }
 }
 
+/// A backend message whose header declared a length over the limit of the connection's
+/// [`Phase`]: the details of an [`ErrorKind::Protocol`] error, from
+/// [`Error::message_too_long`]. Nothing was reserved for the message; the connection cannot
+/// go on, since the rest of the stream can no longer be framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MessageTooLong {
+    /// The message type byte, `b'd'` for CopyData.
+    pub tag: u8,
+    /// The length the header declared, counting the length field itself as the protocol does.
+    pub declared: usize,
+    /// The largest length accepted in `phase` ([`Phase::max_message_len`]).
+    pub limit: usize,
+    /// Where the connection was.
+    pub phase: Phase,
+}
+
+impl fmt::Display for MessageTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the server sent a message of type {:?} declaring {} bytes during {}, more than \
+             the {} allowed then",
+            char::from(self.tag),
+            self.declared,
+            self.phase,
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for MessageTooLong {}
+
 /// An error of a replication connection: a kind, a message, the server's fields when the server
 /// reported it, and the underlying cause.
 ///
@@ -159,6 +194,11 @@ impl Error {
         self
     }
 
+    /// A message longer than its phase allows: a protocol error whose source is `detail`.
+    pub(crate) fn too_long(detail: MessageTooLong) -> Self {
+        Self::new(ErrorKind::Protocol, String::new()).with_source(detail)
+    }
+
     pub(crate) fn io(context: impl Into<String>, e: std::io::Error) -> Self {
         let kind = match e.kind() {
             std::io::ErrorKind::UnexpectedEof
@@ -192,6 +232,12 @@ impl Error {
     /// The server's error fields, when the server reported the error.
     pub fn db(&self) -> Option<&DbError> {
         self.db.as_deref()
+    }
+
+    /// The message type, declared length, limit and phase, when the server sent a message
+    /// longer than the connection's phase allows.
+    pub fn message_too_long(&self) -> Option<&MessageTooLong> {
+        self.source.as_deref()?.downcast_ref()
     }
 
     /// The SQLSTATE code, when the server reported the error.

@@ -97,8 +97,8 @@ pub use config::{
     ChannelBinding, Config, Host, Replication, SslMode, SslNegotiation, SslRootCert,
     TargetSessionAttrs, DEFAULT_PORT,
 };
-pub use conn::{Connection, MAX_MESSAGE_LEN};
+pub use conn::{Connection, Phase, MAX_MESSAGE_LEN, MAX_STARTUP_MESSAGE_LEN};
 pub use copy_both::{CancelToken, CopyBoth, LogicalReplicationOptions};
 pub use copy_out::CopyOut;
-pub use error::{DbError, Error, ErrorKind, Result};
+pub use error::{DbError, Error, ErrorKind, MessageTooLong, Result};
 pub use walproto;
