@@ -96,6 +96,21 @@ impl Error {
         })
     }
 
+    /// Nothing came from the server for `timeout` (while the stream was reading): the
+    /// connection is taken for dead, and a reconnect may find a live one.
+    pub(crate) fn receive_timeout(timeout: std::time::Duration) -> Self {
+        Self::from_inner(Inner {
+            retryable: true,
+            ..Self::base(
+                ErrorKind::Connection,
+                format!(
+                    "nothing received from the server for {timeout:?} (the receive timeout), \
+                     not even an answer to a ping: the connection is taken for dead"
+                ),
+            )
+        })
+    }
+
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Config, message)
     }

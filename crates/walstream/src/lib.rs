@@ -89,6 +89,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use logical::config::{
     CreateSlot, Negotiated, ReplicationStreamConfig, ReplicationStreamConfigBuilder,
     DEFAULT_BUFFER_BATCHES, DEFAULT_READ_COALESCING, DEFAULT_STATUS_INTERVAL,
+    MIN_DEFAULT_RECEIVE_TIMEOUT,
 };
 pub use logical::event::{
     ChangeEvent, CommitPrepared, Delete, EventKind, Insert, LogicalMessage, OldRow, PrepareInfo,

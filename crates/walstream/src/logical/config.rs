@@ -16,6 +16,11 @@ use crate::snapshot::SnapshotOptions;
 /// `wal_sender_timeout` when that is smaller.
 pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The least default receive timeout (see
+/// [`ReplicationStreamConfigBuilder::receive_timeout`]): a server with a short
+/// `wal_sender_timeout` on a loaded machine should not be given up on within a second.
+pub const MIN_DEFAULT_RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How many batches of events the driver may hold for a consumer that is not reading; see
 /// [`ReplicationStreamConfigBuilder::buffer_batches`] for the memory bound this gives.
 pub const DEFAULT_BUFFER_BATCHES: usize = 4;
@@ -60,6 +65,8 @@ pub struct ReplicationStreamConfig {
     pub(crate) start_lsn: Option<Lsn>,
     pub(crate) end_lsn: Option<Lsn>,
     pub(crate) status_interval: Duration,
+    /// `None`: derived from `wal_sender_timeout` at connect.
+    pub(crate) receive_timeout: Option<Duration>,
     pub(crate) retry: RetryPolicy,
     pub(crate) create_slot: Option<CreateSlot>,
     pub(crate) require_existing_slot: bool,
@@ -89,6 +96,7 @@ impl ReplicationStreamConfig {
                 start_lsn: None,
                 end_lsn: None,
                 status_interval: DEFAULT_STATUS_INTERVAL,
+                receive_timeout: None,
                 retry: RetryPolicy::default(),
                 create_slot: None,
                 require_existing_slot: true,
@@ -194,6 +202,22 @@ impl ReplicationStreamConfigBuilder {
     /// a third of that timeout; a `reply_requested` keepalive is answered at once regardless.
     pub fn status_interval(mut self, interval: Duration) -> Self {
         self.config.status_interval = interval;
+        self
+    }
+
+    /// The client side of PostgreSQL's `wal_receiver_timeout`: after this long without a byte
+    /// from the server (while the stream is reading), the connection is taken for dead and the
+    /// stream reconnects, as when it is closed. Half-way through the silence a status update
+    /// asks the server for a reply, so an idle but healthy server answers in time. A network
+    /// that drops packets without closing anything is found this way; the socket alone would
+    /// wait for TCP's own timeouts (see also the conninfo's `keepalives*` and
+    /// `tcp_user_timeout`).
+    ///
+    /// By default twice the server's `wal_sender_timeout`, at least
+    /// [`MIN_DEFAULT_RECEIVE_TIMEOUT`] (and that when the server has no timeout). Zero turns it
+    /// off.
+    pub fn receive_timeout(mut self, timeout: Duration) -> Self {
+        self.config.receive_timeout = Some(timeout);
         self
     }
 

@@ -21,7 +21,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::logical::config::ReplicationStreamConfig;
 use crate::logical::event::{ChangeEvent, EventKind};
 use crate::logical::follow::Follower;
-use crate::session::feedback::{FeedbackTracker, SharedLsnFeedback};
+use crate::session::feedback::{FeedbackTracker, Liveness, LivenessCheck, SharedLsnFeedback};
 use crate::session::open::{open_session, Agreement, Session};
 use crate::session::retry::Jitter;
 use crate::snapshot::{self, SnapshotOptions};
@@ -85,6 +85,8 @@ pub(crate) struct Driver {
     stop: CancellationToken,
     shared: Arc<Shared>,
     tracker: FeedbackTracker,
+    /// Silence that means a dead connection (`None`: never).
+    receive_timeout: Option<Duration>,
     follower: Follower,
     pending: Option<Batch>,
     carry: Vec<ChangeEvent>,
@@ -117,6 +119,7 @@ impl Driver {
         let driver = Driver {
             follower: Follower::new(options.proto_version, options.streaming, config.raw),
             tracker: FeedbackTracker::new(start_lsn, session.status_interval),
+            receive_timeout: session.receive_timeout,
             agreement: session.agreement.clone(),
             created_temporary: session.created_temporary,
             conn_config,
@@ -326,6 +329,11 @@ impl Driver {
         let flush = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(flush);
         let mut coalescing = Coalescing::new(self.config.read_coalescing);
+        // The receive timeout: silence while reading means a dead connection.
+        let mut liveness = Liveness::new(self.receive_timeout, Instant::now());
+        let alive = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(alive);
+        let mut alive_armed: Option<Instant> = None;
         let stop = self.stop.clone();
         loop {
             match self.tracker.next_status_at() {
@@ -343,17 +351,41 @@ impl Driver {
             let deliver = self.pending.is_some() && self.tx.is_some();
             let read = self.pending.is_none() && !self.ended;
             let tx = if deliver { self.tx.clone() } else { None };
+            if !read {
+                // Not listening (a full channel) is not silence.
+                liveness.heard(Instant::now());
+            }
+            let check_at = liveness.next_check_at();
+            if let Some(at) = check_at.filter(|&at| alive_armed != Some(at)) {
+                alive.as_mut().reset(at.into());
+                alive_armed = Some(at);
+            }
             let wake = tokio::select! {
                 biased;
                 () = stop.cancelled() => Wake::Stop,
                 () = &mut timer => Wake::Timer,
                 permit = reserve(tx), if deliver => Wake::Permit(permit.ok()),
                 () = &mut flush, if coalescing.flush_armed => Wake::Flush,
+                () = &mut alive, if read && check_at.is_some() => Wake::Liveness,
                 frame = copy.recv(), if read => Wake::Frame(frame),
             };
             match wake {
                 Wake::Stop => return Ok(()),
                 Wake::Flush => coalescing.flush(copy),
+                Wake::Liveness => {
+                    alive_armed = None;
+                    match liveness.poll(Instant::now()) {
+                        LivenessCheck::Fine => {}
+                        LivenessCheck::Ping => {
+                            tracing::debug!("silence from the server: asking for a reply");
+                            self.send_status_update(copy, true).await?;
+                        }
+                        LivenessCheck::Dead => {
+                            let timeout = liveness.timeout().unwrap_or_default();
+                            return Err(Error::receive_timeout(timeout));
+                        }
+                    }
+                }
                 Wake::Timer => {
                     armed = None;
                     self.send_status(copy).await?;
@@ -371,6 +403,7 @@ impl Driver {
                     let Some(frame) = frame? else {
                         return Err(Error::server_ended());
                     };
+                    liveness.heard(Instant::now());
                     *progressed = true;
                     self.read_batch(copy, frame).await?;
                     self.close_channel_if_ended();
@@ -500,6 +533,15 @@ impl Driver {
 
     /// Sends a status update with what the application has acknowledged.
     async fn send_status(&mut self, copy: &mut CopyBoth) -> Result<()> {
+        self.send_status_update(copy, false).await
+    }
+
+    /// A status update that may ask the server for an immediate reply (a ping).
+    async fn send_status_update(
+        &mut self,
+        copy: &mut CopyBoth,
+        reply_requested: bool,
+    ) -> Result<()> {
         let fb = &self.shared.feedback;
         let s = self
             .tracker
@@ -509,7 +551,7 @@ impl Driver {
             flush: s.flush,
             apply: s.apply,
             client_time: SystemTime::now().into(),
-            reply_requested: false,
+            reply_requested,
         };
         copy.send_status_update(&update).await?;
         self.shared.status_updates.fetch_add(1, Ordering::Relaxed);
@@ -609,6 +651,7 @@ impl Coalescing {
 enum Wake {
     Stop,
     Flush,
+    Liveness,
     Timer,
     Permit(Option<mpsc::OwnedPermit<Item>>),
     Frame(walconn::Result<Option<Bytes>>),

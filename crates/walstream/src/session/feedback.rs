@@ -231,6 +231,80 @@ impl FeedbackTracker {
     }
 }
 
+/// What [`Liveness::poll`] says to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LivenessCheck {
+    /// Nothing: the server was heard from recently enough.
+    Fine,
+    /// Half the timeout passed in silence: ask the server for a reply (a status update with
+    /// `reply_requested`), as PostgreSQL's own walreceiver does, since an idle walsender whose
+    /// client reports regularly sends nothing at all.
+    Ping,
+    /// The whole timeout passed in silence, the ping unanswered: the connection is dead even if
+    /// the socket does not say so (a network that drops packets without closing anything).
+    Dead,
+}
+
+/// The client side of `wal_receiver_timeout`: sans-IO, time passed in.
+///
+/// [`heard`](Self::heard) whenever bytes arrive, and also while the socket is deliberately
+/// not read (a full channel): silence counts only while the client is listening.
+/// [`poll`](Self::poll) at [`next_check_at`](Self::next_check_at).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Liveness {
+    timeout: Option<Duration>,
+    last_heard: Instant,
+    pinged: bool,
+}
+
+impl Liveness {
+    /// Silence for `timeout` (none: never) from `now` on means a dead connection.
+    pub(crate) fn new(timeout: Option<Duration>, now: Instant) -> Self {
+        Self {
+            timeout: timeout.filter(|t| !t.is_zero()),
+            last_heard: now,
+            pinged: false,
+        }
+    }
+
+    /// The server was heard from (or the client was not listening) at `now`.
+    pub(crate) fn heard(&mut self, now: Instant) {
+        self.last_heard = self.last_heard.max(now);
+        self.pinged = false;
+    }
+
+    /// When [`poll`](Self::poll) has something to say next, if ever.
+    pub(crate) fn next_check_at(&self) -> Option<Instant> {
+        let timeout = self.timeout?;
+        Some(if self.pinged {
+            self.last_heard + timeout
+        } else {
+            self.last_heard + timeout / 2
+        })
+    }
+
+    /// What to do at `now`; a ping counts as sent.
+    pub(crate) fn poll(&mut self, now: Instant) -> LivenessCheck {
+        let Some(timeout) = self.timeout else {
+            return LivenessCheck::Fine;
+        };
+        let silent = now.saturating_duration_since(self.last_heard);
+        if silent >= timeout {
+            LivenessCheck::Dead
+        } else if silent >= timeout / 2 && !self.pinged {
+            self.pinged = true;
+            LivenessCheck::Ping
+        } else {
+            LivenessCheck::Fine
+        }
+    }
+
+    /// The timeout, if any.
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +409,39 @@ mod tests {
         // The keepalive of the old session does not carry over.
         assert_eq!(t.safe_flush(lsn(200)), lsn(200));
         assert!(t.is_due(Instant::now()));
+    }
+
+    #[test]
+    fn silence_pings_at_half_the_timeout_then_is_dead() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(Some(4 * SEC), t0);
+        assert_eq!(l.next_check_at(), Some(t0 + 2 * SEC));
+        assert_eq!(l.poll(t0 + SEC), LivenessCheck::Fine);
+        assert_eq!(l.poll(t0 + 2 * SEC), LivenessCheck::Ping);
+        // One ping per silence; then the full timeout.
+        assert_eq!(l.poll(t0 + 3 * SEC), LivenessCheck::Fine);
+        assert_eq!(l.next_check_at(), Some(t0 + 4 * SEC));
+        assert_eq!(l.poll(t0 + 4 * SEC), LivenessCheck::Dead);
+    }
+
+    #[test]
+    fn hearing_anything_starts_the_silence_over() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(Some(4 * SEC), t0);
+        assert_eq!(l.poll(t0 + 2 * SEC), LivenessCheck::Ping);
+        l.heard(t0 + 3 * SEC);
+        assert_eq!(l.poll(t0 + 4 * SEC), LivenessCheck::Fine);
+        assert_eq!(l.poll(t0 + 5 * SEC), LivenessCheck::Ping);
+        assert_eq!(l.poll(t0 + 7 * SEC), LivenessCheck::Dead);
+    }
+
+    #[test]
+    fn no_timeout_never_checks() {
+        let t0 = Instant::now();
+        for timeout in [None, Some(Duration::ZERO)] {
+            let mut l = Liveness::new(timeout, t0);
+            assert_eq!(l.next_check_at(), None);
+            assert_eq!(l.poll(t0 + 1000 * SEC), LivenessCheck::Fine);
+        }
     }
 }

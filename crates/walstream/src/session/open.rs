@@ -7,7 +7,9 @@ use walconn::{quote_literal, Connection, CreateSlotOptions, SnapshotAction, Syst
 use walproto::Lsn;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::logical::config::{negotiate, CreateSlot, Negotiated, ReplicationStreamConfig};
+use crate::logical::config::{
+    negotiate, CreateSlot, Negotiated, ReplicationStreamConfig, MIN_DEFAULT_RECEIVE_TIMEOUT,
+};
 
 /// The shortest status interval used, whatever `wal_sender_timeout` says.
 const MIN_STATUS_INTERVAL: Duration = Duration::from_millis(50);
@@ -56,6 +58,8 @@ pub(crate) struct Session {
     pub(crate) agreement: Agreement,
     /// The interval between status updates, after `wal_sender_timeout`.
     pub(crate) status_interval: Duration,
+    /// Silence that means a dead connection, after `wal_sender_timeout` (`None`: never).
+    pub(crate) receive_timeout: Option<Duration>,
     /// The slot's `confirmed_flush_lsn` (or the new slot's consistent point).
     pub(crate) slot_position: Lsn,
     /// The slot was created here, as a temporary slot.
@@ -76,7 +80,9 @@ pub(crate) async fn open_session(
     let version = conn.parameter("server_version").unwrap_or("?").to_owned();
     let negotiated = negotiate(config, conn.server_version_num(), &version)?;
     let timeout = conn.show("wal_sender_timeout").await?;
-    let status_interval = status_interval(config.status_interval, parse_duration(&timeout));
+    let wal_sender_timeout = parse_duration(&timeout);
+    let status_interval = status_interval(config.status_interval, wal_sender_timeout);
+    let receive_timeout = receive_timeout(config.receive_timeout, wal_sender_timeout);
     let wants_snapshot = first && config.snapshot.is_some();
     let (slot_position, created_temporary, snapshot_name) = match slot_position(&mut conn, config)
         .await?
@@ -114,6 +120,7 @@ pub(crate) async fn open_session(
         conn,
         agreement: Agreement { system, negotiated },
         status_interval,
+        receive_timeout,
         slot_position,
         created_temporary,
         snapshot_name,
@@ -220,6 +227,22 @@ fn status_interval(configured: Duration, wal_sender_timeout: Option<Duration>) -
     interval.max(MIN_STATUS_INTERVAL)
 }
 
+/// The receive timeout: the configured one (zero: none), else twice `wal_sender_timeout`, at
+/// least [`MIN_DEFAULT_RECEIVE_TIMEOUT`].
+fn receive_timeout(
+    configured: Option<Duration>,
+    wal_sender_timeout: Option<Duration>,
+) -> Option<Duration> {
+    match configured {
+        Some(t) => Some(t).filter(|t| !t.is_zero()),
+        None => Some(
+            wal_sender_timeout
+                .map_or(MIN_DEFAULT_RECEIVE_TIMEOUT, |t| t.saturating_mul(2))
+                .max(MIN_DEFAULT_RECEIVE_TIMEOUT),
+        ),
+    }
+}
+
 /// A PostgreSQL time setting as `SHOW` prints it (`60s`, `1min`, `500ms`, `0`).
 fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -259,5 +282,25 @@ mod tests {
             status_interval(ten, parse_duration("30ms")),
             MIN_STATUS_INTERVAL
         );
+    }
+
+    #[test]
+    fn the_receive_timeout_follows_wal_sender_timeout() {
+        let s = Duration::from_secs;
+        assert_eq!(receive_timeout(None, parse_duration("1min")), Some(s(120)));
+        assert_eq!(
+            receive_timeout(None, parse_duration("2s")),
+            Some(MIN_DEFAULT_RECEIVE_TIMEOUT)
+        );
+        // No timeout on the server (0): still the floor.
+        assert_eq!(
+            receive_timeout(None, parse_duration("0")),
+            Some(MIN_DEFAULT_RECEIVE_TIMEOUT)
+        );
+        assert_eq!(
+            receive_timeout(Some(s(3)), parse_duration("1min")),
+            Some(s(3))
+        );
+        assert_eq!(receive_timeout(Some(Duration::ZERO), None), None);
     }
 }

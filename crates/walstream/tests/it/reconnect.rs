@@ -346,3 +346,71 @@ fn cancellation_ends_the_stream_with_a_last_status_update() {
         assert_eq!(f.confirmed_flush(), end);
     });
 }
+
+/// The receive timeout: an idle connection stays (the half-way ping is answered), and a
+/// network that swallows everything without closing anything (the proxy paused, no FIN, no
+/// RST) is taken for dead after the timeout; the stream reconnects and loses nothing.
+#[test]
+fn a_black_holed_connection_is_found_by_the_receive_timeout() {
+    pgtest::for_each_major(15, |cluster| {
+        let f = Fixture::new(cluster, "ws_black_hole");
+        block_on(async {
+            let proxy = pgtest::Proxy::start(addr(cluster)).unwrap();
+            let conninfo = format!(
+                "host=127.0.0.1 port={} user=postgres dbname=ws_black_hole",
+                proxy.port()
+            );
+            let timeout = Duration::from_secs(2);
+            let config = f.config().receive_timeout(timeout).build().unwrap();
+            let mut events = walstream::LogicalReplicationStream::connect(&conninfo, config)
+                .await
+                .unwrap()
+                .start();
+            // Idle for longer than the timeout: the ping keeps it alive, no reconnect.
+            f.db.psql("INSERT INTO t VALUES (1, 'a')").unwrap();
+            let _ = crate::read_transactions(&mut events, 1).await;
+            tokio::time::sleep(timeout * 2).await;
+            f.db.psql("INSERT INTO t VALUES (2, 'b')").unwrap();
+            let e = next_event(&mut events).await;
+            assert!(matches!(e.kind, EventKind::Begin(_)), "{e:?}");
+            let _ = crate::read_transactions(&mut events, 1).await;
+
+            // The black hole: nothing moves, nothing closes.
+            proxy.pause(true);
+            f.db.psql("INSERT INTO t VALUES (3, 'c')").unwrap();
+            tokio::time::sleep(timeout * 2).await;
+            proxy.pause(false);
+            let (reason, ids) = loop {
+                let e = next_event(&mut events).await;
+                if let EventKind::Reconnected { reason, .. } = e.kind {
+                    // Then row 3, perhaps after rows sent again (at-least-once).
+                    let mut ids = Vec::new();
+                    while !ids.contains(&3) {
+                        for e in crate::read_transactions(&mut events, 1).await {
+                            if let EventKind::Insert(i) = e.kind {
+                                ids.push(id(i.new.get("id")));
+                            }
+                        }
+                    }
+                    break (reason, ids);
+                }
+                assert!(
+                    !matches!(e.kind, EventKind::Insert(_)),
+                    "row 3 arrived on the black-holed connection: {e:?}"
+                );
+            };
+            assert!(reason.contains("receive timeout"), "{reason}");
+            assert!(ids.iter().all(|i| (1..=3).contains(i)), "{ids:?}");
+            events.shutdown().await.unwrap();
+        });
+    });
+}
+
+/// The next event, failing after 30 s or at the end of the stream.
+async fn next_event(events: &mut EventStream) -> walstream::ChangeEvent {
+    tokio::time::timeout(Duration::from_secs(30), events.next_event())
+        .await
+        .expect("timed out")
+        .unwrap()
+        .expect("ended")
+}
