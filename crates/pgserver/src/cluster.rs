@@ -261,12 +261,25 @@ impl Cluster {
     /// Stops the server (`pg_ctl stop -m fast`: sessions are terminated, walsenders end their
     /// streams); [`start_again`](Self::start_again) brings it back.
     pub fn stop(&self) -> Result<(), Error> {
+        self.pg_ctl_stop("fast")
+    }
+
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`: no shutdown checkpoint,
+    /// connections dropped, the next start recovers from WAL); [`start_again`](Self::start_again)
+    /// brings it back. A crash is only realistic with `fsync` on (see
+    /// [`configure`](Self::configure)).
+    pub fn crash(&self) -> Result<(), Error> {
+        self.pg_ctl_stop("immediate")
+    }
+
+    /// `pg_ctl stop` in `mode`, waiting for it.
+    fn pg_ctl_stop(&self, mode: &str) -> Result<(), Error> {
         let mut pg_ctl = self.server_command("pg_ctl");
         pg_ctl
             .arg("-D")
             .arg(self.data_dir())
             .args(["-w", "-t", &PG_CTL_TIMEOUT.as_secs().to_string()])
-            .args(["-s", "-m", "fast", "stop"]);
+            .args(["-s", "-m", mode, "stop"]);
         self.run(&mut pg_ctl, "pg_ctl stop")
     }
 

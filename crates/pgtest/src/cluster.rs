@@ -317,7 +317,14 @@ impl Cluster {
         Ok(self.server.stop()?)
     }
 
-    /// Starts a server stopped with [`stop`](Self::stop), on the same port.
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`); start it again with
+    /// [`start_again`](Self::start_again). Give the cluster `fsync = on` for a real crash.
+    pub fn crash(&self) -> Result<(), Error> {
+        Ok(self.server.crash()?)
+    }
+
+    /// Starts a server stopped with [`stop`](Self::stop) or [`crash`](Self::crash), on the
+    /// same port.
     pub fn start_again(&self) -> Result<(), Error> {
         Ok(self.server.start_again()?)
     }

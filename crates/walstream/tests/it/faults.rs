@@ -1,8 +1,12 @@
-//! Faults with a real server: a workload of plain, streamed, rolled-back and
-//! partly-rolled-back transactions runs while a fault-injecting proxy (`pgtest::Proxy`) cuts
-//! the replication connection at random moments (some after a stall), and the server is
-//! stopped and started again. The consumer reads whole transactions
-//! (`EventStream::into_transactions`), acknowledging each.
+//! Faults with a real server, on every installed major: a workload of plain, streamed,
+//! rolled-back and partly-rolled-back transactions runs while a fault-injecting proxy
+//! (`pgtest::Proxy`) cuts the replication connection at random moments (some after a stall),
+//! swallows everything for longer than the receive timeout without closing anything (a
+//! network black hole), the server is stopped and started again, and crashes
+//! (`pg_ctl stop -m immediate` with `fsync` on). The consumer reads whole transactions
+//! (`EventStream::into_transactions`), acknowledging each, and crashes once itself: it drops
+//! its stream without a shutdown and connects a new one, which must deliver again every
+//! transaction it had not acknowledged.
 //!
 //! Checked afterwards: every committed row was delivered (lost = 0); after deduplication by
 //! commit LSN none twice; no row of a rolled-back transaction or subtransaction ever; and the
@@ -31,9 +35,21 @@ struct Plan {
     rows: i64,
     /// Connection cuts at least.
     cuts: usize,
-    /// Server restarts.
+    /// Server restarts (`pg_ctl stop -m fast`).
     restarts: usize,
+    /// Server crashes (`pg_ctl stop -m immediate`).
+    crashes: usize,
+    /// Network black holes (the proxy paused past the receive timeout).
+    black_holes: usize,
+    /// The consumer drops its stream without a shutdown after this many transactions.
+    consumer_crash_after: Option<usize>,
 }
+
+/// A new transaction stream, being connected.
+type Start = std::pin::Pin<Box<dyn std::future::Future<Output = TransactionStream> + Send>>;
+
+/// The stream's receive timeout in these tests; a black hole lasts longer than it.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the consumer saw.
 #[derive(Debug, Default)]
@@ -48,6 +64,10 @@ struct Seen {
     /// The commit LSN of every distinct transaction and when it was first acknowledged.
     acks: Vec<(Lsn, Instant)>,
     reconnects: u64,
+    /// At the consumer's crash: the commits delivered and not acknowledged.
+    unacked_at_crash: usize,
+    /// Of those, the ones the new stream has not delivered again.
+    not_redelivered: BTreeSet<Lsn>,
 }
 
 fn id(v: Option<ColumnValue>) -> i64 {
@@ -60,8 +80,16 @@ fn id(v: Option<ColumnValue>) -> i64 {
 /// Reads transactions until the one holding `marker`, acknowledging each as an application
 /// that applies asynchronously would: a random 0-300 ms after it arrived (so that cuts find
 /// transactions delivered and not yet acknowledged, which the server must send again).
-async fn consume(mut txs: TransactionStream, marker: i64) -> Seen {
+async fn consume(
+    mut txs: TransactionStream,
+    marker: i64,
+    crash_after: Option<usize>,
+    reconnect: impl Fn() -> Start,
+) -> Seen {
     let mut seen = Seen::default();
+    let mut crashed = false;
+    // The end of the furthest transaction acknowledged.
+    let mut acked_end = Lsn::ZERO;
     let mut commits = HashMap::new();
     let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     // Delivered, not yet acknowledged: the transaction, when to acknowledge it, and whether it
@@ -78,12 +106,29 @@ async fn consume(mut txs: TransactionStream, marker: i64) -> Seen {
             if first {
                 seen.acks.push((tx.commit_lsn, Instant::now()));
             }
+            acked_end = acked_end.max(tx.end_lsn);
             txs.ack(&tx);
         }
         if done && pending.is_empty() {
-            seen.reconnects = txs.stats().reconnects;
+            seen.reconnects += txs.stats().reconnects;
             txs.shutdown().await.unwrap();
             return seen;
+        }
+        if !crashed && crash_after.is_some_and(|n| seen.transactions >= n) && !pending.is_empty() {
+            // The consumer crashes: its stream is dropped without a shutdown, and what it had
+            // not acknowledged is gone from its memory. A new stream must send it again.
+            crashed = true;
+            seen.reconnects += txs.stats().reconnects;
+            // A transaction delivered again after a cut may wait here while its first copy was
+            // acknowledged: only what lies past every acknowledgement must come again.
+            seen.not_redelivered = pending
+                .drain(..)
+                .filter(|(tx, _, _)| tx.end_lsn > acked_end)
+                .map(|(tx, _, _)| tx.commit_lsn)
+                .collect();
+            seen.unacked_at_crash = seen.not_redelivered.len();
+            drop(txs);
+            txs = reconnect().await;
         }
         let Ok(tx) = tokio::time::timeout(Duration::from_millis(20), txs.next_transaction()).await
         else {
@@ -103,6 +148,7 @@ async fn consume(mut txs: TransactionStream, marker: i64) -> Seen {
             })
             .collect();
         done |= ids.contains(&marker);
+        seen.not_redelivered.remove(&tx.commit_lsn);
         let first = commits.insert(tx.commit_lsn, tx.end_lsn).is_none();
         if first {
             seen.transactions += 1;
@@ -175,10 +221,13 @@ fn step(rng: &mut fastrand::Rng, next: &mut i64, aborted: &mut i64) -> (String, 
     }
 }
 
-fn run(plan: &Plan) {
+fn run(plan: &Plan, major: u32) {
     let started = Instant::now();
-    let major = *pgtest::installed_majors().last().unwrap();
-    let cluster = pgtest::Config::new(major).start().unwrap();
+    // fsync on: a crash must be recovered from what is really on disk.
+    let cluster = pgtest::Config::new(major)
+        .setting("fsync", "on")
+        .start()
+        .unwrap();
     let f = Fixture::new(&cluster, "ws_faults");
     let target = format!("{}:{}", cluster.host(), cluster.port())
         .parse()
@@ -198,6 +247,7 @@ fn run(plan: &Plan) {
             Streaming::On
         })
         .status_interval(Duration::from_millis(100))
+        .receive_timeout(RECEIVE_TIMEOUT)
         .retry(
             RetryPolicy::default()
                 .backoff(Duration::from_millis(20), Duration::from_millis(300))
@@ -210,15 +260,30 @@ fn run(plan: &Plan) {
         .enable_all()
         .build()
         .unwrap();
-    let txs = rt.block_on(async {
-        LogicalReplicationStream::connect(&conninfo, config)
-            .await
-            .unwrap()
-            .start()
-            .into_transactions(TransactionConfig::default())
-    });
+    // Connects a new stream, retrying while the server is down (a restart or a crash may be
+    // under way when the consumer crashes).
+    let reconnect = move || -> Start {
+        let (conninfo, config) = (conninfo.clone(), config.clone());
+        Box::pin(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match LogicalReplicationStream::connect(&conninfo, config.clone()).await {
+                    Ok(stream) => {
+                        return stream
+                            .start()
+                            .into_transactions(TransactionConfig::default())
+                    }
+                    Err(e) => {
+                        assert!(Instant::now() < deadline, "cannot connect again: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        })
+    };
+    let txs = rt.block_on(reconnect());
     let marker = 0;
-    let consumer = rt.spawn(consume(txs, marker));
+    let consumer = rt.spawn(consume(txs, marker, plan.consumer_crash_after, reconnect));
 
     let committed = AtomicI64::new(0);
     let faults_done = AtomicBool::new(false);
@@ -226,6 +291,8 @@ fn run(plan: &Plan) {
     let cuts = AtomicUsize::new(0);
     let stalls = AtomicUsize::new(0);
     let restarts = AtomicUsize::new(0);
+    let crashes = AtomicUsize::new(0);
+    let black_holes = AtomicUsize::new(0);
     let samples: Mutex<Vec<(Instant, Lsn)>> = Mutex::new(Vec::new());
     let db = &f.db;
     let seed = pgtest::seed();
@@ -252,9 +319,15 @@ fn run(plan: &Plan) {
             (next - 1, failed)
         });
         s.spawn(|| {
-            let restart_at: Vec<usize> = (1..=plan.restarts)
-                .map(|j| j * plan.cuts / (plan.restarts + 1))
-                .collect();
+            // The server faults and the black holes, spread between the cuts.
+            let spread = |n: usize, shift: usize| -> Vec<usize> {
+                (1..=n)
+                    .map(|j| (j * plan.cuts / (n + 1) + shift).max(1))
+                    .collect()
+            };
+            let restart_at = spread(plan.restarts, 0);
+            let crash_at = spread(plan.crashes, 1);
+            let black_hole_at = spread(plan.black_holes, 2);
             // A cut counts only when it closed a connection: while the stream is between
             // connections (backing off, or the server down) there is nothing to cut.
             let mut done = 0;
@@ -290,6 +363,19 @@ fn run(plan: &Plan) {
                     std::thread::sleep(Duration::from_millis(300 + fault_rng.u64(..700)));
                     cluster.start_again().unwrap();
                     restarts.fetch_add(1, Ordering::SeqCst);
+                }
+                if crash_at.contains(&done) {
+                    cluster.crash().unwrap();
+                    std::thread::sleep(Duration::from_millis(300 + fault_rng.u64(..700)));
+                    cluster.start_again().unwrap();
+                    crashes.fetch_add(1, Ordering::SeqCst);
+                }
+                if black_hole_at.contains(&done) {
+                    // Nothing moves and nothing closes, for longer than the receive timeout.
+                    proxy.pause(true);
+                    std::thread::sleep(RECEIVE_TIMEOUT * 2 + RECEIVE_TIMEOUT / 2);
+                    proxy.pause(false);
+                    black_holes.fetch_add(1, Ordering::SeqCst);
                 }
             }
             faults_done.store(true, Ordering::SeqCst);
@@ -344,14 +430,18 @@ fn run(plan: &Plan) {
             }
         }
     }
-    let (cuts, stalls, restarts) = (
+    let (cuts, stalls, restarts, crashes, black_holes) = (
         cuts.into_inner(),
         stalls.into_inner(),
         restarts.into_inner(),
+        crashes.into_inner(),
+        black_holes.into_inner(),
     );
     println!(
-        "rows: {} committed ({} written ids, {failed} failed steps), transactions: {} ({} \
-         streamed), cuts: {cuts} ({stalls} after a stall), restarts: {restarts}, reconnects: \
+        "PostgreSQL {major}: rows: {} committed ({} written ids, {failed} failed steps), \
+         transactions: {} ({} streamed), cuts: {cuts} ({stalls} after a stall), restarts: \
+         {restarts}, crashes: {crashes}, black holes: {black_holes}, consumer crash: {} \
+         unacknowledged then, {} not sent again, reconnects: \
          {}, duplicates before deduplication: {}, delivered twice after it: \
          {twice}, aborted rows delivered: {aborted_delivered}, lost: {}, confirmed_flush_lsn \
          samples: {}, violations: {}, elapsed: {elapsed:?}",
@@ -359,6 +449,8 @@ fn run(plan: &Plan) {
         written,
         seen.transactions,
         seen.streamed,
+        seen.unacked_at_crash,
+        seen.not_redelivered.len(),
         seen.reconnects,
         seen.duplicates,
         lost.len(),
@@ -391,26 +483,57 @@ fn run(plan: &Plan) {
         seen.reconnects
     );
     assert_eq!(restarts, plan.restarts);
+    assert_eq!(crashes, plan.crashes);
+    assert_eq!(black_holes, plan.black_holes);
+    if plan.consumer_crash_after.is_some() {
+        assert!(seen.unacked_at_crash > 0, "the consumer never crashed");
+    }
+    assert!(
+        seen.not_redelivered.is_empty(),
+        "unacknowledged commits the new stream did not send again: {:?}",
+        seen.not_redelivered
+    );
     assert!(seen.streamed > 0, "no streamed transaction");
     assert!(samples.len() > 10, "{}", samples.len());
 }
 
+/// Every installed major: protocol 2 (PostgreSQL 15, `streaming = on`) and 4 (`parallel`).
 #[test]
-fn faults_workload_survives_cuts_stalls_and_restarts() {
-    // About a minute on two busy cores.
-    run(&Plan {
-        rows: 100_000,
-        cuts: 20,
-        restarts: 2,
-    });
+fn faults_workload_survives_cuts_stalls_restarts_crashes_and_black_holes() {
+    for major in pgtest::installed_majors() {
+        run(
+            &Plan {
+                rows: 25_000,
+                cuts: 8,
+                restarts: 1,
+                crashes: 1,
+                black_holes: 1,
+                consumer_crash_after: Some(20),
+            },
+            major,
+        );
+    }
+    assert!(
+        pgtest::installed_majors().contains(&15),
+        "PostgreSQL 15 is always tested: {}",
+        pgtest::INSTALL_HINT
+    );
 }
 
 #[test]
-#[ignore = "long: a million rows, 150 cuts, 6 restarts (run with --run-ignored only)"]
+#[ignore = "long: a million rows, 150 cuts, 6 restarts, 6 crashes, 4 black holes on the \
+            newest major (run with --run-ignored only)"]
 fn faults_long_workload_survives_cuts_stalls_and_restarts() {
-    run(&Plan {
-        rows: 1_000_000,
-        cuts: 150,
-        restarts: 6,
-    });
+    let major = *pgtest::installed_majors().last().unwrap();
+    run(
+        &Plan {
+            rows: 1_000_000,
+            cuts: 150,
+            restarts: 6,
+            crashes: 6,
+            black_holes: 4,
+            consumer_crash_after: Some(500),
+        },
+        major,
+    );
 }
