@@ -691,6 +691,55 @@ async fn next(txs: &mut walstream::TransactionStream) -> Option<walstream::Trans
         .unwrap()
 }
 
+/// A fake walsender under protocol 1 that sends a transaction, two stray Stream Aborts (of a
+/// subtransaction and of a whole transaction, neither streamed), a second transaction and a
+/// keepalive asking for a reply; with the second transaction's end and the keepalive's
+/// position.
+async fn stray_abort_server() -> (FakeWalsender, Lsn, Lsn) {
+    let mut wal = Wal::default();
+    let mut out = wal.transaction(700, &[1, 2]).0;
+    out.extend(wal.xlog(&stream_abort(702, 703)));
+    out.extend(wal.xlog(&stream_abort(704, 704)));
+    let (second, end) = wal.transaction(701, &[3]);
+    out.extend(second);
+    // Past the second transaction's end: only a stream known to be between transactions may
+    // acknowledge it.
+    wal.lsn += 0x1000;
+    out.extend(wal.keepalive(true));
+    let keepalive = Lsn::new(wal.lsn);
+    assert!(keepalive > end);
+    let out = Arc::new(out);
+    let server = FakeWalsender::start(move |peer| {
+        let out = out.clone();
+        async move {
+            peer.send(&out).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+    })
+    .await;
+    (server, end, keepalive)
+}
+
+/// Waits until the flush position the server received reaches `lsn`.
+async fn flushed_up_to(server: &FakeWalsender, lsn: Lsn) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while flushes(server).last() < Some(&lsn) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{lsn} was never acknowledged: {:?}",
+            flushes(server)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The protocol 1 options of a client that never asked for streaming.
+fn protocol_1() -> ReplicationStreamConfigBuilder {
+    config()
+        .proto_version(walstream::ProtocolVersion::V1)
+        .streaming(Streaming::Off)
+}
+
 #[test]
 fn stray_stream_abort_under_protocol_1_is_ignored() {
     // PostgreSQL 18 sends Stream Aborts to protocol 1 clients that never asked for streaming.
@@ -698,25 +747,8 @@ fn stray_stream_abort_under_protocol_1_is_ignored() {
     // TransactionStream, the stream goes on, and it is still between transactions after it (a
     // keepalive's position is acknowledged once the second transaction is).
     block_on(async {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let server = FakeWalsender::start(move |peer| {
-            let mut wal = Wal::default();
-            let mut out = wal.transaction(700, &[1, 2]).0;
-            out.extend(wal.xlog(&stream_abort(702, 703)));
-            out.extend(wal.xlog(&stream_abort(704, 704)));
-            out.extend(wal.transaction(701, &[3]).0);
-            out.extend(wal.keepalive(true));
-            let _ = tx.send(wal.lsn);
-            async move {
-                peer.send(&out).await;
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            }
-        })
-        .await;
-        let config = config()
-            .proto_version(walstream::ProtocolVersion::V1)
-            .streaming(Streaming::Off);
-        let mut txs = stream(&server, config)
+        let (server, _, keepalive) = stray_abort_server().await;
+        let mut txs = stream(&server, protocol_1())
             .await
             .into_transactions(walstream::TransactionConfig::default());
         let first = next(&mut txs).await.expect("the first transaction");
@@ -724,19 +756,36 @@ fn stray_stream_abort_under_protocol_1_is_ignored() {
         let second = next(&mut txs).await.expect("the second transaction");
         assert_eq!((second.xid, second.len()), (walstream::Xid(701), 1));
         txs.ack(&second);
-        let keepalive = Lsn::new(rx.recv().unwrap());
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while flushes(&server).last() < Some(&keepalive) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the keepalive's position was never acknowledged: {:?}",
-                flushes(&server)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        flushed_up_to(&server, keepalive).await;
         // Nothing more was sent: the stream waits, it has not ended.
         let more = tokio::time::timeout(Duration::from_millis(500), txs.next_transaction()).await;
         assert!(more.is_err(), "the stream went on with {more:?}");
         txs.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn stray_stream_abort_under_protocol_1_keeps_raw_mode_following() {
+    // Raw mode (the CLI's tail) follows the boundaries from the bytes: the stray aborts are
+    // delivered as they came, and following goes on, so the keepalive after the second
+    // transaction is acknowledged once that transaction is.
+    block_on(async {
+        let (server, end, keepalive) = stray_abort_server().await;
+        let mut events = stream(&server, protocol_1().raw(true)).await;
+        let mut tags = Vec::new();
+        while tags.len() < 10 {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.next_event())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .expect("the stream goes on");
+            if let EventKind::XLogData(x) = &event.kind {
+                tags.push(x.data[0]);
+            }
+        }
+        assert_eq!(tags, b"BRIICAABIC");
+        events.ack(end);
+        flushed_up_to(&server, keepalive).await;
+        events.shutdown().await.unwrap();
     });
 }
