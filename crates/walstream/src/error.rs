@@ -35,8 +35,15 @@ pub enum ErrorKind {
     /// it is, such as a Commit without a Begin, is a [`Decode`](Self::Decode) error with
     /// walproto's `OutOfOrder`.)
     Protocol,
-    /// A spill file of a large transaction could not be written or read.
+    /// A spill file of a large transaction could not be created, written or read.
     Spill,
+    /// Spilling a transaction would take more disk than
+    /// [`TransactionConfig::spill_disk_budget`](crate::TransactionConfig::spill_disk_budget)
+    /// allows. The stream ends before any of that transaction is delivered, so nothing of it
+    /// is acknowledged and the server sends it again to the next stream: give that one a
+    /// larger budget (or free the disk that held transactions use). [`Error::lsn`] is the
+    /// change that did not fit.
+    SpillBudget,
 }
 
 /// An error of the change stream.

@@ -46,7 +46,8 @@
 //!   acknowledged, or, between transactions with everything acknowledged, a keepalive's
 //!   `wal_end` (so an idle publication does not pin WAL). Status updates go out every
 //!   interval (at most a third of `wal_sender_timeout`) and at once when the server asks,
-//!   from the driver task, however slowly the application reads.
+//!   from the driver task, however slowly the application reads (as long as it does not
+//!   hold the runtime's thread: see **Runtime**).
 //! - **Resume never loses.** Retryable failures reconnect with backoff and jitter
 //!   ([`RetryPolicy`]) and resume from the acknowledged position; what follows an
 //!   [`EventKind::Reconnected`] may repeat transactions (deduplicate by commit LSN), never
@@ -54,10 +55,24 @@
 //!   authentication end the stream with an error.
 //! - **Runtime.** The driver is a tokio task; for one stream a current-thread runtime is the
 //!   cheapest (the drain benchmark measured the multi-thread runtime at up to twice the CPU
-//!   time, the driver and the consumer waking each other across threads).
+//!   time, the driver and the consumer waking each other across threads). There the driver
+//!   runs only while the consumer awaits, so **a consumer must not block the runtime's
+//!   thread** for anywhere near `wal_sender_timeout` (60 s by default): no blocking I/O, no
+//!   `std::thread::sleep`, no long computation between two awaits. The server would end the
+//!   connection for want of status updates (the stream then reconnects and sends the
+//!   unacknowledged transactions again). Do blocking work with
+//!   `tokio::task::spawn_blocking(..).await` (or on a thread of your own, through a channel);
+//!   a multi-thread runtime makes such a stall less likely but does not rule it out. The
+//!   library does no file I/O on the runtime's thread: spill files are written by a spill
+//!   thread, and [`Transaction::change_stream`] reads them back on a thread of its own and
+//!   yields every few hundred changes ([`Transaction::changes`] is the blocking
+//!   alternative, for code off the runtime).
 //! - **Memory is bounded.** The driver stops reading the socket while
 //!   [`buffer_batches`](ReplicationStreamConfigBuilder::buffer_batches) batches of at most
-//!   [`MAX_BATCH_BYTES`] wait for the consumer.
+//!   [`MAX_BATCH_BYTES`] wait for the consumer. [`TransactionStream`] holds the changes of
+//!   unfinished transactions within [`TransactionConfig::memory_budget`] and spills the rest
+//!   to disk, within [`TransactionConfig::spill_disk_budget`], in files nobody else can read
+//!   and nothing can leave behind ([`TransactionConfig::spill_dir`]).
 
 /// Events, streams and handles move between tasks and threads.
 const _: () = {
@@ -102,8 +117,9 @@ pub use session::retry::RetryPolicy;
 pub use slots::{SlotInfo, SlotManager};
 pub use snapshot::SnapshotOptions;
 pub use transaction::{
-    Change, ChangeKind, Changes, Transaction, TransactionAssembler, TransactionConfig,
-    TransactionKind, TransactionStream, DEFAULT_MEMORY_BUDGET,
+    Change, ChangeKind, ChangeStream, Changes, Transaction, TransactionAssembler,
+    TransactionConfig, TransactionKind, TransactionStream, DEFAULT_MEMORY_BUDGET,
+    DEFAULT_SPILL_DISK_BUDGET,
 };
 
 pub use tokio_util::sync::CancellationToken;

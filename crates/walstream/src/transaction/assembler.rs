@@ -3,16 +3,22 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use walproto::{Lsn, Timestamp, Xid};
 
-use super::spill::SpillFile;
+use super::spill::SpillWriter;
 use super::{Buffer, Change, ChangeKind, Transaction, TransactionKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::logical::event::{ChangeEvent, EventKind};
 
 /// The default memory budget for the changes of transactions not yet committed: 64 MiB.
 pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
+
+/// The default disk budget of the spill files: 16 GiB. A transaction that needs more is
+/// rare (hundreds of millions of small rows), and one that needs much more is more likely
+/// a runaway than data to apply; the bound keeps it from filling the disk the system needs.
+pub const DEFAULT_SPILL_DISK_BUDGET: u64 = 16 << 30;
 
 /// A transaction being received.
 #[derive(Debug)]
@@ -41,11 +47,12 @@ struct Prepared {
     streamed: bool,
 }
 
-/// The settings of a [`TransactionStream`].
+/// The settings of a [`TransactionStream`](crate::TransactionStream).
 #[derive(Clone, Debug)]
 pub struct TransactionConfig {
     memory_budget: usize,
     spill_dir: PathBuf,
+    spill_disk_budget: u64,
 }
 
 impl Default for TransactionConfig {
@@ -53,6 +60,7 @@ impl Default for TransactionConfig {
         Self {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             spill_dir: std::env::temp_dir(),
+            spill_disk_budget: DEFAULT_SPILL_DISK_BUDGET,
         }
     }
 }
@@ -67,16 +75,31 @@ impl TransactionConfig {
         self
     }
 
-    /// Where spill files go (default: the system's temporary directory). They are deleted
-    /// when their transaction is dropped.
+    /// Where spill files go (default: the system's temporary directory,
+    /// [`std::env::temp_dir`]). Each is created there already unlinked and with mode 0600
+    /// (`O_TMPFILE` where the file system has it, else created and removed at once): the
+    /// directory never lists one, no other local user can read one, and their space returns
+    /// when their transaction is dropped or the process ends, even by `SIGKILL`. Choose a
+    /// directory on a file system with room for the [disk budget](Self::spill_disk_budget).
     pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.spill_dir = dir.into();
         self
     }
+
+    /// The most bytes of spill files at once (default [`DEFAULT_SPILL_DISK_BUDGET`], 16 GiB):
+    /// the files of transactions still arriving, of prepared ones waiting for their outcome,
+    /// and of delivered ones not yet dropped. A spill that would pass it ends the stream with
+    /// [`ErrorKind::SpillBudget`](crate::ErrorKind::SpillBudget) before that transaction is
+    /// delivered, so it is not acknowledged and comes again to the next stream.
+    pub fn spill_disk_budget(mut self, bytes: u64) -> Self {
+        self.spill_disk_budget = bytes;
+        self
+    }
 }
 
-/// Assembles committed transactions from a stream of events: the sans-IO core of
-/// [`TransactionStream`].
+/// Assembles committed transactions from a stream of events: the core of
+/// [`TransactionStream`](crate::TransactionStream). It does no I/O on the caller's thread
+/// (a spill thread of its own writes the spill files).
 ///
 /// Feed every event in order to [`push`](Self::push); take finished transactions with
 /// [`pop`](Self::pop). It handles plain transactions, streamed ones (chunks of several
@@ -86,9 +109,19 @@ impl TransactionConfig {
 /// ignored), prepared ones
 /// (kept until `COMMIT PREPARED`, dropped on `ROLLBACK PREPARED`), and reconnects (partial
 /// transactions are dropped, as the server sends them again; prepared ones are kept).
+///
+/// Past the memory budget, [`push`](Self::push) hands the largest transaction's changes to
+/// the spill thread and returns without waiting for the disk; until the thread has written
+/// them they still count in [`memory`](Self::memory). A caller that drives the assembler
+/// itself stops pushing while [`over_budget`](Self::over_budget) is true (as
+/// [`TransactionStream`](crate::TransactionStream) does) to hold no more than the budget
+/// plus one change. [`pop`](Self::pop) may return a transaction whose spill file is still
+/// being written: its readers wait for the spill thread. After an error, drop the
+/// assembler: its state no longer follows the stream.
 #[derive(Debug)]
 pub struct TransactionAssembler {
     config: TransactionConfig,
+    writer: SpillWriter,
     current: Option<Open>,
     current_prepare: Option<(String, Lsn, Timestamp)>,
     streams: HashMap<Xid, Open>,
@@ -106,6 +139,7 @@ impl TransactionAssembler {
     /// An assembler with `config`'s budget.
     pub fn new(config: TransactionConfig) -> Self {
         Self {
+            writer: SpillWriter::new(config.spill_dir.clone(), config.spill_disk_budget),
             config,
             current: None,
             current_prepare: None,
@@ -125,14 +159,58 @@ impl TransactionAssembler {
         self.ready.pop_front()
     }
 
-    /// Bytes of changes held in memory now, and the most held at once.
+    /// Bytes of changes held in memory now (including those on their way to a spill file),
+    /// and the most held at once.
     pub fn memory(&self) -> (usize, usize) {
-        (self.in_memory, self.peak_in_memory)
+        (self.held(), self.peak_in_memory)
     }
 
-    /// Bytes written to spill files so far.
+    /// Whether more than the memory budget is held because the spill thread has not yet
+    /// written what it was given: stop pushing until it is false.
+    pub fn over_budget(&self) -> bool {
+        self.held() > self.config.memory_budget
+    }
+
+    /// Bytes written (or being written) to spill files so far.
     pub fn spilled_bytes(&self) -> u64 {
         self.spilled_bytes
+    }
+
+    /// Ready when [`over_budget`](Self::over_budget) is false (or a spill write failed);
+    /// otherwise the spill thread wakes the task when it has written more.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.over_budget() {
+            self.writer.register(cx.waker());
+            // The thread may have finished between the check and the registration.
+            if self.over_budget() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(self.writer.check())
+    }
+
+    /// The next committed transaction once its spill file, if any, is completely written:
+    /// `Ready(None)` when none is finished, `Pending` while the spill thread still writes the
+    /// next one's file, an error when it failed to.
+    pub(crate) fn poll_pop(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Transaction>>> {
+        let Some(file) = self.ready.front().map(|tx| tx.changes.file.clone()) else {
+            return Poll::Ready(None);
+        };
+        if let Some(file) = file {
+            let mut written = file.written();
+            if matches!(written, Ok(false)) {
+                self.writer.register(cx.waker());
+                written = file.written();
+            }
+            match written {
+                Ok(true) => {}
+                Ok(false) => return Poll::Pending,
+                Err(e) => {
+                    return Poll::Ready(Some(Err(self.writer.io_error("writing", &e.to_string()))))
+                }
+            }
+        }
+        Poll::Ready(self.ready.pop_front().map(Ok))
     }
 
     /// The earliest prepare LSN of the prepared transactions still waiting for their outcome:
@@ -323,9 +401,22 @@ impl TransactionAssembler {
         self.streams.remove(&xid).unwrap_or_else(|| Open::new(xid))
     }
 
-    /// Adds a change to the transaction it belongs to, then keeps memory within the budget.
+    /// What the spill thread shares, with the lock that stalls it while a test holds it.
+    #[cfg(test)]
+    pub(super) fn spill_thread(&self) -> Arc<super::spill::WriterShared> {
+        self.writer.shared()
+    }
+
+    /// Changes in memory, and on their way to a spill file.
+    fn held(&self) -> usize {
+        self.in_memory + self.writer.in_flight()
+    }
+
+    /// Adds a change to the transaction it belongs to, then hands the largest transactions'
+    /// changes to the spill thread until what stays in memory is within the budget.
     fn add(&mut self, change: Change) -> Result<()> {
         let size = change.size();
+        let lsn = change.lsn;
         let open = match self.in_stream {
             Some(xid) => self.streams.entry(xid).or_insert_with(|| Open::new(xid)),
             None if self.snapshot.is_some() => {
@@ -338,19 +429,20 @@ impl TransactionAssembler {
         open.buffer.memory.push(change);
         open.buffer.memory_bytes += size;
         self.in_memory += size;
-        self.peak_in_memory = self.peak_in_memory.max(self.in_memory);
+        self.peak_in_memory = self.peak_in_memory.max(self.held());
+        // Only what stays in memory decides: bytes on their way to disk are already spilled,
+        // and spilling more would not free them sooner.
         while self.in_memory > self.config.memory_budget {
-            if !self.spill_largest()? {
+            if !self.spill_largest().map_err(|e| at(e, lsn))? {
                 break;
             }
         }
         Ok(())
     }
 
-    /// Moves the in-memory changes of the transaction holding the most to its spill file;
+    /// Hands the in-memory changes of the transaction holding the most to the spill thread;
     /// false when nothing is left to spill.
     fn spill_largest(&mut self) -> Result<bool> {
-        let dir = self.config.spill_dir.clone();
         let largest = self
             .current
             .iter_mut()
@@ -362,16 +454,13 @@ impl TransactionAssembler {
         };
         let file = match &mut open.buffer.file {
             Some(f) => f,
-            None => open.buffer.file.insert(Arc::new(
-                SpillFile::create(&dir).map_err(|e| spill_write_error(&dir, e))?,
-            )),
+            None => open.buffer.file.insert(Arc::new(self.writer.create()?)),
         };
         let file = Arc::get_mut(file)
             .ok_or_else(|| Error::new(ErrorKind::Spill, "a spill file is shared while written"))?;
         let before = file.bytes();
-        for c in open.buffer.memory.drain(..) {
-            file.write(&c).map_err(|e| spill_write_error(&dir, e))?;
-        }
+        self.writer
+            .write(file, open.xid, open.buffer.memory.drain(..))?;
         self.spilled_bytes += file.bytes() - before;
         self.in_memory -= open.buffer.memory_bytes;
         open.buffer.memory_bytes = 0;
@@ -393,10 +482,6 @@ impl TransactionAssembler {
     ) -> Result<()> {
         self.in_memory -= open.buffer.memory_bytes;
         open.buffer.memory_bytes = 0;
-        if let Some(f) = open.buffer.file.as_mut().and_then(Arc::get_mut) {
-            f.finish()
-                .map_err(|e| spill_write_error(&self.config.spill_dir, e))?;
-        }
         self.ready.push_back(Transaction {
             xid: open.xid,
             commit_lsn,
@@ -410,9 +495,10 @@ impl TransactionAssembler {
     }
 }
 
-fn spill_write_error(dir: &std::path::Path, e: std::io::Error) -> Error {
-    Error::new(
-        ErrorKind::Spill,
-        format!("writing a spill file in {}: {e}", dir.display()),
-    )
+/// `e` refers to the change at `lsn`, unless it already names a position.
+fn at(e: Error, lsn: Lsn) -> Error {
+    match e.lsn() {
+        Some(_) => e,
+        None => e.at(lsn),
+    }
 }

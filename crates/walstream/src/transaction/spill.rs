@@ -1,17 +1,29 @@
-//! Spilling the changes of large in-progress transactions to a temporary file, and reading
-//! them back at commit.
+//! Spilling the changes of large in-progress transactions to temporary files, and reading
+//! them back after commit.
+//!
+//! A file is created already unlinked in the configured directory ([`tempfile::tempfile_in`]:
+//! `O_TMPFILE` where the file system has it, otherwise a random name created with mode 0600
+//! and removed at once), and its mode is set to 0600: nothing ever shows in the directory,
+//! no other user can open it, and its space returns when the process ends, however it ends.
+//!
+//! The assembler encodes changes where it runs (CPU work, as decoding them was) and hands the
+//! encoded bytes to a spill thread ([`SpillWriter`]), which does the writes: a slow disk
+//! never stalls the async runtime that runs the stream. Readers use positioned reads, so any
+//! number of them share one open file; each first waits for the spill thread to have written
+//! everything.
 //!
 //! A record is a `u32` length, then: the change kind, the change's LSN and xid, the index of
 //! its relation in the file's relation table (kept in memory: relations are few and small),
 //! then the row images as pgoutput encodes them (count, then columns). Reading a record back
 //! validates it with walproto, exactly as a message from the server is validated.
 
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use walproto::owned::TupleBuf;
@@ -19,11 +31,20 @@ use walproto::pgoutput::{encode_columns, TupleData};
 use walproto::{Lsn, RelationInfo, Xid};
 
 use super::change::{Change, ChangeKind};
+use crate::error::{Error, ErrorKind, Result};
 use crate::logical::event::{Delete, Insert, LogicalMessage, OldRow, Row, Truncate, Update};
 
 /// The largest record read back: a change is at most one pgoutput message, which PostgreSQL
 /// bounds at 1 GiB.
 const MAX_RECORD: usize = 1 << 30;
+
+/// Encoded records go to the spill thread in jobs of about this many bytes: large enough for
+/// efficient writes, small enough that encoding and writing overlap and that the encoded copy
+/// of a spill never doubles what is held.
+const JOB_BYTES: usize = 1 << 20;
+
+/// The read buffer of a spill file's reader.
+const READ_BUFFER: usize = 256 * 1024;
 
 const INSERT: u8 = b'I';
 const UPDATE: u8 = b'U';
@@ -31,30 +52,71 @@ const DELETE: u8 = b'D';
 const TRUNCATE: u8 = b'T';
 const MESSAGE: u8 = b'M';
 
-/// A temporary file of one transaction's changes, deleted when dropped.
+/// Creates the spill files of one assembler and feeds its spill thread.
+///
+/// The thread starts with the first spill and ends when the writer is dropped and the jobs
+/// already handed to it are written; dropping never waits for it (the caller may be on an
+/// async runtime).
 #[derive(Debug)]
-pub(crate) struct SpillFile {
-    path: PathBuf,
-    writer: Option<BufWriter<File>>,
-    relations: Vec<Arc<RelationInfo>>,
-    index: HashMap<usize, u32>,
-    count: usize,
-    bytes: u64,
+pub(crate) struct SpillWriter {
+    dir: PathBuf,
+    disk_budget: u64,
+    jobs: Option<mpsc::Sender<Job>>,
+    shared: Arc<WriterShared>,
 }
 
-impl SpillFile {
-    /// Creates a new, empty spill file in `dir`.
-    pub(crate) fn create(dir: &Path) -> io::Result<Self> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("walstream-spill-{}-{n}", std::process::id()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        Ok(Self {
-            path,
-            writer: Some(BufWriter::with_capacity(256 * 1024, file)),
+/// What the assembler, its spill files and the spill thread share.
+#[derive(Debug, Default)]
+pub(crate) struct WriterShared {
+    /// Encoded bytes handed to the spill thread and not yet written: still memory.
+    in_flight: AtomicUsize,
+    /// Bytes in spill files not yet dropped: what the disk budget bounds.
+    on_disk: AtomicU64,
+    /// The first write that failed.
+    failed: Mutex<Option<String>>,
+    /// Woken after every job, for a stream waiting for room or for a transaction's file.
+    waker: Mutex<Option<Waker>>,
+    /// Held by a test to stall the spill thread before its next job.
+    #[cfg(test)]
+    pub(crate) gate: Mutex<()>,
+}
+
+/// Encoded records for the spill thread to write at `offset` of `file`.
+struct Job {
+    file: Arc<FileData>,
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+impl SpillWriter {
+    /// A writer of spill files in `dir`, at most `disk_budget` bytes of them at once.
+    pub(crate) fn new(dir: PathBuf, disk_budget: u64) -> Self {
+        Self {
+            dir,
+            disk_budget,
+            jobs: None,
+            shared: Arc::default(),
+        }
+    }
+
+    /// What the spill thread shares (for tests that stall it).
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> Arc<WriterShared> {
+        Arc::clone(&self.shared)
+    }
+
+    /// A new, empty, unlinked spill file of mode 0600.
+    pub(crate) fn create(&self) -> Result<SpillFile> {
+        let file = tempfile::tempfile_in(&self.dir)
+            .and_then(owner_only)
+            .map_err(|e| self.io_error("creating", &e.to_string()))?;
+        Ok(SpillFile {
+            data: Arc::new(FileData {
+                file,
+                state: Mutex::new(Written::default()),
+                changed: Condvar::new(),
+            }),
+            shared: Arc::clone(&self.shared),
             relations: Vec::new(),
             index: HashMap::new(),
             count: 0,
@@ -62,82 +124,249 @@ impl SpillFile {
         })
     }
 
+    /// Encodes `changes` of transaction `xid` into `file` and hands the bytes to the spill
+    /// thread; fails with [`ErrorKind::SpillBudget`] before the spill files would pass the
+    /// disk budget.
+    pub(crate) fn write(
+        &mut self,
+        file: &mut SpillFile,
+        xid: Xid,
+        changes: impl IntoIterator<Item = Change>,
+    ) -> Result<()> {
+        self.check()?;
+        let mut job = Vec::new();
+        let mut record = BytesMut::new();
+        for change in changes {
+            record.clear();
+            file.encode(&change, &mut record)?;
+            let needed =
+                self.shared.on_disk.load(Ordering::Acquire) + (job.len() + record.len()) as u64;
+            if needed > self.disk_budget {
+                return Err(Error::new(
+                    ErrorKind::SpillBudget,
+                    format!(
+                        "spilling transaction {xid} needs more than the spill disk budget of \
+                         {} bytes (TransactionConfig::spill_disk_budget; the spill files of \
+                         transactions not yet dropped count too)",
+                        self.disk_budget
+                    ),
+                )
+                .at(change.lsn));
+            }
+            job.extend_from_slice(&record);
+            file.count += 1;
+            if job.len() >= JOB_BYTES {
+                self.send(file, std::mem::take(&mut job))?;
+            }
+        }
+        if !job.is_empty() {
+            self.send(file, job)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes handed to the spill thread and not yet written.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The first failed write, as the stream's error.
+    pub(crate) fn check(&self) -> Result<()> {
+        match &*lock(&self.shared.failed) {
+            Some(e) => Err(self.io_error("writing", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// `waker` is woken when the spill thread finishes its next job.
+    pub(crate) fn register(&self, waker: &Waker) {
+        let mut slot = lock(&self.shared.waker);
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    /// The error of a spill file that could not be written or read.
+    pub(crate) fn io_error(&self, what: &str, e: &str) -> Error {
+        Error::new(
+            ErrorKind::Spill,
+            format!("{what} a spill file in {}: {e}", self.dir.display()),
+        )
+    }
+
+    fn send(&mut self, file: &mut SpillFile, bytes: Vec<u8>) -> Result<()> {
+        let jobs = match &self.jobs {
+            Some(jobs) => jobs,
+            None => {
+                let (tx, rx) = mpsc::channel();
+                let shared = Arc::clone(&self.shared);
+                std::thread::Builder::new()
+                    .name("walstream-spill".into())
+                    .spawn(move || run(&rx, &shared))
+                    .map_err(|e| {
+                        self.io_error("starting the thread that writes", &e.to_string())
+                    })?;
+                self.jobs.insert(tx)
+            }
+        };
+        let len = bytes.len();
+        let offset = file.bytes;
+        file.bytes += len as u64;
+        self.shared.in_flight.fetch_add(len, Ordering::AcqRel);
+        self.shared.on_disk.fetch_add(len as u64, Ordering::AcqRel);
+        let job = Job {
+            file: Arc::clone(&file.data),
+            offset,
+            bytes,
+        };
+        jobs.send(job)
+            .map_err(|_| Error::new(ErrorKind::Spill, "the spill thread has ended"))
+    }
+}
+
+/// The spill thread: writes each job, then tells the files' readers and the stream.
+fn run(jobs: &mpsc::Receiver<Job>, shared: &WriterShared) {
+    while let Ok(job) = jobs.recv() {
+        #[cfg(test)]
+        drop(lock(&shared.gate));
+        let len = job.bytes.len();
+        // After a failed write the rest of that file is useless: skip it.
+        let result = match lock(&job.file.state).error {
+            Some(_) => Ok(()),
+            None => write_all_at(&job.file.file, &job.bytes, job.offset),
+        };
+        {
+            let mut state = lock(&job.file.state);
+            match result {
+                Ok(()) if state.error.is_none() => state.bytes += len as u64,
+                Ok(()) => {}
+                Err(e) => {
+                    lock(&shared.failed).get_or_insert_with(|| e.to_string());
+                    state.error = Some((e.kind(), e.to_string()));
+                }
+            }
+        }
+        job.file.changed.notify_all();
+        // The encoded bytes are freed before the budget sees them gone.
+        drop(job);
+        shared.in_flight.fetch_sub(len, Ordering::AcqRel);
+        if let Some(waker) = lock(&shared.waker).take() {
+            waker.wake();
+        }
+    }
+}
+
+/// A temporary file of one transaction's changes; its space returns when it is dropped (and
+/// the spill thread has no more of its jobs).
+#[derive(Debug)]
+pub(crate) struct SpillFile {
+    data: Arc<FileData>,
+    shared: Arc<WriterShared>,
+    relations: Vec<Arc<RelationInfo>>,
+    index: HashMap<usize, u32>,
+    count: usize,
+    bytes: u64,
+}
+
+/// The open file and how much of it the spill thread has written.
+#[derive(Debug)]
+struct FileData {
+    file: File,
+    state: Mutex<Written>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Written {
+    bytes: u64,
+    /// The write that failed (`io::Error` is not `Clone`, and every reader reports it).
+    error: Option<(io::ErrorKind, String)>,
+}
+
+impl SpillFile {
     /// The number of changes written.
     pub(crate) fn len(&self) -> usize {
         self.count
     }
 
-    /// Bytes written.
+    /// Bytes written, or handed to the spill thread to write.
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
-    /// Appends `change`.
-    pub(crate) fn write(&mut self, change: &Change) -> io::Result<()> {
-        let mut body = BytesMut::with_capacity(128);
-        body.put_u8(kind_tag(&change.kind));
-        body.put_u64(change.lsn.get());
+    /// Whether the spill thread has written all of the file (`Ok(false)`: not yet).
+    pub(crate) fn written(&self) -> io::Result<bool> {
+        let state = lock(&self.data.state);
+        match &state.error {
+            Some((kind, e)) => Err(io::Error::new(*kind, e.clone())),
+            None => Ok(state.bytes >= self.bytes),
+        }
+    }
+
+    /// A reader of the changes, in order, without those of the subtransactions in `aborted`.
+    pub(crate) fn reader(self: &Arc<Self>, aborted: HashSet<Xid>) -> SpillReader {
+        SpillReader {
+            file: Arc::clone(self),
+            input: BufReader::with_capacity(
+                READ_BUFFER,
+                At {
+                    data: Arc::clone(&self.data),
+                    pos: 0,
+                },
+            ),
+            left: self.count,
+            aborted,
+            waited: false,
+        }
+    }
+
+    /// Appends `change`'s record (length, then body) to `out`.
+    fn encode(&mut self, change: &Change, out: &mut BytesMut) -> Result<()> {
+        out.put_u32(0);
+        out.put_u8(kind_tag(&change.kind));
+        out.put_u64(change.lsn.get());
         let xid = change.xid();
-        body.put_u8(u8::from(xid.is_some()));
-        body.put_u32(xid.map_or(0, |x| x.0));
+        out.put_u8(u8::from(xid.is_some()));
+        out.put_u32(xid.map_or(0, |x| x.0));
         match &change.kind {
             ChangeKind::Insert(i) => {
-                body.put_u32(self.relation(&i.relation));
-                tuple(&mut body, &i.new);
+                out.put_u32(self.relation(&i.relation));
+                tuple(out, &i.new);
             }
             ChangeKind::Update(u) => {
-                body.put_u32(self.relation(&u.relation));
-                old_row(&mut body, u.old.as_ref());
-                tuple(&mut body, &u.new);
+                out.put_u32(self.relation(&u.relation));
+                old_row(out, u.old.as_ref());
+                tuple(out, &u.new);
             }
             ChangeKind::Delete(d) => {
-                body.put_u32(self.relation(&d.relation));
-                old_row(&mut body, Some(&d.old));
+                out.put_u32(self.relation(&d.relation));
+                old_row(out, Some(&d.old));
             }
             ChangeKind::Truncate(t) => {
-                body.put_u32(u32::try_from(t.relations.len()).unwrap_or(u32::MAX));
+                out.put_u32(u32::try_from(t.relations.len()).unwrap_or(u32::MAX));
                 for r in &t.relations {
                     let i = self.relation(r);
-                    body.put_u32(i);
+                    out.put_u32(i);
                 }
-                body.put_u8(u8::from(t.cascade) | (u8::from(t.restart_identity) << 1));
+                out.put_u8(u8::from(t.cascade) | (u8::from(t.restart_identity) << 1));
             }
             ChangeKind::Message(m) => {
-                body.put_u8(u8::from(m.transactional));
-                body.put_u64(m.lsn.get());
-                body.put_u32(u32::try_from(m.prefix.len()).unwrap_or(u32::MAX));
-                body.put_slice(m.prefix.as_bytes());
-                body.put_u32(u32::try_from(m.content.len()).unwrap_or(u32::MAX));
-                body.put_slice(&m.content);
+                out.put_u8(u8::from(m.transactional));
+                out.put_u64(m.lsn.get());
+                out.put_u32(u32::try_from(m.prefix.len()).unwrap_or(u32::MAX));
+                out.put_slice(m.prefix.as_bytes());
+                out.put_u32(u32::try_from(m.content.len()).unwrap_or(u32::MAX));
+                out.put_slice(&m.content);
             }
         }
-        let writer = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| io::Error::other("the spill file is already being read"))?;
-        let len = u32::try_from(body.len()).map_err(|_| io::Error::other("change too large"))?;
-        writer.write_all(&len.to_be_bytes())?;
-        writer.write_all(&body)?;
-        self.count += 1;
-        self.bytes += 4 + u64::from(len);
-        Ok(())
-    }
-
-    /// Ends writing; the file can then be read any number of times.
-    pub(crate) fn finish(&mut self) -> io::Result<()> {
-        if let Some(mut w) = self.writer.take() {
-            w.flush()?;
+        let len = u32::try_from(out.len() - 4)
+            .ok()
+            .filter(|&l| l as usize <= MAX_RECORD)
+            .ok_or_else(|| Error::new(ErrorKind::Spill, "a change too large to spill"))?;
+        if let Some(prefix) = out.get_mut(..4) {
+            prefix.copy_from_slice(&len.to_be_bytes());
         }
         Ok(())
-    }
-
-    /// A reader of the changes, in order.
-    pub(crate) fn reader(self: &Arc<Self>) -> io::Result<SpillReader> {
-        Ok(SpillReader {
-            file: Arc::clone(self),
-            input: BufReader::with_capacity(256 * 1024, File::open(&self.path)?),
-            left: self.count,
-        })
     }
 
     fn relation(&mut self, rel: &Arc<RelationInfo>) -> u32 {
@@ -154,10 +383,7 @@ impl SpillFile {
 
 impl Drop for SpillFile {
     fn drop(&mut self) {
-        self.writer = None;
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            tracing::warn!(path = %self.path.display(), "removing a spill file: {e}");
-        }
+        self.shared.on_disk.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -165,27 +391,117 @@ impl Drop for SpillFile {
 #[derive(Debug)]
 pub(crate) struct SpillReader {
     file: Arc<SpillFile>,
-    input: BufReader<File>,
+    input: BufReader<At>,
     left: usize,
+    aborted: HashSet<Xid>,
+    waited: bool,
 }
 
 impl SpillReader {
-    /// The next change, `None` after the last.
+    /// The next change, `None` after the last. The first call waits (blocking) until the
+    /// spill thread has written the whole file.
     pub(crate) fn next_change(&mut self) -> io::Result<Option<Change>> {
-        if self.left == 0 {
-            return Ok(None);
+        if !self.waited {
+            self.file.data.wait(self.file.bytes)?;
+            self.waited = true;
         }
-        let mut len = [0u8; 4];
-        self.input.read_exact(&mut len)?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > MAX_RECORD {
-            return Err(bad("record length"));
+        while self.left > 0 {
+            let mut len = [0u8; 4];
+            self.input.read_exact(&mut len)?;
+            let len = u32::from_be_bytes(len) as usize;
+            if len > MAX_RECORD {
+                return Err(bad("record length"));
+            }
+            let mut buf = vec![0u8; len];
+            self.input.read_exact(&mut buf)?;
+            self.left -= 1;
+            let change = decode(&Bytes::from(buf), &self.file.relations)?;
+            if !change.xid().is_some_and(|x| self.aborted.contains(&x)) {
+                return Ok(Some(change));
+            }
         }
-        let mut buf = vec![0u8; len];
-        self.input.read_exact(&mut buf)?;
-        self.left -= 1;
-        decode(&Bytes::from(buf), &self.file.relations).map(Some)
+        Ok(None)
     }
+}
+
+impl FileData {
+    /// Waits until `bytes` of the file are written, or a write failed.
+    fn wait(&self, bytes: u64) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some((kind, e)) = &state.error {
+                return Err(io::Error::new(*kind, e.clone()));
+            }
+            if state.bytes >= bytes {
+                return Ok(());
+            }
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// A reading position in a shared spill file.
+#[derive(Debug)]
+struct At {
+    data: Arc<FileData>,
+    pos: u64,
+}
+
+impl Read for At {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = read_at(&self.data.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Locks `m`; a thread that panicked while holding it left plain data behind, still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Makes `file` readable and writable by its owner alone. tempfile creates its fallback
+/// names with mode 0600, but an `O_TMPFILE` file gets the default 0666 less the umask; it has
+/// no name to open it by, yet `/proc/<pid>/fd` would show its mode, and 0600 needs no such
+/// argument.
+fn owner_only(file: File) -> io::Result<File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn write_all_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_write(file, buf, offset)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = buf.get(n..).unwrap_or_default();
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
 }
 
 fn kind_tag(kind: &ChangeKind) -> u8 {

@@ -7,11 +7,18 @@ use futures_core::Stream;
 use walproto::Lsn;
 
 use super::{Transaction, TransactionAssembler, TransactionConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::logical::stream::EventStream;
 use crate::session::feedback::SharedLsnFeedback;
 
 /// Committed transactions in commit order, assembled from an [`EventStream`].
+///
+/// Transactions past the memory budget are spilled by a thread of the stream's own, and a
+/// spilled transaction is delivered once its file is written; while that thread is behind,
+/// the stream takes no more events (the driver keeps sending status updates). An error of
+/// the transaction layer (a spill that fails or passes the disk budget, a server that breaks
+/// the protocol's order) ends the stream: the driver stops with a last status update of what
+/// was acknowledged, never past what was delivered.
 ///
 /// The changes of a subtransaction that was rolled back are dropped, with one exception that
 /// pgoutput gives no way to detect: a *transactional* logical decoding message
@@ -32,7 +39,9 @@ use crate::session::feedback::SharedLsnFeedback;
 ///     .start()
 ///     .into_transactions(TransactionConfig::default().memory_budget(16 << 20));
 /// while let Some(tx) = txs.next_transaction().await? {
-///     for change in tx.changes() {
+///     // Spilled changes are read on a thread of their own: the runtime keeps running.
+///     let mut changes = tx.change_stream();
+///     while let Some(change) = changes.next_change().await {
 ///         println!("{:?}", change?.kind);
 ///     }
 ///     txs.ack(&tx); // applied: the slot may move past it
@@ -44,6 +53,8 @@ use crate::session::feedback::SharedLsnFeedback;
 pub struct TransactionStream {
     events: EventStream,
     assembler: TransactionAssembler,
+    /// An error of the assembler ended the stream.
+    ended: bool,
 }
 
 impl EventStream {
@@ -52,6 +63,7 @@ impl EventStream {
         TransactionStream {
             events: self,
             assembler: TransactionAssembler::new(config),
+            ended: false,
         }
     }
 }
@@ -96,19 +108,42 @@ impl TransactionStream {
     }
 }
 
+impl TransactionStream {
+    /// Ends the stream after an error of the assembler: the driver stops with a last status
+    /// update of what was acknowledged, never past what was delivered.
+    fn end(&mut self, e: Error) -> Error {
+        self.ended = true;
+        self.events.cancellation_token().cancel();
+        e
+    }
+}
+
 impl Stream for TransactionStream {
     type Item = Result<Transaction>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
         loop {
-            if let Some(tx) = this.assembler.pop() {
-                return Poll::Ready(Some(Ok(tx)));
+            // A spilled transaction waits for the spill thread to finish its file, and no
+            // event is taken while the thread is behind the memory budget: the socket waits
+            // (the driver still sends status updates).
+            let ready = match this.assembler.poll_pop(cx) {
+                Poll::Ready(None) => this.assembler.poll_room(cx).map(|r| r.err().map(Err)),
+                other => other,
+            };
+            match ready {
+                Poll::Ready(None) => {}
+                Poll::Ready(Some(Ok(tx))) => return Poll::Ready(Some(Ok(tx))),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(this.end(e)))),
+                Poll::Pending => return Poll::Pending,
             }
             match Pin::new(&mut this.events).poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
                     if let Err(e) = this.assembler.push(event) {
-                        return Poll::Ready(Some(Err(e)));
+                        return Poll::Ready(Some(Err(this.end(e))));
                     }
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),

@@ -10,6 +10,8 @@ use walproto::pgoutput::{
 };
 use walproto::{ColumnInfo, Lsn, Oid, RelationInfo, Timestamp, Xid};
 
+use futures_core::Stream;
+
 use super::*;
 use crate::logical::event::{ChangeEvent, EventKind, Insert, PrepareInfo, Row};
 use crate::{TransactionAssembler, TransactionConfig, TransactionKind};
@@ -118,15 +120,30 @@ fn ids(tx: &Transaction) -> Vec<String> {
         .collect()
 }
 
+/// Pushes `events` as [`TransactionStream`](super::TransactionStream) does: waiting while
+/// the spill thread is behind the budget.
 fn feed(a: &mut TransactionAssembler, events: Vec<ChangeEvent>) -> Vec<Transaction> {
     let mut out = Vec::new();
     for e in events {
+        wait_for_room(a);
         a.push(e).unwrap();
         while let Some(t) = a.pop() {
             out.push(t);
         }
     }
+    wait_for_room(a);
     out
+}
+
+fn wait_for_room(a: &TransactionAssembler) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while a.over_budget() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spill thread is stuck"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 fn assembler() -> TransactionAssembler {
@@ -269,40 +286,247 @@ fn a_reconnect_drops_partial_transactions() {
     assert_eq!(a.memory().0, 0);
 }
 
-#[test]
-fn beyond_the_budget_changes_spill_and_come_back_in_order() {
-    let dir = std::env::temp_dir().join(format!("walstream-spill-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let budget = 2000;
-    let mut a = TransactionAssembler::new(
-        TransactionConfig::default()
-            .memory_budget(budget)
-            .spill_dir(&dir),
-    );
-    let mut events = vec![start(10, true)];
+/// The events of streamed transaction `xid` with `n` inserts, every tenth of them in
+/// subtransaction `xid + 1`, which aborts; and the ids that must arrive.
+fn big_stream(xid: u32, n: usize, end: u64) -> (Vec<ChangeEvent>, Vec<String>) {
+    let mut events = vec![start(xid, true)];
     let mut want = Vec::new();
-    for i in 0..500 {
-        // Every tenth change is made in subtransaction 11, which aborts.
+    for i in 0..n {
         let sub = i % 10 == 0;
-        events.push(insert(Some(if sub { 11 } else { 10 }), &i.to_string()));
+        events.push(insert(
+            Some(if sub { xid + 1 } else { xid }),
+            &i.to_string(),
+        ));
         if !sub {
             want.push(i.to_string());
         }
     }
     events.push(ev(EventKind::StreamStop));
-    events.push(abort(10, 11));
-    events.push(stream_commit(10, 1000));
+    events.push(abort(xid, xid + 1));
+    events.push(stream_commit(xid, end));
+    (events, want)
+}
+
+fn spilling(dir: &std::path::Path, budget: usize) -> TransactionAssembler {
+    TransactionAssembler::new(
+        TransactionConfig::default()
+            .memory_budget(budget)
+            .spill_dir(dir),
+    )
+}
+
+#[test]
+fn beyond_the_budget_changes_spill_and_come_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 2000;
+    let mut a = spilling(dir.path(), budget);
+    let (events, want) = big_stream(10, 500, 1000);
     let txs = feed(&mut a, events);
     assert!(a.memory().1 <= budget + 200, "peak {:?}", a.memory());
     assert!(a.spilled_bytes() > 0);
     assert!(txs[0].is_spilled());
     assert_eq!(ids(&txs[0]), want);
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+}
+
+/// The spill files this process has open in `dir`: (descriptor path, link target).
+fn open_spill_files(pid: &str, dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| {
+            let path = fd.ok()?.path();
+            let target = std::fs::read_link(&path).ok()?;
+            target
+                .starts_with(dir)
+                .then(|| (path, target.display().to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn spill_files_are_private_unlinked_and_in_the_configured_directory() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    // Files made by others in the directory could be read: make sure ours are not.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut a = spilling(dir.path(), 2000);
+    let (mut events, want) = big_stream(10, 500, 1000);
+    let commit = events.pop().unwrap();
+    assert!(feed(&mut a, events).is_empty());
+    let listing = || std::fs::read_dir(dir.path()).unwrap().count();
+    // While the transaction is still arriving: spilled, yet the directory lists nothing.
+    assert!(a.spilled_bytes() > 0);
+    assert_eq!(listing(), 0, "a spill file has a name");
+    let open = open_spill_files("self", dir.path());
+    assert_eq!(open.len(), 1, "{open:?}");
+    let meta = std::fs::metadata(&open[0].0).unwrap();
+    assert!(meta.is_file(), "{open:?}");
+    assert_eq!(meta.mode() & 0o777, 0o600, "{open:?}");
+    assert_eq!(meta.nlink(), 0, "the spill file is not unlinked: {open:?}");
+    // Delivered and held: still nothing in the directory.
+    let txs = feed(&mut a, vec![commit]);
+    assert!(txs[0].is_spilled());
+    assert_eq!(ids(&txs[0]), want);
+    assert_eq!(listing(), 0);
     drop(txs);
-    assert_eq!(
-        std::fs::read_dir(&dir).unwrap().count(),
-        0,
-        "spill file left behind"
+    assert_eq!(open_spill_files("self", dir.path()).len(), 0, "still open");
+    // A directory that does not exist is an error that names it.
+    let missing = dir.path().join("missing");
+    let mut a = spilling(&missing, 2000);
+    let (events, _) = big_stream(10, 500, 1000);
+    let err = events
+        .into_iter()
+        .find_map(|e| a.push(e).err())
+        .expect("spilling into a missing directory succeeded");
+    assert_eq!(err.kind(), crate::ErrorKind::Spill);
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
     );
-    std::fs::remove_dir(&dir).unwrap();
+}
+
+#[test]
+fn a_killed_process_leaves_no_spill_file() {
+    const CHILD: &str = "WALSTREAM_TEST_SPILL_CHILD_DIR";
+    if let Some(dir) = std::env::var_os(CHILD) {
+        // The child: spill, hold the transaction open, say so, and wait for SIGKILL.
+        let mut a = spilling(std::path::Path::new(&dir), 2000);
+        let (mut events, _) = big_stream(10, 500, 1000);
+        events.pop();
+        feed(&mut a, events);
+        println!("spilled");
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        panic!("not killed");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "transaction::tests::a_killed_process_leaves_no_spill_file",
+            "--nocapture",
+        ])
+        .env(CHILD, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let spilled = std::io::BufRead::lines(stdout).any(|l| l.unwrap() == "spilled");
+    assert!(spilled, "the child ended before spilling");
+    // The child really has a spill file in the directory.
+    let open = open_spill_files(&child.id().to_string(), dir.path());
+    assert_eq!(open.len(), 1, "{open:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn spill_writes_happen_on_the_spill_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 2000;
+    let mut a = spilling(dir.path(), budget);
+    let (events, want) = big_stream(10, 500, 1000);
+    // The spill thread stalls (a disk that does not answer): pushing goes on regardless.
+    let thread = a.spill_thread();
+    let gate = thread.gate.lock().unwrap();
+    for e in events {
+        a.push(e).unwrap();
+    }
+    // What was handed to the stalled thread still counts as held...
+    assert!(a.over_budget(), "{:?}", a.memory());
+    // ... and the committed transaction waits for its file.
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    assert!(a.poll_pop(&mut cx).is_pending());
+    assert!(a.poll_room(&mut cx).is_pending());
+    drop(gate);
+    wait_for_room(&a);
+    let tx = match a.poll_pop(&mut cx) {
+        std::task::Poll::Ready(Some(Ok(tx))) => tx,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ids(&tx), want);
+}
+
+#[test]
+fn spilling_past_the_disk_budget_fails_with_its_own_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |disk: u64| {
+        TransactionConfig::default()
+            .memory_budget(2000)
+            .spill_dir(dir.path())
+            .spill_disk_budget(disk)
+    };
+    // Room for one such transaction on disk, not for two.
+    let mut a = TransactionAssembler::new(config(24_000));
+    let (events, _) = big_stream(10, 500, 1000);
+    let first = feed(&mut a, events);
+    assert!(first[0].is_spilled());
+    let spilled = a.spilled_bytes();
+    assert!(spilled > 12_000 && spilled < 24_000, "{spilled}");
+    // The first, delivered but still held, keeps its disk: the second does not fit.
+    let (events, _) = big_stream(20, 500, 2000);
+    let err = events
+        .into_iter()
+        .find_map(|e| {
+            wait_for_room(&a);
+            a.push(e).err()
+        })
+        .expect("the disk budget was not enforced");
+    assert_eq!(err.kind(), crate::ErrorKind::SpillBudget, "{err}");
+    assert!(err.lsn().is_some(), "{err:?}");
+    assert!(err.to_string().contains("24000"), "{err}");
+    assert!(!err.is_retryable());
+    // Once the first is dropped, its disk is free again.
+    drop(first);
+    let mut a = TransactionAssembler::new(config(24_000));
+    let (events, want) = big_stream(20, 500, 2000);
+    let txs = feed(&mut a, events);
+    assert_eq!(ids(&txs[0]), want);
+}
+
+#[test]
+fn change_stream_reads_spilled_changes_and_yields_to_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = spilling(dir.path(), 2000);
+    let (events, want) = big_stream(10, 2000, 1000);
+    let txs = feed(&mut a, events);
+    assert!(txs[0].is_spilled());
+    // The spilled part is read on a thread: the same changes as the blocking iterator.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let got: Vec<Change> = rt.block_on(async {
+        let mut out = Vec::new();
+        let mut changes = txs[0].change_stream();
+        while let Some(c) = changes.next_change().await {
+            out.push(c.unwrap());
+        }
+        out
+    });
+    let sync: Vec<Change> = txs[0].changes().map(Result::unwrap).collect();
+    assert_eq!(got, sync);
+    assert_eq!(ids(&txs[0]), want);
+    // Every YIELD_EVERY changes the stream gives the runtime a turn, even when the next
+    // change is ready (here all are in memory).
+    let (events, _) = big_stream(30, 1000, 3000);
+    let mut a = assembler();
+    let tx = feed(&mut a, events).pop().unwrap();
+    assert!(!tx.is_spilled());
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut changes = tx.change_stream();
+    let (mut ready, mut pending) = (0, 0);
+    loop {
+        match std::pin::Pin::new(&mut changes).poll_next(&mut cx) {
+            std::task::Poll::Ready(Some(c)) => {
+                c.unwrap();
+                ready += 1;
+            }
+            std::task::Poll::Ready(None) => break,
+            std::task::Poll::Pending => pending += 1,
+        }
+    }
+    assert_eq!(ready, tx.len());
+    assert_eq!(pending, tx.len() / YIELD_EVERY, "{ready} changes");
 }
