@@ -13,6 +13,7 @@ mod faults;
 mod feedback;
 mod hostile;
 mod reconnect;
+mod runtime;
 mod snapshot;
 mod stream;
 mod transactions;

@@ -1,12 +1,13 @@
 //! Whole transactions from real servers: streamed with a rolled-back subtransaction, prepared
-//! (committed, rolled back, empty, streamed), and larger than the memory budget.
+//! (committed, rolled back, empty, streamed), larger than the memory budget, and past the spill
+//! disk budget.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use walstream::{
-    ChangeKind, ColumnValue, LogicalReplicationStream, Streaming, Transaction, TransactionConfig,
-    TransactionKind,
+    ChangeKind, ColumnValue, ErrorKind, LogicalReplicationStream, Streaming, Transaction,
+    TransactionConfig, TransactionKind,
 };
 
 use crate::{block_on, Fixture};
@@ -195,5 +196,65 @@ fn unchanged_toast_is_completed_only_from_an_old_row_that_has_it() {
             Some(ColumnValue::UnchangedToast)
         );
         events.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn a_transaction_past_the_spill_disk_budget_ends_the_stream_unacknowledged() {
+    let cluster = pgtest::cluster(*pgtest::installed_majors().last().unwrap());
+    let f = Fixture::new(cluster, "ws_disk_budget");
+    // A small transaction, then one of about 2 MB, then a marker.
+    f.db.psql("INSERT INTO t VALUES (1, 'small')").unwrap();
+    let before_big = f.current_lsn();
+    f.db.psql(
+        "INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(2, 20001) g;
+         INSERT INTO t VALUES (-1, 'marker');",
+    )
+    .unwrap();
+    let spill_dir = tempfile::tempdir().unwrap();
+    let config = |disk_budget: u64| {
+        TransactionConfig::default()
+            .memory_budget(256 << 10)
+            .spill_dir(spill_dir.path())
+            .spill_disk_budget(disk_budget)
+    };
+    block_on(async {
+        // A disk budget of 1 MiB: the large transaction does not fit.
+        let mut txs = f.start(f.config()).await.into_transactions(config(1 << 20));
+        let small = txs.next_transaction().await.unwrap().unwrap();
+        assert_eq!(ids(&small), [1]);
+        txs.ack(&small);
+        f.wait_confirmed("the small transaction", |lsn| lsn >= small.end_lsn)
+            .await;
+        let err = tokio::time::timeout(Duration::from_secs(60), txs.next_transaction())
+            .await
+            .expect("timed out")
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SpillBudget, "{err}");
+        assert!(err.lsn().is_some_and(|lsn| lsn > before_big), "{err:?}");
+        // The error ended the stream, and the large transaction was never acknowledged.
+        assert!(txs.next_transaction().await.unwrap().is_none());
+        let last = txs.shutdown().await.unwrap();
+        assert_eq!(f.confirmed_flush(), last);
+        assert!(last >= small.end_lsn);
+        let left: Vec<_> = std::fs::read_dir(spill_dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+
+        // With a larger budget, the next stream receives it whole.
+        let mut txs = f
+            .start(f.config())
+            .await
+            .into_transactions(config(64 << 20));
+        let big = txs.next_transaction().await.unwrap().unwrap();
+        // (The slot may have moved past the large transaction's first records, on a keepalive
+        // while nothing was open: never to its commit.)
+        assert!(last < big.commit_lsn, "{last} >= {}", big.commit_lsn);
+        assert!(big.is_spilled());
+        assert_eq!(ids(&big), (2..=20001).collect::<Vec<i64>>());
+        txs.ack(&big);
+        let marker = txs.next_transaction().await.unwrap().unwrap();
+        assert_eq!(ids(&marker), [-1]);
+        txs.ack(&marker);
+        txs.shutdown().await.unwrap();
     });
 }
