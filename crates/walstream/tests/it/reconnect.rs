@@ -401,7 +401,11 @@ fn a_black_holed_connection_is_found_by_the_receive_timeout() {
             };
             assert!(reason.contains("receive timeout"), "{reason}");
             assert!(ids.iter().all(|i| (1..=3).contains(i)), "{ids:?}");
-            events.shutdown().await.unwrap();
+            // On a loaded machine the stream may be reconnecting again by now (the old
+            // walsender still holding the slot for a moment): a retryable error is no failure.
+            if let Err(e) = events.shutdown().await {
+                assert!(e.is_retryable(), "{e}");
+            }
         });
     });
 }
