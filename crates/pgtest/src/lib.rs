@@ -31,6 +31,7 @@
 //! ([`cache_dirs`]), `PATH`, `pg_config --bindir`, `/usr/lib/postgresql/<N>/bin`). SQL runs
 //! through PostgreSQL 15's `psql` (or `WALSTREAM_PSQL`).
 
+pub mod alloc;
 mod bins;
 mod cluster;
 mod guard;

@@ -1,19 +1,28 @@
-//! A hostile server at the connection layer: frames whose length field is impossible, backend
-//! messages that have no place in CopyBoth, a connection that ends inside a header; and the
-//! cancel safety of `CopyBoth::recv`, dropped at random points over thousands of frames
-//! written in random pieces.
+//! A hostile server at the connection layer: frames whose length field is impossible or over
+//! the limit of the connection's phase (before authentication too), frames that declare much
+//! and send little (memory measured by the counting allocator), backend messages that have no
+//! place in CopyBoth, a connection that ends inside a header; and the cancel safety of
+//! `CopyBoth::recv`, dropped at random points over thousands of frames written in random
+//! pieces.
 //!
 //! `CopyBoth::send` and `simple_query` poison the connection when dropped mid-way; that is
 //! tested in `cancel.rs`.
 
 use std::time::Duration;
 
+use pgtest::alloc::Window;
 use pgtest::cancel::Mix;
-use pgtest::fake::message as msg;
-use walconn::ErrorKind;
+use pgtest::fake::{message as msg, FakeWalsender, Startup};
+use walconn::{Connection, ErrorKind, Phase, MAX_MESSAGE_LEN, MAX_STARTUP_MESSAGE_LEN};
 
-use crate::block_on;
 use crate::fake_server::start;
+use crate::{block_on, config};
+
+/// The most a connection may allocate in one block, or hold at its peak, while a header
+/// claims up to 1 GiB and at most 256 KiB follow: the read buffer grows by doubling at most,
+/// so this is twice what came plus a 64 KiB chunk and what connecting costs, with room to
+/// spare, and far below any length a header can claim.
+const SMALL: usize = 1 << 20;
 
 /// How `recv` is dropped: a third of the calls after up to 300 µs, a third after 1-3 polls, a
 /// third awaited.
@@ -61,12 +70,116 @@ fn hostile_length_fields_below_the_header_are_protocol_errors() {
 
 #[test]
 fn hostile_length_just_over_the_limit_is_refused_from_the_header() {
-    let len = u32::try_from(walconn::MAX_MESSAGE_LEN + 1).unwrap();
+    let len = u32::try_from(MAX_MESSAGE_LEN + 1).unwrap();
     let mut bad = vec![b'd'];
     bad.extend_from_slice(&len.to_be_bytes());
     let err = second_recv_error(bad);
     assert_eq!(err.kind(), ErrorKind::Protocol, "{err:?}");
     assert!(err.to_string().contains("more than the"), "{err}");
+}
+
+#[test]
+fn hostile_gigabyte_length_before_authentication_is_refused_from_the_header() {
+    // The answer to the startup packet (from a server, or from a man in the middle under
+    // sslmode=prefer) claims 1 GiB: a length a CopyData may have later, but nothing before
+    // ReadyForQuery may. The fake keeps the connection open, so only the header can decide.
+    let mut request = vec![b'R'];
+    request.extend_from_slice(&u32::try_from(MAX_MESSAGE_LEN).unwrap().to_be_bytes());
+    request.extend_from_slice(&[0; 64]);
+    block_on(async move {
+        let startup = Startup::new().auth_request(request);
+        let server = FakeWalsender::start_with(startup, |_| async {}).await;
+        let window = Window::open();
+        let config = config(&server.conninfo());
+        let err = tokio::time::timeout(Duration::from_secs(5), Connection::connect(&config))
+            .await
+            .expect("refused from the header alone")
+            .unwrap_err();
+        let usage = window.usage();
+        assert_eq!(err.kind(), ErrorKind::Protocol, "{err:?}");
+        assert!(!err.is_retryable(), "{err}");
+        let too_long = err.message_too_long().unwrap();
+        assert_eq!(too_long.tag, b'R');
+        assert_eq!(too_long.declared, MAX_MESSAGE_LEN);
+        assert_eq!(too_long.limit, MAX_STARTUP_MESSAGE_LEN);
+        assert_eq!(too_long.phase, Phase::Authentication);
+        let text = err.to_string();
+        for part in ["'R'", "1073741824", "authentication", "1048576"] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        println!("{usage:?}");
+        assert!(usage.largest < SMALL && usage.peak < SMALL, "{usage:?}");
+    });
+}
+
+#[test]
+fn hostile_startup_message_of_exactly_the_limit_passes_and_one_byte_more_is_refused() {
+    // A ParameterStatus between AuthenticationOk and ReadyForQuery (a role's long search_path,
+    // say) whose length field is the startup limit, then one byte more.
+    let status = |len: usize| {
+        let mut body = b"x_long\0".to_vec();
+        body.resize(len - 4 - 1, b'v');
+        body.push(0);
+        msg(b'S', &body)
+    };
+    for len in [MAX_STARTUP_MESSAGE_LEN, MAX_STARTUP_MESSAGE_LEN + 1] {
+        block_on(async move {
+            let startup = Startup::new().before_ready(status(len));
+            let server = FakeWalsender::start_with(startup, |_| async {}).await;
+            let config = config(&server.conninfo());
+            let result = tokio::time::timeout(Duration::from_secs(5), Connection::connect(&config))
+                .await
+                .expect("decided from the bytes at hand");
+            if len == MAX_STARTUP_MESSAGE_LEN {
+                let conn = result.unwrap();
+                let value = conn.parameter("x_long").unwrap();
+                assert_eq!(value.len(), len - 4 - b"x_long\0\0".len());
+                return;
+            }
+            let err = result.unwrap_err();
+            let too_long = err.message_too_long().unwrap();
+            assert_eq!(
+                (
+                    too_long.tag,
+                    too_long.declared,
+                    too_long.limit,
+                    too_long.phase
+                ),
+                (b'S', len, MAX_STARTUP_MESSAGE_LEN, Phase::Startup),
+                "{err}"
+            );
+            assert!(err.to_string().contains("during startup"), "{err}");
+        });
+    }
+}
+
+#[test]
+fn hostile_copy_data_declaring_the_maximum_holds_only_the_bytes_that_came() {
+    // Exactly the limit is allowed, so the client waits for the rest of the frame; its buffer
+    // must grow with the bytes that arrive (256 KiB, more than its first 64 KiB chunk), not
+    // with the 1 GiB the header claims.
+    const SENT: usize = 256 << 10;
+    block_on(async {
+        let mut stream = start(|peer| async move {
+            let mut out = vec![b'd'];
+            out.extend_from_slice(&u32::try_from(MAX_MESSAGE_LEN).unwrap().to_be_bytes());
+            out.resize(out.len() + SENT, b'w');
+            assert!(peer.send(&out).await);
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        })
+        .await;
+        let window = Window::open();
+        let waited = tokio::time::timeout(Duration::from_millis(500), stream.recv()).await;
+        let usage = window.usage();
+        assert!(
+            waited.is_err(),
+            "a frame of the limit is not refused: {waited:?}"
+        );
+        println!("{usage:?}");
+        // At least what came is held (so the bytes were read), and at most a little more.
+        assert!(usage.largest >= SENT, "{usage:?}");
+        assert!(usage.largest < SMALL && usage.peak < SMALL, "{usage:?}");
+    });
 }
 
 #[test]

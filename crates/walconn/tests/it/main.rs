@@ -19,6 +19,12 @@ mod replication;
 mod tls;
 mod tls_keys;
 
+/// Memory is measured from outside the connection: this binary counts every allocation, per
+/// thread (`pgtest::alloc::Window`), and a current-thread runtime ([`block_on`]) keeps a
+/// test's client and fake server on the thread that measures.
+#[global_allocator]
+static ALLOC: pgtest::alloc::Counting = pgtest::alloc::Counting;
+
 /// Runs `f` to completion on a fresh current-thread runtime (pgtest's helpers block, so each
 /// major's part of a test gets its own runtime).
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
