@@ -47,6 +47,17 @@ impl TupleBuf {
         })
     }
 
+    /// The same tuple in a buffer of its own, exactly its size. A `TupleBuf` shares the
+    /// buffer of the frame it came from, which shares the connection's read buffer: a small
+    /// row kept for long (a transaction held until its commit) would keep that whole read
+    /// buffer alive. A copy holds only its own bytes.
+    pub fn detached(&self) -> TupleBuf {
+        TupleBuf {
+            ncols: self.ncols,
+            data: Bytes::copy_from_slice(&self.data),
+        }
+    }
+
     /// The number of columns.
     pub fn len(&self) -> u16 {
         self.ncols

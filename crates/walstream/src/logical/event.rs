@@ -142,6 +142,15 @@ impl Row {
         Self { relation, tuple }
     }
 
+    /// The same row holding only its own bytes (see [`TupleBuf::detached`]), for rows kept
+    /// past the batch they came in.
+    pub(crate) fn detached(&self) -> Self {
+        Self {
+            relation: self.relation.clone(),
+            tuple: self.tuple.detached(),
+        }
+    }
+
     /// The relation the row belongs to.
     pub fn relation(&self) -> &Arc<RelationInfo> {
         &self.relation
@@ -210,6 +219,16 @@ pub enum OldRow {
     Key(Row),
     /// The whole old row (`REPLICA IDENTITY FULL`).
     Full(Row),
+}
+
+impl OldRow {
+    /// The same old row holding only its own bytes.
+    pub(crate) fn detached(&self) -> Self {
+        match self {
+            OldRow::Key(r) => OldRow::Key(r.detached()),
+            OldRow::Full(r) => OldRow::Full(r.detached()),
+        }
+    }
 }
 
 impl OldRow {

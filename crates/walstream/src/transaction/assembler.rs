@@ -415,6 +415,9 @@ impl TransactionAssembler {
     /// Adds a change to the transaction it belongs to, then hands the largest transactions'
     /// changes to the spill thread until what stays in memory is within the budget.
     fn add(&mut self, change: Change) -> Result<()> {
+        // Held until its transaction ends: kept in a buffer of its own, so that the budget
+        // counts what is really held (a frame's slice would keep a whole read buffer alive).
+        let change = change.detached();
         let size = change.size();
         let lsn = change.lsn;
         let open = match self.in_stream {

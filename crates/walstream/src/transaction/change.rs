@@ -1,8 +1,9 @@
 //! [`Change`]: one change of a transaction, and what it costs in the memory budget.
 
+use bytes::Bytes;
 use walproto::{Lsn, Xid};
 
-use crate::logical::event::{Delete, Insert, LogicalMessage, Truncate, Update};
+use crate::logical::event::{Delete, Insert, LogicalMessage, OldRow, Truncate, Update};
 
 /// What a change costs in the budget besides its row bytes (the event, the `Arc`s, the
 /// vector slot): an estimate, on the high side.
@@ -27,6 +28,36 @@ impl Change {
             ChangeKind::Delete(c) => c.xid,
             ChangeKind::Truncate(c) => c.xid,
             ChangeKind::Message(c) => c.xid,
+        }
+    }
+
+    /// The same change holding only its own bytes: its rows and message content copied out
+    /// of the frame they came in. A held change counts in the budget for what it really
+    /// keeps alive this way, not for a whole read buffer its frame would share.
+    pub(super) fn detached(self) -> Self {
+        let kind = match self.kind {
+            ChangeKind::Insert(c) => ChangeKind::Insert(Insert {
+                new: c.new.detached(),
+                ..c
+            }),
+            ChangeKind::Update(c) => ChangeKind::Update(Update {
+                old: c.old.as_ref().map(OldRow::detached),
+                new: c.new.detached(),
+                ..c
+            }),
+            ChangeKind::Delete(c) => ChangeKind::Delete(Delete {
+                old: c.old.detached(),
+                ..c
+            }),
+            ChangeKind::Message(c) => ChangeKind::Message(LogicalMessage {
+                content: Bytes::copy_from_slice(&c.content),
+                ..c
+            }),
+            kind @ ChangeKind::Truncate(_) => kind,
+        };
+        Change {
+            lsn: self.lsn,
+            kind,
         }
     }
 

@@ -74,7 +74,9 @@ fn a_slow_consumer_survives_wal_sender_timeout_and_bounds_memory() {
     f.db.psql("INSERT INTO t SELECT g, repeat('x', 40) FROM generate_series(1, 100000) g")
         .unwrap();
     let conninfo = format!("{} options='-c wal_sender_timeout=1s'", f.db.conninfo());
-    block_on(async {
+    // On this thread, so that the counting allocator sees everything the stream holds.
+    crate::memory::on_this_thread(async {
+        let window = pgtest::alloc::Window::open();
         let stream = LogicalReplicationStream::connect(
             &conninfo,
             f.config()
@@ -100,6 +102,13 @@ fn a_slow_consumer_survives_wal_sender_timeout_and_bounds_memory() {
         // consumer's current one, each a batch's bytes plus one message.
         let bound = 4 * (MAX_BATCH_BYTES + 1024);
         assert!(stats.peak_buffered_bytes <= bound, "{stats:?} > {bound}");
+        // Measured from outside: what the client holds while nobody reads is that bound plus
+        // the connection, the runtime and the decoder, never the 9 MB the server has to send.
+        let held = window.usage().peak;
+        assert!(
+            held <= bound + crate::memory::SLACK,
+            "the client held {held} bytes while nobody read"
+        );
         let mut inserts = 0;
         let mut end = None;
         while end.is_none() {

@@ -12,6 +12,7 @@ mod cancel;
 mod faults;
 mod feedback;
 mod hostile;
+mod memory;
 mod reconnect;
 mod runtime;
 mod snapshot;
@@ -22,6 +23,11 @@ mod values;
 use std::time::{Duration, Instant};
 
 use pgtest::{Cluster, Database};
+
+/// Every allocation of this binary is counted, so that memory bounds are measured from
+/// outside the code under test (see `memory.rs`).
+#[global_allocator]
+static ALLOC: pgtest::alloc::Counting = pgtest::alloc::Counting;
 use walstream::{
     ChangeEvent, EventStream, LogicalReplicationStream, Lsn, ReplicationStreamConfig,
     ReplicationStreamConfigBuilder, RetryPolicy,
