@@ -71,7 +71,9 @@ pub struct Error {
 }
 
 impl Error {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
+    /// An error saying `message`; public so that test support built on this crate (pgtest)
+    /// reports its own failures in the same type.
+    pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
         }

@@ -35,7 +35,7 @@ pub fn bin_dir(major: u32) -> Option<PathBuf> {
 
 /// The binaries for `major`, or an error that says where they were looked for.
 pub(crate) fn installation(major: u32) -> Result<Installation, Error> {
-    found().major(major).cloned().map_err(Error::from)
+    found().major(major).cloned()
 }
 
 /// The `psql` used to run SQL: `$WALSTREAM_PSQL`, else the first `psql` beside a found server

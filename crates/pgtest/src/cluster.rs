@@ -314,19 +314,19 @@ impl Cluster {
     /// Stops the server (`pg_ctl stop -m fast`: sessions are terminated, walsenders end their
     /// streams); [`start_again`](Self::start_again) brings it back on the same port.
     pub fn stop(&self) -> Result<(), Error> {
-        Ok(self.server.stop()?)
+        self.server.stop()
     }
 
     /// Stops the server as a crash would (`pg_ctl stop -m immediate`); start it again with
     /// [`start_again`](Self::start_again). Give the cluster `fsync = on` for a real crash.
     pub fn crash(&self) -> Result<(), Error> {
-        Ok(self.server.crash()?)
+        self.server.crash()
     }
 
     /// Starts a server stopped with [`stop`](Self::stop) or [`crash`](Self::crash), on the
     /// same port.
     pub fn start_again(&self) -> Result<(), Error> {
-        Ok(self.server.start_again()?)
+        self.server.start_again()
     }
 
     /// Creates the cluster directory `<root>/<name>`, or waits for another process that is
@@ -349,13 +349,13 @@ impl Cluster {
             }
             Err(e) => return Err(Error::new(format!("creating {}: {e}", dir.display()))),
         }
-        let mut server = pgserver::Cluster::create_in(install, user, dir.clone()).map_err(|e| {
-            let _ = fs::write(dir.join("failed"), e.to_string());
-            if owned {
-                let _ = fs::remove_dir_all(&dir);
-            }
-            Error::from(e)
-        })?;
+        let mut server =
+            pgserver::Cluster::create_in(install, user, dir.clone()).inspect_err(|e| {
+                let _ = fs::write(dir.join("failed"), e.to_string());
+                if owned {
+                    let _ = fs::remove_dir_all(&dir);
+                }
+            })?;
         if !owned {
             server.detach();
         }
@@ -436,7 +436,7 @@ fn init_and_start(
     for (name, contents) in &config.files {
         server.write_file(name, contents)?;
     }
-    Ok(server.start()?)
+    server.start()
 }
 
 /// A database of a [`Cluster`], made by [`Cluster::create_database`].

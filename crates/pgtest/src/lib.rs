@@ -52,7 +52,7 @@ use std::sync::OnceLock;
 pub use bins::{bin_dir, installed_majors, MAJORS};
 pub use cluster::{unique_name, Cluster, Config, Database};
 pub use guard::root_dir;
-pub use pgserver::{cache_dirs, ServerUser, HOST, SUPERUSER};
+pub use pgserver::{cache_dirs, Error, ServerUser, HOST, SUPERUSER};
 pub use proxy::Proxy;
 pub use seed::{seed, seeded_rng, SEED_VAR};
 pub use session::Session;
@@ -60,34 +60,6 @@ pub use session::Session;
 /// What to run when no server is available.
 pub const INSTALL_HINT: &str = "install PostgreSQL 16-18 with `cargo xtask pg install` \
      (PostgreSQL 15 comes from the postgresql-15 Debian package at /usr/lib/postgresql/15/bin)";
-
-/// Why a cluster could not be started or a command failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error {
-    message: String,
-}
-
-impl Error {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<pgserver::Error> for Error {
-    fn from(e: pgserver::Error) -> Self {
-        Self::new(e.to_string())
-    }
-}
 
 /// The shared cluster of PostgreSQL `major`, started on first use.
 ///
