@@ -338,7 +338,9 @@ fn hostile_copy_data_lengths_beyond_the_limit_are_refused_from_the_header() {
     let over = u32::try_from(walstream::walconn::MAX_MESSAGE_LEN + 1).unwrap();
     for len in [u32::MAX, 0x7fff_ffff, over] {
         let started = std::time::Instant::now();
-        let (events, err) = block_on(async move {
+        // On this thread, so that the counting allocator sees every block the client takes.
+        let (events, err) = crate::memory::on_this_thread(async move {
+            let window = pgtest::alloc::Window::open();
             let server = FakeWalsender::start(move |peer| {
                 let mut wal = Wal::default();
                 let mut out = wal.transaction(700, &[1, 2]).0;
@@ -355,6 +357,10 @@ fn hostile_copy_data_lengths_beyond_the_limit_are_refused_from_the_header() {
             let (events, err) = events_then_error(&mut stream).await;
             let stats = stream.stats();
             assert!(stats.peak_buffered_bytes < 4096, "{stats:?}");
+            // Measured from outside: no block anywhere near the declared length was taken.
+            let usage = window.usage();
+            assert!(usage.largest < 1 << 20, "{len:#x}: {usage:?}");
+            assert!(usage.peak < crate::memory::SLACK, "{len:#x}: {usage:?}");
             assert_eq!(stream.shutdown().await.unwrap_err().kind(), err.kind());
             (events, err)
         });
