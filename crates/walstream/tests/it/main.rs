@@ -1,4 +1,13 @@
 //! Live tests of walstream against PostgreSQL 15-18 (pgtest starts the servers).
+//!
+//! Two scenarios are left out of the default run for their time and memory (their doc comments
+//! give the measurements): a value near 1 GB through a small memory budget, and ten thousand
+//! tables on every installed major (the default run has them on the newest). Run them with
+//!
+//! ```text
+//! cargo nextest run -p walstream --run-ignored ignored-only scenarios::a_value_near_1_gb
+//! cargo nextest run -p walstream --run-ignored ignored-only scenarios::ten_thousand_tables_on_every_major
+//! ```
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,6 +24,7 @@ mod hostile;
 mod memory;
 mod reconnect;
 mod runtime;
+mod scenarios;
 mod snapshot;
 mod stream;
 mod transactions;
