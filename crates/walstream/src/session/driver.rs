@@ -355,8 +355,11 @@ impl Driver {
                 // Not listening (a full channel) is not silence.
                 liveness.heard(Instant::now());
             }
+            // Armed once and left alone while bytes arrive: the deadline only moves later, so
+            // a timer that fires early finds the silence shorter than it thought and is armed
+            // again then (resetting it for every message would cost a timer update each).
             let check_at = liveness.next_check_at();
-            if let Some(at) = check_at.filter(|&at| alive_armed != Some(at)) {
+            if let (Some(at), None) = (check_at, alive_armed) {
                 alive.as_mut().reset(at.into());
                 alive_armed = Some(at);
             }
