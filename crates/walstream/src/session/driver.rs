@@ -329,39 +329,41 @@ impl Driver {
         let flush = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(flush);
         let mut coalescing = Coalescing::new(self.config.read_coalescing);
-        // The receive timeout: silence while reading means a dead connection.
+        // The receive timeout: silence while reading means a dead connection. It shares the
+        // status timer, armed at the earlier of the two deadlines. Its own deadline is taken
+        // once and left alone while bytes arrive (it only moves later): a timer that fires
+        // early finds the silence shorter than it thought and takes the new deadline then,
+        // so no message costs a timer update or a clock read of its own.
         let mut liveness = Liveness::new(self.receive_timeout, Instant::now());
-        let alive = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(alive);
-        let mut alive_armed: Option<Instant> = None;
+        let mut liveness_at: Option<Instant> = None;
+        let mut heard = false;
         let stop = self.stop.clone();
         loop {
-            match self.tracker.next_status_at() {
-                Some(at) if at > Instant::now() => {
-                    if armed != Some(at) {
-                        timer.as_mut().reset(at.into());
-                        armed = Some(at);
-                    }
-                }
+            let now = Instant::now();
+            if std::mem::take(&mut heard) {
+                liveness.heard(now);
+            }
+            let status_at = match self.tracker.next_status_at() {
+                Some(at) if at > now => at,
                 _ => {
                     self.send_status(copy).await?;
                     continue;
                 }
-            }
+            };
             let deliver = self.pending.is_some() && self.tx.is_some();
             let read = self.pending.is_none() && !self.ended;
             let tx = if deliver { self.tx.clone() } else { None };
             if !read {
                 // Not listening (a full channel) is not silence.
-                liveness.heard(Instant::now());
+                liveness.heard(now);
             }
-            // Armed once and left alone while bytes arrive: the deadline only moves later, so
-            // a timer that fires early finds the silence shorter than it thought and is armed
-            // again then (resetting it for every message would cost a timer update each).
-            let check_at = liveness.next_check_at();
-            if let (Some(at), None) = (check_at, alive_armed) {
-                alive.as_mut().reset(at.into());
-                alive_armed = Some(at);
+            if liveness_at.is_none() {
+                liveness_at = liveness.next_check_at();
+            }
+            let at = liveness_at.map_or(status_at, |l| l.min(status_at));
+            if armed != Some(at) {
+                timer.as_mut().reset(at.into());
+                armed = Some(at);
             }
             let wake = tokio::select! {
                 biased;
@@ -369,29 +371,29 @@ impl Driver {
                 () = &mut timer => Wake::Timer,
                 permit = reserve(tx), if deliver => Wake::Permit(permit.ok()),
                 () = &mut flush, if coalescing.flush_armed => Wake::Flush,
-                () = &mut alive, if read && check_at.is_some() => Wake::Liveness,
                 frame = copy.recv(), if read => Wake::Frame(frame),
             };
             match wake {
                 Wake::Stop => return Ok(()),
                 Wake::Flush => coalescing.flush(copy),
-                Wake::Liveness => {
-                    alive_armed = None;
-                    match liveness.poll(Instant::now()) {
-                        LivenessCheck::Fine => {}
-                        LivenessCheck::Ping => {
-                            tracing::debug!("silence from the server: asking for a reply");
-                            self.send_status_update(copy, true).await?;
-                        }
-                        LivenessCheck::Dead => {
-                            let timeout = liveness.timeout().unwrap_or_default();
-                            return Err(Error::receive_timeout(timeout));
-                        }
-                    }
-                }
                 Wake::Timer => {
                     armed = None;
-                    self.send_status(copy).await?;
+                    let now = Instant::now();
+                    if liveness_at.is_some_and(|l| l <= now) {
+                        liveness_at = None;
+                        match liveness.poll(now) {
+                            LivenessCheck::Fine => {}
+                            LivenessCheck::Ping => {
+                                tracing::debug!("silence from the server: asking for a reply");
+                                self.send_status_update(copy, true).await?;
+                            }
+                            LivenessCheck::Dead => {
+                                let timeout = liveness.timeout().unwrap_or_default();
+                                return Err(Error::receive_timeout(timeout));
+                            }
+                        }
+                    }
+                    // A status update that is due goes out at the top of the loop.
                 }
                 Wake::Permit(permit) => {
                     let (Some(permit), Some(batch)) = (permit, self.pending.take()) else {
@@ -406,7 +408,7 @@ impl Driver {
                     let Some(frame) = frame? else {
                         return Err(Error::server_ended());
                     };
-                    liveness.heard(Instant::now());
+                    heard = true;
                     *progressed = true;
                     self.read_batch(copy, frame).await?;
                     self.close_channel_if_ended();
@@ -654,7 +656,6 @@ impl Coalescing {
 enum Wake {
     Stop,
     Flush,
-    Liveness,
     Timer,
     Permit(Option<mpsc::OwnedPermit<Item>>),
     Frame(walconn::Result<Option<Bytes>>),
