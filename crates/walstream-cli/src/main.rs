@@ -84,9 +84,9 @@ Examples:
   walstream demo --seconds 10 | jq -c 'select(.type == \"update\")'
   walstream demo --bin-dir /usr/lib/postgresql/15/bin
 
-Finds PostgreSQL server binaries (the newest major in PATH, `pg_config --bindir`,
-/usr/lib/postgresql/*/bin, or the `cargo xtask pg install` cache target/pg/<major>/bin and
-$WALSTREAM_PG_CACHE/<major>/bin), starts a throwaway cluster in a temporary directory (as the
+Finds PostgreSQL server binaries (the newest major in $WALSTREAM_PG<N>_BIN, $WALSTREAM_PG_BIN,
+the `cargo xtask pg install` cache target/pg/<major>/bin and $WALSTREAM_PG_CACHE/<major>/bin,
+PATH, `pg_config --bindir`, or /usr/lib/postgresql/*/bin), starts a throwaway cluster in a temporary directory (as the
 postgres user when run as root), creates table public.orders, a publication and a slot named
 walstream_demo, writes inserts, updates, deletes and now and then a large transaction (streamed
 before it commits, PostgreSQL 14+), and prints them as `walstream tail` does. The server is
