@@ -25,12 +25,65 @@ use walproto::pgoutput::{ProtocolVersion, Streaming};
 use crate::{cargo, run, workspace_root, Result};
 
 /// The targets in `fuzz/Cargo.toml`, in the order they run.
-pub(crate) const TARGETS: [&str; 5] = [
+pub(crate) const TARGETS: [&str; 11] = [
     "pgoutput_message",
     "replication_message",
     "decoder_sequence",
     "capture_file",
     "encode_parse",
+    "capture_header",
+    "conninfo",
+    "pgpass",
+    "snapshot_copy",
+    "value_decode",
+    "follow_assemble",
+];
+
+/// Hand-written seeds for `conninfo`: key=value and URL forms, with the lists, quoting,
+/// escapes and options libpq users write.
+const CONNINFO_SEEDS: &[&str] = &[
+    "host=localhost port=5432 dbname=postgres user=postgres",
+    "host=a,b,/tmp port=5432,5433, dbname='my db' password='it\\'s' replication=database",
+    "hostaddr=127.0.0.1,::1 host=a,b sslmode=verify-full sslrootcert=system \
+     channel_binding=require sslnegotiation=direct",
+    "application_name=x fallback_application_name=y options='-c search_path=s' \
+     connect_timeout=1 keepalives=1 keepalives_idle=30 keepalives_interval=5 \
+     keepalives_count=3 tcp_user_timeout=1000 target_session_attrs=read-write",
+    "postgresql://",
+    "postgresql://u:p%40ss@h1:5433,[::1]:5434/d%20b?sslmode=disable&application_name=x",
+    "postgres://%2Ftmp/db?replication=true&passfile=/p&sslcert=c&sslkey=k",
+];
+
+/// Hand-written seeds for `pgpass`: the wanted connection's line, then the file.
+const PGPASS_SEEDS: &[&str] = &[
+    "localhost:5432:db:u:secret\n# comment\nlocalhost:5432:db:u:secret\n",
+    "h:1:d:u:p\n*:*:*:*:any\nh\\:1:d:u:a\\\\b:c\r\n\n",
+];
+
+/// Hand-written seeds for `value_decode`: a type (its index in walstream's `oid::NAMES`), a
+/// format (0 text, 1 binary), a value.
+const VALUE_SEEDS: &[(u8, u8, &[u8])] = &[
+    (0, 0, b"t"),
+    (1, 0, b"\\x00ff"),
+    (3, 0, b"-9223372036854775808"),
+    (5, 1, b"\0\0\0\x2a"),
+    (10, 0, b"-Infinity"),
+    (13, 0, b"2024-02-29 BC"),
+    (14, 0, b"23:59:59.999999"),
+    (16, 0, b"2024-01-02 03:04:05.123456+05:30"),
+    (17, 0, b"1 year 2 mons -3 days 04:05:06.7"),
+    (17, 1, b"\0\0\0\0\0\0\0\x01\0\0\0\x02\0\0\0\x03"),
+    (18, 0, b"-123.4500"),
+    (18, 1, b"\0\x02\0\0\0\0\0\x02\0\x01\x13\x88"),
+    (19, 0, b"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+    (20, 0, b"{\"a\": [1, null]}"),
+    (25, 0, b"{1,NULL,3}"),
+    (26, 0, b"{\"a b\",\"c\\\"d\",NULL}"),
+    (
+        25,
+        1,
+        b"\0\0\0\x01\0\0\0\x01\0\0\0\x17\0\0\0\x02\0\0\0\x01\0\0\0\x04\0\0\0\x07\xff\xff\xff\xff",
+    ),
 ];
 
 /// Seconds per target when `--seconds` is not given.
@@ -219,6 +272,7 @@ fn seed() -> Result<()> {
         .collect();
     captures.sort();
     let mut seeds = Seeds::default();
+    seeds.add_hand_written();
     for path in &captures {
         let file = fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
         let capture = Capture::parse(&file).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -249,6 +303,11 @@ struct Seeds {
     replication: Vec<Vec<u8>>,
     decoder: Vec<Vec<u8>>,
     capture: Vec<Vec<u8>>,
+    header: Vec<Vec<u8>>,
+    conninfo: Vec<Vec<u8>>,
+    pgpass: Vec<Vec<u8>>,
+    copy: Vec<Vec<u8>>,
+    value: Vec<Vec<u8>>,
     keys: HashSet<(&'static str, u64)>,
 }
 
@@ -259,6 +318,13 @@ impl Seeds {
             "replication_message" => &self.replication,
             "decoder_sequence" => &self.decoder,
             "capture_file" => &self.capture,
+            "capture_header" => &self.header,
+            "conninfo" => &self.conninfo,
+            "pgpass" => &self.pgpass,
+            "snapshot_copy" => &self.copy,
+            "value_decode" => &self.value,
+            // The follower reads the decoder's input format.
+            "follow_assemble" => &self.decoder,
             // encode_parse reads an `arbitrary` description, not wire bytes: it starts empty.
             _ => &[],
         }
@@ -270,12 +336,38 @@ impl Seeds {
                 "pgoutput_message" => self.pgoutput.push(seed),
                 "replication_message" => self.replication.push(seed),
                 "decoder_sequence" => self.decoder.push(seed),
+                "capture_header" => self.header.push(seed),
                 _ => self.capture.push(seed),
             }
         }
     }
 
+    /// The seeds that do not come from the captures.
+    fn add_hand_written(&mut self) {
+        self.conninfo = CONNINFO_SEEDS
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        self.pgpass = PGPASS_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect();
+        self.value = VALUE_SEEDS
+            .iter()
+            .map(|&(which, format, value)| [&[which, format], value].concat())
+            .collect();
+        // A binary COPY stream as walstream's snapshot unit tests build it: two columns
+        // (an int4 and a NULL, then an int4 and an empty value), the trailer; the first byte
+        // is the column count and a chunk size of 4.
+        let mut copy = vec![0x32];
+        copy.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        copy.extend_from_slice(&[0; 8]);
+        copy.extend_from_slice(b"\0\x02\0\0\0\x04\0\0\0\x01\xff\xff\xff\xff");
+        copy.extend_from_slice(b"\0\x02\0\0\0\x04\0\0\0\x02\0\0\0\0");
+        copy.extend_from_slice(b"\xff\xff");
+        self.copy = vec![copy];
+    }
+
     fn add_capture(&mut self, capture: &Capture<'_>) {
+        let line = capture.head.get(MAGIC.len()..capture.head.len() - 1);
+        self.push("capture_header", line, line.unwrap_or_default().to_vec());
         let mut in_stream = false;
         // The decoder and capture seeds are runs of consecutive XLogData frames up to
         // `MAX_SEQUENCE_SEED` bytes. A full run skips row messages (the long middle of a large

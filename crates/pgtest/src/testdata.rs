@@ -189,6 +189,76 @@ fn cells(row: &str) -> impl Iterator<Item = &str> {
         .map(str::trim)
 }
 
+/// A fuzz target's function, as [`fuzz_regressions`] replays it.
+pub type FuzzTarget = fn(&[u8]);
+
+/// Replays the inputs a fuzzer once crashed on, for the test of each crate that owns fuzz
+/// targets: every target of `fuzz/fuzz_targets/` that takes wire bytes (`|data: &[u8]|`) and
+/// calls `<krate>::fuzzing::` has a directory `testdata/malformed/<target>/` whose every file
+/// goes through `replay(target)`.
+///
+/// # Panics
+///
+/// On a target without a replay or without inputs, and on a directory there that names no
+/// target, so the test never passes by replaying nothing; and when a replay panics.
+#[allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    reason = "test support: a missing file fails the test"
+)]
+pub fn fuzz_regressions(krate: &str, replay: impl Fn(&str) -> Option<FuzzTarget>) {
+    let dir = self::dir().join("malformed");
+    assert!(
+        dir.join("README.md").is_file(),
+        "{}: not the fuzz regressions directory (no README.md)",
+        dir.display()
+    );
+    // Every target, and its one-line body.
+    let mut targets: Vec<(String, String)> =
+        std::fs::read_dir(self::dir().join("../fuzz/fuzz_targets"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+            .map(|p| {
+                let name = p.file_stem().unwrap().to_str().unwrap().to_owned();
+                (name, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+    targets.sort();
+    assert!(!targets.is_empty(), "no fuzz targets in fuzz/fuzz_targets");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name == "README.md" || (path.is_dir() && targets.iter().any(|(t, _)| t == name)),
+            "{}: not a fuzz target",
+            path.display()
+        );
+    }
+    let call = format!("{krate}::fuzzing::");
+    let mut checked = 0;
+    for (target, body) in &targets {
+        if !body.contains(&call) || !body.contains("&[u8]") {
+            continue;
+        }
+        let check = replay(target)
+            .unwrap_or_else(|| panic!("fuzz target {target}: no replay in {krate}'s test"));
+        let inputs = dir.join(target);
+        let mut replayed = 0;
+        for input in
+            std::fs::read_dir(&inputs).unwrap_or_else(|e| panic!("{}: {e}", inputs.display()))
+        {
+            let input = input.unwrap().path();
+            println!("{target}: {}", input.display());
+            check(&std::fs::read(&input).unwrap());
+            replayed += 1;
+        }
+        assert!(replayed > 0, "{}: nothing to replay", inputs.display());
+        checked += 1;
+    }
+    assert!(checked > 0, "no fuzz target calls {call}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

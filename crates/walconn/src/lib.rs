@@ -89,6 +89,9 @@ mod pgpass;
 mod stream;
 mod tls;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use commands::{
     quote_ident, quote_literal, CreateSlotOptions, CreatedSlot, QueryResult, SlotInfo,
     SnapshotAction, SystemInfo,

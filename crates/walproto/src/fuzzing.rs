@@ -101,6 +101,22 @@ pub fn capture_file(data: &[u8]) {
     }
 }
 
+/// Reads a capture header line (feature `serde`): never a panic, and a header that parses
+/// writes back to a line that parses to the same header.
+#[cfg(feature = "serde")]
+pub fn capture_header(data: &[u8]) {
+    use crate::capture::Header;
+    let Ok(line) = core::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(header) = Header::from_json(line) {
+        let _ = header.inconsistencies().count();
+        let _ = header.options();
+        let again = header.to_json();
+        assert_eq!(Header::from_json(&again).ok(), Some(header), "{again}");
+    }
+}
+
 /// A value for [`encode_parse`]: built by the generator (`Case::with_sample`, feature
 /// `arbitrary`) that the `encode_parse` fuzz target and the property tests share, so every one
 /// is valid under its context.

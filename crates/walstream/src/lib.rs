@@ -100,6 +100,9 @@ mod snapshot;
 mod transaction;
 pub mod value;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use error::{Error, ErrorKind, Result};
 pub use logical::config::{
     CreateSlot, Negotiated, ReplicationStreamConfig, ReplicationStreamConfigBuilder,

@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::logical::event::{ChangeEvent, EventKind, Insert, Row};
 
 /// The signature that starts a binary `COPY` stream.
-const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+pub(crate) const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
 /// What the initial snapshot copies.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -308,7 +308,7 @@ async fn describe(
 }
 
 /// Parses PostgreSQL's binary `COPY` format into pgoutput tuples with binary values.
-struct CopyParser {
+pub(crate) struct CopyParser {
     buf: BytesMut,
     columns: usize,
     header_done: bool,
@@ -316,7 +316,7 @@ struct CopyParser {
 }
 
 impl CopyParser {
-    fn new(columns: usize) -> Self {
+    pub(crate) fn new(columns: usize) -> Self {
         Self {
             buf: BytesMut::new(),
             columns,
@@ -325,16 +325,16 @@ impl CopyParser {
         }
     }
 
-    fn feed(&mut self, chunk: &[u8]) {
+    pub(crate) fn feed(&mut self, chunk: &[u8]) {
         self.buf.extend_from_slice(chunk);
     }
 
-    fn finished(&self) -> bool {
+    pub(crate) fn finished(&self) -> bool {
         self.trailer_seen
     }
 
     /// The next whole row, `None` when more bytes are needed (or after the trailer).
-    fn next_row(&mut self) -> std::result::Result<Option<TupleBuf>, String> {
+    pub(crate) fn next_row(&mut self) -> std::result::Result<Option<TupleBuf>, String> {
         if !self.header_done {
             let fixed = COPY_SIGNATURE.len() + 8;
             let Some(head) = self.buf.get(..fixed) else {

@@ -9,8 +9,9 @@ use crate::error::{Error, Result};
 /// [`Raw::parse`] reads a conninfo, [`Raw::env_defaults`] fills the gaps from the
 /// environment, and `Config::from_raw` interprets the result. The fields are open to the
 /// parent module because it reads every one of them; only this module writes them.
-#[derive(Default)]
-pub(super) struct Raw {
+// PartialEq and Debug: the fuzz target compares a round trip.
+#[derive(Default, PartialEq, Debug)]
+pub(crate) struct Raw {
     pub(super) host: Option<String>,
     pub(super) hostaddr: Option<String>,
     pub(super) port: Option<String>,
@@ -52,7 +53,7 @@ const IGNORED_KEYS: &[&str] = &[
 impl Raw {
     /// Reads a conninfo: a `postgresql://` or `postgres://` URL (leading whitespace allowed),
     /// otherwise key=value pairs.
-    pub(super) fn parse(conninfo: &str) -> Result<Raw> {
+    pub(crate) fn parse(conninfo: &str) -> Result<Raw> {
         let mut raw = Raw::default();
         let trimmed = conninfo.trim_start();
         if trimmed.starts_with("postgresql://") || trimmed.starts_with("postgres://") {
@@ -95,36 +96,69 @@ impl Raw {
     /// Records one setting; a later value for the same key replaces an earlier one, keys in
     /// [`IGNORED_KEYS`] are accepted and dropped, and any other unknown key is an error.
     fn set(&mut self, key: &str, value: String) -> Result<()> {
-        let slot = match key {
-            "host" => &mut self.host,
-            "hostaddr" => &mut self.hostaddr,
-            "port" => &mut self.port,
-            "user" => &mut self.user,
-            "password" => &mut self.password,
-            "passfile" => &mut self.passfile,
-            "dbname" => &mut self.dbname,
-            "application_name" => &mut self.application_name,
-            "fallback_application_name" => &mut self.fallback_application_name,
-            "options" => &mut self.options,
-            "connect_timeout" => &mut self.connect_timeout,
-            "sslmode" => &mut self.sslmode,
-            "sslrootcert" => &mut self.sslrootcert,
-            "sslcert" => &mut self.sslcert,
-            "sslkey" => &mut self.sslkey,
-            "channel_binding" => &mut self.channel_binding,
-            "replication" => &mut self.replication,
-            "target_session_attrs" => &mut self.target_session_attrs,
-            "sslnegotiation" => &mut self.sslnegotiation,
-            "keepalives" => &mut self.keepalives,
-            "keepalives_idle" => &mut self.keepalives_idle,
-            "keepalives_interval" => &mut self.keepalives_interval,
-            "keepalives_count" => &mut self.keepalives_count,
-            "tcp_user_timeout" => &mut self.tcp_user_timeout,
-            k if IGNORED_KEYS.contains(&k) => return Ok(()),
-            k => return Err(Error::config(format!("invalid connection option \"{k}\""))),
-        };
+        if IGNORED_KEYS.contains(&key) {
+            return Ok(());
+        }
+        let slot = self
+            .settings()
+            .into_iter()
+            .find_map(|(k, slot)| (k == key).then_some(slot))
+            .ok_or_else(|| Error::config(format!("invalid connection option \"{key}\"")))?;
         *slot = Some(value);
         Ok(())
+    }
+
+    /// The settings as a key=value string that parses back to the same settings (each value
+    /// quoted, `\` and `'` escaped): the fuzz target's round trip.
+    pub(crate) fn key_value(&mut self) -> String {
+        let mut out = String::new();
+        for (key, value) in self.settings() {
+            if let Some(value) = value {
+                out.push_str(key);
+                out.push_str("='");
+                for c in value.chars() {
+                    if matches!(c, '\\' | '\'') {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out.push_str("' ");
+            }
+        }
+        out
+    }
+
+    /// Every key this crate reads, with its slot: the one list of them.
+    fn settings(&mut self) -> [(&'static str, &mut Option<String>); 24] {
+        [
+            ("host", &mut self.host),
+            ("hostaddr", &mut self.hostaddr),
+            ("port", &mut self.port),
+            ("user", &mut self.user),
+            ("password", &mut self.password),
+            ("passfile", &mut self.passfile),
+            ("dbname", &mut self.dbname),
+            ("application_name", &mut self.application_name),
+            (
+                "fallback_application_name",
+                &mut self.fallback_application_name,
+            ),
+            ("options", &mut self.options),
+            ("connect_timeout", &mut self.connect_timeout),
+            ("sslmode", &mut self.sslmode),
+            ("sslrootcert", &mut self.sslrootcert),
+            ("sslcert", &mut self.sslcert),
+            ("sslkey", &mut self.sslkey),
+            ("channel_binding", &mut self.channel_binding),
+            ("replication", &mut self.replication),
+            ("target_session_attrs", &mut self.target_session_attrs),
+            ("sslnegotiation", &mut self.sslnegotiation),
+            ("keepalives", &mut self.keepalives),
+            ("keepalives_idle", &mut self.keepalives_idle),
+            ("keepalives_interval", &mut self.keepalives_interval),
+            ("keepalives_count", &mut self.keepalives_count),
+            ("tcp_user_timeout", &mut self.tcp_user_timeout),
+        ]
     }
 }
 

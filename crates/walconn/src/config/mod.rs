@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use conninfo::Raw;
 
-mod conninfo;
+pub(crate) mod conninfo;
 
 /// The port PostgreSQL listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 5432;

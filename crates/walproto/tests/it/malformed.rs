@@ -111,63 +111,19 @@ fn inflated_lengths_and_counts() {
 }
 
 /// Every input a fuzzer crashed on, in `testdata/malformed/<target>/`, through the function
-/// that target calls: each must now pass (no panic, round trips hold).
-///
-/// Every target of `fuzz/fuzz_targets/` that takes wire bytes has a directory there with at
-/// least one input (hand-written hostile inputs where the fuzzer has found nothing yet), so a
-/// moved or emptied directory, or a new target without a replay, fails instead of replaying
-/// nothing.
+/// that target calls: each must now pass (no panic, round trips hold). The rules (a directory
+/// with inputs for every wire-bytes target, nothing else there) are
+/// `pgtest::testdata::fuzz_regressions`'; walconn and walstream replay their own targets.
 #[test]
 fn fuzz_regressions() {
-    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    // The directory `cargo xtask fuzz` tells whoever finds a crash to copy it into.
-    let dir = workspace.join("testdata/malformed");
-    assert!(
-        dir.join("README.md").is_file(),
-        "{}: not the fuzz regressions directory (no README.md)",
-        dir.display()
-    );
-    let replay = |target: &str| -> Option<fn(&[u8])> {
+    pgtest::testdata::fuzz_regressions("walproto", |target| {
         Some(match target {
             "pgoutput_message" => walproto::fuzzing::pgoutput_message,
             "replication_message" => walproto::fuzzing::replication_message,
             "decoder_sequence" => walproto::fuzzing::decoder_sequence,
             "capture_file" => walproto::fuzzing::capture_file,
+            "capture_header" => walproto::fuzzing::capture_header,
             _ => return None,
         })
-    };
-    // The fuzz crate's targets, less `encode_parse`, whose input is an `arbitrary` description
-    // rather than wire bytes (its regressions are tests in roundtrip.rs).
-    let mut targets: Vec<String> = std::fs::read_dir(workspace.join("fuzz/fuzz_targets"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
-        .map(|p| p.file_stem().unwrap().to_str().unwrap().to_owned())
-        .filter(|t| t != "encode_parse")
-        .collect();
-    targets.sort();
-    assert!(!targets.is_empty(), "no fuzz targets in fuzz/fuzz_targets");
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap();
-        assert!(
-            name == "README.md" || (path.is_dir() && targets.iter().any(|t| t == name)),
-            "{}: not a replayable fuzz target ({targets:?})",
-            path.display()
-        );
-    }
-    for target in &targets {
-        let check = replay(target)
-            .unwrap_or_else(|| panic!("fuzz target {target}: no replay in fuzz_regressions"));
-        let inputs = dir.join(target);
-        let mut replayed = 0;
-        for input in
-            std::fs::read_dir(&inputs).unwrap_or_else(|e| panic!("{}: {e}", inputs.display()))
-        {
-            let input = input.unwrap().path();
-            check(&std::fs::read(&input).unwrap());
-            replayed += 1;
-        }
-        assert!(replayed > 0, "{}: nothing to replay", inputs.display());
-    }
+    });
 }

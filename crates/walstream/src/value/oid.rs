@@ -143,7 +143,7 @@ const ARRAYS: [(Oid, Oid); 21] = [
     (JSONB_ARRAY, JSONB),
 ];
 
-const NAMES: [(Oid, &str); 42] = [
+pub(crate) const NAMES: [(Oid, &str); 42] = [
     (BOOL, "bool"),
     (BYTEA, "bytea"),
     (NAME, "name"),
