@@ -25,7 +25,7 @@ use walproto::pgoutput::{ProtocolVersion, Streaming};
 use crate::{cargo, run, workspace_root, Result};
 
 /// The targets in `fuzz/Cargo.toml`, in the order they run.
-pub(crate) const TARGETS: [&str; 11] = [
+pub(crate) const TARGETS: [&str; 13] = [
     "pgoutput_message",
     "replication_message",
     "decoder_sequence",
@@ -37,6 +37,8 @@ pub(crate) const TARGETS: [&str; 11] = [
     "snapshot_copy",
     "value_decode",
     "follow_assemble",
+    "server_bytes",
+    "cert_walk",
 ];
 
 /// Hand-written seeds for `conninfo`: key=value and URL forms, with the lists, quoting,
@@ -84,6 +86,14 @@ const VALUE_SEEDS: &[(u8, u8, &[u8])] = &[
         1,
         b"\0\0\0\x01\0\0\0\x01\0\0\0\x17\0\0\0\x02\0\0\0\x01\0\0\0\x04\0\0\0\x07\xff\xff\xff\xff",
     ),
+];
+
+/// Hand-written seeds for `cert_walk`: the skeleton of a DER certificate (a one-integer
+/// `tbsCertificate`, the `signatureAlgorithm`, an empty signature), signed with ECDSA and
+/// SHA-384 in short-form lengths, and with RSA and SHA-512 in a long-form outer length.
+const CERT_SEEDS: &[&[u8]] = &[
+    b"\x30\x15\x30\x03\x02\x01\x01\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x03\x03\x02\x00\x00",
+    b"\x30\x81\x16\x30\x03\x02\x01\x01\x30\x0b\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0d\x03\x02\x00\x00",
 ];
 
 /// Seconds per target when `--seconds` is not given.
@@ -308,6 +318,8 @@ struct Seeds {
     pgpass: Vec<Vec<u8>>,
     copy: Vec<Vec<u8>>,
     value: Vec<Vec<u8>>,
+    server: Vec<Vec<u8>>,
+    cert: Vec<Vec<u8>>,
     keys: HashSet<(&'static str, u64)>,
 }
 
@@ -323,6 +335,8 @@ impl Seeds {
             "pgpass" => &self.pgpass,
             "snapshot_copy" => &self.copy,
             "value_decode" => &self.value,
+            "server_bytes" => &self.server,
+            "cert_walk" => &self.cert,
             // The follower reads the decoder's input format.
             "follow_assemble" => &self.decoder,
             // encode_parse reads an `arbitrary` description, not wire bytes: it starts empty.
@@ -363,6 +377,8 @@ impl Seeds {
         copy.extend_from_slice(b"\0\x02\0\0\0\x04\0\0\0\x02\0\0\0\0");
         copy.extend_from_slice(b"\xff\xff");
         self.copy = vec![copy];
+        self.server = server_sessions();
+        self.cert = CERT_SEEDS.iter().map(|c| c.to_vec()).collect();
     }
 
     fn add_capture(&mut self, capture: &Capture<'_>) {
@@ -435,6 +451,101 @@ impl Seeds {
         }
         self.push("capture_file", &shape, file);
     }
+}
+
+/// Hand-written seeds for `server_bytes`: whole server sides of a session, each opening with
+/// another authentication (trust, cleartext, MD5, then a SCRAM exchange, which stops at the
+/// nonce check: the client's nonce is random), then the answers to `IDENTIFY_SYSTEM`, `SHOW`,
+/// `CREATE_REPLICATION_SLOT`, `TIMELINE_HISTORY` and `START_REPLICATION` (a keepalive asking
+/// for a reply, an XLogData, CopyDone) in the order `walconn::fuzzing::server_bytes` sends
+/// them.
+fn server_sessions() -> Vec<Vec<u8>> {
+    fn msg(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+        out.push(tag);
+        out.extend_from_slice(&u32::try_from(body.len() + 4).unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(body);
+    }
+    /// A one-row text result: RowDescription, DataRow, CommandComplete, ReadyForQuery.
+    fn result(out: &mut Vec<u8>, columns: &[(&str, &str)], tag: &str) {
+        let mut desc = u16::try_from(columns.len())
+            .unwrap_or(0)
+            .to_be_bytes()
+            .to_vec();
+        let mut row = desc.clone();
+        for (name, value) in columns {
+            desc.extend_from_slice(name.as_bytes());
+            // NUL, table OID, column number, type OID (text), length, modifier, format.
+            desc.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0xff, 0xff]);
+            desc.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0]);
+            row.extend_from_slice(&u32::try_from(value.len()).unwrap_or(0).to_be_bytes());
+            row.extend_from_slice(value.as_bytes());
+        }
+        msg(out, b'T', &desc);
+        msg(out, b'D', &row);
+        msg(out, b'C', &[tag.as_bytes(), b"\0"].concat());
+        msg(out, b'Z', b"I");
+    }
+    let auths: [&[(u32, &[u8])]; 4] = [
+        &[(0, b"")],
+        &[(3, b""), (0, b"")],
+        &[(5, b"salt"), (0, b"")],
+        &[
+            (10, b"SCRAM-SHA-256\0\0"),
+            (11, b"r=nonce,s=c2FsdA==,i=4096"),
+        ],
+    ];
+    auths
+        .iter()
+        .map(|auth| {
+            let mut out = Vec::new();
+            for (code, body) in *auth {
+                msg(&mut out, b'R', &[&code.to_be_bytes()[..], body].concat());
+            }
+            msg(&mut out, b'S', b"server_version\x0017.2\0");
+            msg(&mut out, b'K', &[0, 0, 0, 1, 0, 0, 0, 2]);
+            msg(&mut out, b'Z', b"I");
+            result(
+                &mut out,
+                &[
+                    ("systemid", "7000000000000000001"),
+                    ("timeline", "1"),
+                    ("xlogpos", "0/1000000"),
+                    ("dbname", "d"),
+                ],
+                "IDENTIFY_SYSTEM",
+            );
+            result(&mut out, &[("wal_level", "logical")], "SHOW");
+            result(
+                &mut out,
+                &[
+                    ("slot_name", "s"),
+                    ("consistent_point", "0/1000028"),
+                    ("snapshot_name", "00000003-00000002-1"),
+                    ("output_plugin", "pgoutput"),
+                ],
+                "CREATE_REPLICATION_SLOT",
+            );
+            result(
+                &mut out,
+                &[("filename", "00000001.history"), ("content", "")],
+                "TIMELINE_HISTORY",
+            );
+            msg(&mut out, b'W', &[0, 0, 0]);
+            let mut keepalive = vec![b'k'];
+            keepalive.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0x28]);
+            keepalive.extend_from_slice(&[0; 8]);
+            keepalive.push(1);
+            msg(&mut out, b'd', &keepalive);
+            let mut xlog = vec![b'w'];
+            xlog.extend_from_slice(&[0; 24]);
+            xlog.extend_from_slice(b"B\0\0\0\0\x01\0\0\x28\0\0\0\0\0\0\0\0\0\0\x02\x10");
+            msg(&mut out, b'd', &xlog);
+            msg(&mut out, b'c', b"");
+            msg(&mut out, b'C', b"START_REPLICATION\0");
+            msg(&mut out, b'Z', b"I");
+            out
+        })
+        .collect()
 }
 
 /// The bytes of a run of frames in the decoder's framing (a `u16` length before each).

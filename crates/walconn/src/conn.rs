@@ -7,10 +7,12 @@ use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{self, ScramSha256};
 use postgres_protocol::message::backend::{Header, Message};
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::config::{ChannelBinding, Config, Host, Replication, SslMode, TargetSessionAttrs};
+use crate::config::{
+    ChannelBinding, Config, Host, Replication, SslMode, TargetSessionAttrs, DEFAULT_PORT,
+};
 use crate::error::{DbError, Error, ErrorKind, Result};
 use crate::stream::Stream;
 use crate::tls;
@@ -236,23 +238,45 @@ impl Connection {
                 tls::negotiate(tcp, name, config, mode).await?
             }
         };
-        let mut conn = Connection {
+        let mut conn = Connection::new(stream, host.clone(), port, peer, tls_used);
+        conn.startup(config).await?;
+        conn.check_attrs(attrs)?;
+        Ok(conn)
+    }
+
+    /// Startup and authentication over an in-memory pipe whose other end plays the server,
+    /// for the fuzz target `server_bytes` (`crate::fuzzing::server_bytes`): what
+    /// [`connect`](Self::connect) does after the socket and TLS, without
+    /// `target_session_attrs`.
+    pub(crate) async fn over_pipe(pipe: DuplexStream, config: &Config) -> Result<Connection> {
+        let host = Host::Tcp("pipe".to_owned());
+        let mut conn = Connection::new(Stream::Memory(pipe), host, DEFAULT_PORT, None, false);
+        conn.startup(config).await?;
+        Ok(conn)
+    }
+
+    /// A connection over `stream`, before the startup packet.
+    fn new(
+        stream: Stream,
+        host: Host,
+        port: u16,
+        peer: Option<std::net::SocketAddr>,
+        tls: bool,
+    ) -> Connection {
+        Connection {
             stream,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
             write_buf: BytesMut::new(),
             params: HashMap::new(),
             backend_key: None,
             server_version_num: 0,
-            host: host.clone(),
+            host,
             port,
             peer,
-            tls: tls_used,
+            tls,
             phase: Phase::Authentication,
             poisoned: false,
-        };
-        conn.startup(config).await?;
-        conn.check_attrs(attrs)?;
-        Ok(conn)
+        }
     }
 
     async fn startup(&mut self, config: &Config) -> Result<()> {

@@ -1,10 +1,11 @@
-//! The byte stream under a connection: TCP, a Unix socket, or TLS over TCP.
+//! The byte stream under a connection: TCP, a Unix socket, TLS over TCP, or (for the fuzz
+//! target `server_bytes`) an in-memory pipe.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
 
@@ -14,16 +15,19 @@ pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// The client end of an in-memory pipe whose other end plays the server: the seam through
+    /// which `fuzzing::server_bytes` drives startup, commands and CopyBoth without a socket.
+    Memory(DuplexStream),
 }
 
 impl Stream {
-    /// The TCP socket under the stream (also under TLS); `None` for a Unix socket.
+    /// The TCP socket under the stream (also under TLS); `None` for a Unix socket or a pipe.
     pub(crate) fn tcp_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         use std::os::fd::AsFd as _;
         match self {
             Stream::Tcp(s) => Some(s.as_fd()),
             Stream::Tls(s) => Some(s.get_ref().0.as_fd()),
-            Stream::Unix(_) => None,
+            Stream::Unix(_) | Stream::Memory(_) => None,
         }
     }
 }
@@ -38,6 +42,7 @@ impl AsyncRead for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Memory(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -52,6 +57,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Memory(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -60,6 +66,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Memory(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -68,6 +75,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Memory(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

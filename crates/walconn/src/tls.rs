@@ -124,7 +124,7 @@ pub(crate) fn server_end_point(tls: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
 }
 
 /// [`server_end_point`] for a DER certificate.
-fn end_point_hash(der: &[u8]) -> Vec<u8> {
+pub(crate) fn end_point_hash(der: &[u8]) -> Vec<u8> {
     // Signature algorithm OIDs (contents octets): sha384/sha512 with RSA, ECDSA with
     // SHA-384/512. RSASSA-PSS carries its hash in the parameters; it falls back to SHA-256.
     const SHA384: [&[u8]; 2] = [
@@ -145,7 +145,7 @@ fn end_point_hash(der: &[u8]) -> Vec<u8> {
 /// The OID (contents octets) of a DER certificate's outer `signatureAlgorithm` (RFC 5280
 /// section 4.1: `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signature }`).
 /// A walk of three DER headers: no X.509 crate is needed for one field.
-fn signature_algorithm(cert: &[u8]) -> Option<&[u8]> {
+pub(crate) fn signature_algorithm(cert: &[u8]) -> Option<&[u8]> {
     const SEQUENCE: u8 = 0x30;
     const OID: u8 = 0x06;
     let (certificate, _) = der_element(cert, SEQUENCE)?;
