@@ -21,10 +21,13 @@
 //!
 //! The counts are per thread, so tests running in parallel threads of one process do not see
 //! each other's allocations. A test whose work runs on a current-thread tokio runtime (client
-//! and fake server alike) has all of it counted on the thread that opened the window.
+//! and fake server alike) has all of it counted on the thread that opened the window. Work on
+//! threads of its own is measured with a [`ProcessWindow`] instead, in a test that runs
+//! [`alone`] in its process.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::atomic::{AtomicIsize, Ordering};
 
 /// The system allocator, counting on each thread the bytes it holds, their peak and the
 /// largest single block asked for (see the [module docs](self)).
@@ -58,9 +61,94 @@ thread_local! {
     static LARGEST: Cell<usize> = const { Cell::new(0) };
 }
 
+/// Bytes allocated minus bytes freed, on every thread of the process.
+static PROCESS_HELD: AtomicIsize = AtomicIsize::new(0);
+/// The highest `PROCESS_HELD` has been since the last [`ProcessWindow`] opened.
+static PROCESS_PEAK: AtomicIsize = AtomicIsize::new(0);
+
+/// The variable that marks the child process [`alone`] runs a test in.
+pub const ALONE_VAR: &str = "PGTEST_ALONE";
+
 /// A block of this size is allocated when a window opens, to check that [`Counting`] is the
 /// global allocator: a test measuring with another allocator would see nothing and pass.
 const PROBE: usize = 4096;
+
+/// Checks that [`Counting`] counts: a window measuring with another allocator would see
+/// nothing and pass.
+#[allow(
+    clippy::panic,
+    reason = "test support: a measurement that cannot measure must fail the test"
+)]
+fn check_installed() {
+    LARGEST.with(|l| l.set(0));
+    let probe = std::hint::black_box(Vec::<u8>::with_capacity(PROBE));
+    drop(probe);
+    if LARGEST.with(Cell::get) < PROBE {
+        panic!(
+            "pgtest::alloc::Counting is not the global allocator of this test binary: \
+             install it with #[global_allocator]"
+        );
+    }
+}
+
+/// A measurement of the whole process, every thread: for work that runs on threads of its
+/// own (a spill thread, a reader thread) or frees on another thread what it allocated. Only
+/// the measured test may run in the process: call [`alone`] first.
+#[derive(Debug)]
+pub struct ProcessWindow {
+    base: isize,
+}
+
+impl ProcessWindow {
+    /// Starts measuring the process.
+    ///
+    /// # Panics
+    ///
+    /// When [`Counting`] is not the test binary's global allocator.
+    pub fn open() -> ProcessWindow {
+        check_installed();
+        let base = PROCESS_HELD.load(Ordering::SeqCst);
+        PROCESS_PEAK.store(base, Ordering::SeqCst);
+        ProcessWindow { base }
+    }
+
+    /// The highest the process's held bytes rose above where they stood at the opening.
+    pub fn peak(&self) -> usize {
+        usize::try_from(PROCESS_PEAK.load(Ordering::SeqCst) - self.base).unwrap_or(0)
+    }
+}
+
+/// Makes sure the calling test runs alone in its process, so that a [`ProcessWindow`] sees
+/// only it. Returns `true` when it does (cargo-nextest runs every test in a process of its
+/// own; a child started here is marked with [`ALONE_VAR`]); otherwise runs the test named
+/// `test` (its full path in the test binary, e.g. `runtime::my_test`) in a child process of
+/// the same binary, fails if the child failed, and returns `false`: the caller then returns.
+///
+/// # Panics
+///
+/// When the child cannot be started or its test failed.
+#[allow(
+    clippy::panic,
+    reason = "test support: a test that failed in its child process fails here"
+)]
+pub fn alone(test: &str) -> bool {
+    let nextest = std::env::var("NEXTEST_EXECUTION_MODE").is_ok_and(|m| m == "process-per-test");
+    if nextest || std::env::var_os(ALONE_VAR).is_some() {
+        return true;
+    }
+    let status = std::env::current_exe()
+        .and_then(|exe| {
+            std::process::Command::new(exe)
+                .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+                .env(ALONE_VAR, "1")
+                .status()
+        })
+        .unwrap_or_else(|e| panic!("running {test} alone: {e}"));
+    if !status.success() {
+        panic!("{test}, run alone in a child process, failed: {status}");
+    }
+    false
+}
 
 impl Window {
     /// Starts measuring on the current thread.
@@ -68,20 +156,8 @@ impl Window {
     /// # Panics
     ///
     /// When [`Counting`] is not the test binary's global allocator.
-    #[allow(
-        clippy::panic,
-        reason = "test support: a measurement that cannot measure must fail the test"
-    )]
     pub fn open() -> Window {
-        LARGEST.with(|l| l.set(0));
-        let probe = std::hint::black_box(Vec::<u8>::with_capacity(PROBE));
-        drop(probe);
-        if LARGEST.with(Cell::get) < PROBE {
-            panic!(
-                "pgtest::alloc::Counting is not the global allocator of this test binary: \
-                 install it with #[global_allocator]"
-            );
-        }
+        check_installed();
         let base = HELD.with(Cell::get);
         PEAK.with(|p| p.set(base));
         LARGEST.with(|l| l.set(0));
@@ -101,6 +177,8 @@ impl Window {
 /// Counts `size` more bytes held on this thread (`size` may be negative for a free). A thread
 /// whose locals are gone (it is exiting) is not counted.
 fn count(size: isize, block: usize) {
+    let now = PROCESS_HELD.fetch_add(size, Ordering::Relaxed) + size;
+    PROCESS_PEAK.fetch_max(now, Ordering::Relaxed);
     let _ = HELD.try_with(|held| {
         let now = held.get().saturating_add(size);
         held.set(now);

@@ -122,8 +122,20 @@ fn a_consumer_that_blocks_the_runtime_thread_loses_its_connection() {
     );
 }
 
+/// The transaction budget of the spilled-transaction test, and what the process may hold
+/// besides it: the connection's read buffers, the channel's batches, the spill thread's and
+/// the reader's buffers, the runtime.
+const SPILL_BUDGET: usize = 4 << 20;
+const SPILL_SLACK: usize = 12 << 20;
+
 #[test]
 fn iterating_a_spilled_50_mb_transaction_keeps_the_connection() {
+    // The spill thread and the change stream's reader allocate on threads of their own: the
+    // memory is measured for the whole process, with this test alone in it.
+    if !pgtest::alloc::alone("runtime::iterating_a_spilled_50_mb_transaction_keeps_the_connection")
+    {
+        return;
+    }
     let f = Fixture::new(cluster(), "ws_rt_spilled");
     // 50,000 rows of 1,000 bytes, then a marker in a transaction of its own.
     let rows = 50_000;
@@ -133,6 +145,7 @@ fn iterating_a_spilled_50_mb_transaction_keeps_the_connection() {
     ))
     .unwrap();
     let spill_dir = tempfile::tempdir().unwrap();
+    let memory = pgtest::alloc::ProcessWindow::open();
     current_thread(async {
         let config = f.config().build().unwrap();
         let mut txs = LogicalReplicationStream::connect(&conninfo(&f), config)
@@ -141,7 +154,7 @@ fn iterating_a_spilled_50_mb_transaction_keeps_the_connection() {
             .start()
             .into_transactions(
                 TransactionConfig::default()
-                    .memory_budget(4 << 20)
+                    .memory_budget(SPILL_BUDGET)
                     .spill_dir(spill_dir.path()),
             );
         let big = next(&mut txs).await;
@@ -183,6 +196,15 @@ fn iterating_a_spilled_50_mb_transaction_keeps_the_connection() {
         // At least the marker (a keepalive's position when idle and all is acknowledged).
         let last = txs.shutdown().await.unwrap();
         assert!(last >= marker.end_lsn, "{last} < {}", marker.end_lsn);
+        // Measured from outside: the 50 MB transaction went through the 4 MiB budget, the
+        // rest of the process (connection, channel, spill and read-back buffers, runtime)
+        // within the stated slack.
+        let peak = memory.peak();
+        println!("the process held at most {peak} bytes more than at the start");
+        assert!(
+            peak <= SPILL_BUDGET + SPILL_SLACK,
+            "the process held {peak} bytes at its peak for a {SPILL_BUDGET}-byte budget"
+        );
     });
     let left: Vec<_> = std::fs::read_dir(spill_dir.path()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
