@@ -543,7 +543,13 @@ fn hostile_endless_keepalives_grow_nothing() {
     // received position follows the keepalives and status updates keep going out; the
     // transaction after them arrives. (A batch counts the bytes of every frame read into it,
     // keepalives included, so the batch that carries the last transaction may count up to
-    // MAX_BATCH_BYTES of keepalives: still within the documented bound.)
+    // MAX_BATCH_BYTES of keepalives: still within the documented bound.) Measured from
+    // outside too, for the whole process with this test alone in it: the flood of several MB
+    // of keepalives leaves the client's memory within the slack.
+    if !pgtest::alloc::alone("hostile::hostile_endless_keepalives_grow_nothing") {
+        return;
+    }
+    let memory = pgtest::alloc::ProcessWindow::open();
     block_on(async {
         let sent = Arc::new(AtomicUsize::new(0));
         let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -618,6 +624,11 @@ fn hostile_endless_keepalives_grow_nothing() {
         assert!(stats.status_updates >= 2, "{stats:?}");
         stream.shutdown().await.unwrap();
     });
+    let peak = memory.peak();
+    assert!(
+        peak <= crate::memory::SLACK,
+        "the process held {peak} bytes more at its peak during the flood"
+    );
 }
 
 #[test]
