@@ -61,6 +61,8 @@ fn inflated_length_fails_before_allocating() {
     // 2 GiB - 1 passes as a positive i32 and must hit walconn's own limit; 4 GiB - 1 is
     // negative as the protocol's signed length. Neither may reserve the buffer it claims.
     for len in [0x7fff_ffffu32, 0xffff_ffff] {
+        // A current-thread runtime: the counting allocator sees every block on this thread.
+        let window = pgtest::alloc::Window::open();
         block_on(async {
             let mut stream = start(move |peer| async move {
                 let mut out = vec![b'd'];
@@ -80,6 +82,9 @@ fn inflated_length_fails_before_allocating() {
                 assert!(err.to_string().contains("more than the"), "{err}");
             }
         });
+        // Measured from outside: no block near the declared length was ever taken.
+        let usage = window.usage();
+        assert!(usage.largest < 1 << 20, "{len:#x}: {usage:?}");
     }
 }
 
