@@ -53,9 +53,9 @@ const COPY_BOTH_RESPONSE_TAG: u8 = b'W';
 /// The server applies startup-packet settings after the command-line `options`, so these win
 /// over an `options=-c DateStyle=...` in the conninfo; a session that wants another style can
 /// still `SET` it, at the cost of the typed decoding above. `TimeZone` is not pinned: the text
-/// of a `timestamptz` carries its offset.
-const PINNED_SETTINGS: [(&str, &str); 4] = [
-    ("client_encoding", "UTF8"),
+/// of a `timestamptz` carries its offset. `client_encoding` is sent beside these: UTF8, unless
+/// the conninfo asks for `SQL_ASCII` (see [`ClientEncoding`](crate::ClientEncoding)).
+const PINNED_SETTINGS: [(&str, &str); 3] = [
     ("DateStyle", "ISO"),
     ("IntervalStyle", "postgres"),
     ("extra_float_digits", "3"),
@@ -280,7 +280,10 @@ impl Connection {
     }
 
     async fn startup(&mut self, config: &Config) -> Result<()> {
-        let mut params: Vec<(&str, &str)> = vec![("user", &config.user)];
+        let mut params: Vec<(&str, &str)> = vec![
+            ("user", &config.user),
+            ("client_encoding", config.client_encoding.as_str()),
+        ];
         params.extend(PINNED_SETTINGS);
         match config.replication {
             Replication::Database => {

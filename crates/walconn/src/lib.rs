@@ -97,8 +97,8 @@ pub use commands::{
     SnapshotAction, SystemInfo,
 };
 pub use config::{
-    ChannelBinding, Config, Host, Replication, SslMode, SslNegotiation, SslRootCert,
-    TargetSessionAttrs, DEFAULT_PORT,
+    ChannelBinding, ClientEncoding, Config, Host, Replication, SslMode, SslNegotiation,
+    SslRootCert, TargetSessionAttrs, DEFAULT_PORT,
 };
 pub use conn::{Connection, Phase, MAX_MESSAGE_LEN, MAX_STARTUP_MESSAGE_LEN};
 pub use copy_both::{CancelToken, CopyBoth, LogicalReplicationOptions};

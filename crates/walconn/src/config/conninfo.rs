@@ -36,6 +36,7 @@ pub(crate) struct Raw {
     pub(super) keepalives_interval: Option<String>,
     pub(super) keepalives_count: Option<String>,
     pub(super) tcp_user_timeout: Option<String>,
+    pub(super) client_encoding: Option<String>,
 }
 
 /// Settings libpq knows that this crate accepts and ignores: they tune what it does not do
@@ -46,7 +47,6 @@ const IGNORED_KEYS: &[&str] = &[
     "sslsni",
     "ssl_min_protocol_version",
     "ssl_max_protocol_version",
-    "client_encoding",
     "load_balance_hosts",
 ];
 
@@ -67,7 +67,7 @@ impl Raw {
     /// Fills each setting the conninfo left out from its `PG*` variable; an empty variable
     /// counts as unset, as in libpq.
     pub(super) fn env_defaults(&mut self, env: &mut dyn FnMut(&str) -> Option<String>) {
-        let pairs: [(&mut Option<String>, &str); 17] = [
+        let pairs: [(&mut Option<String>, &str); 18] = [
             (&mut self.host, "PGHOST"),
             (&mut self.hostaddr, "PGHOSTADDR"),
             (&mut self.port, "PGPORT"),
@@ -85,6 +85,7 @@ impl Raw {
             (&mut self.channel_binding, "PGCHANNELBINDING"),
             (&mut self.target_session_attrs, "PGTARGETSESSIONATTRS"),
             (&mut self.sslnegotiation, "PGSSLNEGOTIATION"),
+            (&mut self.client_encoding, "PGCLIENTENCODING"),
         ];
         for (slot, var) in pairs {
             if slot.is_none() {
@@ -129,7 +130,7 @@ impl Raw {
     }
 
     /// Every key this crate reads, with its slot: the one list of them.
-    fn settings(&mut self) -> [(&'static str, &mut Option<String>); 24] {
+    fn settings(&mut self) -> [(&'static str, &mut Option<String>); 25] {
         [
             ("host", &mut self.host),
             ("hostaddr", &mut self.hostaddr),
@@ -158,6 +159,7 @@ impl Raw {
             ("keepalives_interval", &mut self.keepalives_interval),
             ("keepalives_count", &mut self.keepalives_count),
             ("tcp_user_timeout", &mut self.tcp_user_timeout),
+            ("client_encoding", &mut self.client_encoding),
         ]
     }
 }

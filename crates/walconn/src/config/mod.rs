@@ -85,6 +85,46 @@ impl SslNegotiation {
     }
 }
 
+/// The encoding the server converts text to (`client_encoding`).
+///
+/// Everything above this crate reads UTF-8, so that is what the connection asks for unless told
+/// otherwise. The one other choice is the explicit way to read an `SQL_ASCII` database whose
+/// text is not UTF-8: with `SQL_ASCII` the server sends the bytes as stored, unconverted, where
+/// with UTF8 it refuses a value it cannot convert (SQLSTATE 22021) and the stream cannot go on.
+/// Names must still be UTF-8 to be parsed; text values arrive as bytes, and a value that is not
+/// UTF-8 fails only where it is read as text (naming its column), never silently replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ClientEncoding {
+    /// `UTF8` (the default; also `utf-8`, `unicode`, any case).
+    #[default]
+    Utf8,
+    /// `SQL_ASCII`: the stored bytes, unconverted.
+    SqlAscii,
+}
+
+impl ClientEncoding {
+    /// The encoding named `s` (any case), as PostgreSQL spells its aliases.
+    fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "utf8" | "utf-8" | "unicode" => Ok(Self::Utf8),
+            "sql_ascii" => Ok(Self::SqlAscii),
+            _ => Err(Error::config(format!(
+                "client_encoding \"{s}\" is not supported: the stream reads UTF8, or SQL_ASCII \
+                 for a database's unconverted bytes"
+            ))),
+        }
+    }
+
+    /// The name sent in the startup packet.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Utf8 => "UTF8",
+            Self::SqlAscii => "SQL_ASCII",
+        }
+    }
+}
+
 /// Whether SCRAM channel binding is used (`channel_binding`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -273,6 +313,8 @@ pub struct Config {
     /// `tcp_user_timeout`: how long sent data may stay unacknowledged before the kernel
     /// drops the connection; the kernel's default unless set.
     pub(crate) tcp_user_timeout: Option<Duration>,
+    /// `client_encoding`: UTF8 unless `SQL_ASCII` is asked for.
+    pub(crate) client_encoding: ClientEncoding,
     pub(crate) replication: Replication,
     pub(crate) target_session_attrs: TargetSessionAttrs,
 }
@@ -308,6 +350,8 @@ impl Config {
         let tls = Tls::from_raw(&raw, home.as_deref())?;
         let keepalives = Keepalives::from_raw(&raw)?;
         let tcp_user_timeout = tcp_user_timeout(raw.tcp_user_timeout.as_deref())?;
+        let client_encoding =
+            parse_or_default(raw.client_encoding.as_deref(), ClientEncoding::parse)?;
         let target_session_attrs = parse_or_default(
             raw.target_session_attrs.as_deref(),
             TargetSessionAttrs::parse,
@@ -334,6 +378,7 @@ impl Config {
             keepalives_interval: keepalives.interval,
             keepalives_count: keepalives.count,
             tcp_user_timeout,
+            client_encoding,
             replication: identity.replication,
             target_session_attrs,
         })
@@ -380,6 +425,11 @@ impl Config {
     /// The time limit for each connection attempt, if any.
     pub fn connect_timeout(&self) -> Option<Duration> {
         self.connect_timeout
+    }
+
+    /// `client_encoding`: what the server converts text to (see [`ClientEncoding`]).
+    pub fn client_encoding(&self) -> ClientEncoding {
+        self.client_encoding
     }
 
     /// `tcp_user_timeout`: how long data sent over TCP may stay unacknowledged before the
@@ -854,6 +904,27 @@ mod tests {
         assert!(err("replication=maybe").contains("replication"));
         assert!(err("channel_binding=require sslmode=disable").contains("needs TLS"));
         assert!(err("target_session_attrs=whatever").contains("target_session_attrs"));
+    }
+
+    #[test]
+    fn client_encoding_is_utf8_unless_sql_ascii_is_asked_for() {
+        assert_eq!(parse("host=h").client_encoding(), ClientEncoding::Utf8);
+        for (value, expected) in [
+            ("UTF8", ClientEncoding::Utf8),
+            ("utf-8", ClientEncoding::Utf8),
+            ("Unicode", ClientEncoding::Utf8),
+            ("SQL_ASCII", ClientEncoding::SqlAscii),
+            ("sql_ascii", ClientEncoding::SqlAscii),
+        ] {
+            let c = parse(&format!("host=h client_encoding={value}"));
+            assert_eq!(c.client_encoding(), expected, "{value}");
+        }
+        assert!(err("client_encoding=LATIN1").contains("client_encoding \"LATIN1\""));
+        let from_env = Config::parse_with_env("host=h user=u", |k| {
+            (k == "PGCLIENTENCODING").then(|| "SQL_ASCII".to_owned())
+        })
+        .unwrap();
+        assert_eq!(from_env.client_encoding(), ClientEncoding::SqlAscii);
     }
 
     #[test]

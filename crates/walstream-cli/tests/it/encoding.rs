@@ -93,3 +93,32 @@ fn sql_ascii_bytes_that_are_not_utf8_are_a_data_error_not_retried() {
         assert!(!stdout.contains('\u{fffd}'), "{stdout}");
     });
 }
+
+/// The explicit way to read an SQL_ASCII database's bytes: `client_encoding=SQL_ASCII` in the
+/// conninfo. The server then sends them unconverted, and `tail`, which prints text as JSON
+/// strings, names the table and column of the value that is not UTF-8 (exit 1) after printing
+/// every line before it.
+#[test]
+fn sql_ascii_bytes_read_unconverted_are_named_by_table_and_column() {
+    pgtest::for_each_major(15, |cluster| {
+        let (db, slot, end) = database(cluster, "SQL_ASCII", r"E'ok \xff'");
+        let conninfo = format!("{} client_encoding=SQL_ASCII", cluster.conninfo(&db));
+        let run = bin()
+            .args(["tail", &conninfo, "--slot", &slot, "--publication", "p"])
+            .args(["--end", &end])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("text value of column \"v\" of public.t is not valid UTF-8"),
+            "{stderr}"
+        );
+        let stdout = String::from_utf8(run.stdout).unwrap();
+        assert!(
+            stdout.lines().any(|l| l.contains("\"type\":\"begin\"")),
+            "{stdout}"
+        );
+        assert!(!stdout.contains('\u{fffd}'), "{stdout}");
+    });
+}
