@@ -1,7 +1,7 @@
 //! Replication commands and plain SQL over the simple query protocol, with typed results.
 
 use fallible_iterator::FallibleIterator as _;
-use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::backend::{DataRowBody, Message, RowDescriptionBody};
 use postgres_protocol::message::frontend;
 use walproto::Lsn;
 
@@ -148,28 +148,8 @@ impl Connection {
         let mut error = None;
         loop {
             match self.read_raw().await? {
-                Message::RowDescription(desc) => {
-                    let mut fields = desc.fields();
-                    while let Some(f) = fields.next().map_err(bad_message)? {
-                        current.columns.push(f.name().to_owned());
-                    }
-                }
-                Message::DataRow(row) => {
-                    let buf = row.buffer();
-                    let mut values = Vec::new();
-                    let mut ranges = row.ranges();
-                    while let Some(range) = ranges.next().map_err(bad_message)? {
-                        values.push(match range {
-                            Some(r) => Some(
-                                std::str::from_utf8(buf.get(r).unwrap_or_default())
-                                    .map_err(|e| bad_message(std::io::Error::other(e)))?
-                                    .to_owned(),
-                            ),
-                            None => None,
-                        });
-                    }
-                    current.rows.push(values);
-                }
+                Message::RowDescription(desc) => current.columns = column_names(&desc)?,
+                Message::DataRow(row) => current.rows.push(text_values(&row)?),
                 Message::CommandComplete(c) => {
                     current.tag = c.tag().map_err(bad_message)?.to_owned();
                     results.push(std::mem::take(&mut current));
@@ -413,16 +393,44 @@ pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-fn field<'r>(r: &'r QueryResult, column: &str) -> Result<&'r str> {
+/// The column names of a `RowDescription`.
+pub(crate) fn column_names(desc: &RowDescriptionBody) -> Result<Vec<String>> {
+    let mut columns = Vec::new();
+    let mut fields = desc.fields();
+    while let Some(f) = fields.next().map_err(bad_message)? {
+        columns.push(f.name().to_owned());
+    }
+    Ok(columns)
+}
+
+/// The text values of a `DataRow`; `None` is SQL NULL.
+pub(crate) fn text_values(row: &DataRowBody) -> Result<Vec<Option<String>>> {
+    let buf = row.buffer();
+    let mut values = Vec::new();
+    let mut ranges = row.ranges();
+    while let Some(range) = ranges.next().map_err(bad_message)? {
+        values.push(match range {
+            Some(r) => Some(
+                std::str::from_utf8(buf.get(r).unwrap_or_default())
+                    .map_err(|e| bad_message(std::io::Error::other(e)))?
+                    .to_owned(),
+            ),
+            None => None,
+        });
+    }
+    Ok(values)
+}
+
+pub(crate) fn field<'r>(r: &'r QueryResult, column: &str) -> Result<&'r str> {
     r.get(0, column)
         .ok_or_else(|| Error::protocol(format!("the server's answer lacks {column}")))
 }
 
-fn parse_field<T: std::str::FromStr>(r: &QueryResult, column: &str) -> Result<T> {
+pub(crate) fn parse_field<T: std::str::FromStr>(r: &QueryResult, column: &str) -> Result<T> {
     parse(field(r, column)?)
 }
 
-fn parse<T: std::str::FromStr>(s: &str) -> Result<T> {
+pub(crate) fn parse<T: std::str::FromStr>(s: &str) -> Result<T> {
     s.parse()
         .map_err(|_| Error::protocol(format!("the server sent an invalid value \"{s}\"")))
 }

@@ -10,6 +10,7 @@
 
 mod auth;
 mod auth_fake;
+mod base_backup;
 mod cancel;
 mod commands;
 mod fake_server;
