@@ -25,9 +25,11 @@ use walproto::pgoutput::{ProtocolVersion, Streaming};
 use crate::{cargo, run, workspace_root, Result};
 
 /// The targets in `fuzz/Cargo.toml`, in the order they run.
-pub(crate) const TARGETS: [&str; 13] = [
+pub(crate) const TARGETS: [&str; 15] = [
     "pgoutput_message",
     "replication_message",
+    "backup_message",
+    "timeline_history",
     "decoder_sequence",
     "capture_file",
     "encode_parse",
@@ -95,6 +97,24 @@ const CERT_SEEDS: &[&[u8]] = &[
     b"\x30\x15\x30\x03\x02\x01\x01\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x03\x03\x02\x00\x00",
     b"\x30\x81\x16\x30\x03\x02\x01\x01\x30\x0b\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0d\x03\x02\x00\x00",
 ];
+
+/// Hand-written seeds for `backup_message`: each CopyData payload of a `BASE_BACKUP` archive
+/// stream (PostgreSQL 15+) as the server sends it.
+const BACKUP_SEEDS: &[&[u8]] = &[
+    b"nbase.tar\0\0",
+    b"n16384.tar.gz\0/srv/tblspc/fast\0",
+    b"dglobal/pg_control\0\0\0\0\x000000600\0",
+    b"p\0\0\0\0\0\x01\0\0",
+    b"m",
+    b"d{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n",
+];
+
+/// Hand-written seed for `timeline_history`: the history of a server promoted three times,
+/// with the blank line and comment that `readTimeLineHistory` skips.
+const TIMELINE_SEED: &[u8] = b"1\t0/3000158\tno recovery target specified\n\n\
+    # promoted after the disk failure\n\
+    2\t0/5000028\tat restore point \"before_upgrade\"\n\
+    3\t1/A2000000\tbefore 2026-11-30 12:00:00.123456+00\n";
 
 /// Seconds per target when `--seconds` is not given.
 const DEFAULT_SECONDS: u64 = 30;
@@ -311,6 +331,8 @@ fn seed() -> Result<()> {
 struct Seeds {
     pgoutput: Vec<Vec<u8>>,
     replication: Vec<Vec<u8>>,
+    backup: Vec<Vec<u8>>,
+    timeline: Vec<Vec<u8>>,
     decoder: Vec<Vec<u8>>,
     capture: Vec<Vec<u8>>,
     header: Vec<Vec<u8>>,
@@ -328,6 +350,8 @@ impl Seeds {
         match target {
             "pgoutput_message" => &self.pgoutput,
             "replication_message" => &self.replication,
+            "backup_message" => &self.backup,
+            "timeline_history" => &self.timeline,
             "decoder_sequence" => &self.decoder,
             "capture_file" => &self.capture,
             "capture_header" => &self.header,
@@ -362,6 +386,8 @@ impl Seeds {
             .iter()
             .map(|s| s.as_bytes().to_vec())
             .collect();
+        self.backup = BACKUP_SEEDS.iter().map(|s| s.to_vec()).collect();
+        self.timeline = vec![TIMELINE_SEED.to_vec()];
         self.pgpass = PGPASS_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect();
         self.value = VALUE_SEEDS
             .iter()

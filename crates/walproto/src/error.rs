@@ -81,6 +81,18 @@ pub enum ErrorKind {
         /// The largest length allowed there.
         max: u32,
     },
+    /// A timeline history line does not start with a timeline ID (a decimal `u32`).
+    BadTimelineId,
+    /// A timeline history line has no switch position (`X/X`) after its timeline ID.
+    BadSwitchLsn,
+    /// A timeline history line's ID is not above the previous line's: PostgreSQL's history
+    /// files list their timelines in increasing order.
+    TimelineOutOfOrder {
+        /// The previous line's timeline ID.
+        previous: u32,
+        /// This line's timeline ID.
+        found: u32,
+    },
 }
 
 impl Error {
@@ -167,6 +179,16 @@ impl fmt::Display for ErrorKind {
             ErrorKind::TooLong { len, max } => {
                 write!(f, "length {len} exceeds the limit of {max} bytes")
             }
+            ErrorKind::BadTimelineId => {
+                f.write_str("timeline history line without a numeric timeline ID")
+            }
+            ErrorKind::BadSwitchLsn => {
+                f.write_str("timeline history line without a switch position X/X")
+            }
+            ErrorKind::TimelineOutOfOrder { previous, found } => write!(
+                f,
+                "timeline history lists timeline {found} after {previous}, not in increasing order"
+            ),
         }
     }
 }

@@ -6,8 +6,10 @@
 
 use alloc::vec::Vec;
 
+use crate::backup::BackupMessage;
 use crate::pgoutput::{Message, ParseContext, ProtocolVersion, Streaming};
 use crate::replication::{ClientMessage, ServerMessage, XLogData};
+use crate::timeline::{write_history, TimelineHistory};
 use crate::{Decoder, Lsn, Timestamp};
 
 // The generator needs the `arbitrary` crate, which the library itself does not.
@@ -63,6 +65,32 @@ pub fn replication_message(data: &[u8]) {
         let mut out = Vec::new();
         msg.encode(&mut out);
         assert_eq!(ClientMessage::parse(&out), Ok(msg));
+    }
+}
+
+/// Parses a CopyData payload of `BASE_BACKUP`'s archive stream: whatever parses must encode
+/// back to exactly the input, in as many bytes as `encoded_len` says.
+pub fn backup_message(data: &[u8]) {
+    if let Ok(msg) = BackupMessage::parse(data) {
+        let mut out = Vec::with_capacity(msg.encoded_len());
+        msg.encode(&mut out);
+        assert_eq!(out, data, "re-encoding changed the bytes of {msg:?}");
+        assert_eq!(msg.encoded_len(), out.len());
+    }
+}
+
+/// Parses a timeline history file: its switches can be read without end, and written back
+/// they give a file that parses to the same switches.
+pub fn timeline_history(data: &[u8]) {
+    if let Ok(history) = TimelineHistory::parse(data) {
+        assert_eq!(history.switches().count(), history.len());
+        let mut out = Vec::new();
+        write_history(history.switches(), &mut out);
+        let again = TimelineHistory::parse(&out);
+        assert!(
+            again.is_ok_and(|again| again.switches().eq(history.switches())),
+            "written history {out:?} does not parse back"
+        );
     }
 }
 

@@ -1,4 +1,5 @@
-//! Sans-IO, `no_std`, zero-copy parsing and encoding of PostgreSQL logical replication.
+//! Sans-IO, `no_std`, zero-copy parsing and encoding of PostgreSQL replication: logical streams,
+//! and the physical side's base-backup stream and timeline histories.
 //!
 //! `walproto` turns bytes into values and back, and nothing else: no sockets, no clock, no
 //! allocation per message. It covers:
@@ -10,6 +11,9 @@
 //!   under an explicit [`pgoutput::ParseContext`];
 //! - a [`Decoder`] that follows a whole stream: streamed blocks, transaction boundaries, the
 //!   relation cache, and each row checked against its relation;
+//! - the CopyData messages of `BASE_BACKUP`'s archive stream, PostgreSQL 15+ ([`backup`]):
+//!   new archive, manifest, archive or manifest data, progress;
+//! - timeline history files as `TIMELINE_HISTORY` returns them ([`timeline`]);
 //! - the `WALCAP1` capture file framing ([`capture`]);
 //! - owned forms backed by [`bytes::Bytes`] for values that cross tasks ([`owned`]).
 //!
@@ -40,6 +44,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod backup;
 pub mod capture;
 mod decoder;
 mod error;
@@ -47,6 +52,7 @@ pub mod owned;
 pub mod pgoutput;
 mod reader;
 pub mod replication;
+pub mod timeline;
 mod types;
 
 #[doc(hidden)]

@@ -172,6 +172,21 @@ impl<'a> Reader<'a> {
         self.utf8(s, at)
     }
 
+    /// Reads a [`cstr`](Self::cstr) of at most `max` bytes (a path, an archive name), its
+    /// length checked before anything else; too long is [`ErrorKind::TooLong`] at its start.
+    pub(crate) fn bounded_cstr(&mut self, max: usize) -> Result<&'a str, Error> {
+        let at = self.offset();
+        let s = self.cstr_bytes()?;
+        if s.len() > max {
+            let kind = ErrorKind::TooLong {
+                len: u32::try_from(s.len()).unwrap_or(u32::MAX),
+                max: u32::try_from(max).unwrap_or(u32::MAX),
+            };
+            return Err(self.error_at(kind, at));
+        }
+        self.utf8(s, at)
+    }
+
     /// The bytes up to the next NUL, which is consumed too.
     fn cstr_bytes(&mut self) -> Result<&'a [u8], Error> {
         let at = self.offset();

@@ -120,10 +120,35 @@ fn fuzz_regressions() {
         Some(match target {
             "pgoutput_message" => walproto::fuzzing::pgoutput_message,
             "replication_message" => walproto::fuzzing::replication_message,
+            "backup_message" => walproto::fuzzing::backup_message,
+            "timeline_history" => walproto::fuzzing::timeline_history,
             "decoder_sequence" => walproto::fuzzing::decoder_sequence,
             "capture_file" => walproto::fuzzing::capture_file,
             "capture_header" => walproto::fuzzing::capture_header,
             _ => return None,
         })
     });
+}
+
+/// Archive stream messages with fixed fields, cut at every byte: an error within the cut,
+/// naming the tag once it was read.
+#[test]
+fn backup_messages_cut_at_every_byte() {
+    use walproto::backup::BackupMessage;
+    let messages: &[&[u8]] = &[
+        b"nbase.tar\0\0",
+        b"n16384.tar\0/srv/tblspc/fast\0",
+        b"p\0\0\0\0\0\x01\0\0",
+    ];
+    for bytes in messages {
+        for cut in 0..bytes.len() {
+            let e = BackupMessage::parse(&bytes[..cut]).unwrap_err();
+            assert!(e.offset() <= cut, "{e:?} at cut {cut}");
+            assert_eq!(e.tag(), bytes[..cut].first().copied());
+            assert!(matches!(
+                e.kind(),
+                ErrorKind::Empty | ErrorKind::UnexpectedEof | ErrorKind::UnterminatedString
+            ));
+        }
+    }
 }

@@ -1,12 +1,14 @@
 //! Encode then parse gives back the message, for every message under every valid context.
 
 use proptest::prelude::*;
+use walproto::backup::{BackupMessage, NewArchive, Progress};
 use walproto::fuzzing::{encode_parse, Sample};
 use walproto::pgoutput::{Message, OldTuple};
 use walproto::replication::{
     ClientMessage, HotStandbyFeedback, PrimaryKeepalive, ServerMessage, StandbyStatusUpdate,
     XLogData,
 };
+use walproto::timeline::{write_history, TimelineHistory, TimelineSwitch};
 use walproto::{Lsn, Timestamp};
 
 use crate::generate::{config, fuzz_case, pgoutput, regressions};
@@ -93,6 +95,53 @@ proptest! {
             msg.encode(&mut out);
             prop_assert_eq!(ClientMessage::parse(&out), Ok(msg));
         }
+    }
+
+    /// Every archive stream message parses back to itself from exactly its bytes.
+    #[test]
+    fn backup_messages_round_trip(
+        name in "[a-z0-9._-]{0,40}", location in "(/[^\0/]{1,12}){0,4}",
+        data in proptest::collection::vec(any::<u8>(), 0..64), done in any::<u64>(),
+    ) {
+        for msg in [
+            BackupMessage::NewArchive(NewArchive { name: &name, tablespace_location: &location }),
+            BackupMessage::Manifest,
+            BackupMessage::Data(&data),
+            BackupMessage::Progress(Progress { bytes_done: done }),
+        ] {
+            let mut out = Vec::new();
+            msg.encode(&mut out);
+            prop_assert_eq!(out.len(), msg.encoded_len());
+            prop_assert_eq!(BackupMessage::parse(&out), Ok(msg));
+            walproto::fuzzing::backup_message(&out);
+        }
+    }
+
+    /// Switches with increasing timelines, written as a history file, parse back to themselves.
+    #[test]
+    fn timeline_history_round_trip(
+        lines in proptest::collection::vec(
+            (1u32..1000, any::<u64>(), "[^\n\t #\r\x0b\x0c][^\n]{0,30}|"), 0..8),
+    ) {
+        let mut timeline = 0u32;
+        let switches: Vec<TimelineSwitch<'_>> = lines
+            .iter()
+            .map(|(step, lsn, reason)| {
+                timeline += step;
+                TimelineSwitch {
+                    timeline,
+                    switch_lsn: Lsn::new(*lsn),
+                    reason: reason.trim_end_matches(['\r', ' ', '\t', '\x0b', '\x0c']).as_bytes(),
+                }
+            })
+            .collect();
+        let mut file = Vec::new();
+        write_history(switches.iter().copied(), &mut file);
+        let history = TimelineHistory::parse(&file);
+        prop_assert!(history.is_ok(), "{:?}: {:?}", String::from_utf8_lossy(&file), history);
+        let parsed: Vec<_> = history.unwrap().switches().collect();
+        prop_assert_eq!(parsed, switches);
+        walproto::fuzzing::timeline_history(&file);
     }
 
     #[test]
