@@ -20,7 +20,8 @@
 //! 3. `START_REPLICATION` (any slot, logical or physical) logs its start LSN, is answered with
 //!    CopyBothResponse, and runs the script with a [`Peer`]. What the script sends is the
 //!    replication stream, byte for byte ([`message`] frames one backend message), so it can be
-//!    as wrong as a test needs. When the script returns, the server closes its side of the
+//!    as wrong as a test needs. `BASE_BACKUP` runs the script at once: its whole answer, from
+//!    the first result set on, is the script's. When the script returns, the server closes its side of the
 //!    connection (the client reads end-of-file).
 //! 4. Meanwhile every client message is read and logged in the [`Log`]: the flush position of
 //!    each standby status update; CopyDone, which stops the script and is answered with
@@ -439,22 +440,25 @@ async fn connection<F, Fut>(
         match m.tag {
             b'Q' if running.is_none() => {
                 let sql = String::from_utf8_lossy(m.body.strip_suffix(b"\0").unwrap_or(&m.body));
-                if !sql.starts_with("START_REPLICATION") {
+                let base_backup = sql.starts_with("BASE_BACKUP");
+                if !sql.starts_with("START_REPLICATION") && !base_backup {
                     if !send(&writer, &answer(&sql)).await {
                         break;
                     }
                     continue;
                 }
-                let Some(lsn) = sql.split_whitespace().find_map(parse_lsn) else {
-                    if !send(&writer, &error("START_REPLICATION without a start LSN")).await {
+                if !base_backup {
+                    let Some(lsn) = sql.split_whitespace().find_map(parse_lsn) else {
+                        if !send(&writer, &error("START_REPLICATION without a start LSN")).await {
+                            break;
+                        }
+                        continue;
+                    };
+                    Log::push(&log.starts, lsn);
+                    // CopyBothResponse: text format, no columns.
+                    if !send(&writer, &message(b'W', &[0, 0, 0])).await {
                         break;
                     }
-                    continue;
-                };
-                Log::push(&log.starts, lsn);
-                // CopyBothResponse: text format, no columns.
-                if !send(&writer, &message(b'W', &[0, 0, 0])).await {
-                    break;
                 }
                 let (to_script, messages) = mpsc::unbounded_channel();
                 let peer = Peer {

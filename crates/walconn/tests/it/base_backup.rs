@@ -1,7 +1,7 @@
 //! `BASE_BACKUP`: the result sets and the archive-message stream of PostgreSQL 15+, on a
 //! real server, and the refusals and server errors around it.
 
-use pgtest::fake::{message, FakeWalsender, Startup};
+use pgtest::fake::{copy_data, message, FakeWalsender, Startup};
 use walconn::{BaseBackupOptions, Checkpoint, Connection, ErrorKind, Manifest};
 use walproto::Lsn;
 
@@ -143,5 +143,158 @@ fn base_backup_refuses_a_server_older_than_15() {
         assert!(err.to_string().contains("PostgreSQL 15"), "{err}");
         assert!(err.to_string().contains("14.9"), "{err}");
         assert!(!conn.is_poisoned());
+    });
+}
+
+/// A result set of text columns `columns` with one row of `values`, as the server sends the
+/// position and tablespace results of `BASE_BACKUP`.
+fn result_set(columns: &[&str], values: &[Option<&str>]) -> Vec<u8> {
+    let mut desc = (columns.len() as u16).to_be_bytes().to_vec();
+    for c in columns {
+        desc.extend_from_slice(c.as_bytes());
+        desc.push(0);
+        // Table OID, column number, type OID (text), size, modifier, text format.
+        desc.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 255, 255, 255, 255, 255, 255]);
+        desc.extend_from_slice(&[0, 0]);
+    }
+    let mut row = (values.len() as u16).to_be_bytes().to_vec();
+    for v in values {
+        match v {
+            Some(v) => {
+                row.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                row.extend_from_slice(v.as_bytes());
+            }
+            None => row.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    let mut out = message(b'T', &desc);
+    out.extend(message(b'D', &row));
+    out.extend(message(b'C', b"SELECT\0"));
+    out
+}
+
+/// What a 15+ server sends before the archives: the start position, one tablespace (the
+/// data directory, 100 kB) and CopyOutResponse.
+fn backup_start() -> Vec<u8> {
+    let mut out = result_set(&["recptr", "tli"], &[Some("0/2000028"), Some("1")]);
+    out.extend(result_set(
+        &["spcoid", "spclocation", "size"],
+        &[None, None, Some("100")],
+    ));
+    // CopyOutResponse: binary, no columns.
+    out.extend(message(b'H', &[1, 0, 0]));
+    out
+}
+
+#[test]
+fn base_backup_server_error_mid_stream_is_typed() {
+    block_on(async {
+        let server = FakeWalsender::start(|peer| async move {
+            let mut out = backup_start();
+            out.extend(copy_data(b"nbase.tar\0\0"));
+            out.extend(copy_data(b"dsome tar bytes"));
+            out.extend(message(
+                b'E',
+                b"SERROR\0VERROR\0C58P01\0Mcould not open file \"base/1/1234\"\0\0",
+            ));
+            out.extend(message(b'Z', b"I"));
+            peer.send(&out).await;
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        })
+        .await;
+        let mut conn = Connection::connect(&config(&server.conninfo()))
+            .await
+            .unwrap();
+        let mut backup = conn
+            .base_backup(&BaseBackupOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(backup.start().lsn, "0/2000028".parse().unwrap());
+        assert_eq!(backup.tablespaces()[0].size_kb, Some(100));
+        assert_eq!(&backup.next().await.unwrap().unwrap()[..], b"nbase.tar\0\0");
+        assert_eq!(
+            &backup.next().await.unwrap().unwrap()[..],
+            b"dsome tar bytes"
+        );
+        let err = backup.next().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Db, "{err:?}");
+        assert_eq!(err.code(), Some("58P01"), "{err:?}");
+        assert!(err.to_string().contains("base/1/1234"), "{err}");
+        assert!(
+            backup.next().await.unwrap().is_none(),
+            "the backup has ended"
+        );
+        assert!(backup.end().is_none());
+        assert!(!conn.is_poisoned(), "back in step after ReadyForQuery");
+    });
+}
+
+#[test]
+fn base_backup_next_dropped_mid_frame_loses_nothing() {
+    block_on(async {
+        let server = FakeWalsender::start(|peer| async move {
+            let mut out = backup_start();
+            let frame = copy_data(b"dhalf and half");
+            out.extend_from_slice(&frame[..8]);
+            peer.send(&out).await;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let mut out = frame[8..].to_vec();
+            out.extend(message(b'c', b""));
+            out.extend(result_set(
+                &["recptr", "tli"],
+                &[Some("0/2000100"), Some("1")],
+            ));
+            out.extend(message(b'C', b"BASE_BACKUP\0"));
+            out.extend(message(b'Z', b"I"));
+            peer.send(&out).await;
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        })
+        .await;
+        let mut conn = Connection::connect(&config(&server.conninfo()))
+            .await
+            .unwrap();
+        let mut backup = conn
+            .base_backup(&BaseBackupOptions::default())
+            .await
+            .unwrap();
+        let dropped =
+            tokio::time::timeout(std::time::Duration::from_millis(50), backup.next()).await;
+        assert!(dropped.is_err(), "half a frame is not a payload");
+        assert_eq!(
+            &backup.next().await.unwrap().unwrap()[..],
+            b"dhalf and half"
+        );
+        assert!(backup.next().await.unwrap().is_none());
+        assert_eq!(backup.end().unwrap().lsn, "0/2000100".parse().unwrap());
+        assert!(!conn.is_poisoned());
+    });
+}
+
+#[test]
+fn base_backup_fatal_error_then_close_returns_the_servers_error() {
+    // A terminated walsender sends FATAL and closes without ReadyForQuery: the server's
+    // error is what `next` returns, not the end-of-file after it.
+    block_on(async {
+        let server = FakeWalsender::start(|peer| async move {
+            let mut out = backup_start();
+            out.extend(copy_data(b"nbase.tar\0\0"));
+            out.extend(message(
+                b'E',
+                b"SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0\0",
+            ));
+            peer.send(&out).await;
+        })
+        .await;
+        let mut conn = Connection::connect(&config(&server.conninfo()))
+            .await
+            .unwrap();
+        let mut backup = conn
+            .base_backup(&BaseBackupOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(&backup.next().await.unwrap().unwrap()[..], b"nbase.tar\0\0");
+        let err = backup.next().await.unwrap_err();
+        assert_eq!(err.code(), Some("57P01"), "{err:?}");
+        assert!(backup.next().await.unwrap().is_none());
     });
 }
