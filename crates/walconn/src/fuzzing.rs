@@ -95,7 +95,7 @@ pub fn pgpass(data: &[u8]) {
 /// `TIMELINE_HISTORY` and `START_REPLICATION`, whose CopyBoth frames are received (and
 /// keepalives asking for a reply answered) until an error or the end. The pipe closes when
 /// the input is exhausted; what the client writes is read and dropped. Errors are expected;
-/// a panic, or an exchange still running after [`HANG`], is a bug.
+/// a panic, or an exchange still running after `HANG` (10 s), is a bug.
 pub fn server_bytes(data: &[u8]) {
     let config = Config::parse_with_env("user=u password=p dbname=d", |_| None);
     let runtime = tokio::runtime::Builder::new_current_thread()
