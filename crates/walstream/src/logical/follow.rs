@@ -132,10 +132,39 @@ impl Follower {
         frame: &Bytes,
         x: &XLogData<'_>,
     ) -> Result<Followed, walproto::Error> {
-        match &mut self.mode {
-            Mode::Decoded(_) => self.decode(frame, x),
-            Mode::Raw(_) => Ok(self.follow_raw(frame, x)),
-        }
+        let Mode::Decoded(decoder) = &mut self.mode else {
+            return Ok(self.follow_raw(frame, x));
+        };
+        let decoded = decoder.decode(x.data)?;
+        let message = decoded.message;
+        let relation = decoded.relation.cloned();
+        // A Truncate names several relations: looked up while the decoder is at hand.
+        let truncated = match &message {
+            Message::Truncate(t) => t
+                .relation_ids
+                .iter()
+                .map(|id| {
+                    decoder.relation(id).cloned().ok_or(walproto::Error::new(
+                        ErrorKind::UnknownRelation(id),
+                        Some(message.tag()),
+                        0,
+                    ))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => Vec::new(),
+        };
+        let kind = self.event_kind(frame, &message, relation, truncated)?;
+        let transaction_end = message.transaction_end();
+        let (xid, commit_time) = self.track(&message, transaction_end.is_some());
+        Ok(Followed {
+            event: ChangeEvent {
+                lsn: x.wal_start,
+                xid,
+                commit_time,
+                kind,
+            },
+            transaction_end,
+        })
     }
 
     fn follow_raw(&mut self, frame: &Bytes, x: &XLogData<'_>) -> Followed {
@@ -145,7 +174,7 @@ impl Follower {
             match boundaries.observe(x.data) {
                 Ok(Some(message)) => {
                     transaction_end = message.transaction_end();
-                    (xid, commit_time) = self.track(&message);
+                    (xid, commit_time) = self.track(&message, transaction_end.is_some());
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -175,29 +204,9 @@ impl Follower {
         }
     }
 
-    fn decode(&mut self, frame: &Bytes, x: &XLogData<'_>) -> Result<Followed, walproto::Error> {
-        let Mode::Decoded(decoder) = &mut self.mode else {
-            return Err(walproto::Error::new(ErrorKind::OutOfOrder, None, 0));
-        };
-        let decoded = decoder.decode(x.data)?;
-        let message = decoded.message;
-        let relation = decoded.relation.cloned();
-        let kind = self.event_kind(frame, &message, relation)?;
-        let (xid, commit_time) = self.track(&message);
-        Ok(Followed {
-            event: ChangeEvent {
-                lsn: x.wal_start,
-                xid,
-                commit_time,
-                kind,
-            },
-            transaction_end: message.transaction_end(),
-        })
-    }
-
-    /// Follows the transaction `message` belongs to; returns the xid and commit time of its
-    /// event.
-    fn track(&mut self, message: &Message<'_>) -> (Option<Xid>, Option<Timestamp>) {
+    /// Follows the transaction `message` belongs to (`ended`: the message ended it); returns
+    /// the xid and commit time of its event.
+    fn track(&mut self, message: &Message<'_>, ended: bool) -> (Option<Xid>, Option<Timestamp>) {
         let seen = match message {
             Message::Begin(b) => {
                 self.xid = Some(b.xid);
@@ -230,19 +239,21 @@ impl Follower {
             | Message::Truncate(_)
             | Message::Message(_) => (self.xid, self.commit_time),
         };
-        if message.transaction_end().is_some() {
+        if ended {
             self.xid = None;
             self.commit_time = None;
         }
         seen
     }
 
-    /// The owned event of a decoded `message`; `relation` is the decoder's for a row message.
+    /// The owned event of a decoded `message`; `relation` is the decoder's for a row message,
+    /// `truncated` the relations of a Truncate.
     fn event_kind(
         &mut self,
         frame: &Bytes,
         message: &Message<'_>,
         relation: Option<Arc<RelationInfo>>,
+        truncated: Vec<Arc<RelationInfo>>,
     ) -> Result<EventKind, walproto::Error> {
         let tag = message.tag();
         let rows = Rows { frame, tag };
@@ -289,22 +300,12 @@ impl Follower {
                     relation: rel,
                 })
             }
-            Message::Truncate(t) => {
-                let Mode::Decoded(decoder) = &self.mode else {
-                    return Err(walproto::Error::new(ErrorKind::OutOfOrder, Some(tag), 0));
-                };
-                let relations = t
-                    .relation_ids
-                    .iter()
-                    .map(|id| decoder.relation(id).cloned().ok_or(unknown(id)))
-                    .collect::<Result<Vec<_>, _>>()?;
-                EventKind::Truncate(Truncate {
-                    xid: t.xid,
-                    relations,
-                    cascade: t.cascade(),
-                    restart_identity: t.restart_identity(),
-                })
-            }
+            Message::Truncate(t) => EventKind::Truncate(Truncate {
+                xid: t.xid,
+                relations: truncated,
+                cascade: t.cascade(),
+                restart_identity: t.restart_identity(),
+            }),
             Message::Message(m) => EventKind::Message(LogicalMessage {
                 xid: m.xid,
                 transactional: m.transactional(),
