@@ -38,6 +38,7 @@ mod guard;
 mod proxy;
 mod seed;
 mod session;
+mod standby;
 
 // The async test support needs tokio: behind the `async` feature, so that xtask stays std-only.
 #[cfg(feature = "async")]

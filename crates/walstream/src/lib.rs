@@ -92,8 +92,10 @@ const _: () = {
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
+pub mod backup;
 mod error;
 mod logical;
+pub mod physical;
 mod session;
 mod slots;
 mod snapshot;

@@ -17,11 +17,13 @@
               reach helper functions outside #[test] items)"
 )]
 
+mod backup;
 mod cancel;
 mod faults;
 mod feedback;
 mod hostile;
 mod memory;
+mod physical;
 mod reconnect;
 mod runtime;
 mod scenarios;

@@ -1,0 +1,1 @@
+//! A primary and its standbys: streaming replication pairs for the physical and failover tests.

@@ -1,0 +1,1 @@
+//! Live tests of base backups: the entry stream, the writers, the manifest.

@@ -1,0 +1,1 @@
+//! Live tests of the physical WAL stream and the WAL segment writer.
