@@ -11,6 +11,7 @@
 mod lifecycle;
 mod session;
 mod shared;
+mod standby;
 
 /// The oldest installed major, for tests that need just one server.
 fn some_major() -> u32 {

@@ -22,6 +22,7 @@ mod cancel;
 mod faults;
 mod feedback;
 mod hostile;
+mod incremental;
 mod memory;
 mod physical;
 mod reconnect;
