@@ -1,8 +1,10 @@
 //! Replication commands and plain SQL over the simple query protocol, with typed results.
 
+use bytes::Bytes;
 use fallible_iterator::FallibleIterator as _;
 use postgres_protocol::message::backend::{DataRowBody, Message, RowDescriptionBody};
 use postgres_protocol::message::frontend;
+use walproto::timeline::TimelineHistory;
 use walproto::Lsn;
 
 use crate::conn::{bad_message, server_error, unexpected, Connection};
@@ -121,6 +123,42 @@ pub struct SlotInfo {
     pub restart_tli: Option<u32>,
 }
 
+/// The answer to `TIMELINE_HISTORY`: a history file's name and its bytes as the server
+/// keeps them (not forced through UTF-8: a restore point's name in a reason is in the
+/// server's encoding, unchecked). [`history`](Self::history) parses it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimelineHistoryFile {
+    filename: String,
+    content: Bytes,
+}
+
+impl TimelineHistoryFile {
+    /// The file's name, such as `00000002.history`.
+    pub fn filename(&self) -> &str {
+        &self.filename
+    }
+
+    /// The file's bytes.
+    pub fn content(&self) -> &Bytes {
+        &self.content
+    }
+
+    /// The file parsed by walproto: every line checked, the switches then read without
+    /// errors. A bad line is an [`ErrorKind::Protocol`](crate::ErrorKind::Protocol) error
+    /// naming the file and the line's byte offset, whose
+    /// [`source`](std::error::Error::source) is walproto's error (with the offset).
+    pub fn history(&self) -> Result<TimelineHistory<'_>> {
+        TimelineHistory::parse(&self.content).map_err(|e| {
+            Error::protocol(format!(
+                "timeline history file {} is malformed at byte {}",
+                self.filename,
+                e.offset()
+            ))
+            .with_source(e)
+        })
+    }
+}
+
 impl Connection {
     /// Runs `sql` (one or more statements) with the simple query protocol and returns one
     /// result per statement. On a `replication=database` connection the server runs plain SQL
@@ -134,22 +172,37 @@ impl Connection {
     /// without touching the socket and the connection must be discarded.
     pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<QueryResult>> {
         self.begin_operation()?;
-        let result = self.simple_query_inner(sql).await;
+        let result = self.query_inner(sql, text_values).await;
         self.end_operation();
-        result
+        result.map(|results| {
+            results
+                .into_iter()
+                .map(|s| QueryResult {
+                    columns: s.columns,
+                    rows: s.rows,
+                    tag: s.tag,
+                })
+                .collect()
+        })
     }
 
-    async fn simple_query_inner(&mut self, sql: &str) -> Result<Vec<QueryResult>> {
+    /// The simple query protocol, each row's values read by `values` (text or raw bytes):
+    /// per statement its columns, rows and command tag.
+    async fn query_inner<V>(
+        &mut self,
+        sql: &str,
+        values: fn(&DataRowBody) -> Result<Vec<Option<V>>>,
+    ) -> Result<Vec<Statement<V>>> {
         frontend::query(sql, self.write_buf())
             .map_err(|e| Error::config("query text contains a NUL byte").with_source(e))?;
         self.flush().await?;
         let mut results = Vec::new();
-        let mut current = QueryResult::default();
+        let mut current = Statement::default();
         let mut error = None;
         loop {
             match self.read_raw().await? {
                 Message::RowDescription(desc) => current.columns = column_names(&desc)?,
-                Message::DataRow(row) => current.rows.push(text_values(&row)?),
+                Message::DataRow(row) => current.rows.push(values(&row)?),
                 Message::CommandComplete(c) => {
                     current.tag = c.tag().map_err(bad_message)?.to_owned();
                     results.push(std::mem::take(&mut current));
@@ -307,17 +360,37 @@ impl Connection {
         self.simple_query(&sql).await.map(drop)
     }
 
-    /// `TIMELINE_HISTORY tli`: the history file's name and contents.
+    /// `TIMELINE_HISTORY tli`: the history file's name and bytes (parse them with
+    /// [`TimelineHistoryFile::history`]). The server refuses timeline 1, which has no
+    /// history file, with its error (SQLSTATE 58P01).
     ///
     /// Not cancel-safe: a future dropped before it completes poisons the connection (see
     /// [`ErrorKind::Poisoned`](crate::ErrorKind::Poisoned)), after which every call fails
     /// without touching the socket and the connection must be discarded.
-    pub async fn timeline_history(&mut self, timeline: u32) -> Result<(String, String)> {
-        let r = self.one(&format!("TIMELINE_HISTORY {timeline}")).await?;
-        Ok((
-            field(&r, "filename")?.to_owned(),
-            field(&r, "content")?.to_owned(),
-        ))
+    pub async fn timeline_history(&mut self, timeline: u32) -> Result<TimelineHistoryFile> {
+        self.begin_operation()?;
+        let result = self
+            .query_inner(&format!("TIMELINE_HISTORY {timeline}"), raw_values)
+            .await;
+        self.end_operation();
+        let Statement { columns, rows, .. } = result?
+            .pop()
+            .ok_or_else(|| Error::protocol("no result for TIMELINE_HISTORY"))?;
+        let value = |name: &str| {
+            let i = columns.iter().position(|c| c == name);
+            i.and_then(|i| rows.first()?.get(i)?.clone())
+                .ok_or_else(|| {
+                    Error::protocol(format!("the answer to TIMELINE_HISTORY lacks {name}"))
+                })
+        };
+        let filename = value("filename")?;
+        let filename = std::str::from_utf8(&filename)
+            .map_err(|e| Error::protocol("TIMELINE_HISTORY's filename").with_source(e))?
+            .to_owned();
+        Ok(TimelineHistoryFile {
+            filename,
+            content: value("content")?,
+        })
     }
 }
 
@@ -403,22 +476,52 @@ pub(crate) fn column_names(desc: &RowDescriptionBody) -> Result<Vec<String>> {
     Ok(columns)
 }
 
-/// The text values of a `DataRow`; `None` is SQL NULL.
-pub(crate) fn text_values(row: &DataRowBody) -> Result<Vec<Option<String>>> {
-    let buf = row.buffer();
+/// One statement's answer, its values text or bytes (see [`QueryResult`]).
+struct Statement<V> {
+    columns: Vec<String>,
+    rows: Vec<Vec<Option<V>>>,
+    tag: String,
+}
+
+impl<V> Default for Statement<V> {
+    fn default() -> Self {
+        Self {
+            columns: Vec::new(),
+            rows: Vec::new(),
+            tag: String::new(),
+        }
+    }
+}
+
+/// The values of a `DataRow` as bytes sliced from the frame, not copied; `None` is SQL NULL.
+/// A range outside the row is a protocol error.
+pub(crate) fn raw_values(row: &DataRowBody) -> Result<Vec<Option<Bytes>>> {
+    let buf = row.buffer_bytes();
     let mut values = Vec::new();
     let mut ranges = row.ranges();
     while let Some(range) = ranges.next().map_err(bad_message)? {
         values.push(match range {
-            Some(r) => Some(
-                std::str::from_utf8(buf.get(r).unwrap_or_default())
-                    .map_err(|e| bad_message(std::io::Error::other(e)))?
-                    .to_owned(),
-            ),
+            Some(r) if r.start <= r.end && r.end <= buf.len() => Some(buf.slice(r)),
+            Some(_) => return Err(Error::protocol("a DataRow value runs past its message")),
             None => None,
         });
     }
     Ok(values)
+}
+
+/// The text values of a `DataRow`; `None` is SQL NULL.
+pub(crate) fn text_values(row: &DataRowBody) -> Result<Vec<Option<String>>> {
+    raw_values(row)?
+        .into_iter()
+        .map(|v| {
+            v.map(|b| {
+                std::str::from_utf8(&b)
+                    .map(str::to_owned)
+                    .map_err(|e| bad_message(std::io::Error::other(e)))
+            })
+            .transpose()
+        })
+        .collect()
 }
 
 pub(crate) fn field<'r>(r: &'r QueryResult, column: &str) -> Result<&'r str> {

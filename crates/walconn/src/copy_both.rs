@@ -1,14 +1,14 @@
 //! `START_REPLICATION` and the CopyBoth duplex of raw CopyData frames; the cancel request.
 
 use bytes::{Bytes, BytesMut};
-use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::backend::{DataRowBody, Message, RowDescriptionBody};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use walproto::pgoutput::{Options, ProtocolVersion};
-use walproto::replication::StandbyStatusUpdate;
+use walproto::replication::{HotStandbyFeedback, StandbyStatusUpdate};
 use walproto::Lsn;
 
-use crate::commands::{quote_ident, quote_literal};
+use crate::commands::{column_names, parse_field, quote_ident, quote_literal, text_values};
 use crate::config::Host;
 use crate::conn::{server_error, unexpected, Connection};
 use crate::error::{Error, ErrorKind, Result};
@@ -117,12 +117,22 @@ impl Connection {
             quote_ident(slot),
             options.to_sql()
         );
-        self.start_copy_both(&sql).await?;
-        Ok(CopyBoth::new(self))
+        match self.start_copy_both(&sql).await? {
+            None => Ok(CopyBoth::new(self)),
+            Some(_) => Err(Error::protocol(
+                "the server answered START_REPLICATION ... LOGICAL with a next timeline",
+            )),
+        }
     }
 
     /// `START_REPLICATION [SLOT slot] PHYSICAL start [TIMELINE tli]` on a `replication=true`
     /// connection: enters CopyBoth mode.
+    ///
+    /// On a historic `timeline` the server streams up to the point where it switched to the
+    /// next one, then ends its side; [`CopyBoth::end`] returns that [`NextTimeline`]. Asked to
+    /// start exactly at that switch point, the server skips the copy altogether: the
+    /// returned stream has then already ended ([`recv`](CopyBoth::recv) returns `None` at
+    /// once and [`end`](CopyBoth::end) returns the next timeline without reading).
     ///
     /// Consumes the connection, as
     /// [`start_logical_replication`](Self::start_logical_replication) does.
@@ -141,18 +151,31 @@ impl Connection {
         if let Some(t) = timeline {
             sql.push_str(&format!(" TIMELINE {t}"));
         }
-        self.start_copy_both(&sql).await?;
-        Ok(CopyBoth::new(self))
+        Ok(match self.start_copy_both(&sql).await? {
+            None => CopyBoth::new(self),
+            Some(next) => {
+                let mut stream = CopyBoth::new(self);
+                stream.client_done = true;
+                stream.server_done = true;
+                stream.ready = true;
+                stream.next_timeline = Some(next);
+                stream
+            }
+        })
     }
 
-    async fn start_copy_both(&mut self, sql: &str) -> Result<()> {
+    /// Sends `sql` and reads up to the CopyBothResponse (`None`), or to the ReadyForQuery
+    /// after the next-timeline row of a physical start at the very end of a historic
+    /// timeline, which enters no copy (`Some`).
+    async fn start_copy_both(&mut self, sql: &str) -> Result<Option<NextTimeline>> {
         frontend::query(sql, self.write_buf())
             .map_err(|e| Error::config("command contains a NUL byte").with_source(e))?;
         self.flush().await?;
+        let mut next = NextTimelineRow::default();
         loop {
             self.fill_frame().await?;
             if self.take_copy_both_response() {
-                return Ok(());
+                return Ok(None);
             }
             match self.read_raw().await? {
                 Message::ErrorResponse(body) => {
@@ -160,11 +183,120 @@ impl Connection {
                     self.read_until_ready().await?;
                     return Err(e);
                 }
-                Message::ParameterStatus(_) => {}
+                Message::RowDescription(desc) => next.describe(&desc)?,
+                Message::DataRow(row) => next.row(&row)?,
+                Message::ParameterStatus(_) | Message::CommandComplete(_) => {}
+                Message::ReadyForQuery(_) => {
+                    return match next.finish()? {
+                        Some(n) => Ok(Some(n)),
+                        None => Err(Error::protocol(
+                            "START_REPLICATION ended without a copy or a next timeline",
+                        )),
+                    };
+                }
                 other => return Err(unexpected(&other, "START_REPLICATION")),
             }
         }
     }
+}
+
+/// Where the stream goes on after a historic timeline: the server's one-row result set
+/// (`next_tli`, `next_tli_startpos`) at the end of `START_REPLICATION ... TIMELINE t`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextTimeline {
+    /// The timeline that follows the one streamed (`next_tli`).
+    pub timeline: u32,
+    /// Where the server switched to it (`next_tli_startpos`): the end of the streamed
+    /// timeline, and the start position for the next `START_REPLICATION`.
+    pub start: Lsn,
+}
+
+/// How a [`CopyBoth`] ended ([`CopyBoth::end`]): the connection, ready for the next command
+/// (such as the next timeline's `START_REPLICATION`), and the next timeline when the server
+/// streamed a historic one to its end.
+///
+/// Take it apart with [`into_parts`](Self::into_parts), or read
+/// [`next_timeline`](Self::next_timeline) and keep [`into_connection`](Self::into_connection).
+#[derive(Debug)]
+pub struct Ended {
+    connection: Connection,
+    next_timeline: Option<NextTimeline>,
+}
+
+impl Ended {
+    /// The next timeline and where it starts, when the stream was of a historic timeline
+    /// that the server sent to its end; `None` when the client ended the stream first (or a
+    /// logical stream ended).
+    pub fn next_timeline(&self) -> Option<NextTimeline> {
+        self.next_timeline
+    }
+
+    /// The connection, ready for the next command.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// The connection, ready for the next command.
+    pub fn into_connection(self) -> Connection {
+        self.connection
+    }
+
+    /// The connection and the next timeline.
+    pub fn into_parts(self) -> (Connection, Option<NextTimeline>) {
+        (self.connection, self.next_timeline)
+    }
+}
+
+/// Reads the next-timeline result set: its description, then exactly one row.
+#[derive(Debug, Default)]
+struct NextTimelineRow {
+    columns: Option<Vec<String>>,
+    next: Option<NextTimeline>,
+}
+
+impl NextTimelineRow {
+    fn describe(&mut self, desc: &RowDescriptionBody) -> Result<()> {
+        if self.columns.is_some() {
+            return Err(malformed_next("a second result set"));
+        }
+        self.columns = Some(column_names(desc)?);
+        Ok(())
+    }
+
+    fn row(&mut self, row: &DataRowBody) -> Result<()> {
+        let (Some(columns), None) = (&self.columns, self.next) else {
+            return Err(malformed_next(
+                "a row without a description, or a second row",
+            ));
+        };
+        let r = crate::QueryResult {
+            columns: columns.clone(),
+            rows: vec![text_values(row)?],
+            tag: String::new(),
+        };
+        let timeline: u32 = parse_field(&r, "next_tli").map_err(|e| e.context(NEXT_ROW))?;
+        if timeline == 0 {
+            return Err(malformed_next("next_tli is 0, which is no timeline"));
+        }
+        let start = parse_field(&r, "next_tli_startpos").map_err(|e| e.context(NEXT_ROW))?;
+        self.next = Some(NextTimeline { timeline, start });
+        Ok(())
+    }
+
+    /// The row, if there was a result set; a description without its row is an error.
+    fn finish(self) -> Result<Option<NextTimeline>> {
+        match (self.columns, self.next) {
+            (Some(_), None) => Err(malformed_next("a result set without its row")),
+            (_, next) => Ok(next),
+        }
+    }
+}
+
+/// What the errors of [`NextTimelineRow`] are about.
+const NEXT_ROW: &str = "the next-timeline row at the end of START_REPLICATION";
+
+fn malformed_next(what: &str) -> Error {
+    Error::protocol(format!("{NEXT_ROW}: {what}"))
 }
 
 /// The CopyBoth duplex after `START_REPLICATION`: receive CopyData payloads, send CopyData
@@ -184,6 +316,9 @@ pub struct CopyBoth {
     server_done: bool,
     /// The server has sent ReadyForQuery: the copy is over on both sides.
     ready: bool,
+    /// The next timeline, when the server named it before the copy (a start at the end of
+    /// a historic timeline).
+    next_timeline: Option<NextTimeline>,
     scratch: BytesMut,
 }
 
@@ -194,6 +329,7 @@ impl CopyBoth {
             client_done: false,
             server_done: false,
             ready: false,
+            next_timeline: None,
             scratch: BytesMut::new(),
         }
     }
@@ -283,39 +419,69 @@ impl CopyBoth {
         self.send(&payload).await
     }
 
-    /// Ends the stream cleanly: sends CopyDone (once), skips what the server still sends,
-    /// reads its CopyDone, CommandComplete and ReadyForQuery, and returns the connection for
-    /// further commands.
+    /// Encodes and sends hot standby feedback (`h`: the standby's xmin and catalog xmin,
+    /// with their epochs), which a physical slot or the walsender keeps as its xmin.
+    ///
+    /// Not cancel-safe, as [`send`](Self::send): a dropped call poisons the connection.
+    pub async fn send_hot_standby_feedback(&mut self, feedback: &HotStandbyFeedback) -> Result<()> {
+        self.scratch.clear();
+        feedback.encode(&mut self.scratch);
+        let payload = self.scratch.split().freeze();
+        self.send(&payload).await
+    }
+
+    /// Ends the stream: [`end`](Self::end), keeping only the connection.
+    ///
+    /// Consumes the stream, as `end` does.
+    pub async fn finish(self) -> Result<Connection> {
+        self.end().await.map(Ended::into_connection)
+    }
+
+    /// Ends the stream cleanly: sends CopyDone (once), skips the data still in flight, reads
+    /// the server's CopyDone, for a historic timeline streamed to its end the next timeline
+    /// ([`NextTimeline`]), then CommandComplete and ReadyForQuery, and returns the
+    /// connection, ready for further commands, with the next timeline ([`Ended`]).
+    ///
+    /// A server error is returned once ReadyForQuery is read; a malformed next-timeline
+    /// result set is an [`ErrorKind::Protocol`] error.
     ///
     /// Consumes the stream: dropping the future drops the connection (and closes the
     /// socket). After a dropped [`send`](Self::send) it fails with [`ErrorKind::Poisoned`]
     /// without writing anything.
-    pub async fn finish(mut self) -> Result<Connection> {
+    pub async fn end(mut self) -> Result<Ended> {
         self.conn.check_poisoned()?;
-        if self.ready {
-            return Ok(self.conn);
-        }
-        if !self.client_done {
-            frontend::copy_done(self.conn.write_buf());
-            self.conn.flush().await?;
-            self.client_done = true;
-        }
-        let mut error = None;
-        loop {
-            match self.conn.read_raw().await? {
-                Message::ReadyForQuery(_) => break,
-                Message::ErrorResponse(body) => {
-                    error = Some(server_error(&body)?);
-                }
-                // Data in flight, the server's CopyDone, and for physical replication the
-                // next timeline's result set.
-                _ => {}
+        if !self.ready {
+            if !self.client_done {
+                frontend::copy_done(self.conn.write_buf());
+                self.conn.flush().await?;
+                self.client_done = true;
             }
+            let mut next = NextTimelineRow::default();
+            let mut error = None;
+            loop {
+                match self.conn.read_raw().await? {
+                    Message::ReadyForQuery(_) => break,
+                    Message::ErrorResponse(body) => error = Some(server_error(&body)?),
+                    Message::RowDescription(desc) => next.describe(&desc)?,
+                    Message::DataRow(row) => next.row(&row)?,
+                    // Data in flight, the server's CopyDone, the command tags.
+                    Message::CopyData(_)
+                    | Message::CopyDone
+                    | Message::CommandComplete(_)
+                    | Message::ParameterStatus(_) => {}
+                    other => return Err(unexpected(&other, "the end of START_REPLICATION")),
+                }
+            }
+            if let Some(e) = error {
+                return Err(e);
+            }
+            self.ready = true;
+            self.next_timeline = next.finish()?;
         }
-        match error {
-            Some(e) => Err(e),
-            None => Ok(self.conn),
-        }
+        Ok(Ended {
+            connection: self.conn,
+            next_timeline: self.next_timeline,
+        })
     }
 
     /// The connection under the stream (for its parameters and cancel token).

@@ -84,6 +84,7 @@ mod commands;
 mod config;
 mod conn;
 mod copy_both;
+mod copy_in;
 mod copy_out;
 mod error;
 mod lowat;
@@ -99,14 +100,14 @@ pub use base_backup::{
 };
 pub use commands::{
     quote_ident, quote_literal, CreateSlotOptions, CreatedSlot, QueryResult, SlotInfo,
-    SnapshotAction, SystemInfo,
+    SnapshotAction, SystemInfo, TimelineHistoryFile,
 };
 pub use config::{
     ChannelBinding, ClientEncoding, Config, Host, Replication, SslMode, SslNegotiation,
     SslRootCert, TargetSessionAttrs, DEFAULT_PORT,
 };
 pub use conn::{Connection, Phase, MAX_MESSAGE_LEN, MAX_STARTUP_MESSAGE_LEN};
-pub use copy_both::{CancelToken, CopyBoth, LogicalReplicationOptions};
+pub use copy_both::{CancelToken, CopyBoth, Ended, LogicalReplicationOptions, NextTimeline};
 pub use copy_out::CopyOut;
 pub use error::{DbError, Error, ErrorKind, MessageTooLong, Result};
 pub use walproto;
