@@ -37,6 +37,11 @@ pub enum ErrorKind {
     Protocol,
     /// A spill file of a large transaction could not be created, written or read.
     Spill,
+    /// A WAL directory written by the physical stream's
+    /// [`WalWriter`](crate::physical::WalWriter) is in a state it cannot continue from (a
+    /// gap, a write before the segment in progress, a file of the wrong size), or its files
+    /// could not be created, written, synced or renamed.
+    WalFile,
     /// Spilling a transaction would take more disk than
     /// [`TransactionConfig::spill_disk_budget`](crate::TransactionConfig::spill_disk_budget)
     /// allows. The stream ends before any of that transaction is delivered, so nothing of it
@@ -44,6 +49,19 @@ pub enum ErrorKind {
     /// larger budget (or free the disk that held transactions use). [`Error::lsn`] is the
     /// change that did not fit.
     SpillBudget,
+    /// A file or directory could not be read, created or written: the message names the path
+    /// and the operating system's error.
+    Io,
+    /// A backup on disk is not what PostgreSQL writes: a malformed `INCREMENTAL.` file header
+    /// (magic number, block count, truncation length, block numbers), `backup_label` or
+    /// `pg_control`, or a file shorter than its header says. The message names the file and
+    /// what is wrong.
+    BackupInvalid,
+    /// The backups given to [`combine`](crate::backup::combine::combine) do not form a chain:
+    /// the first is not a full backup or a later one is, a backup does not start where the
+    /// next one's `INCREMENTAL FROM LSN`/`TLI` says, the system identifiers differ, or an
+    /// earlier backup lacks a file an incremental one needs.
+    BackupChain,
 }
 
 /// An error of the change stream.
