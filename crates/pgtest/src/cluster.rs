@@ -374,6 +374,36 @@ impl Cluster {
         }
     }
 
+    /// Starts a cluster of its own whose data directory `fill` writes instead of `initdb` (a
+    /// copy of another cluster's, for [`standby`](crate::standby)): the directory, owner marker
+    /// and watchdog are those of [`Config::start`], and `fill` also starts the server. On error
+    /// the directory is removed.
+    pub(crate) fn create_filled(
+        major: u32,
+        fill: impl FnOnce(&mut pgserver::Cluster) -> Result<u16, Error>,
+    ) -> Result<Self, Error> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let install = bins::installation(major)?;
+        let user = ServerUser::detect()?;
+        let root = guard::ensure_root()?;
+        reap_once(&root, user);
+        let owner = ProcessId::current();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = root.join(format!("copy-{}-{n}-pg{major}", owner.pid));
+        fs::create_dir(&dir).map_err(|e| Error::new(format!("creating {}: {e}", dir.display())))?;
+        let mut server = pgserver::Cluster::create_in(install, user, dir.clone())
+            .inspect_err(|_| drop(fs::remove_dir_all(&dir)))?;
+        guard::claim(server.dir(), owner, server.bin_dir())?;
+        guard::spawn_watchdog(
+            server.user(),
+            server.dir(),
+            owner,
+            &server.installation().tool("pg_ctl"),
+        )?;
+        fill(&mut server)?;
+        Ok(Self { server })
+    }
+
     fn wait_for(dir: PathBuf, install: Installation, user: ServerUser) -> Result<Self, Error> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {

@@ -24,6 +24,26 @@
 //!   it is killed: a detached watchdog waits for the process, and the next run reaps whatever a
 //!   killed watchdog left behind.
 //!
+//! Physical replication tests start a primary ([`Config::primary`]) and copy it into streaming
+//! standbys ([`Cluster::standby`], [`Cluster::standby_with_slot`]) without `pg_basebackup`
+//! (see [`Recovery`] for servers on other copies: [`Cluster::from_data_dir`] on a base
+//! backup or a [`Cluster::cold_copy`], as a standby or with point-in-time recovery):
+//!
+//! ```no_run
+//! # fn main() -> Result<(), pgtest::Error> {
+//! let primary = pgtest::Config::primary(17).start()?;
+//! primary.create_database("my_test")?;
+//! let load = pgtest::WriteLoad::start(&primary, "my_test", "rows")?;
+//! let standby = primary.standby()?;
+//! let rows = load.stop()?;
+//! pgtest::wait_caught_up(&primary, &standby)?;
+//! pgtest::compare_databases(&primary, &standby, "my_test")?;
+//! standby.promote()?;
+//! assert_eq!(standby.timeline()?, 2);
+//! # let _ = rows;
+//! # Ok(()) }
+//! ```
+//!
 //! Finding server binaries, `initdb`, `pg_ctl` as the server user and removing a cluster are
 //! [`pgserver`]'s, which `walstream demo` uses too; this crate adds what only tests need. Of
 //! each major in [`MAJORS`], the first installation in pgserver's search order is used
@@ -57,6 +77,7 @@ pub use pgserver::{cache_dirs, Error, ServerUser, HOST, SUPERUSER};
 pub use proxy::Proxy;
 pub use seed::{seed, seeded_rng, SEED_VAR};
 pub use session::Session;
+pub use standby::{compare_databases, wait_caught_up, Recovery, WriteLoad, REPLICATION_TIMEOUT};
 
 /// What to run when no server is available.
 pub const INSTALL_HINT: &str = "install PostgreSQL 16-18 with `cargo xtask pg install` \
