@@ -1,8 +1,9 @@
 //! `BASE_BACKUP`: the result sets and the archive-message stream of PostgreSQL 15+, on a
-//! real server, and the refusals and server errors around it.
+//! real server, and the refusals and server errors around it; `UPLOAD_MANIFEST` and an
+//! incremental backup (PostgreSQL 17+).
 
 use pgtest::fake::{copy_data, message, FakeWalsender, Startup};
-use walconn::{BaseBackupOptions, Checkpoint, Connection, ErrorKind, Manifest};
+use walconn::{BaseBackup, BaseBackupOptions, Checkpoint, Connection, ErrorKind, Manifest};
 use walproto::Lsn;
 
 use crate::{block_on, config};
@@ -125,6 +126,99 @@ fn base_backup_option_errors_are_typed_and_leave_the_connection_usable() {
     });
 }
 
+/// Reads a backup to its end: its manifest and its archives' bytes (the payloads of the `d`
+/// messages after `m`, and of the others).
+async fn read_to_end(backup: &mut BaseBackup<'_>) -> (Vec<u8>, Vec<u8>) {
+    let (mut manifest, mut archives) = (Vec::new(), Vec::new());
+    let mut in_manifest = false;
+    while let Some(payload) = backup.next().await.unwrap() {
+        match payload.first() {
+            Some(b'n') => in_manifest = false,
+            Some(b'm') => in_manifest = true,
+            Some(b'd') if in_manifest => manifest.extend_from_slice(&payload[1..]),
+            Some(b'd') => archives.extend_from_slice(&payload[1..]),
+            _ => {}
+        }
+    }
+    (manifest, archives)
+}
+
+#[test]
+fn upload_manifest_then_an_incremental_backup() {
+    pgtest::for_each_installed_major(15, |major| {
+        if major < 17 {
+            // Refused before anything is sent: the next command's answer is its own.
+            let cluster = pgtest::cluster(major);
+            let conninfo = format!("{} replication=true", cluster.conninfo("postgres"));
+            block_on(async {
+                let mut conn = Connection::connect(&config(&conninfo)).await.unwrap();
+                let err = conn.upload_manifest(b"{}").await.unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Unsupported, "{err:?}");
+                assert!(err.to_string().contains("PostgreSQL 17"), "{err}");
+                assert!(!conn.is_poisoned());
+                conn.identify_system().await.unwrap();
+            });
+            return;
+        }
+        let cluster = pgtest::Config::new(major)
+            .setting("wal_level", "replica")
+            .setting("summarize_wal", "on")
+            .start()
+            .unwrap();
+        cluster
+            .psql(
+                "postgres",
+                "CREATE TABLE t AS SELECT g FROM generate_series(1, 10000) g",
+            )
+            .unwrap();
+        let conninfo = format!("{} replication=true", cluster.conninfo("postgres"));
+        block_on(async {
+            let mut conn = Connection::connect(&config(&conninfo)).await.unwrap();
+            let full = BaseBackupOptions {
+                checkpoint: Some(Checkpoint::Fast),
+                manifest: Some(Manifest::Yes),
+                ..BaseBackupOptions::default()
+            };
+            let mut backup = conn.base_backup(&full).await.unwrap();
+            let (manifest, archives) = read_to_end(&mut backup).await;
+            assert!(manifest.starts_with(b"{"), "{:?}", &manifest[..16]);
+            assert!(!contains(&archives, b"INCREMENTAL."));
+            cluster
+                .psql("postgres", "INSERT INTO t SELECT generate_series(1, 1000)")
+                .unwrap();
+
+            // Garbage is the server's error, in one CopyData or over several (the server
+            // refuses the first chunk and ignores the rest), and the connection stays in step.
+            for garbage in [b"not a manifest".to_vec(), vec![b'x'; 300_000]] {
+                let err = conn.upload_manifest(&garbage).await.unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Db, "{err:?}");
+                assert!(!conn.is_poisoned());
+                conn.identify_system().await.unwrap();
+            }
+
+            conn.upload_manifest(&manifest).await.unwrap();
+            let incremental = BaseBackupOptions {
+                incremental: true,
+                ..full
+            };
+            let mut backup = conn.base_backup(&incremental).await.unwrap();
+            let (manifest, archives) = read_to_end(&mut backup).await;
+            assert!(manifest.starts_with(b"{"));
+            assert!(
+                contains(&archives, b"INCREMENTAL."),
+                "an incremental backup holds INCREMENTAL.* files"
+            );
+            conn.identify_system().await.unwrap();
+            conn.close().await.unwrap();
+        });
+    });
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 #[test]
 fn base_backup_refuses_a_server_older_than_15() {
     block_on(async {
@@ -148,7 +242,7 @@ fn base_backup_refuses_a_server_older_than_15() {
 
 /// A result set of text columns `columns` with one row of `values`, as the server sends the
 /// position and tablespace results of `BASE_BACKUP`.
-fn result_set(columns: &[&str], values: &[Option<&str>]) -> Vec<u8> {
+pub(crate) fn result_set(columns: &[&str], values: &[Option<&str>]) -> Vec<u8> {
     let mut desc = (columns.len() as u16).to_be_bytes().to_vec();
     for c in columns {
         desc.extend_from_slice(c.as_bytes());

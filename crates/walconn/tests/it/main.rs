@@ -16,6 +16,7 @@ mod commands;
 mod fake_server;
 mod hostile;
 mod more_commands;
+mod physical;
 mod replication;
 mod tls;
 mod tls_keys;
