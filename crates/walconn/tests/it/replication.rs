@@ -58,7 +58,13 @@ fn stream_acknowledge_and_stop() {
                 })
                 .await
                 .unwrap();
-            let mut conn = stream.finish().await.unwrap();
+            let ended = stream.end().await.unwrap();
+            assert_eq!(
+                ended.next_timeline(),
+                None,
+                "a logical stream has no next timeline"
+            );
+            let mut conn = ended.into_connection();
             // The connection runs commands again after the stream.
             let rows = conn
                 .simple_query(&format!(
