@@ -172,7 +172,7 @@ impl Recovery {
             settings.push(("recovery_target_action".into(), "promote".into()));
         }
         settings.extend(self.settings.iter().cloned());
-        append_auto_conf(data, &settings)?;
+        append_auto_conf(data, &settings, user)?;
         let signal = if self.primary_conninfo.is_some() {
             Some("standby.signal")
         } else if self.archive.is_some() || self.target_lsn.is_some() {
@@ -449,7 +449,10 @@ impl WriteLoad {
             let committed = Arc::clone(&committed);
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    session.run(&insert)?;
+                    session.run(&insert).map_err(|e| {
+                        let rows = committed.load(Ordering::Relaxed);
+                        Error::new(format!("write load, after {rows} rows committed: {e}"))
+                    })?;
                     committed.fetch_add(u64::from(LOAD_ROWS_PER_TRANSACTION), Ordering::Relaxed);
                     std::thread::sleep(LOAD_PAUSE);
                 }
@@ -509,6 +512,7 @@ fn start_copy(server: &mut pgserver::Cluster, recovery: &Recovery) -> Result<u16
             "unix_socket_directories".to_owned(),
             sock.display().to_string(),
         )],
+        user,
     )?;
     recovery.apply(&data, &archive, user)?;
     server.start()
@@ -632,7 +636,11 @@ fn write_owned(path: &Path, contents: &[u8], user: ServerUser) -> Result<(), Err
 
 /// Appends `name = 'value'` lines to `postgresql.auto.conf` in `data`, which wins over
 /// `postgresql.conf` and over what the source had there.
-fn append_auto_conf(data: &Path, settings: &[(String, String)]) -> Result<(), Error> {
+fn append_auto_conf(
+    data: &Path,
+    settings: &[(String, String)],
+    user: ServerUser,
+) -> Result<(), Error> {
     use std::fmt::Write as _;
     use std::io::Write as _;
     let path = data.join("postgresql.auto.conf");
@@ -642,9 +650,11 @@ fn append_auto_conf(data: &Path, settings: &[(String, String)]) -> Result<(), Er
     }
     fs::OpenOptions::new()
         .append(true)
+        .create(true)
         .open(&path)
         .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|e| Error::new(format!("appending to {}: {e}", path.display())))
+        .map_err(|e| Error::new(format!("appending to {}: {e}", path.display())))?;
+    user.chown(&path)
 }
 
 /// The bytes of hex text (from `encode(..., 'hex')`).

@@ -109,6 +109,42 @@ fn from_data_dir_starts_on_a_cold_copy() {
 }
 
 #[test]
+fn from_data_dir_makes_a_standby_of_a_cold_copy() {
+    pgtest::for_each_installed_major(15, |major| {
+        let primary = Config::primary(major).start().unwrap();
+        let db = primary.create_database("standby_of_copy").unwrap();
+        db.psql("CREATE TABLE t (a int)").unwrap();
+        primary
+            .psql(
+                "postgres",
+                "SELECT pg_create_physical_replication_slot('copy_slot', true)",
+            )
+            .unwrap();
+        let dir = scratch_dir("standby_copy");
+        primary.cold_copy(&dir).unwrap();
+        db.psql("INSERT INTO t VALUES (1)").unwrap();
+        let standby = Cluster::from_data_dir(
+            major,
+            &dir,
+            &Recovery::standby_of(&primary).slot("copy_slot"),
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        let standby = standby.unwrap();
+        assert!(standby.is_in_recovery().unwrap());
+        wait_caught_up(&primary, &standby).unwrap();
+        assert_eq!(
+            standby
+                .psql("standby_of_copy", "SELECT count(*) FROM t")
+                .unwrap(),
+            "1"
+        );
+        let conninfo = standby.psql("postgres", "SHOW primary_conninfo").unwrap();
+        assert!(conninfo.contains("dbname=postgres"), "{conninfo}");
+        compare_databases(&primary, &standby, "standby_of_copy").unwrap();
+    });
+}
+
+#[test]
 fn from_data_dir_recovers_to_a_target_lsn_from_archived_wal() {
     pgtest::for_each_installed_major(15, |major| {
         let primary = Config::primary(major).start().unwrap();
