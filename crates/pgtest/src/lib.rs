@@ -27,7 +27,8 @@
 //! Physical replication tests start a primary ([`Config::primary`]) and copy it into streaming
 //! standbys ([`Cluster::standby`], [`Cluster::standby_with_slot`]) without `pg_basebackup`
 //! (see [`Recovery`] for servers on other copies: [`Cluster::from_data_dir`] on a base
-//! backup or a [`Cluster::cold_copy`], as a standby or with point-in-time recovery):
+//! backup, a [`Cluster::hot_copy`] or a [`Cluster::cold_copy`], as a standby or with
+//! point-in-time recovery):
 //!
 //! ```no_run
 //! # fn main() -> Result<(), pgtest::Error> {

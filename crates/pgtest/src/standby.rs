@@ -215,36 +215,51 @@ impl Cluster {
         if let Some(slot) = slot {
             recovery = recovery.slot(slot);
         }
+        Cluster::create_filled(self.major(), |server| {
+            self.copy_running(&server.data_dir(), server.user())?;
+            start_copy(server, &recovery)
+        })
+    }
+
+    /// Copies this running primary's data directory to `dest` (which must not exist) with the
+    /// low-level backup API, as [`standby`](Self::standby) does: the copy has a `backup_label`
+    /// and, in `pg_wal`, the WAL from the backup's start to its end, so that
+    /// [`from_data_dir`](Self::from_data_dir) starts on it without a primary
+    /// ([`Recovery::none`]) or as a standby. Writes may go on meanwhile.
+    pub fn hot_copy(&self, dest: &Path) -> Result<(), Error> {
+        self.copy_running(dest, ServerUser::current())
+    }
+
+    /// [`hot_copy`](Self::hot_copy), handing the copy to `user`.
+    fn copy_running(&self, dest: &Path, user: ServerUser) -> Result<(), Error> {
         let source = self.data_dir();
+        // The backup lasts as long as this session: an error below ends both.
         let mut session = self.session("postgres")?;
         let start_wal = session.run(
             "SET client_min_messages = warning;\n\
-             SELECT pg_walfile_name(pg_backup_start('pgtest standby', true))",
+             SELECT pg_walfile_name(pg_backup_start('pgtest copy', true))",
         )?;
-        Cluster::create_filled(self.major(), |server| {
-            let data = server.data_dir();
-            let user = server.user();
-            copy_tree(
-                &source,
-                &data,
-                &|rel| NOT_COPIED.iter().any(|n| rel == Path::new(n)),
-                user,
-            )?;
-            let stop = session
-                .run("SELECT encode(convert_to(labelfile, 'UTF8'), 'hex'), pg_walfile_name(lsn) FROM pg_backup_stop()")?;
-            let (label, stop_wal) = stop.split_once('|').ok_or_else(|| {
-                Error::new(format!("unexpected pg_backup_stop() output {stop:?}"))
-            })?;
-            write_owned(&data.join("backup_label"), &decode_hex(label)?, user)?;
-            copy_wal(
-                &source.join("pg_wal"),
-                &data.join("pg_wal"),
-                &start_wal,
-                stop_wal,
-                user,
-            )?;
-            start_copy(server, &recovery)
-        })
+        copy_tree(
+            &source,
+            dest,
+            &|rel| NOT_COPIED.iter().any(|n| rel == Path::new(n)),
+            user,
+        )?;
+        let stop = session.run(
+            "SELECT encode(convert_to(labelfile, 'UTF8'), 'hex'), pg_walfile_name(lsn) \
+             FROM pg_backup_stop()",
+        )?;
+        let (label, stop_wal) = stop
+            .split_once('|')
+            .ok_or_else(|| Error::new(format!("unexpected pg_backup_stop() output {stop:?}")))?;
+        write_owned(&dest.join("backup_label"), &decode_hex(label)?, user)?;
+        copy_wal(
+            &source.join("pg_wal"),
+            &dest.join("pg_wal"),
+            &start_wal,
+            stop_wal,
+            user,
+        )
     }
 
     /// Copies this cluster's data directory to `dest` (which must not exist) while the server is

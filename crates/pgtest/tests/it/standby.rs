@@ -109,6 +109,40 @@ fn from_data_dir_starts_on_a_cold_copy() {
 }
 
 #[test]
+fn from_data_dir_starts_alone_on_a_hot_copy_taken_under_a_write_load() {
+    pgtest::for_each_installed_major(15, |major| {
+        let primary = Config::primary(major).start().unwrap();
+        let fixed = primary.create_database("hot_copy_fixed").unwrap();
+        fixed
+            .psql("CREATE TABLE t AS SELECT g AS a FROM generate_series(1, 1000) g")
+            .unwrap();
+        primary.create_database("hot_copy_load").unwrap();
+        let load = WriteLoad::start(&primary, "hot_copy_load", "load").unwrap();
+        assert!(eventually(30, || load.committed() >= 50), "no rows written");
+        let before = load.committed();
+        let dir = scratch_dir("hot_copy");
+        primary.hot_copy(&dir).unwrap();
+        let after = load.committed();
+        let rows = load.stop().unwrap();
+        assert!(dir.join("backup_label").exists());
+        let copy = Cluster::from_data_dir(major, &dir, &Recovery::none());
+        std::fs::remove_dir_all(&dir).unwrap();
+        let copy = copy.unwrap();
+        assert!(!copy.is_in_recovery().unwrap());
+        compare_databases(&primary, &copy, "hot_copy_fixed").unwrap();
+        let copied: u64 = copy
+            .psql("hot_copy_load", "SELECT count(*) FROM load")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (before..=after + 10).contains(&copied),
+            "{copied} rows copied, {before} committed before the copy, {after} after, {rows} in all"
+        );
+    });
+}
+
+#[test]
 fn from_data_dir_makes_a_standby_of_a_cold_copy() {
     pgtest::for_each_installed_major(15, |major| {
         let primary = Config::primary(major).start().unwrap();
