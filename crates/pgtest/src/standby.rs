@@ -1,10 +1,10 @@
 //! A primary and its standbys: streaming replication pairs for the physical and failover tests.
 //!
 //! PostgreSQL 15's `pg_basebackup` refuses newer servers and 16-18 come without client tools,
-//! so standbys are made with the low-level backup API instead: a [`Session`](crate::Session) holds
-//! `pg_backup_start` while the data directory is copied, and `pg_backup_stop`'s label file
-//! becomes the copy's `backup_label`. The WAL from the backup's start to its end is copied too,
-//! so that a copy reaches consistency without a primary.
+//! so standbys are made with the low-level backup API instead: a [`Session`](crate::Session)
+//! holds `pg_backup_start` while the data directory is copied, and `pg_backup_stop`'s label
+//! file becomes the copy's `backup_label`. The WAL from the backup's start to its end is
+//! copied too, so that a copy reaches consistency without a primary.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -36,13 +36,14 @@ const LOAD_PAUSE: Duration = Duration::from_millis(5);
 /// How often the waits poll the server.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Entries of the data directory that are not copied: the running server's files, WAL and
+/// The files of a running server in its data directory, which no copy takes.
+const SERVER_FILES: [&str; 2] = ["postmaster.pid", "postmaster.opts"];
+
+/// Entries of the data directory that a hot copy does not take besides [`SERVER_FILES`]: WAL and
 /// slots (a copy gets its own), the signal and label files of the source, and directories whose
 /// contents are rebuilt at start (the same list as `pg_basebackup`'s, abridged). Directories in
 /// this list are copied empty.
-const NOT_COPIED: [&str; 14] = [
-    "postmaster.pid",
-    "postmaster.opts",
+const NOT_COPIED: [&str; 12] = [
     "pg_wal",
     "pg_replslot",
     "pg_stat_tmp",
@@ -221,7 +222,8 @@ impl Cluster {
         })
     }
 
-    /// Copies this running primary's data directory to `dest` (which must not exist) with the
+    /// Copies this running primary's data directory to `dest` (created unless it is an existing
+    /// empty directory) with the
     /// low-level backup API, as [`standby`](Self::standby) does: the copy has a `backup_label`
     /// and, in `pg_wal`, the WAL from the backup's start to its end, so that
     /// [`from_data_dir`](Self::from_data_dir) starts on it without a primary
@@ -242,7 +244,7 @@ impl Cluster {
         copy_tree(
             &source,
             dest,
-            &|rel| NOT_COPIED.iter().any(|n| rel == Path::new(n)),
+            &|rel| is_one_of(rel, &SERVER_FILES) || is_one_of(rel, &NOT_COPIED),
             user,
         )?;
         let stop = session.run(
@@ -262,15 +264,15 @@ impl Cluster {
         )
     }
 
-    /// Copies this cluster's data directory to `dest` (which must not exist) while the server is
-    /// briefly stopped (`pg_ctl stop -m fast`), then starts it again on the same port. Start a
+    /// Copies this cluster's data directory to `dest` (created unless it is an existing empty
+    /// directory) while the server is briefly stopped (`pg_ctl stop -m fast`), then starts it again on the same port. Start a
     /// server on the copy with [`from_data_dir`](Self::from_data_dir).
     pub fn cold_copy(&self, dest: &Path) -> Result<(), Error> {
         self.stop()?;
         let copied = copy_tree(
             &self.data_dir(),
             dest,
-            &|rel| rel == Path::new("postmaster.pid") || rel == Path::new("postmaster.opts"),
+            &|rel| is_one_of(rel, &SERVER_FILES),
             ServerUser::current(),
         );
         let started = self.start_again();
@@ -287,12 +289,7 @@ impl Cluster {
         Cluster::create_filled(major, |server| {
             let user = server.user();
             let data = server.data_dir();
-            copy_tree(
-                dir,
-                &data,
-                &|rel| rel == Path::new("postmaster.pid") || rel == Path::new("postmaster.opts"),
-                user,
-            )?;
+            copy_tree(dir, &data, &|rel| is_one_of(rel, &SERVER_FILES), user)?;
             for empty in ["pg_wal", "pg_wal/archive_status", "pg_replslot"] {
                 ensure_dir(&data.join(empty), user)?;
             }
@@ -613,6 +610,11 @@ fn copy_dir(
         }
     }
     Ok(())
+}
+
+/// Whether `rel`, a path relative to the data directory, is one of `names`.
+fn is_one_of(rel: &Path, names: &[&str]) -> bool {
+    names.iter().any(|n| rel == Path::new(n))
 }
 
 /// Copies one file (with its mode), handing it to `user`; a file that vanished is no error.

@@ -16,8 +16,11 @@ fn a_standby_catches_up_and_compares_equal_under_a_write_load() {
     pgtest::for_each_installed_major(15, |major| {
         let primary = Config::primary(major).start().unwrap();
         let db = primary.create_database("standby_load").unwrap();
-        db.psql("CREATE TABLE fixed (a int PRIMARY KEY, b text); INSERT INTO fixed SELECT g, g::text FROM generate_series(1, 1000) g")
-            .unwrap();
+        db.psql(
+            "CREATE TABLE fixed (a int PRIMARY KEY, b text);\n\
+             INSERT INTO fixed SELECT g, g::text FROM generate_series(1, 1000) g",
+        )
+        .unwrap();
         let load = WriteLoad::start(&primary, "standby_load", "load").unwrap();
         assert!(eventually(30, || load.committed() >= 50), "no rows written");
         let standby = primary.standby().unwrap();
