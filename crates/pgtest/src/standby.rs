@@ -194,7 +194,7 @@ impl Cluster {
     /// drop. It has replayed the backup when this returns; [`wait_caught_up`] waits for the
     /// rest.
     pub fn standby(&self) -> Result<Cluster, Error> {
-        self.make_standby(None)
+        self.standby_with(&Recovery::standby_of(self))
     }
 
     /// A standby as [`standby`](Self::standby) makes, streaming through physical slot `slot`,
@@ -208,13 +208,24 @@ impl Cluster {
                  WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = {lit})"
             ),
         )?;
-        self.make_standby(Some(slot))
+        self.standby_with(&Recovery::standby_of(self).slot(slot))
     }
 
-    fn make_standby(&self, slot: Option<&str>) -> Result<Cluster, Error> {
-        let mut recovery = Recovery::standby_of(self);
-        if let Some(slot) = slot {
-            recovery = recovery.slot(slot);
+    /// A standby as [`standby`](Self::standby) makes, set up as `recovery` says, with this
+    /// cluster as its primary unless `recovery` names another: for extra settings
+    /// (`hot_standby_feedback`, `sync_replication_slots`, ...) or an existing slot.
+    ///
+    /// ```no_run
+    /// # fn f(primary: &pgtest::Cluster) -> Result<(), pgtest::Error> {
+    /// let standby = primary.standby_with(
+    ///     &pgtest::Recovery::standby_of(primary).setting("hot_standby_feedback", "on"),
+    /// )?;
+    /// # Ok(()) }
+    /// ```
+    pub fn standby_with(&self, recovery: &Recovery) -> Result<Cluster, Error> {
+        let mut recovery = recovery.clone();
+        if recovery.primary_conninfo.is_none() {
+            recovery.primary_conninfo = Recovery::standby_of(self).primary_conninfo;
         }
         Cluster::create_filled(self.major(), |server| {
             self.copy_running(&server.data_dir(), server.user())?;

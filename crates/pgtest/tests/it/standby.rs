@@ -23,7 +23,9 @@ fn a_standby_catches_up_and_compares_equal_under_a_write_load() {
         .unwrap();
         let load = WriteLoad::start(&primary, "standby_load", "load").unwrap();
         assert!(eventually(30, || load.committed() >= 50), "no rows written");
-        let standby = primary.standby().unwrap();
+        let standby = primary
+            .standby_with(&Recovery::none().setting("cluster_name", "load_standby"))
+            .unwrap();
         assert!(standby.is_in_recovery().unwrap());
         assert_ne!(standby.port(), primary.port());
         assert_ne!(standby.socket_dir(), primary.socket_dir());
@@ -39,11 +41,14 @@ fn a_standby_catches_up_and_compares_equal_under_a_write_load() {
             .psql("standby_load", "SELECT count(*) FROM load")
             .unwrap();
         assert_eq!(on_standby, rows.to_string());
-        // It streams: the primary sees its WAL receiver.
+        // It streams: the primary sees its WAL receiver, named after its cluster_name.
         let senders = primary
-            .psql("postgres", "SELECT count(*) FROM pg_stat_replication")
+            .psql(
+                "postgres",
+                "SELECT string_agg(application_name, ',') FROM pg_stat_replication",
+            )
             .unwrap();
-        assert_eq!(senders, "1");
+        assert_eq!(senders, "load_standby");
     });
 }
 
