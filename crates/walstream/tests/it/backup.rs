@@ -1,1 +1,384 @@
 //! Live tests of base backups: the entry stream, the writers, the manifest.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bytes::Bytes;
+use pgtest::fake::{copy_data, message, FakeWalsender};
+use walstream::backup::{
+    self, BackupEvent, BaseBackupConfig, EntryKind, Error, Manifest, PlainWriter, Problem,
+    TarEntry, TarErrorKind, TarEvent, TarReader, TarWriter, INCOMPLETE_MARKER,
+};
+
+use crate::block_on;
+
+/// A scratch directory for a backup, removed with the test's temporary directory.
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// PostgreSQL 15's `pg_verifybackup` (the only major with client tools installed here).
+const PG_VERIFYBACKUP_15: &str = "/usr/lib/postgresql/15/bin/pg_verifybackup";
+
+#[test]
+fn plain_backup_under_write_load_verifies() {
+    pgtest::for_each_major(15, |cluster| {
+        let db = cluster.create_database("walstream_backup_plain").unwrap();
+        db.psql(
+            "CREATE TABLE fixed AS SELECT g, md5(g::text) AS v FROM generate_series(1, 5000) g",
+        )
+        .unwrap();
+        let load = pgtest::WriteLoad::start(cluster, db.name(), "load").unwrap();
+        let tmp = scratch();
+        let dir = tmp.path().join("plain");
+        wait_for_rows(&load);
+        let summary = block_on(async {
+            let stream = backup::start(&db.conninfo(), BaseBackupConfig::default())
+                .await
+                .unwrap();
+            PlainWriter::new(&dir)
+                .write_recovery_conf("host=primary user=repl password='it''s'")
+                .write(stream)
+                .await
+                .unwrap()
+        });
+        let rows = load.stop().unwrap();
+        assert!(rows > 0, "the load wrote during the backup");
+        assert!(summary.end >= summary.start, "{summary:?}");
+        assert!(dir.join("PG_VERSION").is_file());
+        assert!(dir.join("backup_label").is_file());
+        assert!(dir.join("standby.signal").is_file());
+        let auto = std::fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
+        assert!(
+            auto.ends_with("primary_conninfo = 'host=primary user=repl password=''it''''s'''\n"),
+            "{auto}"
+        );
+        assert!(!dir.join("backup_manifest.tmp").exists());
+
+        let text = std::fs::read(dir.join("backup_manifest")).unwrap();
+        let manifest = Manifest::parse(&text).unwrap();
+        assert!(manifest.files.len() > 100, "{}", manifest.files.len());
+        assert_eq!(manifest.wal_ranges[0].start, summary.start);
+        manifest.verify(&dir).unwrap();
+
+        match cluster.major() {
+            15 => pg_verifybackup(&dir, &[]),
+            16 => pg_verifybackup(&dir, &["-n"]),
+            _ => {}
+        }
+
+        // A flipped byte and a truncated file are each named, with what differs.
+        let flipped = pick(&manifest, "base/");
+        let truncated = pick(&manifest, "global/");
+        flip_byte(&dir.join(&flipped));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(&truncated))
+            .unwrap();
+        f.set_len(f.metadata().unwrap().len() - 1).unwrap();
+        let Err(Error::Verify(mismatches)) = manifest.verify(&dir) else {
+            panic!("a damaged backup verified")
+        };
+        assert_eq!(mismatches.len(), 2, "{mismatches:?}");
+        let of = |p: &Path| mismatches.iter().find(|m| m.path == p).unwrap();
+        assert!(matches!(of(&flipped).problem, Problem::Checksum { .. }));
+        assert!(matches!(of(&truncated).problem, Problem::Size { .. }));
+        let message = Error::Verify(mismatches.clone()).to_string();
+        assert!(
+            message.contains(&flipped.display().to_string()),
+            "{message}"
+        );
+    });
+}
+
+#[test]
+fn the_event_stream_is_in_order_and_complete() {
+    pgtest::for_each_major(15, |cluster| {
+        block_on(async {
+            let config = BaseBackupConfig {
+                wal: backup::WalMethod::None,
+                ..BaseBackupConfig::default()
+            };
+            let mut stream = backup::start(&cluster.conninfo("postgres"), config)
+                .await
+                .unwrap();
+            let first = stream.next().await.unwrap().unwrap();
+            assert!(
+                matches!(
+                    &first,
+                    BackupEvent::Archive {
+                        tablespace: None,
+                        ..
+                    }
+                ),
+                "{first:?}"
+            );
+            let (mut open, mut entries, mut manifest) = (None::<(PathBuf, u64, u64)>, 0, 0);
+            let mut progress = Vec::new();
+            let mut end = None;
+            while let Some(event) = stream.next().await.unwrap() {
+                assert!(end.is_none(), "{event:?} after the end");
+                match event {
+                    BackupEvent::Entry {
+                        path, kind, size, ..
+                    } => {
+                        assert!(open.is_none(), "{path:?} inside another entry");
+                        assert!(kind == EntryKind::File || size == 0);
+                        open = Some((path, size, 0));
+                        entries += 1;
+                    }
+                    BackupEvent::Data(d) => open.as_mut().unwrap().2 += d.len() as u64,
+                    BackupEvent::EntryEnd => {
+                        let (path, size, got) = open.take().unwrap();
+                        assert_eq!(size, got, "{}", path.display());
+                    }
+                    BackupEvent::Progress { done, total } => {
+                        assert!(total.is_some());
+                        progress.push(done);
+                    }
+                    BackupEvent::Manifest(m) => manifest += m.len(),
+                    BackupEvent::End {
+                        start,
+                        end: e,
+                        timeline,
+                    } => {
+                        assert!(e >= start && timeline >= 1);
+                        end = Some(e);
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert!(end.is_some() && open.is_none());
+            assert!(
+                entries > 100 && manifest > 0,
+                "{entries} entries, {manifest} bytes"
+            );
+            assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+        });
+    });
+}
+
+#[test]
+fn tar_backup_under_write_load_has_the_servers_archives() {
+    pgtest::for_each_major(15, |cluster| {
+        let db = cluster.create_database("walstream_backup_tar").unwrap();
+        let load = pgtest::WriteLoad::start(cluster, db.name(), "load").unwrap();
+        wait_for_rows(&load);
+        let tmp = scratch();
+        let dir = tmp.path().join("tar");
+        let summary = block_on(async {
+            let stream = backup::start(&db.conninfo(), BaseBackupConfig::default())
+                .await
+                .unwrap();
+            TarWriter::new(&dir).write(stream).await.unwrap()
+        });
+        load.stop().unwrap();
+        assert!(summary.end >= summary.start);
+        let text = std::fs::read(dir.join("backup_manifest")).unwrap();
+        let manifest = Manifest::parse(&text).unwrap();
+
+        // base.tar reads to its end marker, and holds every file of the manifest with the
+        // manifest's size.
+        let archive = std::fs::read(dir.join("base.tar")).unwrap();
+        let mut tar = TarReader::new("base.tar");
+        tar.push(Bytes::from(archive));
+        let mut sizes = std::collections::HashMap::new();
+        while let Some(e) = tar.next_event().unwrap() {
+            if let TarEvent::Entry(e) = e {
+                if e.kind == EntryKind::File {
+                    sizes.insert(e.path, e.size);
+                }
+            }
+        }
+        tar.finish().unwrap();
+        assert!(sizes.contains_key(Path::new("PG_VERSION")));
+        for f in &manifest.files {
+            assert_eq!(sizes.get(&f.path), Some(&f.size), "{}", f.path.display());
+        }
+        // WAL fetched: the segments are in the archive.
+        assert!(
+            sizes
+                .keys()
+                .any(|p| p.starts_with("pg_wal") && p.components().count() == 2),
+            "no WAL segment in base.tar"
+        );
+    });
+}
+
+#[test]
+fn standby_from_a_plain_backup_catches_up() {
+    pgtest::for_each_installed_major(15, |major| {
+        let primary = pgtest::Config::primary(major).start().unwrap();
+        primary
+            .psql(
+                "postgres",
+                "CREATE TABLE before AS SELECT generate_series(1, 1000) g",
+            )
+            .unwrap();
+        let load = pgtest::WriteLoad::start(&primary, "postgres", "load").unwrap();
+        wait_for_rows(&load);
+        let tmp = scratch();
+        let dir = tmp.path().join("standby");
+        block_on(async {
+            let stream = backup::start(&primary.conninfo("postgres"), BaseBackupConfig::default())
+                .await
+                .unwrap();
+            PlainWriter::new(&dir).write(stream).await.unwrap()
+        });
+        let standby =
+            pgtest::Cluster::from_data_dir(major, &dir, &pgtest::Recovery::standby_of(&primary))
+                .unwrap();
+        load.stop().unwrap();
+        pgtest::wait_caught_up(&primary, &standby).unwrap();
+        pgtest::compare_databases(&primary, &standby, "postgres").unwrap();
+    });
+}
+
+#[test]
+fn a_truncated_member_from_the_server_fails_typed_and_cleans_up() {
+    let entry = TarEntry {
+        path: PathBuf::from("base/1/1234"),
+        kind: EntryKind::File,
+        size: 8192,
+        mode: 0o600,
+        mtime: 1_700_000_000,
+        link: None,
+    };
+    for existed in [false, true] {
+        let tmp = scratch();
+        let dir = tmp.path().join("cut");
+        if existed {
+            std::fs::create_dir(&dir).unwrap();
+        }
+        let header = entry.header().unwrap();
+        let err = block_on(async {
+            let server = FakeWalsender::start(move |peer| async move {
+                let mut out = backup_start();
+                out.extend(copy_data(b"nbase.tar\0\0"));
+                let mut data = b"d".to_vec();
+                data.extend(header);
+                data.extend([7u8; 1000]);
+                out.extend(copy_data(&data));
+                out.extend(message(b'c', b""));
+                out.extend(result_set(
+                    &["recptr", "tli"],
+                    &[Some("0/2000100"), Some("1")],
+                ));
+                out.extend(message(b'C', b"BASE_BACKUP\0"));
+                out.extend(message(b'Z', b"I"));
+                peer.send(&out).await;
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            })
+            .await;
+            let stream = backup::start(&server.conninfo(), BaseBackupConfig::default())
+                .await
+                .unwrap();
+            PlainWriter::new(&dir).write(stream).await.unwrap_err()
+        });
+        let Error::Tar(tar) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(tar.archive(), "base.tar");
+        assert_eq!(tar.offset(), 512 + 1000);
+        assert_eq!(
+            tar.kind(),
+            &TarErrorKind::Truncated {
+                member: Some(PathBuf::from("base/1/1234"))
+            }
+        );
+        if existed {
+            let marker = std::fs::read_to_string(dir.join(INCOMPLETE_MARKER)).unwrap();
+            assert!(marker.contains("base/1/1234"), "{marker}");
+            assert!(!dir.join("backup_manifest").exists());
+        } else {
+            assert!(!dir.exists(), "the directory the writer created is removed");
+        }
+    }
+}
+
+/// Waits until the load has committed something, so that the backup runs under writes.
+fn wait_for_rows(load: &pgtest::WriteLoad) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while load.committed() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load wrote nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The first file of the manifest under `prefix` with at least two bytes.
+fn pick(manifest: &Manifest, prefix: &str) -> PathBuf {
+    manifest
+        .files
+        .iter()
+        .find(|f| f.path.starts_with(prefix) && f.size > 1)
+        .unwrap()
+        .path
+        .clone()
+}
+
+fn flip_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn pg_verifybackup(dir: &Path, args: &[&str]) {
+    if !Path::new(PG_VERIFYBACKUP_15).exists() {
+        println!("no {PG_VERIFYBACKUP_15}: not checked");
+        return;
+    }
+    let out = Command::new(PG_VERIFYBACKUP_15)
+        .args(args)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_verifybackup {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The two result sets before the archives, as a PostgreSQL 15+ server sends them.
+fn backup_start() -> Vec<u8> {
+    let mut out = result_set(&["recptr", "tli"], &[Some("0/2000028"), Some("1")]);
+    out.extend(result_set(
+        &["spcoid", "spclocation", "size"],
+        &[None, None, Some("100")],
+    ));
+    out.extend(message(b'H', &[1, 0, 0]));
+    out
+}
+
+/// A one-row result set of text columns.
+fn result_set(columns: &[&str], values: &[Option<&str>]) -> Vec<u8> {
+    let mut desc = (columns.len() as u16).to_be_bytes().to_vec();
+    for c in columns {
+        desc.extend_from_slice(c.as_bytes());
+        desc.push(0);
+        desc.extend_from_slice(&0u32.to_be_bytes());
+        desc.extend_from_slice(&0u16.to_be_bytes());
+        desc.extend_from_slice(&25u32.to_be_bytes());
+        desc.extend_from_slice(&(-1i16).to_be_bytes());
+        desc.extend_from_slice(&(-1i32).to_be_bytes());
+        desc.extend_from_slice(&0u16.to_be_bytes());
+    }
+    let mut row = (values.len() as u16).to_be_bytes().to_vec();
+    for v in values {
+        match v {
+            Some(v) => {
+                row.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                row.extend_from_slice(v.as_bytes());
+            }
+            None => row.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    let mut out = message(b'T', &desc);
+    out.extend(message(b'D', &row));
+    out.extend(message(b'C', b"SELECT\0"));
+    out
+}

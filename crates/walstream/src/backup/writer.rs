@@ -1,0 +1,605 @@
+//! Writing a [`BackupStream`] to disk: [`PlainWriter`] (a data directory) and [`TarWriter`]
+//! (the server's tar archives), each on a writer thread of its own.
+//!
+//! Both write `backup_manifest` last: into `backup_manifest.tmp` while it arrives, renamed
+//! once every other file and directory has been synced (`fsync`), so a backup never looks
+//! complete without its manifest. On failure a directory the writer created is removed; a
+//! directory that existed (empty) before is left with an [`INCOMPLETE_MARKER`] file that
+//! says why.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+use walproto::Lsn;
+
+use super::error::{Error, Result};
+use super::stream::{BackupEvent, BackupStream};
+use super::tar::EntryKind;
+
+/// The file left in a directory that existed before the backup, when the backup failed.
+pub const INCOMPLETE_MARKER: &str = "walstream_backup_incomplete";
+
+/// The manifest while it arrives; renamed to `backup_manifest` at the very end.
+const MANIFEST_TMP: &str = "backup_manifest.tmp";
+const MANIFEST: &str = "backup_manifest";
+
+/// Events between the async side and the writer thread.
+const CHANNEL_EVENTS: usize = 16;
+
+/// The write buffer of each file.
+const WRITE_BUFFER: usize = 128 * 1024;
+
+/// What a finished backup is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackupSummary {
+    /// Where the backup starts (its checkpoint's redo position).
+    pub start: Lsn,
+    /// The WAL position at which it is consistent.
+    pub end: Lsn,
+    /// The timeline.
+    pub timeline: u32,
+}
+
+/// Writes a backup as a data directory, as `pg_basebackup --format=plain` does.
+///
+/// The main archive goes into the directory, each tablespace into its location (or where
+/// [`tablespace_mapping`](Self::tablespace_mapping) says), with the `pg_tblspc` links
+/// pointing there; files get their modes and modification times. Every directory must be
+/// empty or not exist.
+#[derive(Clone, Debug)]
+pub struct PlainWriter {
+    dir: PathBuf,
+    mapping: Vec<(PathBuf, PathBuf)>,
+    recovery: Option<String>,
+}
+
+/// Writes a backup as the server's tar archives (`base.tar`, `<oid>.tar`), byte for byte,
+/// and `backup_manifest` beside them, as `pg_basebackup --format=tar` does.
+#[derive(Clone, Debug)]
+pub struct TarWriter {
+    dir: PathBuf,
+}
+
+impl PlainWriter {
+    /// A writer into `dir` (created if missing; it must be empty if it exists).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            mapping: Vec::new(),
+            recovery: None,
+        }
+    }
+
+    /// Writes the tablespace at `old` on the server into `new` (`pg_basebackup -T old=new`);
+    /// both must be absolute.
+    pub fn tablespace_mapping(
+        mut self,
+        old: impl Into<PathBuf>,
+        new: impl Into<PathBuf>,
+    ) -> Result<Self> {
+        let (old, new) = (old.into(), new.into());
+        if !old.is_absolute() || !new.is_absolute() {
+            return Err(Error::Config(format!(
+                "tablespace mapping {}={}: both directories must be absolute",
+                old.display(),
+                new.display()
+            )));
+        }
+        self.mapping.push((old, new));
+        Ok(self)
+    }
+
+    /// Makes the backup a standby of `primary_conninfo` (`pg_basebackup -R`): writes
+    /// `standby.signal` and appends `primary_conninfo` to `postgresql.auto.conf`.
+    pub fn write_recovery_conf(mut self, primary_conninfo: impl Into<String>) -> Self {
+        self.recovery = Some(primary_conninfo.into());
+        self
+    }
+
+    /// Writes the whole backup; see the [type](Self) documentation.
+    pub async fn write(self, stream: BackupStream) -> Result<BackupSummary> {
+        let sink = PlainSink {
+            config: self,
+            targets: Vec::new(),
+            root: None,
+            file: None,
+            manifest: None,
+        };
+        drive(stream, sink, |_| true).await
+    }
+}
+
+impl TarWriter {
+    /// A writer into `dir` (created if missing; it must be empty if it exists).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// Writes the whole backup; see the [type](Self) documentation. The archives are still
+    /// parsed as they pass, so a truncated or malformed one fails the backup.
+    pub async fn write(self, stream: BackupStream) -> Result<BackupSummary> {
+        let sink = TarSink {
+            dir: self.dir,
+            target: None,
+            file: None,
+            manifest: None,
+        };
+        let keep = |e: &BackupEvent| {
+            !matches!(
+                e,
+                BackupEvent::Entry { .. } | BackupEvent::Data(_) | BackupEvent::EntryEnd
+            )
+        };
+        drive(stream.with_archive_bytes(), sink, keep).await
+    }
+}
+
+/// The writer thread's side: events in, files out.
+trait Sink: Send + 'static {
+    /// Prepares the main directory.
+    fn begin(&mut self) -> Result<()>;
+    fn event(&mut self, event: BackupEvent) -> Result<()>;
+    /// Everything has arrived: syncs and renames the manifest into place.
+    fn finish(&mut self) -> Result<()>;
+    /// The directories created so far, and whether each was created by the writer.
+    fn targets(&self) -> Vec<Target>;
+    /// Closes open files (before cleaning up).
+    fn close(&mut self);
+}
+
+/// A directory the backup writes into.
+#[derive(Clone, Debug)]
+struct Target {
+    dir: PathBuf,
+    created: bool,
+}
+
+enum Cmd {
+    Event(BackupEvent),
+    Abort(String),
+}
+
+/// Moves the stream's events (those `keep` keeps) to `sink` on a writer thread; cleans up on
+/// any failure.
+async fn drive<S: Sink>(
+    mut stream: BackupStream,
+    mut sink: S,
+    keep: fn(&BackupEvent) -> bool,
+) -> Result<BackupSummary> {
+    let (tx, mut rx) = mpsc::channel::<Cmd>(CHANNEL_EVENTS);
+    let (done_tx, done_rx) = oneshot::channel::<Result<BackupSummary>>();
+    std::thread::Builder::new()
+        .name("walstream-backup-writer".into())
+        .spawn(move || {
+            let result = run_sink(&mut sink, &mut rx);
+            if let Err(e) = &result {
+                sink.close();
+                cleanup(&sink.targets(), &e.to_string());
+            }
+            let _ = done_tx.send(result);
+        })
+        .map_err(|e| Error::io("a writer thread", "start", e))?;
+    let failure = loop {
+        match stream.next().await {
+            Ok(Some(event)) => {
+                if keep(&event) && tx.send(Cmd::Event(event)).await.is_err() {
+                    break None; // The thread failed: its result says why.
+                }
+            }
+            Ok(None) => break None,
+            Err(e) => {
+                let _ = tx.send(Cmd::Abort(e.to_string())).await;
+                break Some(e);
+            }
+        }
+    };
+    drop(tx);
+    let result = done_rx
+        .await
+        .unwrap_or_else(|_| Err(Error::Protocol("the backup writer thread panicked".into())));
+    match failure {
+        Some(e) => Err(e),
+        None => result,
+    }
+}
+
+fn run_sink<S: Sink>(sink: &mut S, rx: &mut mpsc::Receiver<Cmd>) -> Result<BackupSummary> {
+    sink.begin()?;
+    let mut summary = None;
+    while let Some(cmd) = rx.blocking_recv() {
+        match cmd {
+            Cmd::Event(BackupEvent::End {
+                start,
+                end,
+                timeline,
+            }) => {
+                summary = Some(BackupSummary {
+                    start,
+                    end,
+                    timeline,
+                });
+                sink.event(BackupEvent::End {
+                    start,
+                    end,
+                    timeline,
+                })?;
+            }
+            Cmd::Event(e) => sink.event(e)?,
+            Cmd::Abort(reason) => return Err(Error::Protocol(reason)),
+        }
+    }
+    let summary =
+        summary.ok_or_else(|| Error::Protocol("the backup stream ended before its end".into()))?;
+    sink.finish()?;
+    Ok(summary)
+}
+
+/// Removes the directories the writer created; marks the others incomplete.
+fn cleanup(targets: &[Target], reason: &str) {
+    for t in targets {
+        if t.created {
+            let _ = fs::remove_dir_all(&t.dir);
+        } else {
+            let _ = fs::remove_file(t.dir.join(MANIFEST_TMP));
+            let _ = fs::write(
+                t.dir.join(INCOMPLETE_MARKER),
+                format!("This base backup is incomplete: {reason}\n"),
+            );
+        }
+    }
+}
+
+/// Creates `dir` or checks that it is empty.
+fn prepare(dir: &Path) -> Result<Target> {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::Config(format!(
+                    "directory {} exists and is not empty",
+                    dir.display()
+                )));
+            }
+            Ok(Target {
+                dir: dir.to_owned(),
+                created: false,
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", e))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io(dir, "set the mode of", e))?;
+            Ok(Target {
+                dir: dir.to_owned(),
+                created: true,
+            })
+        }
+        Err(e) => Err(Error::io(dir, "open", e)),
+    }
+}
+
+/// A file being written.
+struct OpenFile {
+    out: BufWriter<File>,
+    path: PathBuf,
+    mode: u32,
+    mtime: i64,
+}
+
+fn create(path: &Path) -> Result<BufWriter<File>> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(path, "create", e))?;
+    Ok(BufWriter::with_capacity(WRITE_BUFFER, f))
+}
+
+fn write(out: &mut BufWriter<File>, path: &Path, data: &[u8]) -> Result<()> {
+    out.write_all(data).map_err(|e| Error::io(path, "write", e))
+}
+
+fn flush(out: BufWriter<File>, path: &Path) -> Result<File> {
+    out.into_inner()
+        .map_err(|e| Error::io(path, "write", e.into_error()))
+}
+
+/// Syncs every file and directory under `dir` (symbolic links are not followed), then `dir`.
+fn sync_tree(dir: &Path) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, "read", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, "read", e))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(|e| Error::io(&path, "stat", e))?;
+        if kind.is_dir() {
+            sync_tree(&path)?;
+        } else if kind.is_file() {
+            sync(&path)?;
+        }
+    }
+    sync(dir)
+}
+
+fn sync(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, "fsync", e))
+}
+
+/// Puts the finished manifest into place, last: after everything else is synced.
+fn install_manifest(dir: &Path, manifest: Option<OpenFile>) -> Result<()> {
+    if let Some(m) = manifest {
+        let file = flush(m.out, &m.path)?;
+        file.sync_all()
+            .map_err(|e| Error::io(&m.path, "fsync", e))?;
+        let to = dir.join(MANIFEST);
+        fs::rename(&m.path, &to).map_err(|e| Error::io(&to, "rename into", e))?;
+        sync(dir)?;
+    }
+    Ok(())
+}
+
+fn open_manifest(dir: &Path, current: &mut Option<OpenFile>) -> Result<()> {
+    if current.is_none() {
+        let path = dir.join(MANIFEST_TMP);
+        *current = Some(OpenFile {
+            out: create(&path)?,
+            path,
+            mode: 0o600,
+            mtime: 0,
+        });
+    }
+    Ok(())
+}
+
+fn write_manifest(current: &mut Option<OpenFile>, data: &[u8]) -> Result<()> {
+    match current {
+        Some(m) => write(&mut m.out, &m.path, data),
+        None => Err(Error::Protocol("manifest data before the manifest".into())),
+    }
+}
+
+struct PlainSink {
+    config: PlainWriter,
+    targets: Vec<Target>,
+    /// The current archive's root directory.
+    root: Option<PathBuf>,
+    file: Option<OpenFile>,
+    manifest: Option<OpenFile>,
+}
+
+impl PlainSink {
+    /// Where the tablespace at `location` goes.
+    fn mapped(&self, location: &Path) -> PathBuf {
+        self.config
+            .mapping
+            .iter()
+            .find(|(old, _)| old == location)
+            .map_or_else(|| location.to_owned(), |(_, new)| new.clone())
+    }
+
+    fn root(&self) -> Result<&Path> {
+        self.root
+            .as_deref()
+            .ok_or_else(|| Error::Protocol("an entry before any archive".into()))
+    }
+
+    fn end_file(&mut self) -> Result<()> {
+        if let Some(f) = self.file.take() {
+            let file = flush(f.out, &f.path)?;
+            file.set_permissions(fs::Permissions::from_mode(f.mode))
+                .map_err(|e| Error::io(&f.path, "set the mode of", e))?;
+            let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(f.mtime.max(0).unsigned_abs());
+            file.set_modified(mtime)
+                .map_err(|e| Error::io(&f.path, "set the modification time of", e))?;
+        }
+        Ok(())
+    }
+
+    fn entry(
+        &mut self,
+        path: &Path,
+        kind: EntryKind,
+        mode: u32,
+        mtime: i64,
+        link: Option<PathBuf>,
+    ) -> Result<()> {
+        let main = self.root.as_deref() == Some(self.config.dir.as_path());
+        let full = self.root()?.join(path);
+        match kind {
+            EntryKind::Directory => {
+                fs::create_dir_all(&full).map_err(|e| Error::io(&full, "create", e))?;
+                fs::set_permissions(&full, fs::Permissions::from_mode(mode))
+                    .map_err(|e| Error::io(&full, "set the mode of", e))?;
+            }
+            EntryKind::Symlink => {
+                let mut target = link.unwrap_or_default();
+                let in_tblspc =
+                    path.components().next() == Some(Component::Normal("pg_tblspc".as_ref()));
+                if main && in_tblspc {
+                    target = self.mapped(&target);
+                }
+                std::os::unix::fs::symlink(&target, &full)
+                    .map_err(|e| Error::io(&full, "create the link", e))?;
+            }
+            EntryKind::File => {
+                if let Some(parent) = full.parent() {
+                    fs::create_dir_all(parent).map_err(|e| Error::io(parent, "create", e))?;
+                }
+                self.file = Some(OpenFile {
+                    out: create(&full)?,
+                    path: full,
+                    mode,
+                    mtime,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `standby.signal` and `primary_conninfo` in `postgresql.auto.conf`, as
+    /// `GenerateRecoveryConfig` writes them.
+    fn recovery_conf(&self, conninfo: &str) -> Result<()> {
+        let dir = &self.config.dir;
+        let signal = dir.join("standby.signal");
+        drop(create(&signal)?);
+        let conf = dir.join("postgresql.auto.conf");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&conf)
+            .map_err(|e| Error::io(&conf, "open", e))?;
+        let line = format!("primary_conninfo = '{}'\n", escape_quotes(conninfo));
+        f.write_all(line.as_bytes())
+            .map_err(|e| Error::io(&conf, "write", e))
+    }
+}
+
+/// Doubles single quotes and backslashes, as `escape_quotes` does for the configuration file.
+fn escape_quotes(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\'', "''")
+}
+
+impl Sink for PlainSink {
+    fn begin(&mut self) -> Result<()> {
+        let t = prepare(&self.config.dir)?;
+        self.targets.push(t);
+        Ok(())
+    }
+
+    fn event(&mut self, event: BackupEvent) -> Result<()> {
+        match event {
+            BackupEvent::Archive { tablespace, .. } => {
+                self.end_file()?;
+                let root = match tablespace {
+                    None => self.config.dir.clone(),
+                    Some((_, location)) => {
+                        let dir = self.mapped(Path::new(&location));
+                        let t = prepare(&dir)?;
+                        self.targets.push(t);
+                        dir
+                    }
+                };
+                self.root = Some(root);
+            }
+            BackupEvent::Entry {
+                path,
+                kind,
+                mode,
+                mtime,
+                link,
+                ..
+            } => self.entry(&path, kind, mode, mtime, link)?,
+            BackupEvent::Data(d) => match &mut self.file {
+                Some(f) => write(&mut f.out, &f.path, &d)?,
+                None => return Err(Error::Protocol("file data outside a file".into())),
+            },
+            BackupEvent::EntryEnd => self.end_file()?,
+            BackupEvent::Manifest(d) => {
+                self.end_file()?;
+                open_manifest(&self.config.dir, &mut self.manifest)?;
+                write_manifest(&mut self.manifest, &d)?;
+            }
+            BackupEvent::End { .. } => {
+                self.end_file()?;
+                if let Some(conninfo) = self.config.recovery.clone() {
+                    self.recovery_conf(&conninfo)?;
+                }
+            }
+            BackupEvent::ArchiveBytes(_) | BackupEvent::Progress { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        for t in &self.targets {
+            sync_tree(&t.dir)?;
+        }
+        install_manifest(&self.config.dir, self.manifest.take())
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        self.targets.clone()
+    }
+
+    fn close(&mut self) {
+        self.file = None;
+        self.manifest = None;
+    }
+}
+
+struct TarSink {
+    dir: PathBuf,
+    target: Option<Target>,
+    file: Option<OpenFile>,
+    manifest: Option<OpenFile>,
+}
+
+impl TarSink {
+    fn end_file(&mut self) -> Result<()> {
+        if let Some(f) = self.file.take() {
+            flush(f.out, &f.path)?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for TarSink {
+    fn begin(&mut self) -> Result<()> {
+        self.target = Some(prepare(&self.dir)?);
+        Ok(())
+    }
+
+    fn event(&mut self, event: BackupEvent) -> Result<()> {
+        match event {
+            BackupEvent::Archive { name, .. } => {
+                self.end_file()?;
+                // The name becomes a file in the directory: one plain component only.
+                let mut parts = Path::new(&name).components();
+                let (Some(Component::Normal(file)), None) = (parts.next(), parts.next()) else {
+                    return Err(Error::Protocol(format!(
+                        "archive name {name:?} is not a file name"
+                    )));
+                };
+                let path = self.dir.join(file);
+                self.file = Some(OpenFile {
+                    out: create(&path)?,
+                    path,
+                    mode: 0o600,
+                    mtime: 0,
+                });
+            }
+            BackupEvent::ArchiveBytes(d) => match &mut self.file {
+                Some(f) => write(&mut f.out, &f.path, &d)?,
+                None => return Err(Error::Protocol("archive data outside an archive".into())),
+            },
+            BackupEvent::Manifest(d) => {
+                self.end_file()?;
+                open_manifest(&self.dir, &mut self.manifest)?;
+                write_manifest(&mut self.manifest, &d)?;
+            }
+            BackupEvent::End { .. } => self.end_file()?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        sync_tree(&self.dir)?;
+        install_manifest(&self.dir, self.manifest.take())
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        self.target.iter().cloned().collect()
+    }
+
+    fn close(&mut self) {
+        self.file = None;
+        self.manifest = None;
+    }
+}
