@@ -78,7 +78,10 @@ pub use pgserver::{cache_dirs, Error, ServerUser, HOST, SUPERUSER};
 pub use proxy::Proxy;
 pub use seed::{seed, seeded_rng, SEED_VAR};
 pub use session::Session;
-pub use standby::{compare_databases, wait_caught_up, Recovery, WriteLoad, REPLICATION_TIMEOUT};
+pub use standby::{
+    compare_databases, wait_caught_up, wait_caught_up_within, Recovery, WriteLoad,
+    REPLICATION_TIMEOUT,
+};
 
 /// What to run when no server is available.
 pub const INSTALL_HINT: &str = "install PostgreSQL 16-18 with `cargo xtask pg install` \

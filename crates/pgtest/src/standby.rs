@@ -366,12 +366,21 @@ impl Cluster {
 /// call), up to [`REPLICATION_TIMEOUT`]; the error gives both positions and the WAL receiver's
 /// state.
 pub fn wait_caught_up(primary: &Cluster, standby: &Cluster) -> Result<(), Error> {
+    wait_caught_up_within(primary, standby, REPLICATION_TIMEOUT)
+}
+
+/// [`wait_caught_up`], giving up after `timeout`.
+pub fn wait_caught_up_within(
+    primary: &Cluster,
+    standby: &Cluster,
+    timeout: Duration,
+) -> Result<(), Error> {
     let target = primary.psql("postgres", "SELECT pg_current_wal_flush_lsn()")?;
     let check = format!(
         "SELECT coalesce(pg_last_wal_replay_lsn() >= {}::pg_lsn, false)",
         quote_literal(&target)
     );
-    let deadline = Instant::now() + REPLICATION_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     while standby.psql("postgres", &check)? != "t" {
         if Instant::now() > deadline {
             let state = standby.psql(
@@ -382,10 +391,9 @@ pub fn wait_caught_up(primary: &Cluster, standby: &Cluster) -> Result<(), Error>
             )?;
             return Err(Error::new(format!(
                 "the standby on port {} has not caught up with the primary on port {} after \
-                 {}s: the primary flushed up to {target}, the standby {state} (see {})",
+                 {timeout:?}: the primary flushed up to {target}, the standby {state} (see {})",
                 standby.port(),
                 primary.port(),
-                REPLICATION_TIMEOUT.as_secs(),
                 standby.log_file().display()
             )));
         }

@@ -1,8 +1,11 @@
 //! Live tests of the primary + standby harness, on every installed major.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use pgtest::{compare_databases, wait_caught_up, Cluster, Config, Recovery, WriteLoad};
+use pgtest::{
+    compare_databases, wait_caught_up, wait_caught_up_within, Cluster, Config, Recovery, WriteLoad,
+};
 
 use crate::eventually;
 
@@ -49,6 +52,30 @@ fn a_standby_catches_up_and_compares_equal_under_a_write_load() {
             )
             .unwrap();
         assert_eq!(senders, "load_standby");
+    });
+}
+
+#[test]
+fn wait_caught_up_reports_a_standby_that_lags() {
+    pgtest::for_each_installed_major(15, |major| {
+        let primary = Config::primary(major).start().unwrap();
+        let db = primary.create_database("standby_lag").unwrap();
+        let standby = primary.standby().unwrap();
+        wait_caught_up(&primary, &standby).unwrap();
+        standby
+            .psql("postgres", "SELECT pg_wal_replay_pause()")
+            .unwrap();
+        db.psql("CREATE TABLE t AS SELECT 1 AS a").unwrap();
+        let err = wait_caught_up_within(&primary, &standby, Duration::from_secs(2))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has not caught up"), "{err}");
+        assert!(err.contains("WAL receiver streaming"), "{err}");
+        standby
+            .psql("postgres", "SELECT pg_wal_replay_resume()")
+            .unwrap();
+        wait_caught_up(&primary, &standby).unwrap();
+        compare_databases(&primary, &standby, "standby_lag").unwrap();
     });
 }
 
