@@ -191,15 +191,7 @@ impl EventStream {
 
     /// The stream's counters.
     pub fn stats(&self) -> StreamStats {
-        let s = &self.shared;
-        StreamStats {
-            reconnects: s.reconnects.load(Ordering::Relaxed),
-            status_updates: s.status_updates.load(Ordering::Relaxed),
-            reported_flush: Lsn::new(s.reported_flush.load(Ordering::Acquire)),
-            received: Lsn::new(s.received.load(Ordering::Relaxed)),
-            buffered_bytes: s.buffered_bytes.load(Ordering::Acquire),
-            peak_buffered_bytes: s.peak_buffered_bytes.load(Ordering::Acquire),
-        }
+        self.shared.stats()
     }
 
     /// A token that stops this stream when cancelled (a child of the configured one).

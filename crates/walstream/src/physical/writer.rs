@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use walproto::Lsn;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::physical::event::WalEvent;
 use crate::physical::segment::{history_file_name, WalSegmentSize, PARTIAL_SUFFIX};
 
 /// Zeros are written in pieces of this size when a new segment file is padded to its size.
@@ -266,6 +267,19 @@ impl WalWriter {
         }
         debug_assert!(self.position >= end);
         Ok(())
+    }
+
+    /// Writes what a stream's `event` carries: a piece of WAL ([`write`](Self::write)) or a
+    /// new timeline's history file ([`write_history`](Self::write_history)); other events
+    /// need nothing written.
+    pub fn apply(&mut self, event: &WalEvent) -> Result<()> {
+        match event {
+            WalEvent::Data(data) => self.write(data.timeline, data.start, &data.bytes),
+            WalEvent::TimelineSwitch {
+                timeline, history, ..
+            } => self.write_history(*timeline, history),
+            _ => Ok(()),
+        }
     }
 
     /// Writes `timeline`'s history file (`0000000N.history`, the bytes `TIMELINE_HISTORY`

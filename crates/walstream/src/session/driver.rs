@@ -21,6 +21,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::logical::config::ReplicationStreamConfig;
 use crate::logical::event::{ChangeEvent, EventKind};
 use crate::logical::follow::Follower;
+use crate::logical::stream::StreamStats;
 use crate::session::feedback::{FeedbackTracker, Liveness, LivenessCheck, SharedLsnFeedback};
 use crate::session::open::{open_session, Agreement, Session};
 use crate::session::retry::Jitter;
@@ -33,7 +34,7 @@ pub const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// How long the last status update and the clean end of the copy may take before the
 /// connection is simply dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What crosses the channel: events decoded from one read of the socket, or the error that
 /// ended the stream.
@@ -63,6 +64,18 @@ impl Shared {
     pub(crate) fn count_sent(&self, bytes: usize) {
         let now = self.buffered_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
         self.peak_buffered_bytes.fetch_max(now, Ordering::AcqRel);
+    }
+
+    /// The counters, for a stream's `stats()`.
+    pub(crate) fn stats(&self) -> StreamStats {
+        StreamStats {
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            status_updates: self.status_updates.load(Ordering::Relaxed),
+            reported_flush: Lsn::new(self.reported_flush.load(Ordering::Acquire)),
+            received: Lsn::new(self.received.load(Ordering::Relaxed)),
+            buffered_bytes: self.buffered_bytes.load(Ordering::Acquire),
+            peak_buffered_bytes: self.peak_buffered_bytes.load(Ordering::Acquire),
+        }
     }
 }
 
@@ -662,9 +675,9 @@ enum Wake {
 }
 
 /// A permit on `tx`, or never when there is no channel.
-async fn reserve(
-    tx: Option<mpsc::Sender<Item>>,
-) -> std::result::Result<mpsc::OwnedPermit<Item>, mpsc::error::SendError<()>> {
+pub(crate) async fn reserve<T>(
+    tx: Option<mpsc::Sender<T>>,
+) -> std::result::Result<mpsc::OwnedPermit<T>, mpsc::error::SendError<()>> {
     match tx {
         Some(tx) => tx.reserve_owned().await,
         None => std::future::pending().await,

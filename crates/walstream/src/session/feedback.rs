@@ -34,6 +34,7 @@ pub struct SharedLsnFeedback {
 
 #[derive(Debug, Default)]
 struct Marks {
+    written: AtomicU64,
     flushed: AtomicU64,
     applied: AtomicU64,
 }
@@ -59,6 +60,17 @@ impl SharedLsnFeedback {
     /// only the flushed position moves the slot).
     pub fn set_applied(&self, lsn: Lsn) {
         self.inner.applied.fetch_max(lsn.get(), Ordering::AcqRel);
+    }
+
+    /// Marks everything up to `lsn` as written, not yet durable (reported to the server as the
+    /// write position by the physical stream; it moves nothing).
+    pub fn set_written(&self, lsn: Lsn) {
+        self.inner.written.fetch_max(lsn.get(), Ordering::AcqRel);
+    }
+
+    /// The written mark.
+    pub fn written(&self) -> Lsn {
+        Lsn::new(self.inner.written.load(Ordering::Acquire))
     }
 
     /// The flushed mark.

@@ -219,7 +219,7 @@ async fn create_slot(
 }
 
 /// The status interval: the configured one, shortened to a third of `wal_sender_timeout`.
-fn status_interval(configured: Duration, wal_sender_timeout: Option<Duration>) -> Duration {
+pub(crate) fn status_interval(configured: Duration, wal_sender_timeout: Option<Duration>) -> Duration {
     let interval = match wal_sender_timeout {
         Some(t) if !t.is_zero() => configured.min(t / 3),
         _ => configured,
@@ -229,7 +229,7 @@ fn status_interval(configured: Duration, wal_sender_timeout: Option<Duration>) -
 
 /// The receive timeout: the configured one (zero: none), else twice `wal_sender_timeout`, at
 /// least [`MIN_DEFAULT_RECEIVE_TIMEOUT`].
-fn receive_timeout(
+pub(crate) fn receive_timeout(
     configured: Option<Duration>,
     wal_sender_timeout: Option<Duration>,
 ) -> Option<Duration> {
@@ -244,7 +244,7 @@ fn receive_timeout(
 }
 
 /// A PostgreSQL time setting as `SHOW` prints it (`60s`, `1min`, `500ms`, `0`).
-fn parse_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
