@@ -22,7 +22,10 @@ const PG_VERIFYBACKUP_15: &str = "/usr/lib/postgresql/15/bin/pg_verifybackup";
 
 #[test]
 fn plain_backup_under_write_load_verifies() {
-    pgtest::for_each_major(15, |cluster| {
+    // A server of its own: WAL fetched at the end must survive the other tests' checkpoints
+    // (wal_keep_size), as pg_basebackup -X fetch needs.
+    pgtest::for_each_installed_major(15, |major| {
+        let cluster = &pgtest::Config::primary(major).start().unwrap();
         let db = cluster.create_database("walstream_backup_plain").unwrap();
         db.psql(
             "CREATE TABLE fixed AS SELECT g, md5(g::text) AS v FROM generate_series(1, 5000) g",
@@ -160,7 +163,10 @@ fn the_event_stream_is_in_order_and_complete() {
 
 #[test]
 fn tar_backup_under_write_load_has_the_servers_archives() {
-    pgtest::for_each_major(15, |cluster| {
+    // A server of its own: WAL fetched at the end must survive the other tests' checkpoints
+    // (wal_keep_size), as pg_basebackup -X fetch needs.
+    pgtest::for_each_installed_major(15, |major| {
+        let cluster = &pgtest::Config::primary(major).start().unwrap();
         let db = cluster.create_database("walstream_backup_tar").unwrap();
         let load = pgtest::WriteLoad::start(cluster, db.name(), "load").unwrap();
         wait_for_rows(&load);
