@@ -227,3 +227,37 @@ impl PhysicalStreamConfigBuilder {
         Ok(self.config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn builds_refuse_what_cannot_work() {
+        let bad = [
+            PhysicalStreamConfig::builder().slot(""),
+            PhysicalStreamConfig::builder().create_slot_if_missing(true),
+            PhysicalStreamConfig::builder().timeline(0),
+            PhysicalStreamConfig::builder()
+                .start_lsn(Lsn::new(10))
+                .end_lsn(Lsn::new(10)),
+            PhysicalStreamConfig::builder().status_interval(Duration::ZERO),
+        ];
+        for b in bad {
+            let e = b.clone().build().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config, "{b:?}");
+        }
+        let c = PhysicalStreamConfig::builder().build().unwrap();
+        assert_eq!(c.slot(), None);
+        assert_eq!(
+            c.channel_batches(),
+            DEFAULT_BUFFER_BYTES / (MAX_BATCH_BYTES + MAX_WAL_MESSAGE)
+        );
+        let tiny = PhysicalStreamConfig::builder()
+            .buffer_bytes(1)
+            .build()
+            .unwrap();
+        assert_eq!(tiny.channel_batches(), 1);
+    }
+}

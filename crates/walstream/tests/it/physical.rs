@@ -408,6 +408,91 @@ fn a_stream_from_timeline_1_follows_the_promotion_to_timeline_2() {
                 .join(format!("{}.partial", size.segment_name(1, at)))
                 .exists());
             assert!(compare_segments(dir.path(), &cluster, &[first_of_2]) >= 1);
+
+            // WAL of timeline 1 past the switch is of an abandoned branch: refused.
+            let past = Lsn::new(at.get() + size.bytes());
+            let e = PhysicalReplicationStream::connect(
+                &cluster.conninfo("postgres"),
+                config("tl").timeline(1).start_lsn(past).build().unwrap(),
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ClusterChanged, "{e}");
+            assert_eq!(e.lsn(), Some(past));
+            // A timeline the server has not reached is refused too.
+            let e = PhysicalReplicationStream::connect(
+                &cluster.conninfo("postgres"),
+                config("tl").timeline(3).build().unwrap(),
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ClusterChanged, "{e}");
+        });
+    });
+}
+
+#[test]
+fn hot_standby_feedback_holds_the_slots_xmin_and_lets_it_go() {
+    pgtest::for_each_major(15, |cluster| {
+        block_on(async {
+            let slot = cluster.unique_name("physxmin");
+            let xid: u64 = cluster
+                .psql(
+                    "postgres",
+                    &format!(
+                        "SELECT pg_create_physical_replication_slot('{slot}', true);
+                         SELECT txid_current();"
+                    ),
+                )
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let xmin = || {
+                cluster
+                    .psql(
+                        "postgres",
+                        &format!(
+                            "SELECT xmin FROM pg_replication_slots WHERE slot_name = '{slot}'"
+                        ),
+                    )
+                    .unwrap()
+            };
+            let wait_for = |want: String| async move {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let got = xmin();
+                    if got == want {
+                        return;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "slot xmin {got:?}, expected {want:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            let wal = PhysicalReplicationStream::connect(
+                &cluster.conninfo("postgres"),
+                config(&slot).hot_standby_feedback(true).build().unwrap(),
+            )
+            .await
+            .unwrap()
+            .start();
+            assert_eq!(xmin(), "", "no xmin before one is set");
+            wal.set_standby_xmin(Some((xid as u32, (xid >> 32) as u32)));
+            wait_for((xid as u32).to_string()).await;
+            wal.set_standby_xmin(None);
+            wait_for(String::new()).await;
+            wal.shutdown().await.unwrap();
+            cluster
+                .psql(
+                    "postgres",
+                    &format!("SELECT pg_drop_replication_slot('{slot}')"),
+                )
+                .unwrap();
         });
     });
 }
