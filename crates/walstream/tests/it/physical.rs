@@ -496,3 +496,48 @@ fn hot_standby_feedback_holds_the_slots_xmin_and_lets_it_go() {
         });
     });
 }
+
+#[test]
+fn another_cluster_after_a_reconnect_ends_the_stream() {
+    let (a, b) = (pgtest::cluster(16), pgtest::cluster(17));
+    let slot = a.unique_name("physfailover");
+    for c in [a, b] {
+        c.psql(
+            "postgres",
+            &format!("SELECT pg_create_physical_replication_slot('{slot}', true)"),
+        )
+        .unwrap();
+    }
+    let addr = |c: &Cluster| -> std::net::SocketAddr {
+        format!("{}:{}", c.host(), c.port()).parse().unwrap()
+    };
+    block_on(async {
+        // A TCP proxy whose target can change and whose connections can be cut.
+        let proxy = pgtest::Proxy::start(addr(a)).unwrap();
+        let conninfo = format!("host=127.0.0.1 port={} user=postgres", proxy.port());
+        let mut wal = PhysicalReplicationStream::connect(&conninfo, config(&slot).build().unwrap())
+            .await
+            .unwrap()
+            .start();
+        let first = wal.next_event().await.unwrap().unwrap();
+        assert!(matches!(first, WalEvent::Data(_)), "{first:?}");
+        proxy.retarget(addr(b));
+        proxy.cut();
+        let err = loop {
+            match wal.next_event().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without an error"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), ErrorKind::ClusterChanged, "{err}");
+        assert!(err.to_string().contains("system"), "{err}");
+    });
+    for c in [a, b] {
+        c.psql(
+            "postgres",
+            &format!("SELECT pg_drop_replication_slot('{slot}')"),
+        )
+        .unwrap();
+    }
+}
