@@ -576,8 +576,8 @@ fn copy_wal(
 
 /// Copies directory `source` to `dest` (created, mode 0700) recursively, handing everything to
 /// `user`. Entries for which `skip(path relative to source)` holds are left out, except that
-/// skipped directories are created empty. Files that vanish while the copy runs (a live
-/// server's temporary files) are left out too.
+/// skipped directories are created empty. Files and directories that vanish while the copy
+/// runs (a live server's temporary files, a dropped database) are left out too.
 fn copy_tree(
     source: &Path,
     dest: &Path,
@@ -597,8 +597,14 @@ fn copy_dir(
     let here = dest.join(rel);
     ensure_dir(&here, user)?;
     let from = source.join(rel);
-    let entries =
-        fs::read_dir(&from).map_err(|e| Error::new(format!("reading {}: {e}", from.display())))?;
+    let entries = match fs::read_dir(&from) {
+        Ok(entries) => entries,
+        // A directory removed meanwhile (a dropped database): the WAL replays the removal.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && rel != Path::new("") => {
+            return Ok(());
+        }
+        Err(e) => return Err(Error::new(format!("reading {}: {e}", from.display()))),
+    };
     for entry in entries {
         let entry = entry.map_err(|e| Error::new(format!("reading {}: {e}", from.display())))?;
         let rel = rel.join(entry.file_name());
