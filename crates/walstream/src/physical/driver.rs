@@ -358,14 +358,7 @@ impl Driver {
     /// Goes back to `resume` (at or before where the stream was): the timeline it is on is
     /// the first followed timeline that ended after it, or the current one.
     fn rewind(&mut self, resume: Lsn) {
-        if let Some(i) = self
-            .ended_timelines
-            .iter()
-            .position(|&(_, end)| resume < end)
-        {
-            self.timeline = self.ended_timelines.get(i).map_or(self.timeline, |t| t.0);
-            self.ended_timelines.truncate(i);
-        }
+        self.timeline = timeline_at(&mut self.ended_timelines, self.timeline, resume);
         self.start = resume;
     }
 
@@ -718,6 +711,43 @@ impl Driver {
             }
             Ok(Err(e)) => tracing::warn!("closing the physical replication stream: {e}"),
             Err(_) => tracing::warn!("closing the physical replication stream timed out"),
+        }
+    }
+}
+
+/// The timeline that `lsn` is streamed on, for a stream now on `current` that followed the
+/// timelines of `ended` (each with where it ended, oldest first) to their ends: the first one
+/// that ended after `lsn` (a switch point itself belongs to the next timeline). The timelines
+/// from there on are forgotten: they will be followed again.
+fn timeline_at(ended: &mut Vec<(u32, Lsn)>, current: u32, lsn: Lsn) -> u32 {
+    match ended.iter().position(|&(_, end)| lsn < end) {
+        Some(i) => {
+            let timeline = ended.get(i).map_or(current, |t| t.0);
+            ended.truncate(i);
+            timeline
+        }
+        None => current,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_goes_back_to_the_timeline_of_its_position() {
+        let ended = vec![(1, Lsn::new(100)), (2, Lsn::new(200))];
+        let cases = [
+            (Lsn::new(50), 1, 0),
+            (Lsn::new(100), 2, 1),
+            (Lsn::new(199), 2, 1),
+            (Lsn::new(200), 3, 2),
+            (Lsn::new(500), 3, 2),
+        ];
+        for (lsn, timeline, left) in cases {
+            let mut e = ended.clone();
+            assert_eq!(timeline_at(&mut e, 3, lsn), timeline, "{lsn}");
+            assert_eq!(e.len(), left, "{lsn}");
         }
     }
 }

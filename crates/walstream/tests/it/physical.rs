@@ -543,3 +543,47 @@ fn another_cluster_after_a_reconnect_ends_the_stream() {
         .unwrap();
     }
 }
+
+#[test]
+fn cancellation_ends_the_stream_and_shutdown_reports_the_acknowledgement() {
+    pgtest::for_each_major(15, |cluster| {
+        block_on(async {
+            let slot = cluster.unique_name("physcancel");
+            cluster
+                .psql(
+                    "postgres",
+                    &format!("SELECT pg_create_physical_replication_slot('{slot}', true)"),
+                )
+                .unwrap();
+            let token = walstream::CancellationToken::new();
+            let stream = PhysicalReplicationStream::connect(
+                &cluster.conninfo("postgres"),
+                config(&slot)
+                    .status_interval(Duration::from_secs(60))
+                    .cancellation_token(token.clone())
+                    .build()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+            let start = stream.start_lsn();
+            let mut wal = stream.start();
+            let WalEvent::Data(data) = wal.next_event().await.unwrap().unwrap() else {
+                panic!("WAL first");
+            };
+            assert_eq!(data.start, start);
+            // Acknowledged, then cancelled: only the last status update can carry it.
+            wal.ack(data.end());
+            token.cancel();
+            assert!(wal.next_event().await.unwrap().is_none());
+            assert_eq!(wal.shutdown().await.unwrap(), data.end());
+            assert_eq!(restart_lsn(cluster, &slot), data.end());
+            cluster
+                .psql(
+                    "postgres",
+                    &format!("SELECT pg_drop_replication_slot('{slot}')"),
+                )
+                .unwrap();
+        });
+    });
+}
