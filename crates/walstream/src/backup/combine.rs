@@ -161,7 +161,9 @@ impl Combiner<'_> {
         let path = self.output.join("backup_label");
         let mut file = create_file(&path, self.modes)?;
         for line in text.split_inclusive(|&b| b == b'\n') {
-            if !line.starts_with(b"INCREMENTAL FROM ") {
+            let from =
+                |field: &str| line.starts_with(format!("INCREMENTAL FROM {field}: ").as_bytes());
+            if !from("LSN") && !from("TLI") {
                 file.write_all(line).at("write", &path)?;
             }
         }

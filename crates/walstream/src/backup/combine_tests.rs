@@ -343,3 +343,40 @@ fn backup_labels_are_read_as_pg_combinebackup_reads_them() {
         );
     }
 }
+
+#[test]
+fn in_place_tablespaces_are_combined_and_linked_ones_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let rel = "pg_tblspc/16400/PG_17_202406281/5/16384";
+    let full = backup(
+        root.path(),
+        "full",
+        7,
+        "0/2000028",
+        None,
+        &[(rel, blocks(b"AB"))],
+    );
+    let incremental_rel = rel.replace("16384", "INCREMENTAL.16384");
+    let files = [(incremental_rel.as_str(), incremental(2, &[(1, b'X')]))];
+    let incr = backup(
+        root.path(),
+        "incr",
+        7,
+        "0/4000028",
+        Some("0/2000028"),
+        &files,
+    );
+    let out = root.path().join("out");
+    combine(&[&full, &incr], &out).unwrap();
+    assert_eq!(fs::read(out.join(rel)).unwrap(), blocks(b"AX"));
+
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(root.path(), incr.join("pg_tblspc/16401")).unwrap();
+        let out = root.path().join("out2");
+        let err = combine(&[&full, &incr], &out).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+        assert!(err.to_string().contains("16401"), "{err}");
+        assert!(!out.exists());
+    }
+}
