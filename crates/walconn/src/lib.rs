@@ -55,27 +55,29 @@
 //! around it, the losing branch of a `select!`):
 //!
 //! - **Cancel-safe, use the object on:** [`CopyBoth::recv`], [`CopyOut::next`] and
-//!   [`BaseBackup::next`]. Frames are taken from the read buffer only when whole, so a
-//!   dropped call loses nothing and the next call returns what it would have. `recv` is
-//!   meant to be a `select!` branch.
+//!   [`BaseBackup::next`]. Frames are taken from the read buffer only when whole, and a
+//!   server error already read is kept, so a dropped call loses nothing and the next call
+//!   returns what it would have. `recv` is meant to be a `select!` branch.
 //! - **Poisoning:** every other `&mut self` method ([`Connection::simple_query`],
 //!   [`identify_system`](Connection::identify_system), [`show`](Connection::show), the slot
 //!   commands, [`timeline_history`](Connection::timeline_history),
 //!   [`copy_out`](Connection::copy_out), [`base_backup`](Connection::base_backup),
-//!   [`CopyBoth::send`] and [`CopyBoth::send_status_update`]) may be dropped after writing
-//!   part of a command or before reading all of its answer, which leaves the connection out
-//!   of step with the server. Such a method marks the connection when it starts and clears
-//!   the mark when it returns; a dropped future leaves it set, and every later call on the
-//!   object (on the [`CopyBoth`], `recv` and `finish` included) then fails at once with
-//!   [`ErrorKind::Poisoned`] ([`Error::is_poisoned`]) without touching the socket: discard
-//!   the connection and open a new one. A [`CopyOut`] or [`BaseBackup`] dropped before its
-//!   end poisons the same way. [`Connection::is_poisoned`] tells beforehand. A dropped
-//!   command may still have run on the server (a slot created or dropped); a temporary slot
-//!   goes with the connection.
+//!   [`upload_manifest`](Connection::upload_manifest), [`CopyBoth::send`],
+//!   [`CopyBoth::send_status_update`] and [`CopyBoth::send_hot_standby_feedback`]) may be
+//!   dropped after writing part of a command or before reading all of its answer, which
+//!   leaves the connection out of step with the server. Such a method marks the connection
+//!   when it starts and clears the mark when it returns; a dropped future leaves it set, and
+//!   every later call on the object (on the [`CopyBoth`], `recv`, `end` and `finish`
+//!   included) then fails at once with [`ErrorKind::Poisoned`] ([`Error::is_poisoned`])
+//!   without touching the socket: discard the connection and open a new one. A [`CopyOut`]
+//!   or [`BaseBackup`] dropped before its end poisons the same way.
+//!   [`Connection::is_poisoned`] tells beforehand. A dropped command may still have run on
+//!   the server (a slot created or dropped); a temporary slot goes with the connection.
 //! - **Consuming methods:** [`Connection::start_logical_replication`],
 //!   [`start_physical_replication`](Connection::start_physical_replication),
-//!   [`CopyBoth::finish`] and [`Connection::close`] take the object by value: dropping the
-//!   future drops the connection and closes its socket (the server sees a lost client).
+//!   [`CopyBoth::end`], [`CopyBoth::finish`] and [`Connection::close`] take the object by
+//!   value: dropping the future drops the connection and closes its socket (the server sees
+//!   a lost client).
 //! - **Own sockets:** [`Connection::connect`] and [`CancelToken::cancel`] open sockets of
 //!   their own; dropping them closes those and affects nothing else.
 

@@ -269,7 +269,7 @@ pub(crate) fn result_set(columns: &[&str], values: &[Option<&str>]) -> Vec<u8> {
 
 /// What a 15+ server sends before the archives: the start position, one tablespace (the
 /// data directory, 100 kB) and CopyOutResponse.
-fn backup_start() -> Vec<u8> {
+pub(crate) fn backup_start() -> Vec<u8> {
     let mut out = result_set(&["recptr", "tli"], &[Some("0/2000028"), Some("1")]);
     out.extend(result_set(
         &["spcoid", "spclocation", "size"],

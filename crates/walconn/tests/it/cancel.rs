@@ -7,9 +7,11 @@
 //! hang.
 //!
 //! `CopyOut::next` is cancel-safe and is checked for that: dropped anywhere, the rows come out
-//! once each, in order, and a server error mid-copy still arrives. A dropped
-//! `CopyBoth::send_status_update` is forced against a fake server that stops reading, so that
-//! the send blocks on a full socket buffer.
+//! once each, in order, and a server error mid-copy still arrives. A dropped `CopyBoth::send`,
+//! `send_status_update` or `send_hot_standby_feedback` is forced against a fake server that
+//! stops reading, so that the send blocks on a full socket buffer. The physical side
+//! (`base_backup` and `BaseBackup::next`, `upload_manifest`, `timeline_history`,
+//! `CopyBoth::end`, hot standby feedback on a live stream) is in [`physical`].
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -19,7 +21,7 @@ use std::time::Duration;
 use pgtest::cancel::{poll_once, Mix, Tally};
 use pgtest::fake::{copy_data, FakeWalsender};
 use walconn::{Connection, CopyBoth, CreateSlotOptions, ErrorKind, LogicalReplicationOptions};
-use walproto::replication::StandbyStatusUpdate;
+use walproto::replication::{HotStandbyFeedback, StandbyStatusUpdate};
 use walproto::Lsn;
 
 use crate::fake_server::copy_both;
@@ -50,32 +52,33 @@ fn assert_poisoned(conn: &mut Connection) {
     poisoned_now(conn.copy_out("COPY (SELECT 1) TO STDOUT"));
 }
 
-/// The consuming methods refuse a poisoned connection too, at once: `close` (on even
-/// rounds) and `start_logical_replication` (on odd ones).
+/// The consuming methods refuse a poisoned connection too, at once: `close`,
+/// `start_logical_replication` and `start_physical_replication`, one per round in turn.
 fn consumed_poisoned(conn: Connection, i: u32) {
-    if i.is_multiple_of(2) {
-        poisoned_now(conn.close());
-    } else {
-        poisoned_now(conn.start_logical_replication(
+    match i % 3 {
+        0 => poisoned_now(conn.close()),
+        1 => poisoned_now(conn.start_logical_replication(
             "walconn_never",
             Lsn::ZERO,
             &LogicalReplicationOptions::new(
                 walconn::walproto::pgoutput::ProtocolVersion::V1,
                 &["p"],
             ),
-        ));
+        )),
+        _ => poisoned_now(conn.start_physical_replication(None, Lsn::ZERO, Some(1))),
     }
 }
 
 /// After a completed call: the connection answers the next query, with its own answer (a
-/// physical replication connection runs no SQL: `SHOW` alone there).
-async fn assert_in_step(conn: &mut Connection, i: u32) {
+/// physical replication connection runs no SQL: `SHOW` alone there). `wal_level` is the
+/// server's, as a first connection read it.
+async fn assert_in_step(conn: &mut Connection, i: u32, wal_level: &str) {
     assert!(!conn.is_poisoned());
     let limit = Duration::from_secs(20);
     let level = tokio::time::timeout(limit, conn.show("wal_level"))
         .await
         .expect("SHOW hangs");
-    assert_eq!(level.unwrap(), "logical");
+    assert_eq!(level.unwrap(), wal_level);
     match tokio::time::timeout(limit, conn.simple_query(&format!("SELECT {i} AS n")))
         .await
         .expect("the next query hangs")
@@ -121,12 +124,13 @@ macro_rules! rounds {
         let mut rng = pgtest::seeded_rng();
         let mut tally = Tally::default();
         let mut $conn = connect($conninfo).await;
+        let wal_level = $conn.show("wal_level").await.unwrap();
         for $i in 0..$rounds {
             match Mix::LIVE.pick(&mut rng).run($call).await {
                 Some($r) => {
                     tally.completed += 1;
                     $check;
-                    assert_in_step(&mut $conn, $i).await;
+                    assert_in_step(&mut $conn, $i, &wal_level).await;
                 }
                 None => {
                     tally.dropped += 1;
@@ -141,6 +145,8 @@ macro_rules! rounds {
         tally
     }};
 }
+
+mod physical;
 
 #[test]
 fn cancel_simple_query_identify_system_and_show() {
@@ -330,26 +336,6 @@ fn cancel_slot_commands() {
     });
 }
 
-#[test]
-fn cancel_timeline_history() {
-    // Timeline 1 has no history file: the answer is the server's error, with the connection
-    // in step; a dropped call poisons as any other.
-    let cluster = pgtest::cluster(MAJOR);
-    let db = cluster.create_database("walconn_cancel_tli").unwrap();
-    let conninfo = format!("{} replication=true", db.conninfo());
-    block_on(async {
-        let tally = rounds!(100, &conninfo, conn, i,
-            call: conn.timeline_history(1),
-            check: |r| {
-                let e = r.unwrap_err();
-                assert_eq!(e.kind(), ErrorKind::Db, "{e:?}");
-            },
-            after_drop: (),
-        );
-        tally.check("timeline_history");
-    });
-}
-
 /// The text rows `1..=n` of `COPY ... TO STDOUT` of [`ROW`].
 fn expected_rows(n: u32) -> Vec<String> {
     (1..=n)
@@ -439,7 +425,7 @@ fn cancel_copy_out_poisons_and_copy_out_next_is_cancel_safe() {
                         assert_eq!(rows, expected_rows(n));
                         end.unwrap();
                     }
-                    assert_in_step(&mut conn, i).await;
+                    assert_in_step(&mut conn, i, "logical").await;
                 }
             }
         }
@@ -471,9 +457,31 @@ fn update(lsn: u64) -> StandbyStatusUpdate {
     }
 }
 
+/// The sends of a [`CopyBoth`], each not cancel-safe.
+#[derive(Clone, Copy, Debug)]
+enum SendKind {
+    /// `send_status_update`.
+    Status,
+    /// `send` of 64 kB.
+    Big,
+    /// `send_hot_standby_feedback`.
+    Feedback,
+}
+
+/// Hot standby feedback with `xmin` (epoch 0) and no catalog xmin.
+fn feedback(xmin: u32) -> HotStandbyFeedback {
+    HotStandbyFeedback {
+        client_time: std::time::SystemTime::now().into(),
+        xmin,
+        xmin_epoch: 0,
+        catalog_xmin: 0,
+        catalog_xmin_epoch: 0,
+    }
+}
+
 #[test]
 fn cancel_dropped_send_poisons_the_copy_both() {
-    for big in [false, true] {
+    for kind in [SendKind::Status, SendKind::Big, SendKind::Feedback] {
         block_on(async {
             let mut stream = stalled_stream().await;
             let mut sent = 0u64;
@@ -481,10 +489,10 @@ fn cancel_dropped_send_poisons_the_copy_both() {
             // Send until a send blocks on the full socket buffer; that one is dropped.
             loop {
                 let fut = async {
-                    if big {
-                        stream.send(&payload).await
-                    } else {
-                        stream.send_status_update(&update(sent)).await
+                    match kind {
+                        SendKind::Status => stream.send_status_update(&update(sent)).await,
+                        SendKind::Big => stream.send(&payload).await,
+                        SendKind::Feedback => stream.send_hot_standby_feedback(&feedback(3)).await,
                     }
                 };
                 match tokio::time::timeout(Duration::from_millis(200), fut).await {
@@ -496,14 +504,18 @@ fn cancel_dropped_send_poisons_the_copy_both() {
                 }
                 assert!(sent < 10_000_000, "the sends never blocked");
             }
-            println!("big={big}: {sent} sends completed before one blocked");
+            println!("{kind:?}: {sent} sends completed before one blocked");
             assert!(stream.connection().is_poisoned());
             // `recv` would find a whole frame in the buffer, but refuses: the object is
             // poisoned.
             poisoned_now(stream.recv());
             poisoned_now(stream.send_status_update(&update(sent)));
+            poisoned_now(stream.send_hot_standby_feedback(&feedback(3)));
             poisoned_now(stream.send(b"x"));
-            poisoned_now(stream.finish());
+            match kind {
+                SendKind::Feedback => poisoned_now(stream.end()),
+                SendKind::Status | SendKind::Big => poisoned_now(stream.finish()),
+            }
         });
     }
 }

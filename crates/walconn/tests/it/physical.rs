@@ -17,7 +17,7 @@ use crate::{block_on, config};
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Polls `sql` (one boolean) until it is true, failing after [`WAIT`].
-fn wait_until(cluster: &pgtest::Cluster, sql: &str) {
+pub(crate) fn wait_until(cluster: &pgtest::Cluster, sql: &str) {
     let deadline = Instant::now() + WAIT;
     while cluster.psql("postgres", sql).unwrap() != "t" {
         assert!(
@@ -31,7 +31,7 @@ fn wait_until(cluster: &pgtest::Cluster, sql: &str) {
 /// A cluster of `major` on timeline 2, with no second server: started, stopped, started again
 /// as a standby with no primary (`standby.signal`), promoted. Returns it and the switch point
 /// (where timeline 1 ended: the end of the WAL the standby replayed).
-fn promoted_cluster(major: u32) -> (pgtest::Cluster, Lsn) {
+pub(crate) fn promoted_cluster(major: u32) -> (pgtest::Cluster, Lsn) {
     let cluster = pgtest::Config::new(major)
         .setting("wal_level", "replica")
         .start()
