@@ -21,6 +21,9 @@ pub enum Error {
     /// An archive message could not be parsed, or came where it cannot (data before any
     /// archive, a new archive while the last one is incomplete).
     Protocol(String),
+    /// The WAL stream of [`WalMethod::Stream`](super::WalMethod::Stream) failed (its
+    /// connection, its slot, or writing its segments).
+    Wal(crate::Error),
     /// An archive is malformed or truncated: which archive, at which byte, and what.
     Tar(TarError),
     /// A file or directory could not be created, written, synced or read.
@@ -63,6 +66,7 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Connection(e) => e.code(),
+            Error::Wal(e) => e.code(),
             _ => None,
         }
     }
@@ -86,6 +90,7 @@ impl fmt::Display for Error {
             Error::Connection(e) => write!(f, "base backup: {e}"),
             Error::Protocol(m) => write!(f, "base backup stream: {m}"),
             Error::Tar(e) => write!(f, "base backup: {e}"),
+            Error::Wal(e) => write!(f, "base backup's WAL stream: {e}"),
             Error::Io {
                 path,
                 action,
@@ -117,6 +122,7 @@ impl std::error::Error for Error {
         match self {
             Error::Connection(e) => Some(e),
             Error::Tar(e) => Some(e),
+            Error::Wal(e) => Some(e),
             Error::Io { source, .. } => Some(source),
             _ => None,
         }

@@ -38,6 +38,7 @@ mod error;
 mod manifest;
 mod stream;
 mod tar;
+mod wal;
 mod writer;
 
 pub use error::{Error, Result};

@@ -12,6 +12,7 @@ use walproto::Lsn;
 use super::error::{Error, Result};
 use super::manifest::ChecksumAlgorithm;
 use super::tar::{EntryKind, TarEvent, TarReader};
+use super::wal::WalSource;
 
 pub use walconn::Checkpoint;
 
@@ -29,6 +30,12 @@ pub enum WalMethod {
     /// option, `-X fetch`): the server must still have it then.
     #[default]
     Fetch,
+    /// The WAL is streamed on a second connection while the backup runs (`-X stream`), from
+    /// a physical slot that keeps it, into the backup's `pg_wal` (plain) or `pg_wal.tar`
+    /// (tar): nothing depends on the server keeping WAL until the end. Done by the writers
+    /// ([`PlainWriter`](super::PlainWriter), [`TarWriter`](super::TarWriter)); a consumer of
+    /// [`BackupStream::next`] alone gets no WAL.
+    Stream,
 }
 
 /// The options of a base backup; [`Default`] is pg_basebackup's defaults with a manifest
@@ -181,6 +188,21 @@ pub async fn start(conninfo: &str, config: BaseBackupConfig) -> Result<BackupStr
     conn_config.set_replication(Replication::Physical);
     let mut conn = Connection::connect(&conn_config).await?;
     let options = config.options();
+    let wal_source = match config.wal {
+        WalMethod::Stream => Some(WalSource {
+            conninfo: conninfo.to_owned(),
+            start: BackupPosition {
+                lsn: Lsn::ZERO,
+                timeline: 0,
+            },
+            segment_size: conn
+                .show("wal_segment_size")
+                .await?
+                .parse()
+                .map_err(Error::Wal)?,
+        }),
+        _ => None,
+    };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel(CHANNEL_PAYLOADS);
     let incremental = config.incremental_from.clone();
@@ -230,6 +252,7 @@ pub async fn start(conninfo: &str, config: BaseBackupConfig) -> Result<BackupStr
         .sum::<Option<u64>>();
     Ok(BackupStream {
         rx,
+        wal_source: wal_source.map(|w| WalSource { start, ..w }),
         start,
         tablespaces,
         total,
@@ -245,6 +268,8 @@ pub async fn start(conninfo: &str, config: BaseBackupConfig) -> Result<BackupStr
 #[derive(Debug)]
 pub struct BackupStream {
     rx: mpsc::Receiver<Msg>,
+    /// With [`WalMethod::Stream`], for the writer's WAL streamer.
+    wal_source: Option<WalSource>,
     start: BackupPosition,
     tablespaces: Vec<Tablespace>,
     total: Option<u64>,
@@ -258,6 +283,11 @@ impl BackupStream {
     pub fn with_archive_bytes(mut self) -> Self {
         self.archive_bytes = true;
         self
+    }
+
+    /// With [`WalMethod::Stream`]: where the writers stream WAL from.
+    pub(crate) fn wal_source(&self) -> Option<&WalSource> {
+        self.wal_source.as_ref()
     }
 
     /// Where the backup starts, with its timeline.

@@ -18,7 +18,8 @@ use walproto::Lsn;
 
 use super::error::{Error, Result};
 use super::stream::{BackupEvent, BackupStream};
-use super::tar::EntryKind;
+use super::tar::{EntryKind, TarEntry, BLOCK};
+use super::wal::WalStreamer;
 
 /// The file left in a directory that existed before the backup, when the backup failed.
 pub const INCOMPLETE_MARKER: &str = "walstream_backup_incomplete";
@@ -26,6 +27,9 @@ pub const INCOMPLETE_MARKER: &str = "walstream_backup_incomplete";
 /// The manifest while it arrives; renamed to `backup_manifest` at the very end.
 const MANIFEST_TMP: &str = "backup_manifest.tmp";
 const MANIFEST: &str = "backup_manifest";
+
+/// The streamed WAL of a tar backup while it arrives; made into `pg_wal.tar` at the end.
+const WAL_TMP: &str = "pg_wal.tmp";
 
 /// Events between the async side and the writer thread.
 const CHANNEL_EVENTS: usize = 16;
@@ -102,14 +106,16 @@ impl PlainWriter {
 
     /// Writes the whole backup; see the [type](Self) documentation.
     pub async fn write(self, stream: BackupStream) -> Result<BackupSummary> {
+        let wal_dir = stream.wal_source().map(|_| self.dir.join("pg_wal"));
         let sink = PlainSink {
+            create_pg_wal: wal_dir.is_some(),
             config: self,
             targets: Vec::new(),
             root: None,
             file: None,
             manifest: None,
         };
-        drive(stream, sink, |_| true).await
+        drive(stream, sink, |_| true, wal_dir).await
     }
 }
 
@@ -122,7 +128,9 @@ impl TarWriter {
     /// Writes the whole backup; see the [type](Self) documentation. The archives are still
     /// parsed as they pass, so a truncated or malformed one fails the backup.
     pub async fn write(self, stream: BackupStream) -> Result<BackupSummary> {
+        let wal_dir = stream.wal_source().map(|_| self.dir.join(WAL_TMP));
         let sink = TarSink {
+            wal_dir: wal_dir.clone(),
             dir: self.dir,
             target: None,
             file: None,
@@ -134,7 +142,7 @@ impl TarWriter {
                 BackupEvent::Entry { .. } | BackupEvent::Data(_) | BackupEvent::EntryEnd
             )
         };
-        drive(stream.with_archive_bytes(), sink, keep).await
+        drive(stream.with_archive_bytes(), sink, keep, wal_dir).await
     }
 }
 
@@ -163,52 +171,81 @@ enum Cmd {
     Abort(String),
 }
 
-/// Moves the stream's events (those `keep` keeps) to `sink` on a writer thread; cleans up on
-/// any failure.
+/// Moves the stream's events (those `keep` keeps) to `sink` on a writer thread, with the
+/// WAL streamed into `wal_dir` when the backup's WAL method is `Stream`; cleans up on any
+/// failure, once nothing writes any more.
 async fn drive<S: Sink>(
     mut stream: BackupStream,
     mut sink: S,
     keep: fn(&BackupEvent) -> bool,
+    wal_dir: Option<PathBuf>,
 ) -> Result<BackupSummary> {
     let (tx, mut rx) = mpsc::channel::<Cmd>(CHANNEL_EVENTS);
-    let (done_tx, done_rx) = oneshot::channel::<Result<BackupSummary>>();
+    let (begun_tx, begun_rx) = oneshot::channel::<()>();
+    let (done_tx, done_rx) = oneshot::channel::<(Result<BackupSummary>, Vec<Target>)>();
     std::thread::Builder::new()
         .name("walstream-backup-writer".into())
         .spawn(move || {
-            let result = run_sink(&mut sink, &mut rx);
-            if let Err(e) = &result {
-                sink.close();
-                cleanup(&sink.targets(), &e.to_string());
-            }
-            let _ = done_tx.send(result);
+            let result = sink.begin().and_then(|()| {
+                let _ = begun_tx.send(());
+                run_sink(&mut sink, &mut rx)
+            });
+            sink.close();
+            let _ = done_tx.send((result, sink.targets()));
         })
         .map_err(|e| Error::io("a writer thread", "start", e))?;
-    let failure = loop {
+    // The directories exist once the thread has begun: only then may WAL go into them.
+    let begun = begun_rx.await.is_ok();
+    let mut wal = None;
+    let mut failure = None;
+    if let (true, Some(source), Some(dir)) = (begun, stream.wal_source().cloned(), wal_dir) {
+        match WalStreamer::start(source, dir).await {
+            Ok(w) => wal = Some(w),
+            Err(e) => failure = Some(e),
+        }
+    }
+    while begun && failure.is_none() {
         match stream.next().await {
             Ok(Some(event)) => {
+                if let BackupEvent::End { end, .. } = &event {
+                    if let Some(w) = wal.take() {
+                        if let Err(e) = w.finish(*end).await {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
                 if keep(&event) && tx.send(Cmd::Event(event)).await.is_err() {
-                    break None; // The thread failed: its result says why.
+                    break; // The thread failed: its result says why.
                 }
             }
-            Ok(None) => break None,
-            Err(e) => {
-                let _ = tx.send(Cmd::Abort(e.to_string())).await;
-                break Some(e);
-            }
+            Ok(None) => break,
+            Err(e) => failure = Some(e),
         }
-    };
+    }
+    if let Some(w) = wal.take() {
+        w.abort().await;
+    }
+    if let Some(e) = &failure {
+        let _ = tx.send(Cmd::Abort(e.to_string())).await;
+    }
     drop(tx);
-    let result = done_rx
-        .await
-        .unwrap_or_else(|_| Err(Error::Protocol("the backup writer thread panicked".into())));
-    match failure {
+    let (result, targets) = done_rx.await.unwrap_or_else(|_| {
+        let e = Error::Protocol("the backup writer thread panicked".into());
+        (Err(e), Vec::new())
+    });
+    let result = match failure {
         Some(e) => Err(e),
         None => result,
+    };
+    if let Err(e) = &result {
+        let reason = e.to_string();
+        let _ = tokio::task::spawn_blocking(move || cleanup(&targets, &reason)).await;
     }
+    result
 }
 
 fn run_sink<S: Sink>(sink: &mut S, rx: &mut mpsc::Receiver<Cmd>) -> Result<BackupSummary> {
-    sink.begin()?;
     let mut summary = None;
     while let Some(cmd) = rx.blocking_recv() {
         match cmd {
@@ -365,6 +402,8 @@ fn write_manifest(current: &mut Option<OpenFile>, data: &[u8]) -> Result<()> {
 
 struct PlainSink {
     config: PlainWriter,
+    /// WAL is streamed into `pg_wal`, which must exist from the start.
+    create_pg_wal: bool,
     targets: Vec<Target>,
     /// The current archive's root directory.
     root: Option<PathBuf>,
@@ -469,6 +508,10 @@ impl Sink for PlainSink {
     fn begin(&mut self) -> Result<()> {
         let t = prepare(&self.config.dir)?;
         self.targets.push(t);
+        if self.create_pg_wal {
+            let wal = self.config.dir.join("pg_wal");
+            fs::create_dir(&wal).map_err(|e| Error::io(&wal, "create", e))?;
+        }
         Ok(())
     }
 
@@ -535,6 +578,8 @@ impl Sink for PlainSink {
 
 struct TarSink {
     dir: PathBuf,
+    /// Where streamed WAL is written, to become `pg_wal.tar` at the end.
+    wal_dir: Option<PathBuf>,
     target: Option<Target>,
     file: Option<OpenFile>,
     manifest: Option<OpenFile>,
@@ -552,6 +597,9 @@ impl TarSink {
 impl Sink for TarSink {
     fn begin(&mut self) -> Result<()> {
         self.target = Some(prepare(&self.dir)?);
+        if let Some(wal) = &self.wal_dir {
+            fs::create_dir(wal).map_err(|e| Error::io(wal, "create", e))?;
+        }
         Ok(())
     }
 
@@ -590,6 +638,10 @@ impl Sink for TarSink {
     }
 
     fn finish(&mut self) -> Result<()> {
+        if let Some(wal) = self.wal_dir.take() {
+            wal_tar(&wal, &self.dir.join("pg_wal.tar"))?;
+            fs::remove_dir_all(&wal).map_err(|e| Error::io(&wal, "remove", e))?;
+        }
         sync_tree(&self.dir)?;
         install_manifest(&self.dir, self.manifest.take())
     }
@@ -602,4 +654,60 @@ impl Sink for TarSink {
         self.file = None;
         self.manifest = None;
     }
+}
+
+/// Writes the files of `wal` (segments and history files, in name order) into the tar file
+/// `to`, as `pg_basebackup -Ft -X stream` makes `pg_wal.tar`: an `archive_status` directory,
+/// each file, the end-of-archive marker.
+fn wal_tar(wal: &Path, to: &Path) -> Result<()> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(wal).map_err(|e| Error::io(wal, "read", e))? {
+        let entry = entry.map_err(|e| Error::io(wal, "read", e))?;
+        names.push(entry.file_name());
+    }
+    names.sort();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    let mut out = create(to)?;
+    let status = TarEntry {
+        path: PathBuf::from("archive_status"),
+        kind: EntryKind::Directory,
+        size: 0,
+        mode: 0o700,
+        mtime: now,
+        link: None,
+    };
+    write(&mut out, to, &status.header().unwrap_or([0; BLOCK]))?;
+    for name in names {
+        let path = wal.join(&name);
+        let mut file = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Error::io(&path, "stat", e))?
+            .len();
+        let header = TarEntry {
+            path: PathBuf::from(&name),
+            kind: EntryKind::File,
+            size,
+            mode: 0o600,
+            mtime: now,
+            link: None,
+        }
+        .header()
+        .ok_or_else(|| Error::Protocol(format!("{} too long for tar", path.display())))?;
+        write(&mut out, to, &header)?;
+        let copied = std::io::copy(&mut file, &mut out).map_err(|e| Error::io(&path, "copy", e))?;
+        if copied != size {
+            return Err(Error::io(
+                &path,
+                "copy",
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file changed size"),
+            ));
+        }
+        let pad = (BLOCK - (size % BLOCK as u64) as usize) % BLOCK;
+        write(&mut out, to, &vec![0u8; pad])?;
+    }
+    write(&mut out, to, &[0u8; 2 * BLOCK])?;
+    flush(out, to).map(drop)
 }

@@ -212,6 +212,83 @@ fn tar_backup_under_write_load_has_the_servers_archives() {
 }
 
 #[test]
+fn streamed_wal_makes_plain_and_tar_backups_self_contained() {
+    pgtest::for_each_installed_major(15, |major| {
+        let cluster = &pgtest::Config::primary(major).start().unwrap();
+        let db = cluster.create_database("walstream_backup_stream").unwrap();
+        db.psql("CREATE TABLE fixed AS SELECT generate_series(1, 5000) g")
+            .unwrap();
+        let load = pgtest::WriteLoad::start(cluster, db.name(), "load").unwrap();
+        wait_for_rows(&load);
+        let tmp = scratch();
+        let (plain, tar) = (tmp.path().join("plain"), tmp.path().join("tar"));
+        let config = BaseBackupConfig {
+            wal: backup::WalMethod::Stream,
+            ..BaseBackupConfig::default()
+        };
+        let (p, t) = block_on(async {
+            let stream = backup::start(&db.conninfo(), config.clone()).await.unwrap();
+            let p = PlainWriter::new(&plain).write(stream).await.unwrap();
+            let stream = backup::start(&db.conninfo(), config).await.unwrap();
+            let t = TarWriter::new(&tar).write(stream).await.unwrap();
+            (p, t)
+        });
+        load.stop().unwrap();
+        let slots = cluster
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'walstream_backup_%'",
+            )
+            .unwrap();
+        assert_eq!(slots, "0", "the WAL slots are dropped");
+
+        // Plain: the segments from the start's to the end's are in pg_wal, complete.
+        let segment = |lsn: walstream::Lsn| {
+            let size: walstream::physical::WalSegmentSize = "16MB".parse().unwrap();
+            size.segment_name(p.timeline, lsn)
+        };
+        for lsn in [p.start, p.end] {
+            let file = plain.join("pg_wal").join(segment(lsn));
+            let listing: Vec<_> = std::fs::read_dir(plain.join("pg_wal"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            let len = std::fs::metadata(&file).map(|m| m.len());
+            assert_eq!(len.ok(), Some(16 << 20), "{file:?} ({p:?}) in {listing:?}");
+        }
+        let manifest =
+            Manifest::parse(&std::fs::read(plain.join("backup_manifest")).unwrap()).unwrap();
+        manifest.verify(&plain).unwrap();
+        if major == 15 {
+            // pg_verifybackup also parses the WAL from start to end with pg_waldump.
+            pg_verifybackup(&plain, &[]);
+        }
+        // The backup alone (no primary) starts and is consistent.
+        let restored =
+            pgtest::Cluster::from_data_dir(major, &plain, &pgtest::Recovery::none()).unwrap();
+        assert_eq!(
+            restored
+                .psql(db.name(), "SELECT count(*) FROM fixed")
+                .unwrap(),
+            "5000"
+        );
+
+        // Tar: pg_wal.tar holds the segments.
+        let mut reader = TarReader::new("pg_wal.tar");
+        reader.push(Bytes::from(std::fs::read(tar.join("pg_wal.tar")).unwrap()));
+        let mut names = Vec::new();
+        while let Some(e) = reader.next_event().unwrap() {
+            if let TarEvent::Entry(e) = e {
+                names.push(e.path.display().to_string());
+            }
+        }
+        reader.finish().unwrap();
+        assert!(names.contains(&segment(t.end)), "{names:?}");
+        assert!(!tar.join("pg_wal.tmp").exists());
+    });
+}
+
+#[test]
 fn standby_from_a_plain_backup_catches_up() {
     pgtest::for_each_installed_major(15, |major| {
         let primary = pgtest::Config::primary(major).start().unwrap();

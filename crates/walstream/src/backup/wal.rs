@@ -1,0 +1,186 @@
+//! [`WalMethod::Stream`](super::WalMethod::Stream): the WAL a backup needs, streamed on a
+//! second connection while the backup runs, as `pg_basebackup -X stream` does.
+//!
+//! A physical slot (`walstream_backup_<pid>_<n>`, created with `RESERVE_WAL`) keeps the WAL
+//! from the backup's start; streaming starts at the start of that position's segment on the
+//! backup's timeline and goes on until the backup's end position is written. A
+//! [`WalWriter`] on a thread of its own writes the segments; at the end the segment in
+//! progress gets its final name (its rest is zeros, as pg_basebackup leaves it) and the slot
+//! is dropped, also when the backup fails. (PostgreSQL drops a temporary slot with its
+//! session, but the physical stream creates permanent slots only; a process killed
+//! mid-backup leaves the slot behind, named as above.)
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use walconn::{BackupPosition, Config, Connection, Replication};
+use walproto::Lsn;
+
+use super::error::{Error, Result};
+use crate::physical::{
+    PhysicalReplicationStream, PhysicalStreamConfig, WalEvent, WalSegmentSize, WalWriter,
+};
+
+/// WAL events between the stream and the writer thread.
+const CHANNEL_EVENTS: usize = 16;
+
+/// What the WAL streamer needs from the backup: where to connect, where the backup starts,
+/// the segment size.
+#[derive(Clone, Debug)]
+pub(crate) struct WalSource {
+    pub(crate) conninfo: String,
+    pub(crate) start: BackupPosition,
+    pub(crate) segment_size: WalSegmentSize,
+}
+
+/// The running WAL streamer: [`finish`](Self::finish) with the backup's end, or
+/// [`abort`](Self::abort).
+#[derive(Debug)]
+pub(crate) struct WalStreamer {
+    end_tx: oneshot::Sender<Lsn>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl WalStreamer {
+    /// Creates the slot, connects and starts streaming into `dir` (which exists).
+    pub(crate) async fn start(source: WalSource, dir: PathBuf) -> Result<Self> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let slot = format!(
+            "walstream_backup_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let start = source.segment_size.round_down(source.start.lsn);
+        let config = PhysicalStreamConfig::builder()
+            .slot(&slot)
+            .create_slot_if_missing(true)
+            .start_lsn(start)
+            .timeline(source.start.timeline)
+            .build()
+            .map_err(Error::Wal)?;
+        let physical = match PhysicalReplicationStream::connect(&source.conninfo, config).await {
+            Ok(p) => p,
+            Err(e) => {
+                drop_slot(&source.conninfo, &slot).await;
+                return Err(Error::Wal(e));
+            }
+        };
+        let (end_tx, end_rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let result = stream(physical, source.start.timeline, start, dir, end_rx).await;
+            drop_slot(&source.conninfo, &slot).await;
+            result
+        });
+        Ok(Self { end_tx, task })
+    }
+
+    /// Streams until `end` is written, closes the writer, names the last segment.
+    pub(crate) async fn finish(self, end: Lsn) -> Result<()> {
+        let _ = self.end_tx.send(end);
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(Error::Protocol(format!("the WAL streamer failed: {e}"))))
+    }
+
+    /// Stops streaming (the backup failed) and waits until nothing more is written.
+    pub(crate) async fn abort(self) {
+        drop(self.end_tx);
+        let _ = self.task.await;
+    }
+}
+
+/// The streamer's task: WAL events to the writer thread until the end is written.
+async fn stream(
+    physical: PhysicalReplicationStream,
+    timeline: u32,
+    start: Lsn,
+    dir: PathBuf,
+    mut end_rx: oneshot::Receiver<Lsn>,
+) -> Result<()> {
+    let size = physical.segment_size();
+    let mut wal = physical.start();
+    let (tx, rx) = mpsc::channel::<WalEvent>(CHANNEL_EVENTS);
+    let (done_tx, done_rx) = oneshot::channel();
+    let writer = WalWriter::open(&dir, size, timeline, start).map_err(Error::Wal)?;
+    std::thread::Builder::new()
+        .name("walstream-backup-wal".into())
+        .spawn(move || {
+            let _ = done_tx.send(write_wal(writer, rx, &dir));
+        })
+        .map_err(|e| Error::io("a WAL writer thread", "start", e))?;
+    let mut end: Option<Lsn> = None;
+    let mut received = start;
+    let outcome = loop {
+        if end.is_some_and(|e| received >= e) {
+            break Ok(());
+        }
+        tokio::select! {
+            e = &mut end_rx, if end.is_none() => match e {
+                Ok(lsn) => end = Some(lsn),
+                Err(_) => break Err(Error::Protocol("the backup failed".into())),
+            },
+            event = wal.next_event() => match event {
+                Ok(Some(event)) => {
+                    if let WalEvent::Data(d) = &event {
+                        received = received.max(d.end());
+                    }
+                    if tx.send(event).await.is_err() {
+                        break Ok(()); // The writer failed: its result says why.
+                    }
+                }
+                Ok(None) => break Err(Error::Protocol(
+                    "the WAL stream ended before the backup's end position".into(),
+                )),
+                Err(e) => break Err(Error::Wal(e)),
+            },
+        }
+    };
+    drop(tx);
+    let _ = wal.shutdown().await;
+    let written = done_rx
+        .await
+        .unwrap_or_else(|_| Err(Error::Protocol("the WAL writer thread panicked".into())));
+    outcome.and(written)
+}
+
+/// The writer thread: applies each event, then closes the writer and gives the segment in
+/// progress its final name.
+fn write_wal(mut writer: WalWriter, mut rx: mpsc::Receiver<WalEvent>, dir: &Path) -> Result<()> {
+    while let Some(event) = rx.blocking_recv() {
+        writer.apply(&event).map_err(Error::Wal)?;
+    }
+    writer.close().map_err(Error::Wal)?;
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "read", e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(dir, "read", e))?.path();
+        if let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".partial"))
+        {
+            let to = dir.join(name);
+            std::fs::rename(&path, &to).map_err(|e| Error::io(&to, "rename into", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops the streamer's slot, waiting for its walsender to let go; failures are only logged
+/// (the backup's own result matters more, and the slot's name says whose it was).
+async fn drop_slot(conninfo: &str, slot: &str) {
+    let result = async {
+        let mut config = Config::parse(conninfo)?;
+        config.set_replication(Replication::Physical);
+        let mut conn = Connection::connect(&config).await?;
+        conn.drop_replication_slot(slot, true).await?;
+        conn.close().await
+    }
+    .await;
+    if let Err(e) = result {
+        if !e.is_slot_missing() {
+            tracing::warn!(slot, error = %e, "could not drop the backup's WAL slot");
+        }
+    }
+}
