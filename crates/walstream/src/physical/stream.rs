@@ -35,17 +35,16 @@ use crate::session::feedback::SharedLsnFeedback;
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = "/var/lib/wal-archive";
-/// let mut config = PhysicalStreamConfig::builder()
+/// let config = PhysicalStreamConfig::builder()
 ///     .slot("archiver")
-///     .create_slot_if_missing(true);
-/// let conninfo = "postgresql://repl@db";
-/// let probe = PhysicalReplicationStream::connect(conninfo, config.clone().build()?).await?;
-/// let size = probe.segment_size();
+///     .create_slot_if_missing(true)
+///     .build()?;
+/// let mut stream = PhysicalReplicationStream::connect("postgresql://repl@db", config).await?;
+/// let size = stream.segment_size();
+/// // Where an earlier run stopped (a blocking directory listing: fine before streaming).
 /// if let Some(resume) = WalWriter::resume_position(dir, size)? {
-///     config = config.start_lsn(resume.lsn).timeline(resume.timeline);
+///     stream.resume_at(resume.timeline, resume.lsn).await?;
 /// }
-/// drop(probe);
-/// let stream = PhysicalReplicationStream::connect(conninfo, config.build()?).await?;
 /// let mut writer = WalWriter::open(dir, size, stream.timeline(), stream.start_lsn())?;
 /// let mut wal = stream.start();
 /// while let Some(event) = wal.next_event().await? {
@@ -111,6 +110,24 @@ impl PhysicalReplicationStream {
             timeline,
             start_lsn,
         })
+    }
+
+    /// Moves the start to `lsn` on `timeline`, checked as [`connect`](Self::connect) checks
+    /// the configured start: for a start known only once connected, such as a WAL
+    /// directory's [`resume_position`](crate::physical::WalWriter::resume_position), which
+    /// needs the [`segment_size`](Self::segment_size). Not cancel-safe: a dropped call leaves
+    /// the connection unusable (the stream then fails at its first session, and reconnects).
+    pub async fn resume_at(&mut self, timeline: u32, lsn: Lsn) -> Result<()> {
+        if let Some(end) = self.config.end_lsn.filter(|&end| end <= lsn) {
+            return Err(Error::config(format!(
+                "the end position {end} is not after the resume position {lsn}"
+            )));
+        }
+        let system = self.opened.system.clone();
+        check_timeline(&mut self.opened.conn, &system, timeline, lsn).await?;
+        self.timeline = timeline;
+        self.start_lsn = lsn;
+        Ok(())
     }
 
     /// The server's `IDENTIFY_SYSTEM` answer (a reconnect must find the same system).

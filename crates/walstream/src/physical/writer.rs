@@ -128,7 +128,8 @@ impl WalWriter {
     /// files there (complete or `.partial`), the highest segment number wins, then the higher
     /// timeline, then a complete file over a partial one. A partial segment is streamed again
     /// from its start; after a complete one, streaming starts at the next segment. `None` when
-    /// the directory has no segment file (start from the server's position).
+    /// the directory has no segment file (start from the server's position). Compressed
+    /// segments (`pg_receivewal --compress`) are not this writer's and are not considered.
     ///
     /// A segment file whose size is not `size` is an [`ErrorKind::WalFile`] error: the
     /// directory was written with another segment size, or by something else.

@@ -240,6 +240,23 @@ fn segments_match_the_servers_across_switches_and_a_terminated_walsender() {
                 (resume.timeline, resume.lsn),
                 (1, size.round_down(position))
             );
+            writer.close().unwrap();
+
+            // A second run resumes the directory there, writing the partial segment again.
+            let mut stream = PhysicalReplicationStream::connect(
+                &cluster.conninfo("postgres"),
+                config(&slot).build().unwrap(),
+            )
+            .await
+            .unwrap();
+            stream.resume_at(resume.timeline, resume.lsn).await.unwrap();
+            assert_eq!(stream.start_lsn(), resume.lsn);
+            let mut writer = WalWriter::open(dir.path(), size, 1, resume.lsn).unwrap();
+            let mut wal = stream.start();
+            let target = write_and_switch(cluster, &slot, 2000);
+            assert!(pump(&mut wal, &mut writer, &mut seen, |w| w.position() >= target).await);
+            wal.shutdown().await.unwrap();
+            assert!(compare_segments(dir.path(), cluster, &[]) >= 2);
             cluster
                 .psql(
                     "postgres",
