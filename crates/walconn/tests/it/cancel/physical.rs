@@ -238,8 +238,9 @@ fn cancel_base_backup_next_and_upload_manifest() {
             };
             tally.completed += 1;
             let mut backup = r.unwrap();
-            if i % 5 == 4 {
-                // Abandoned mid-way: the connection is out of step, so poisoned.
+            if tally.completed % 3 == 2 {
+                // Every third backup is abandoned mid-way: the connection is out of step, so
+                // poisoned.
                 backup.next().await.unwrap().unwrap();
                 drop(backup);
                 abandoned += 1;
