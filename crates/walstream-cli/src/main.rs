@@ -6,6 +6,7 @@ mod capture;
 mod decode;
 mod demo;
 mod json;
+mod receivewal;
 mod record;
 mod slot;
 mod tail;
@@ -35,6 +36,8 @@ mod exit {
     pub(crate) const IO: u8 = 3;
     /// The server or the connection failed; for `demo`, no server could be found or started.
     pub(crate) const SERVER: u8 = 4;
+    /// The replication slot is missing or was invalidated.
+    pub(crate) const SLOT: u8 = 5;
 }
 
 const EXIT_CODES: &str = "\
@@ -76,6 +79,9 @@ enum Command {
     /// List, create or drop replication slots.
     #[command(after_help = SLOT_EXAMPLES)]
     Slot(SlotArgs),
+    /// Stream WAL into segment files as pg_receivewal does.
+    #[command(after_help = receivewal::RECEIVEWAL_EXAMPLES)]
+    Receivewal(receivewal::ReceivewalArgs),
 }
 
 const DEMO_EXAMPLES: &str = "\
@@ -336,6 +342,40 @@ fn main() -> ExitCode {
         Command::Record(args) => run_record(&args),
         Command::Demo(args) => run_demo(&args),
         Command::Slot(args) => run_slot(&args),
+        Command::Receivewal(args) => run_receivewal(&args),
+    }
+}
+
+fn run_receivewal(args: &receivewal::ReceivewalArgs) -> ExitCode {
+    // The stream's driver runs on a worker thread and the writer on a thread of its own.
+    let runtime = match multi_thread_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(receivewal::receivewal(args)) {
+        Ok(summary) => {
+            tracing::info!(flushed = %summary.flushed, "receivewal done");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: walstream receivewal: {e}");
+            ExitCode::from(match &e {
+                receivewal::ReceiveError::Io(_) => exit::IO,
+                receivewal::ReceiveError::Stream(e) => stream_exit(e),
+            })
+        }
+    }
+}
+
+/// The exit status for a stream's error, by its kind.
+fn stream_exit(e: &walstream::Error) -> u8 {
+    use walstream::ErrorKind as K;
+    match e.kind() {
+        K::Config | K::Unsupported => exit::USAGE,
+        K::Decode => exit::DATA,
+        K::Slot => exit::SLOT,
+        K::Io | K::WalFile | K::Spill | K::SpillBudget => exit::IO,
+        _ => exit::SERVER,
     }
 }
 

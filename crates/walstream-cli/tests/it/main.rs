@@ -24,6 +24,7 @@ mod encoding;
 mod errors;
 mod messages;
 mod reconnect;
+mod receivewal;
 mod record;
 mod slot;
 mod support;
