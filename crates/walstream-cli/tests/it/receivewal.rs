@@ -66,7 +66,7 @@ fn make_wal(cluster: &pgtest::Cluster, table: &str, switches: usize) -> Lsn {
             )
             .unwrap();
         let end = current_lsn(cluster);
-        if end.get() % SEGMENT != 0 {
+        if !end.get().is_multiple_of(SEGMENT) {
             return end;
         }
     }
