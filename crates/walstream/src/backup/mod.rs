@@ -35,6 +35,7 @@
 
 pub mod combine;
 mod error;
+mod inject;
 mod manifest;
 mod stream;
 mod tar;

@@ -252,6 +252,12 @@ impl TarReader {
         self.offset
     }
 
+    /// The raw bytes of the header of the last [`TarEvent::Entry`] returned (valid until the
+    /// next call of [`next_event`](Self::next_event)).
+    pub(crate) fn last_header(&self) -> &[u8; BLOCK] {
+        &self.block
+    }
+
     /// Whether the end-of-archive marker has been read.
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
@@ -552,18 +558,11 @@ fn header(
         name.push(b'/');
     }
     put(&mut h, 0, 100, &name);
-    put(&mut h, 100, 8, format!("{:07o}", mode & 0o7777).as_bytes());
-    put(&mut h, 108, 8, b"0000000");
-    put(&mut h, 116, 8, b"0000000");
-    if size < 0o77777777777 {
-        put(&mut h, 124, 12, format!("{size:011o}").as_bytes());
-    } else {
-        let mut f = [0u8; 12];
-        f[0] = 0x80;
-        f[4..].copy_from_slice(&size.to_be_bytes());
-        put(&mut h, 124, 12, &f);
-    }
-    put(&mut h, 136, 12, format!("{:011o}", mtime.max(0)).as_bytes());
+    octal(&mut h, 100, 8, u64::from(mode & 0o7777));
+    octal(&mut h, 108, 8, 0);
+    octal(&mut h, 116, 8, 0);
+    octal(&mut h, 124, 12, size);
+    octal(&mut h, 136, 12, mtime.max(0).unsigned_abs());
     h[156] = match kind {
         EntryKind::File => b'0',
         EntryKind::Directory => b'5',
@@ -572,8 +571,41 @@ fn header(
     put(&mut h, 157, 100, link);
     put(&mut h, 257, 8, b"ustar\x0000");
     let sum = checksum(&h);
-    put(&mut h, 148, 8, format!("{sum:06o}\0 ").as_bytes());
+    octal(&mut h, 148, 8, sum);
     h
+}
+
+/// `h` with its size set to `size` and, if given, its name to `name`, and its checksum
+/// recomputed; every other byte is kept.
+pub(crate) fn patch_header(h: &[u8; BLOCK], name: Option<&[u8]>, size: u64) -> [u8; BLOCK] {
+    let mut h = *h;
+    if let Some(name) = name {
+        put(&mut h, 0, 100, &[0u8; 100]);
+        put(&mut h, 0, 100, name);
+    }
+    octal(&mut h, 124, 12, size);
+    let sum = checksum(&h);
+    octal(&mut h, 148, 8, sum);
+    h
+}
+
+/// A numeric field as `print_tar_number` writes it: octal digits and a trailing space when
+/// the value fits, else base-256 (the first byte's high bit set, big-endian).
+fn octal(h: &mut [u8; BLOCK], start: usize, len: usize, val: u64) {
+    let digits = len - 1;
+    if val < 1u64 << (digits * 3).min(63) {
+        put(h, start, len, format!("{val:0digits$o} ").as_bytes());
+    } else {
+        let mut f = vec![0u8; len];
+        let be = val.to_be_bytes();
+        for (dst, src) in f.iter_mut().rev().zip(be.iter().rev()) {
+            *dst = *src;
+        }
+        if let Some(first) = f.first_mut() {
+            *first |= 0x80;
+        }
+        put(h, start, len, &f);
+    }
 }
 
 fn put(h: &mut [u8; BLOCK], start: usize, len: usize, value: &[u8]) {

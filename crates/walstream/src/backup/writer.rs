@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use walproto::Lsn;
 
 use super::error::{Error, Result};
+use super::inject::RecoveryInjector;
 use super::stream::{BackupEvent, BackupStream};
 use super::tar::{EntryKind, TarEntry, BLOCK};
 use super::wal::WalStreamer;
@@ -66,6 +67,7 @@ pub struct PlainWriter {
 #[derive(Clone, Debug)]
 pub struct TarWriter {
     dir: PathBuf,
+    recovery: Option<String>,
 }
 
 impl PlainWriter {
@@ -122,7 +124,19 @@ impl PlainWriter {
 impl TarWriter {
     /// A writer into `dir` (created if missing; it must be empty if it exists).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            recovery: None,
+        }
+    }
+
+    /// Makes the backup a standby of `primary_conninfo` (`pg_basebackup -R`), as
+    /// pg_basebackup does for tar: in `base.tar`, the `postgresql.auto.conf` member gets the
+    /// `primary_conninfo` line appended (its header's size and checksum patched, every other
+    /// byte of the archive kept) and a `standby.signal` member is added at the end.
+    pub fn write_recovery_conf(mut self, primary_conninfo: impl Into<String>) -> Self {
+        self.recovery = Some(primary_conninfo.into());
+        self
     }
 
     /// Writes the whole backup; see the [type](Self) documentation. The archives are still
@@ -131,6 +145,8 @@ impl TarWriter {
         let wal_dir = stream.wal_source().map(|_| self.dir.join(WAL_TMP));
         let sink = TarSink {
             wal_dir: wal_dir.clone(),
+            recovery: self.recovery.as_deref().map(recovery_line),
+            injector: None,
             dir: self.dir,
             target: None,
             file: None,
@@ -493,10 +509,14 @@ impl PlainSink {
             .mode(0o600)
             .open(&conf)
             .map_err(|e| Error::io(&conf, "open", e))?;
-        let line = format!("primary_conninfo = '{}'\n", escape_quotes(conninfo));
-        f.write_all(line.as_bytes())
+        f.write_all(recovery_line(conninfo).as_bytes())
             .map_err(|e| Error::io(&conf, "write", e))
     }
+}
+
+/// The line `-R` appends to `postgresql.auto.conf`, as `GenerateRecoveryConfig` writes it.
+fn recovery_line(conninfo: &str) -> String {
+    format!("primary_conninfo = '{}'\n", escape_quotes(conninfo))
 }
 
 /// Doubles single quotes and backslashes, as `escape_quotes` does for the configuration file.
@@ -578,6 +598,10 @@ impl Sink for PlainSink {
 
 struct TarSink {
     dir: PathBuf,
+    /// With `-R`: the line for `postgresql.auto.conf`.
+    recovery: Option<String>,
+    /// With `-R`, while the main archive is written.
+    injector: Option<RecoveryInjector>,
     /// Where streamed WAL is written, to become `pg_wal.tar` at the end.
     wal_dir: Option<PathBuf>,
     target: Option<Target>,
@@ -587,6 +611,9 @@ struct TarSink {
 
 impl TarSink {
     fn end_file(&mut self) -> Result<()> {
+        if let Some(injector) = self.injector.take() {
+            injector.finish()?;
+        }
         if let Some(f) = self.file.take() {
             flush(f.out, &f.path)?;
         }
@@ -605,8 +632,11 @@ impl Sink for TarSink {
 
     fn event(&mut self, event: BackupEvent) -> Result<()> {
         match event {
-            BackupEvent::Archive { name, .. } => {
+            BackupEvent::Archive { name, tablespace } => {
                 self.end_file()?;
+                if let (None, Some(line)) = (&tablespace, &self.recovery) {
+                    self.injector = Some(RecoveryInjector::new(&name, line.clone()));
+                }
                 // The name becomes a file in the directory: one plain component only.
                 let mut parts = Path::new(&name).components();
                 let (Some(Component::Normal(file)), None) = (parts.next(), parts.next()) else {
@@ -622,9 +652,12 @@ impl Sink for TarSink {
                     mtime: 0,
                 });
             }
-            BackupEvent::ArchiveBytes(d) => match &mut self.file {
-                Some(f) => write(&mut f.out, &f.path, &d)?,
-                None => return Err(Error::Protocol("archive data outside an archive".into())),
+            BackupEvent::ArchiveBytes(d) => match (&mut self.file, &mut self.injector) {
+                (Some(f), Some(injector)) => {
+                    injector.feed(d, &mut |b| write(&mut f.out, &f.path, b))?;
+                }
+                (Some(f), None) => write(&mut f.out, &f.path, &d)?,
+                (None, _) => return Err(Error::Protocol("archive data outside an archive".into())),
             },
             BackupEvent::Manifest(d) => {
                 self.end_file()?;

@@ -176,7 +176,11 @@ fn tar_backup_under_write_load_has_the_servers_archives() {
             let stream = backup::start(&db.conninfo(), BaseBackupConfig::default())
                 .await
                 .unwrap();
-            TarWriter::new(&dir).write(stream).await.unwrap()
+            TarWriter::new(&dir)
+                .write_recovery_conf("host=primary user=repl")
+                .write(stream)
+                .await
+                .unwrap()
         });
         load.stop().unwrap();
         assert!(summary.end >= summary.start);
@@ -189,16 +193,35 @@ fn tar_backup_under_write_load_has_the_servers_archives() {
         let mut tar = TarReader::new("base.tar");
         tar.push(Bytes::from(archive));
         let mut sizes = std::collections::HashMap::new();
+        let (mut current, mut auto_conf) = (PathBuf::new(), Vec::new());
         while let Some(e) = tar.next_event().unwrap() {
-            if let TarEvent::Entry(e) = e {
-                if e.kind == EntryKind::File {
-                    sizes.insert(e.path, e.size);
+            match e {
+                TarEvent::Entry(e) => {
+                    if e.kind == EntryKind::File {
+                        sizes.insert(e.path.clone(), e.size);
+                    }
+                    current = e.path;
                 }
+                TarEvent::Data(d) if current == Path::new("postgresql.auto.conf") => {
+                    auto_conf.extend_from_slice(&d);
+                }
+                _ => {}
             }
         }
         tar.finish().unwrap();
         assert!(sizes.contains_key(Path::new("PG_VERSION")));
+        // -R: the line appended, standby.signal added, everything else as the manifest says.
+        let auto_conf = String::from_utf8(auto_conf).unwrap();
+        assert!(
+            auto_conf.ends_with("\nprimary_conninfo = 'host=primary user=repl'\n"),
+            "{auto_conf}"
+        );
+        assert_eq!(sizes.get(Path::new("standby.signal")), Some(&0));
         for f in &manifest.files {
+            if f.path == Path::new("postgresql.auto.conf") {
+                assert!(f.size < auto_conf.len() as u64);
+                continue;
+            }
             assert_eq!(sizes.get(&f.path), Some(&f.size), "{}", f.path.display());
         }
         // WAL fetched: the segments are in the archive.
