@@ -312,6 +312,96 @@ fn streamed_wal_makes_plain_and_tar_backups_self_contained() {
 }
 
 #[test]
+fn tablespaces_go_where_the_mapping_says() {
+    use std::os::unix::fs::PermissionsExt;
+    pgtest::for_each_installed_major(15, |major| {
+        let cluster = &pgtest::Config::primary(major).start().unwrap();
+        let tmp = scratch();
+        // The server's user must reach the tablespace's directory.
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ts = tmp.path().join("ts");
+        std::fs::create_dir(&ts).unwrap();
+        let chown = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&ts)
+            .status();
+        assert!(chown.unwrap().success());
+        cluster
+            .psql(
+                "postgres",
+                &format!("CREATE TABLESPACE walstream_ts LOCATION '{}'", ts.display()),
+            )
+            .unwrap();
+        cluster
+            .psql(
+                "postgres",
+                "CREATE TABLE in_ts TABLESPACE walstream_ts AS SELECT generate_series(1, 1000) g",
+            )
+            .unwrap();
+        let oid = cluster
+            .psql(
+                "postgres",
+                "SELECT oid FROM pg_tablespace WHERE spcname = 'walstream_ts'",
+            )
+            .unwrap();
+        let (plain, mapped, tar) = (
+            tmp.path().join("plain"),
+            tmp.path().join("ts_copy"),
+            tmp.path().join("tar"),
+        );
+        block_on(async {
+            let stream = backup::start(&cluster.conninfo("postgres"), BaseBackupConfig::default())
+                .await
+                .unwrap();
+            assert_eq!(stream.tablespaces().len(), 2);
+            PlainWriter::new(&plain)
+                .tablespace_mapping(&ts, &mapped)
+                .unwrap()
+                .write(stream)
+                .await
+                .unwrap();
+            let stream = backup::start(&cluster.conninfo("postgres"), BaseBackupConfig::default())
+                .await
+                .unwrap();
+            TarWriter::new(&tar).write(stream).await.unwrap();
+        });
+        let link = std::fs::read_link(plain.join("pg_tblspc").join(&oid)).unwrap();
+        assert_eq!(link, mapped);
+        let version_dir = std::fs::read_dir(&mapped)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect::<Vec<_>>();
+        assert!(
+            version_dir
+                .iter()
+                .any(|d| d.starts_with(&format!("PG_{major}_"))),
+            "{version_dir:?}"
+        );
+        let manifest =
+            Manifest::parse(&std::fs::read(plain.join("backup_manifest")).unwrap()).unwrap();
+        assert!(
+            manifest
+                .files
+                .iter()
+                .any(|f| f.path.starts_with(format!("pg_tblspc/{oid}"))),
+            "the manifest lists the tablespace's files"
+        );
+        manifest.verify(&plain).unwrap();
+        if major == 15 {
+            pg_verifybackup(&plain, &[]);
+        }
+        // Tar: one archive per tablespace, named by its OID.
+        let mut reader = TarReader::new(format!("{oid}.tar"));
+        reader.push(Bytes::from(
+            std::fs::read(tar.join(format!("{oid}.tar"))).unwrap(),
+        ));
+        while reader.next_event().unwrap().is_some() {}
+        reader.finish().unwrap();
+        assert!(tar.join("base.tar").is_file());
+    });
+}
+
+#[test]
 fn standby_from_a_plain_backup_catches_up() {
     pgtest::for_each_installed_major(15, |major| {
         let primary = pgtest::Config::primary(major).start().unwrap();
