@@ -1,17 +1,4 @@
-//! The backup manifest (`backup_manifest`): what it lists, its own checksum, and checking a
-//! backup's files against it, as `pg_verifybackup` does for file sizes and checksums.
-//!
-//! ```no_run
-//! use walstream::backup::Manifest;
-//!
-//! # fn run() -> walstream::backup::Result<()> {
-//! let dir = std::path::Path::new("/backups/today");
-//! let text = std::fs::read(dir.join("backup_manifest")).unwrap();
-//! let manifest = Manifest::parse(&text)?; // Also checks its Manifest-Checksum.
-//! manifest.verify(dir)?; // Every file's size and checksum.
-//! # Ok(())
-//! # }
-//! ```
+//! The backup manifest; see [`Manifest`].
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -39,7 +26,20 @@ pub const VERIFY_IGNORED: &[&str] = &[
 /// The read buffer of [`Manifest::verify`].
 const READ_BUFFER: usize = 256 * 1024;
 
-/// A parsed backup manifest; see the [module documentation](self).
+/// A parsed backup manifest (`backup_manifest`): what it lists, its own checksum, and checking a
+/// backup's files against it, as `pg_verifybackup` does for file sizes and checksums.
+///
+/// ```no_run
+/// use walstream::backup::Manifest;
+///
+/// # fn run() -> walstream::backup::Result<()> {
+/// let dir = std::path::Path::new("/backups/today");
+/// let text = std::fs::read(dir.join("backup_manifest")).unwrap();
+/// let manifest = Manifest::parse(&text)?; // Also checks its Manifest-Checksum.
+/// manifest.verify(dir)?; // Every file's size and checksum.
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
     /// `PostgreSQL-Backup-Manifest-Version`: 1, or 2 from PostgreSQL 17 (with the system

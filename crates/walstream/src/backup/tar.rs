@@ -1,29 +1,4 @@
-//! A sans-IO reader of the ustar archives `BASE_BACKUP` sends (PostgreSQL's `src/port/tar.c`
-//! writes them): 512-byte headers with a verified checksum, sizes in octal or, past 8 GB,
-//! base-256, regular files, directories and symbolic links, each member padded to a whole
-//! block, and two zero blocks at the end.
-//!
-//! [`TarReader::push`] hands in the next bytes of the archive; [`TarReader::next_event`]
-//! returns what they complete, or `None` when it needs more. File data comes out as `Bytes`
-//! slices of the pushed chunks (never copied); only a header split between two chunks is
-//! copied, into a fixed 512-byte block. Nothing is allocated by a size read from the archive.
-//!
-//! ```
-//! use bytes::Bytes;
-//! use walstream::backup::{TarEvent, TarReader};
-//!
-//! # fn run(archive: Bytes) -> Result<(), walstream::backup::TarError> {
-//! let mut tar = TarReader::new("base.tar");
-//! tar.push(archive);
-//! while let Some(event) = tar.next_event()? {
-//!     if let TarEvent::Entry(entry) = event {
-//!         println!("{} ({} bytes)", entry.path.display(), entry.size);
-//!     }
-//! }
-//! tar.finish()?; // The archive must have ended with its two zero blocks.
-//! # Ok(())
-//! # }
-//! ```
+//! The ustar reader of `BASE_BACKUP`'s archives; see [`TarReader`].
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -201,7 +176,32 @@ enum State {
     Done,
 }
 
-/// The sans-IO ustar reader; see the [module documentation](self).
+/// A sans-IO reader of the ustar archives `BASE_BACKUP` sends (PostgreSQL's `src/port/tar.c`
+/// writes them): 512-byte headers with a verified checksum, sizes in octal or, past 8 GB,
+/// base-256, regular files, directories and symbolic links, each member padded to a whole
+/// block, and two zero blocks at the end.
+///
+/// [`TarReader::push`] hands in the next bytes of the archive; [`TarReader::next_event`]
+/// returns what they complete, or `None` when it needs more. File data comes out as `Bytes`
+/// slices of the pushed chunks (never copied); only a header split between two chunks is
+/// copied, into a fixed 512-byte block. Nothing is allocated by a size read from the archive.
+///
+/// ```
+/// use bytes::Bytes;
+/// use walstream::backup::{TarEvent, TarReader};
+///
+/// # fn run(archive: Bytes) -> Result<(), walstream::backup::TarError> {
+/// let mut tar = TarReader::new("base.tar");
+/// tar.push(archive);
+/// while let Some(event) = tar.next_event()? {
+///     if let TarEvent::Entry(entry) = event {
+///         println!("{} ({} bytes)", entry.path.display(), entry.size);
+///     }
+/// }
+/// tar.finish()?; // The archive must have ended with its two zero blocks.
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct TarReader {
     archive: String,
