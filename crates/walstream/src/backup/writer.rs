@@ -207,7 +207,10 @@ async fn drive<S: Sink>(
                 run_sink(&mut sink, &mut rx)
             });
             sink.close();
-            let _ = done_tx.send((result, sink.targets()));
+            // Nobody waits for the result when the write was dropped midway: clean up here.
+            if let Err((Err(_), targets)) = done_tx.send((result, sink.targets())) {
+                cleanup(&targets, "the backup was abandoned: its writer was dropped");
+            }
         })
         .map_err(|e| Error::io("a writer thread", "start", e))?;
     // The directories exist once the thread has begun: only then may WAL go into them.

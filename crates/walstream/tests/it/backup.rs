@@ -504,6 +504,34 @@ fn wait_for_rows(load: &pgtest::WriteLoad) {
     }
 }
 
+#[test]
+fn a_write_dropped_midway_cleans_up() {
+    let tmp = scratch();
+    let dir = tmp.path().join("dropped");
+    block_on(async {
+        let server = FakeWalsender::start(|peer| async move {
+            let mut out = backup_start();
+            out.extend(copy_data(b"nbase.tar\0\0"));
+            peer.send(&out).await;
+            // The rest never comes.
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        })
+        .await;
+        let stream = backup::start(&server.conninfo(), BaseBackupConfig::default())
+            .await
+            .unwrap();
+        let write = PlainWriter::new(&dir).write(stream);
+        let dropped = tokio::time::timeout(std::time::Duration::from_millis(300), write).await;
+        assert!(dropped.is_err(), "the backup cannot have finished");
+    });
+    // The writer thread notices and removes the directory it created.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while dir.exists() {
+        assert!(std::time::Instant::now() < deadline, "{dir:?} left behind");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The first file of the manifest under `prefix` with at least two bytes.
 fn pick(manifest: &Manifest, prefix: &str) -> PathBuf {
     manifest
