@@ -504,6 +504,56 @@ fn wait_for_rows(load: &pgtest::WriteLoad) {
     }
 }
 
+/// What a backup may hold in memory at its peak, whatever the size of its files: the read-ahead
+/// of archive messages, the writer's channel and file buffers.
+const BACKUP_MEMORY_BOUND: usize = 16 << 20;
+
+/// A backup with a 100 MB relation file holds far less than the file: no file is gathered in
+/// memory. Measured for the whole process (the writer works on a thread of its own).
+#[test]
+fn a_backup_of_a_100_mb_file_stays_within_its_memory_bound() {
+    if !pgtest::alloc::alone("backup::a_backup_of_a_100_mb_file_stays_within_its_memory_bound") {
+        return;
+    }
+    let major = *pgtest::installed_majors()
+        .last()
+        .expect("no PostgreSQL installed");
+    let cluster = &pgtest::Config::new(major).start().unwrap();
+    // Rows of md5 text, which pglz cannot shrink much: about 100 MB of heap.
+    cluster
+        .psql(
+            "postgres",
+            "CREATE TABLE big AS SELECT g, (SELECT string_agg(md5(g::text || i::text), '') \
+             FROM generate_series(1, 28) i) AS v FROM generate_series(1, 100000) g",
+        )
+        .unwrap();
+    let tmp = scratch();
+    let dir = tmp.path().join("big");
+    let memory = pgtest::alloc::ProcessWindow::open();
+    block_on(async {
+        let config = BaseBackupConfig {
+            wal: backup::WalMethod::None,
+            ..BaseBackupConfig::default()
+        };
+        let stream = backup::start(&cluster.conninfo("postgres"), config)
+            .await
+            .unwrap();
+        PlainWriter::new(&dir).write(stream).await.unwrap();
+    });
+    let peak = memory.peak();
+    let manifest = Manifest::parse(&std::fs::read(dir.join("backup_manifest")).unwrap()).unwrap();
+    let largest = manifest.files.iter().map(|f| f.size).max().unwrap();
+    assert!(
+        largest > 90 << 20,
+        "the largest file has only {largest} bytes"
+    );
+    assert!(
+        peak < BACKUP_MEMORY_BOUND,
+        "the backup held {peak} bytes at its peak (largest file {largest} bytes)"
+    );
+    println!("peak {peak} bytes for a largest file of {largest} bytes");
+}
+
 #[test]
 fn a_write_dropped_midway_cleans_up() {
     let tmp = scratch();
