@@ -49,3 +49,16 @@ pub use manifest::{
 pub use stream::{start, BackupEvent, BackupStream, BaseBackupConfig, Checkpoint, WalMethod};
 pub use tar::{EntryKind, TarEntry, TarError, TarErrorKind, TarEvent, TarReader, BLOCK};
 pub use writer::{BackupSummary, PlainWriter, TarWriter, INCOMPLETE_MARKER};
+
+/// Streams, events, writers and errors move between tasks and threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_sync::<BackupEvent>();
+    send_sync::<Error>();
+    send_sync::<Manifest>();
+    send::<BackupStream>();
+    send::<TarReader>();
+    send_sync::<PlainWriter>();
+    send_sync::<TarWriter>();
+};
