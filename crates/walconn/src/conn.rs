@@ -10,6 +10,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::config::credentials::{self, PasswordRequest};
 use crate::config::{
     ChannelBinding, Config, Host, Replication, SslMode, TargetSessionAttrs, DEFAULT_PORT,
 };
@@ -336,14 +337,14 @@ impl Connection {
                 Message::AuthenticationOk => break,
                 Message::AuthenticationCleartextPassword => {
                     self.refuse_without_binding(config)?;
-                    let pw = self.password(config)?;
+                    let pw = self.password(config).await?;
                     frontend::password_message(pw.as_bytes(), &mut self.write_buf)
                         .map_err(|e| Error::new(ErrorKind::Auth, "password").with_source(e))?;
                     self.flush().await?;
                 }
                 Message::AuthenticationMd5Password(body) => {
                     self.refuse_without_binding(config)?;
-                    let pw = self.password(config)?;
+                    let pw = self.password(config).await?;
                     let hash = md5_hash(config.user.as_bytes(), pw.as_bytes(), body.salt());
                     frontend::password_message(hash.as_bytes(), &mut self.write_buf)
                         .map_err(|e| Error::new(ErrorKind::Auth, "password").with_source(e))?;
@@ -388,7 +389,7 @@ impl Connection {
                         ));
                     }
                     channel_bound = mechanism == sasl::SCRAM_SHA_256_PLUS;
-                    let pw = self.password(config)?;
+                    let pw = self.password(config).await?;
                     self.scram(mechanism, ScramSha256::new(pw.as_bytes(), binding))
                         .await?;
                 }
@@ -442,15 +443,25 @@ impl Connection {
         Ok(())
     }
 
-    /// The password from the config, else from the password file.
-    fn password(&self, config: &Config) -> Result<String> {
-        if let Some(p) = &config.password {
-            return Ok(p.0.clone());
-        }
+    /// The password the server asked for: the provider's when one is set (asked anew at
+    /// each request), else the config's, else the password file's.
+    async fn password(&self, config: &Config) -> Result<String> {
         let db = match config.replication {
             Replication::Database | Replication::Off => config.dbname.as_str(),
             Replication::Physical => "replication",
         };
+        if let Some(provider) = &config.password_provider {
+            let request = PasswordRequest {
+                host: self.host.clone(),
+                port: self.port,
+                user: config.user.clone(),
+                dbname: db.to_owned(),
+            };
+            return credentials::ask(provider, request).await;
+        }
+        if let Some(p) = &config.password {
+            return Ok(p.0.clone());
+        }
         config
             .passfile
             .as_deref()

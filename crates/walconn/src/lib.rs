@@ -105,7 +105,8 @@ pub use commands::{
     SnapshotAction, SystemInfo, TimelineHistoryFile,
 };
 pub use config::{
-    ChannelBinding, ClientEncoding, Config, Host, Replication, SslMode, SslNegotiation,
+    BoxError, ChannelBinding, ClientEncoding, Config, ConfigBuilder, Host, PasswordFuture,
+    PasswordProvider, PasswordProviderError, PasswordRequest, Replication, SslMode, SslNegotiation,
     SslRootCert, TargetSessionAttrs, DEFAULT_PORT,
 };
 pub use conn::{Connection, Phase, MAX_MESSAGE_LEN, MAX_STARTUP_MESSAGE_LEN};

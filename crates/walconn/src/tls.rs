@@ -202,7 +202,10 @@ fn client_config(config: &Config, mode: SslMode) -> Result<rustls::ClientConfig>
     // libpq: with a root certificate file, require behaves as verify-ca.
     let verify = match mode {
         SslMode::VerifyCa | SslMode::VerifyFull => true,
-        SslMode::Require => matches!(config.sslrootcert, Some(SslRootCert::File(_))),
+        SslMode::Require => matches!(
+            config.sslrootcert,
+            Some(SslRootCert::File(_) | SslRootCert::Pem(_))
+        ),
         _ => false,
     };
     let verifier: Arc<dyn ServerCertVerifier> = if verify {
@@ -221,8 +224,15 @@ fn client_config(config: &Config, mode: SslMode) -> Result<rustls::ClientConfig>
     let builder = builder
         .dangerous()
         .with_custom_certificate_verifier(verifier);
-    let mut tls_config = match (&config.sslcert, &config.sslkey) {
-        (Some(cert), Some(key)) => {
+    let mut tls_config = match (&config.client_cert_pem, &config.sslcert, &config.sslkey) {
+        // In memory: used instead of any files.
+        (Some(pem), _, _) => {
+            let certs = certificates_from_pem(&pem.cert, "the client certificate given in memory")?;
+            builder
+                .with_client_auth_cert(certs, key_from_pem(&pem.key.0)?)
+                .map_err(|e| Error::new(ErrorKind::Tls, "client certificate").with_source(e))
+        }
+        (None, Some(cert), Some(key)) => {
             let certs = CertificateDer::pem_file_iter(cert)
                 .and_then(|i| i.collect::<std::result::Result<Vec<_>, _>>())
                 .map_err(|e| {
@@ -244,7 +254,7 @@ fn client_config(config: &Config, mode: SslMode) -> Result<rustls::ClientConfig>
                 .with_client_auth_cert(certs, key)
                 .map_err(|e| Error::new(ErrorKind::Tls, "client certificate").with_source(e))
         }
-        (Some(cert), None) => Err(Error::new(
+        (None, Some(cert), None) => Err(Error::new(
             ErrorKind::Tls,
             format!("client certificate {} given without sslkey", cert.display()),
         )),
@@ -331,6 +341,16 @@ fn root_store(config: &Config) -> Result<RootCertStore> {
                 ));
             }
         }
+        Some(SslRootCert::Pem(pem)) => {
+            let certs = certificates_from_pem(pem, "the root certificates given in memory")?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(Error::new(
+                    ErrorKind::Tls,
+                    "no usable certificate in the root certificates given in memory",
+                ));
+            }
+        }
         Some(SslRootCert::System) => {
             let found = rustls_native_certs::load_native_certs();
             roots.add_parsable_certificates(found.certs);
@@ -352,6 +372,34 @@ fn root_store(config: &Config) -> Result<RootCertStore> {
         }
     }
     Ok(roots)
+}
+
+/// The certificates of PEM bytes given in memory (`what` names them in errors): at least one.
+pub(crate) fn certificates_from_pem(
+    pem: &[u8],
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::new(ErrorKind::Tls, format!("could not read {what}")).with_source(e))?;
+    if certs.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Tls,
+            format!("no PEM certificate in {what}"),
+        ));
+    }
+    Ok(certs)
+}
+
+/// The private key of PEM bytes given in memory (the first key; PKCS#8, PKCS#1 or SEC1).
+pub(crate) fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
+        Error::new(
+            ErrorKind::Tls,
+            "could not read the client key given in memory",
+        )
+        .with_source(e)
+    })
 }
 
 /// `verify-ca`: the chain must be trusted, the name need not match.

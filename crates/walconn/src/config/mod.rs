@@ -3,12 +3,21 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use conninfo::Raw;
+use credentials::ProviderSlot;
 
+mod builder;
 pub(crate) mod conninfo;
+pub(crate) mod credentials;
+
+pub use builder::ConfigBuilder;
+pub use credentials::{
+    BoxError, PasswordFuture, PasswordProvider, PasswordProviderError, PasswordRequest,
+};
 
 /// The port PostgreSQL listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 5432;
@@ -46,16 +55,33 @@ impl SslMode {
             _ => return Err(Error::config(format!("invalid sslmode value: \"{s}\""))),
         })
     }
+
+    /// libpq's spelling of the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
 }
 
-/// Where trusted root certificates come from (`sslrootcert`).
+/// Where trusted root certificates come from (`sslrootcert`, or
+/// [`ConfigBuilder::ssl_root_cert_pem`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SslRootCert {
     /// A PEM file of one or more certificates.
     File(PathBuf),
     /// The platform's certificate store (`sslrootcert=system`); implies `verify-full` unless a
     /// stricter or explicit mode is set, as in libpq.
     System,
+    /// One or more PEM certificates given in memory (checked when the configuration is
+    /// built: at least one must parse).
+    Pem(Vec<u8>),
 }
 
 /// How TLS is started (`sslnegotiation`).
@@ -261,14 +287,21 @@ impl fmt::Display for Host {
     }
 }
 
-/// A password: kept out of `Debug` output.
+/// A password or a private key: kept out of `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Secret(pub(crate) String);
+pub(crate) struct Secret<T = String>(pub(crate) T);
 
-impl fmt::Debug for Secret {
+impl<T> fmt::Debug for Secret<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"********\"")
     }
+}
+
+/// A client certificate chain and its private key, PEM in memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ClientCertPem {
+    pub(crate) cert: Vec<u8>,
+    pub(crate) key: Secret<Vec<u8>>,
 }
 
 /// Connection settings, parsed from a libpq conninfo with `PG*` environment variables as
@@ -285,7 +318,7 @@ impl fmt::Debug for Secret {
 /// assert!(!format!("{config:?}").contains("s@cret"));
 /// # Ok::<(), walconn::Error>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub(crate) hosts: Vec<Host>,
     pub(crate) hostaddrs: Vec<String>,
@@ -301,6 +334,8 @@ pub struct Config {
     pub(crate) sslrootcert: Option<SslRootCert>,
     pub(crate) sslcert: Option<PathBuf>,
     pub(crate) sslkey: Option<PathBuf>,
+    /// A client certificate and key given in memory; used instead of the files when set.
+    pub(crate) client_cert_pem: Option<ClientCertPem>,
     pub(crate) channel_binding: ChannelBinding,
     pub(crate) sslnegotiation: SslNegotiation,
     /// `keepalives`: TCP keepalive on (the default) or off.
@@ -317,6 +352,9 @@ pub struct Config {
     pub(crate) client_encoding: ClientEncoding,
     pub(crate) replication: Replication,
     pub(crate) target_session_attrs: TargetSessionAttrs,
+    /// Asked for the password at each connection when set, in place of `password` and the
+    /// password file.
+    pub(crate) password_provider: Option<ProviderSlot>,
 }
 
 impl Config {
@@ -371,6 +409,7 @@ impl Config {
             sslrootcert: tls.sslrootcert,
             sslcert: tls.sslcert,
             sslkey: tls.sslkey,
+            client_cert_pem: None,
             channel_binding: tls.channel_binding,
             sslnegotiation: tls.sslnegotiation,
             keepalives: keepalives.on,
@@ -381,7 +420,14 @@ impl Config {
             client_encoding,
             replication: identity.replication,
             target_session_attrs,
+            password_provider: None,
         })
+    }
+
+    /// A configuration built in code rather than parsed: see [`ConfigBuilder`]. Nothing is
+    /// read from the environment.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::default()
     }
 
     /// The hosts to try, in order.
@@ -403,6 +449,11 @@ impl Config {
     /// read only when connecting.
     pub fn has_password(&self) -> bool {
         self.password.is_some()
+    }
+
+    /// Whether a [`PasswordProvider`] is set.
+    pub fn has_password_provider(&self) -> bool {
+        self.password_provider.is_some()
     }
 
     /// The database name (for `replication=database`).
@@ -460,6 +511,12 @@ impl Config {
         self.sslkey.as_deref()
     }
 
+    /// Whether a client certificate and key were given in memory
+    /// ([`ConfigBuilder::ssl_client_cert_pem`]); they are used instead of the files.
+    pub fn has_client_cert_pem(&self) -> bool {
+        self.client_cert_pem.is_some()
+    }
+
     /// The channel binding policy.
     pub fn channel_binding(&self) -> ChannelBinding {
         self.channel_binding
@@ -483,6 +540,14 @@ impl Config {
     /// Sets the password (for example from a secret store), replacing any from the conninfo.
     pub fn set_password(&mut self, password: impl Into<String>) -> &mut Self {
         self.password = Some(Secret(password.into()));
+        self
+    }
+
+    /// Sets a [`PasswordProvider`], asked for the password whenever a server requests one
+    /// (each connection and reconnect), over any password of the conninfo, `PGPASSWORD` or
+    /// the password file.
+    pub fn set_password_provider(&mut self, provider: Arc<dyn PasswordProvider>) -> &mut Self {
+        self.password_provider = Some(ProviderSlot(provider));
         self
     }
 
@@ -549,30 +614,42 @@ impl Targets {
             None | Some("") => Vec::new(),
             Some(list) => list.split(',').map(str::to_owned).collect(),
         };
-        // Each address belongs to the host name in the same position, so when both lists are
-        // given they must be equally long; an address list alone brings its own hosts.
-        if !hostaddrs.is_empty() && raw.host.is_some() && hostaddrs.len() != hosts.len() {
-            return Err(Error::config(format!(
-                "could not match {} host names to {} hostaddr values",
-                hosts.len(),
-                hostaddrs.len()
-            )));
-        }
-        let host_count = hosts.len().max(hostaddrs.len());
         let ports = port_list(raw.port.as_deref())?;
-        // One port serves every host; more than one must give each host its own.
-        if ports.len() != 1 && ports.len() != host_count {
-            return Err(Error::config(format!(
-                "could not match {} port numbers to {host_count} hosts",
-                ports.len()
-            )));
-        }
+        check_targets(&hosts, raw.host.is_some(), &hostaddrs, &ports)?;
         Ok(Targets {
             hosts,
             hostaddrs,
             ports,
         })
     }
+}
+
+/// Refuses `host`, `hostaddr` and `port` lists of lengths that cannot be paired
+/// (`hosts_given`: the host list was given, not defaulted).
+fn check_targets(
+    hosts: &[Host],
+    hosts_given: bool,
+    hostaddrs: &[String],
+    ports: &[u16],
+) -> Result<()> {
+    // Each address belongs to the host name in the same position, so when both lists are
+    // given they must be equally long; an address list alone brings its own hosts.
+    if !hostaddrs.is_empty() && hosts_given && hostaddrs.len() != hosts.len() {
+        return Err(Error::config(format!(
+            "could not match {} host names to {} hostaddr values",
+            hosts.len(),
+            hostaddrs.len()
+        )));
+    }
+    let host_count = hosts.len().max(hostaddrs.len());
+    // One port serves every host; more than one must give each host its own.
+    if ports.len() != 1 && ports.len() != host_count {
+        return Err(Error::config(format!(
+            "could not match {} port numbers to {host_count} hosts",
+            ports.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The `host` list; an empty list or entry is the default socket directory, as in libpq.
@@ -682,39 +759,66 @@ impl Tls {
 
 /// `sslmode`, with libpq's default, refused if too weak for `sslrootcert=system`.
 fn sslmode(raw: &Raw, sslrootcert: Option<&SslRootCert>) -> Result<SslMode> {
-    let system = sslrootcert == Some(&SslRootCert::System);
     let sslmode = match raw.sslmode.as_deref() {
         Some(m) => SslMode::parse(m)?,
-        // libpq: sslrootcert=system without an explicit mode means verify-full.
-        None if system => SslMode::VerifyFull,
-        None => SslMode::Prefer,
+        None => default_sslmode(sslrootcert),
     };
-    // libpq: the system store trusts every public authority, and those certify a name for
-    // whoever owns it, so a mode that does not check the host name would accept anyone's.
-    if system && !matches!(sslmode, SslMode::VerifyFull | SslMode::Disable) {
-        return Err(Error::config(format!(
-            "weak sslmode \"{}\" may not be used with sslrootcert=system (use \"verify-full\")",
-            raw.sslmode.as_deref().unwrap_or("prefer")
-        )));
-    }
+    check_root_mode(sslrootcert, sslmode)?;
     Ok(sslmode)
 }
 
-/// `channel_binding`, refused as `require` when `sslmode` rules out TLS: there would be no
-/// channel to bind to.
+/// libpq's `sslmode` when none is given: `verify-full` with `sslrootcert=system`, else
+/// `prefer`.
+fn default_sslmode(sslrootcert: Option<&SslRootCert>) -> SslMode {
+    if sslrootcert == Some(&SslRootCert::System) {
+        SslMode::VerifyFull
+    } else {
+        SslMode::Prefer
+    }
+}
+
+/// Refuses an `sslmode` too weak for `sslrootcert=system`.
+fn check_root_mode(sslrootcert: Option<&SslRootCert>, sslmode: SslMode) -> Result<()> {
+    // libpq: the system store trusts every public authority, and those certify a name for
+    // whoever owns it, so a mode that does not check the host name would accept anyone's.
+    if sslrootcert == Some(&SslRootCert::System)
+        && !matches!(sslmode, SslMode::VerifyFull | SslMode::Disable)
+    {
+        return Err(Error::config(format!(
+            "weak sslmode \"{}\" may not be used with sslrootcert=system (use \"verify-full\")",
+            sslmode.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// `channel_binding`, refused as `require` when `sslmode` rules out TLS.
 fn channel_binding(raw: &Raw, sslmode: SslMode) -> Result<ChannelBinding> {
     let channel_binding = parse_or_default(raw.channel_binding.as_deref(), ChannelBinding::parse)?;
+    check_channel_binding(channel_binding, sslmode)?;
+    Ok(channel_binding)
+}
+
+/// Refuses `channel_binding=require` when `sslmode` rules out TLS: there would be no channel
+/// to bind to.
+fn check_channel_binding(channel_binding: ChannelBinding, sslmode: SslMode) -> Result<()> {
     if channel_binding == ChannelBinding::Require && sslmode == SslMode::Disable {
         return Err(Error::config(
             "channel_binding=require needs TLS, but sslmode is disable",
         ));
     }
-    Ok(channel_binding)
+    Ok(())
 }
 
 /// `sslnegotiation`, refused as `direct` with an `sslmode` that allows plaintext.
 fn sslnegotiation(raw: &Raw, sslmode: SslMode) -> Result<SslNegotiation> {
     let sslnegotiation = parse_or_default(raw.sslnegotiation.as_deref(), SslNegotiation::parse)?;
+    check_negotiation(sslnegotiation, sslmode)?;
+    Ok(sslnegotiation)
+}
+
+/// Refuses `sslnegotiation=direct` with an `sslmode` that allows plaintext.
+fn check_negotiation(sslnegotiation: SslNegotiation, sslmode: SslMode) -> Result<()> {
     // libpq: direct TLS leaves no plaintext fallback, so a mode that allows one is refused.
     if sslnegotiation == SslNegotiation::Direct
         && !matches!(
@@ -725,10 +829,10 @@ fn sslnegotiation(raw: &Raw, sslmode: SslMode) -> Result<SslNegotiation> {
         return Err(Error::config(format!(
             "weak sslmode \"{}\" may not be used with sslnegotiation=direct (use \
              \"require\", \"verify-ca\", or \"verify-full\")",
-            raw.sslmode.as_deref().unwrap_or("prefer")
+            sslmode.as_str()
         )));
     }
-    Ok(sslnegotiation)
+    Ok(())
 }
 
 /// TCP keepalive: whether it is on, and the kernel's timers where they are set.
@@ -833,136 +937,4 @@ fn default_host() -> Host {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
-    use super::*;
-
-    /// Parses `s` with `USER=osuser` as the whole environment; shared with the syntax
-    /// tests in `conninfo`.
-    pub(super) fn parse(s: &str) -> Config {
-        Config::parse_with_env(s, |v| (v == "USER").then(|| "osuser".to_owned())).unwrap()
-    }
-
-    fn err(s: &str) -> String {
-        Config::parse_with_env(s, |v| (v == "USER").then(|| "x".to_owned()))
-            .unwrap_err()
-            .to_string()
-    }
-
-    #[test]
-    fn environment_fills_what_the_string_leaves_out() {
-        let env = |v: &str| match v {
-            "PGHOST" => Some("envhost".to_owned()),
-            "PGPORT" => Some("7000".to_owned()),
-            "PGUSER" => Some("envuser".to_owned()),
-            "PGSSLMODE" => Some("verify-ca".to_owned()),
-            "PGCONNECT_TIMEOUT" => Some("1".to_owned()),
-            _ => None,
-        };
-        let c = Config::parse_with_env("dbname=x port=7001", env).unwrap();
-        assert_eq!(c.hosts, vec![Host::Tcp("envhost".into())]);
-        assert_eq!(c.ports, vec![7001]);
-        assert_eq!(c.user, "envuser");
-        assert_eq!(c.sslmode, SslMode::VerifyCa);
-        assert_eq!(c.connect_timeout, Some(Duration::from_secs(2)));
-        assert_eq!(c.dbname, "x");
-    }
-
-    #[test]
-    fn defaults() {
-        let c = parse("");
-        assert_eq!(c.user, "osuser");
-        assert_eq!(c.dbname, "osuser");
-        assert_eq!(c.ports, vec![5432]);
-        assert!(matches!(c.hosts[..], [Host::Unix(_)]));
-        assert_eq!(c.sslmode, SslMode::Prefer);
-        assert_eq!(c.replication, Replication::Database);
-        assert_eq!(
-            parse("host=h replication=false").replication,
-            Replication::Off
-        );
-        assert_eq!(c.connect_timeout, None);
-    }
-
-    #[test]
-    fn sslrootcert_system_implies_verify_full() {
-        let c = parse("host=h sslrootcert=system");
-        assert_eq!(c.sslmode, SslMode::VerifyFull);
-        assert_eq!(c.sslrootcert, Some(SslRootCert::System));
-        assert!(err("host=h sslrootcert=system sslmode=require").contains("weak sslmode"));
-    }
-
-    #[test]
-    fn invalid_values_are_named() {
-        assert!(err("sslmode=maybe").contains("sslmode"));
-        assert!(err("port=70000").contains("port"));
-        assert!(err("bogus=1").contains("bogus"));
-        assert!(err("host=a,b,c port=1,2").contains("could not match"));
-        assert!(err("host").contains("missing \"=\""));
-        assert!(err("host='abc").contains("unterminated"));
-        assert!(err("postgresql://h/%zz").contains("percent"));
-        assert!(err("replication=maybe").contains("replication"));
-        assert!(err("channel_binding=require sslmode=disable").contains("needs TLS"));
-        assert!(err("target_session_attrs=whatever").contains("target_session_attrs"));
-    }
-
-    #[test]
-    fn client_encoding_is_utf8_unless_sql_ascii_is_asked_for() {
-        assert_eq!(parse("host=h").client_encoding(), ClientEncoding::Utf8);
-        for (value, expected) in [
-            ("UTF8", ClientEncoding::Utf8),
-            ("utf-8", ClientEncoding::Utf8),
-            ("Unicode", ClientEncoding::Utf8),
-            ("SQL_ASCII", ClientEncoding::SqlAscii),
-            ("sql_ascii", ClientEncoding::SqlAscii),
-        ] {
-            let c = parse(&format!("host=h client_encoding={value}"));
-            assert_eq!(c.client_encoding(), expected, "{value}");
-        }
-        assert!(err("client_encoding=LATIN1").contains("client_encoding \"LATIN1\""));
-        let from_env = Config::parse_with_env("host=h user=u", |k| {
-            (k == "PGCLIENTENCODING").then(|| "SQL_ASCII".to_owned())
-        })
-        .unwrap();
-        assert_eq!(from_env.client_encoding(), ClientEncoding::SqlAscii);
-    }
-
-    #[test]
-    fn tcp_user_timeout_is_milliseconds_and_zero_is_the_default() {
-        let millis = |c: &str| parse(c).tcp_user_timeout();
-        assert_eq!(
-            millis("tcp_user_timeout=4500"),
-            Some(Duration::from_millis(4500))
-        );
-        assert_eq!(
-            millis("postgresql://h/db?tcp_user_timeout=10"),
-            Some(Duration::from_millis(10))
-        );
-        assert_eq!(millis("tcp_user_timeout=0"), None);
-        assert_eq!(millis("tcp_user_timeout=-1"), None);
-        assert_eq!(millis("host=h"), None);
-        assert_eq!(
-            err("tcp_user_timeout=soon"),
-            "invalid integer value \"soon\" for tcp_user_timeout"
-        );
-    }
-
-    #[test]
-    fn passwords_stay_out_of_debug_and_errors() {
-        let c = parse("password=hunter2 host=h");
-        assert!(!format!("{c:?}").contains("hunter2"));
-        let e = err("password=hunter2 sslmode=bogus");
-        assert!(!e.contains("hunter2"), "{e}");
-        let c = parse("postgresql://u:hunter2@h/db");
-        assert!(!format!("{c:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn targets_pair_hosts_ports_and_hostaddrs() {
-        let c = parse("host=a,b port=1,2 hostaddr=10.0.0.1,10.0.0.2");
-        let t = c.targets();
-        assert_eq!(t[1], (Host::Tcp("b".into()), Some("10.0.0.2".into()), 2));
-        let c = parse("host=a,b port=9");
-        assert_eq!(c.targets()[1].2, 9);
-    }
-}
+mod tests;
