@@ -25,6 +25,7 @@ mod hostile;
 mod incremental;
 mod memory;
 mod physical;
+mod pitr;
 mod reconnect;
 mod runtime;
 mod scenarios;
