@@ -13,6 +13,7 @@ mod auth_fake;
 mod base_backup;
 mod cancel;
 mod commands;
+mod credentials;
 mod fake_server;
 mod hostile;
 mod more_commands;

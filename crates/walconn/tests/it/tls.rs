@@ -335,3 +335,88 @@ fn sslnegotiation_direct() {
         });
     });
 }
+
+/// A configuration built in code with the TLS material in memory (no file): the CA as the
+/// trusted root and a client certificate and key for `verify-full`, the same refusals as
+/// from files.
+#[test]
+fn a_config_built_in_code_takes_its_roots_and_client_certificate_from_memory() {
+    let pki = Pki::new("tls-memory");
+    let read = |name: &str| std::fs::read(pki.dir.join(name)).unwrap();
+    let (ca, other, cert, key) = (
+        read("ca.pem"),
+        read("other.pem"),
+        read("client.pem"),
+        read("client.key"),
+    );
+    let major = *pgtest::installed_majors().last().unwrap();
+    let cluster = pki.cluster(major);
+    let base = |host: &str, user: &str| {
+        walconn::Config::builder()
+            .host(host)
+            .hostaddr("127.0.0.1")
+            .port(cluster.port())
+            .user(user)
+            .dbname("postgres")
+            .sslmode(walconn::SslMode::VerifyFull)
+    };
+    block_on(async {
+        let config = base("localhost", "certuser")
+            .ssl_root_cert_pem(ca.clone())
+            .ssl_client_cert_pem(cert.clone(), key.clone())
+            .build()
+            .unwrap();
+        assert!(!format!("{config:?}").contains("PRIVATE KEY"));
+        let mut conn = Connection::connect(&config).await.unwrap();
+        assert!(conn.is_tls());
+        assert_eq!(
+            conn.show("session_authorization").await.unwrap(),
+            "certuser"
+        );
+        conn.close().await.unwrap();
+        // The same with a password and channel binding, the roots alone in memory.
+        let config = base("localhost", "tlsuser")
+            .password("tls pass")
+            .channel_binding(walconn::ChannelBinding::Require)
+            .ssl_root_cert_pem(ca.clone())
+            .build()
+            .unwrap();
+        Connection::connect(&config).await.unwrap();
+        // Without the client certificate the cert method refuses.
+        let config = base("localhost", "certuser")
+            .ssl_root_cert_pem(ca.clone())
+            .build()
+            .unwrap();
+        let err = Connection::connect(&config).await.unwrap_err();
+        assert!(err.is_auth_failed(), "{err:?}");
+        // Another CA of the same name, and another host name: refused as from files.
+        let config = base("localhost", "certuser")
+            .ssl_root_cert_pem(other)
+            .ssl_client_cert_pem(cert.clone(), key.clone())
+            .build()
+            .unwrap();
+        let err = Connection::connect(&config).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+        assert!(err.to_string().contains("trusted root"), "{err}");
+        let config = base("wrong.example", "certuser")
+            .ssl_root_cert_pem(ca.clone())
+            .ssl_client_cert_pem(cert, key)
+            .build()
+            .unwrap();
+        let err = Connection::connect(&config).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not valid for host name \"wrong.example\""),
+            "{err}"
+        );
+        // require with roots in memory verifies the chain, as with a root file.
+        let config = base("localhost", "tlsuser")
+            .password("tls pass")
+            .sslmode(walconn::SslMode::Require)
+            .ssl_root_cert_pem(read("other.pem"))
+            .build()
+            .unwrap();
+        let err = Connection::connect(&config).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+    });
+}
