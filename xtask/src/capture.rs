@@ -320,7 +320,7 @@ fn build_walstream() -> Result<PathBuf> {
 }
 
 /// The `"executable"` of a cargo artifact message, if it is the `walstream` binary.
-fn executable(line: &str) -> Option<PathBuf> {
+pub(crate) fn executable(line: &str) -> Option<PathBuf> {
     let (_, rest) = line.split_once("\"executable\":\"")?;
     let mut path = String::new();
     let mut chars = rest.chars();

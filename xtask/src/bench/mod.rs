@@ -1,7 +1,9 @@
 //! `cargo xtask bench [--quick] [--rows N] [--rounds N] [--majors LIST] [--no-parse]
 //! [--parse-time S] [--big-mb N] [--budget-mib N] [--no-big] [--compare OLD.json] [--wrap CMD]
-//! [--drain-bins DIR]`: the drain benchmark on PostgreSQL 15 and the newest installed major,
-//! the big-transaction bench, and the criterion parse benches; one report of all of them.
+//! [--drain-bins DIR] [--no-drain] [--backup-size-mb N] [--no-backup] [--walstream-bin PATH]
+//! [--only LIST]`: the drain benchmark on PostgreSQL 15 and the newest installed major,
+//! the big-transaction bench, the criterion parse benches and the backup bench; one report of
+//! all of them.
 //!
 //! **Drain.** For each major, a throwaway cluster (pgtest) gets table
 //! `bench (id int4 primary key, v text)` and a publication; one logical slot per consumer and
@@ -26,6 +28,11 @@
 //! **Parse.** `cargo bench -p benches --bench parse` (three recorded corpora); its summary
 //! (`target/bench/parse-summary.json`) goes into the report.
 //!
+//! **Backup.** A PostgreSQL 15 cluster of about `--backup-size-mb` MiB (2 GiB by default)
+//! backed up by `walstream basebackup` and by `pg_basebackup`, and the WAL of its fill received
+//! by `walstream receivewal` and by `pg_receivewal`: wall time, CPU time and peak RSS against
+//! PostgreSQL's tools (`backup`). `--only backup` runs it alone.
+//!
 //! The medians of the rounds go to `target/bench/report.md`, `report.json` and
 //! `report-ratios.svg`, with ratios against the baselines measured in the same run.
 //! `--compare OLD.json` flags every figure more than 10% worse than in OLD (a `report.json` of
@@ -37,6 +44,7 @@
 //! headline ratios and the figures `--compare` looks at) and `report` (the Markdown, JSON and
 //! SVG writers and the comparison with an earlier run). This module runs them in order.
 
+mod backup;
 mod options;
 mod report;
 mod runs;
@@ -86,8 +94,13 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         None => None,
     };
 
-    runs::ensure_libpq_dev()?;
-    let paths = runs::Paths::new(&root, opts.drain_bins.as_deref())?;
+    // The drain consumers (and libpq, for pg_walstream's) only when a drain bench runs.
+    let paths = if opts.drain || opts.big_mb > 0 {
+        runs::ensure_libpq_dev()?;
+        Some(runs::Paths::new(&root, opts.drain_bins.as_deref())?)
+    } else {
+        None
+    };
     let newest = pgtest::installed_majors()
         .into_iter()
         .max()
@@ -101,11 +114,19 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
     });
 
     let mut drains = Vec::new();
-    for &major in &majors {
-        drains.push(runs::drain(&opts, &paths, major)?);
+    let mut big = None;
+    if let Some(paths) = &paths {
+        if opts.drain {
+            for &major in &majors {
+                drains.push(runs::drain(&opts, paths, major)?);
+            }
+        }
+        if opts.big_mb > 0 {
+            big = Some(runs::big_transaction(&opts, paths, newest)?);
+        }
     }
-    let big = if opts.big_mb > 0 {
-        Some(runs::big_transaction(&opts, &paths, newest)?)
+    let backup = if opts.backup_mb > 0 {
+        Some(backup::run_bench(&opts, &root)?)
     } else {
         None
     };
@@ -138,14 +159,28 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         quick: opts.quick,
         seconds: started.elapsed().as_secs_f64(),
     };
-    let headline = stats::headline(&drains, big.as_ref(), &parse);
-    let figures = stats::figures(&drains, big.as_ref(), &parse);
-    let mut md = report::report_md(&run, &headline, &drains, big.as_ref(), parse_md.as_deref());
+    let mut headline = stats::headline(&drains, big.as_ref(), &parse);
+    let mut figures = stats::figures(&drains, big.as_ref(), &parse);
+    if let Some(b) = &backup {
+        headline.extend(backup::headline(b));
+        figures.extend(backup::figures(b));
+    }
+    let backup_md = backup.as_ref().map(backup::report_md);
+    let backup_json = backup.as_ref().map(backup::report_json);
+    let mut md = report::report_md(
+        &run,
+        &headline,
+        &drains,
+        big.as_ref(),
+        backup_md.as_deref(),
+        parse_md.as_deref(),
+    );
     let json = report::report_json(
         &run,
         &headline,
         &drains,
         big.as_ref(),
+        backup_json.as_deref(),
         parse_json.as_deref(),
         &figures,
     );

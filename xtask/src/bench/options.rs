@@ -33,6 +33,13 @@ pub(super) struct Options {
     /// `--out DIR`: where the report goes (default `target/bench`; the parse summary is always
     /// read from `target/bench`, where the parse bench writes it).
     pub(super) out: Option<PathBuf>,
+    /// Whether the drain bench runs (`--no-drain`, `--only`).
+    pub(super) drain: bool,
+    /// MiB of data in the backup bench's cluster (about; `--backup-size-mb`); 0 skips it.
+    pub(super) backup_mb: u64,
+    /// `--walstream-bin PATH`: the `walstream` binary of the backup bench, instead of
+    /// building walstream-cli in release mode here.
+    pub(super) walstream_bin: Option<PathBuf>,
 }
 
 /// Parses the arguments after `bench`. Explicit sizes win over `--quick` whatever their order,
@@ -51,7 +58,12 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
         drain_bins: None,
         quick: false,
         out: None,
+        drain: true,
+        backup_mb: 2048,
+        walstream_bin: None,
     };
+    let mut backup_mb = None;
+    let mut no_backup = false;
     let mut rows = None;
     let mut big_mb = None;
     let mut parse_time = None;
@@ -64,6 +76,32 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
                 opts.rows = 100_000;
                 opts.big_mb = 100;
                 opts.parse_time = 1.0;
+                opts.backup_mb = 256;
+            }
+            "--no-drain" => opts.drain = false,
+            "--no-backup" => no_backup = true,
+            "--only" => {
+                let list = iter
+                    .next()
+                    .ok_or("bench: --only needs a list of drain,big,parse,backup")?;
+                let only: Vec<&str> = list.split(',').map(str::trim).collect();
+                if let Some(bad) = only
+                    .iter()
+                    .find(|b| !["drain", "big", "parse", "backup"].contains(b))
+                {
+                    return Err(format!(
+                        "bench: --only: unknown bench {bad:?} (drain, big, parse, backup)"
+                    ));
+                }
+                opts.drain = only.contains(&"drain");
+                opts.parse = only.contains(&"parse");
+                no_big |= !only.contains(&"big");
+                no_backup |= !only.contains(&"backup");
+            }
+            "--backup-size-mb" => backup_mb = Some(number(iter.next(), "--backup-size-mb")?),
+            "--walstream-bin" => {
+                let file = iter.next().ok_or("bench: --walstream-bin needs a path")?;
+                opts.walstream_bin = Some(PathBuf::from(file));
             }
             "--no-parse" => opts.parse = false,
             "--no-big" => no_big = true,
@@ -118,6 +156,12 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
     if no_big {
         opts.big_mb = 0;
     }
+    if let Some(mb) = backup_mb {
+        opts.backup_mb = mb;
+    }
+    if no_backup {
+        opts.backup_mb = 0;
+    }
     if opts.rows == 0 || opts.rounds == 0 || opts.budget_mib == 0 {
         return Err("bench: --rows, --rounds and --budget-mib must be at least 1".to_owned());
     }
@@ -149,5 +193,21 @@ mod tests {
         let opts = parse_options(&args(&["--no-big", "--majors", "15,18"]))
             .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!((opts.big_mb, opts.majors), (0, Some(vec![15, 18])));
+    }
+
+    #[test]
+    fn only_backup_turns_the_other_benches_off() {
+        let opts = parse_options(&args(&["--only", "backup", "--backup-size-mb", "200"]))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(
+            (opts.drain, opts.big_mb, opts.parse, opts.backup_mb),
+            (false, 0, false, 200)
+        );
+        let opts = parse_options(&args(&["--backup-size-mb", "300", "--quick", "--no-drain"]))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!((opts.drain, opts.big_mb, opts.backup_mb), (false, 100, 300));
+        assert!(parse_options(&args(&["--only", "drain,backups"])).is_err());
+        let opts = parse_options(&args(&["--no-backup"])).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(opts.backup_mb, 0);
     }
 }

@@ -56,13 +56,14 @@ pub(super) fn cpu_model() -> String {
         .unwrap_or_default()
 }
 
-/// The Markdown report: the headline, a table per drain, the big transaction and the parse
-/// summary.
+/// The Markdown report: the headline, a table per drain, the big transaction, the backup
+/// bench's section (`backup`, written by `backup::report_md`) and the parse summary.
 pub(super) fn report_md(
     run: &RunInfo,
     headline: &[Ratio],
     drains: &[Drain],
     big: Option<&Big>,
+    backup: Option<&str>,
     parse: Option<&str>,
 ) -> String {
     let mut md = String::new();
@@ -183,6 +184,9 @@ pub(super) fn report_md(
         }
         let _ = b.major;
     }
+    if let Some(backup) = backup {
+        md.push_str(backup);
+    }
     if let Some(parse) = parse {
         let _ = writeln!(
             md,
@@ -204,7 +208,7 @@ pub(super) fn report_md(
 }
 
 /// A number for the JSON report: NaN and infinities, which JSON lacks, become `null`.
-fn json_num(x: f64) -> String {
+pub(super) fn json_num(x: f64) -> String {
     if x.is_finite() {
         format!("{x:.4}")
     } else {
@@ -213,12 +217,12 @@ fn json_num(x: f64) -> String {
 }
 
 /// A string for the JSON report: quotes and backslashes dropped, so no escaping is needed.
-fn json_str(s: &str) -> String {
+pub(super) fn json_str(s: &str) -> String {
     s.replace(['"', '\\'], "")
 }
 
 /// One consumer's figures as a one-line JSON object; `extra` is appended inside it.
-fn sample_json(name: &str, s: &Sample, extra: &str) -> String {
+pub(super) fn sample_json(name: &str, s: &Sample, extra: &str) -> String {
     format!(
         "{{\"name\": \"{name}\", \"wall_s\": {}, \"user_s\": {}, \"sys_s\": {}, \"cpu_s\": {}, \
          \"peak_rss_mb\": {}, \"waits\": {}, \"rows_decoded\": {}{extra}}}",
@@ -233,12 +237,13 @@ fn sample_json(name: &str, s: &Sample, extra: &str) -> String {
 }
 
 /// The JSON report (`report.json`), written one object per line where `--compare` and
-/// `parse_summary` read it back.
+/// `parse_summary` read it back; `backup` is the backup bench's object (`backup::report_json`).
 pub(super) fn report_json(
     run: &RunInfo,
     headline: &[Ratio],
     drains: &[Drain],
     big: Option<&Big>,
+    backup: Option<&str>,
     parse: Option<&str>,
     figures: &[(String, f64)],
 ) -> String {
@@ -319,6 +324,8 @@ pub(super) fn report_json(
         }
         None => json.push_str("null"),
     }
+    json.push_str(",\n  \"backup\": ");
+    json.push_str(backup.unwrap_or("null"));
     json.push_str(",\n  \"parse\": ");
     match parse {
         Some(p) => json.push_str(p.trim().replace('\n', "\n  ").as_str()),

@@ -110,7 +110,7 @@ fn consumer_argv(
 }
 
 /// Prints one measurement as it is taken, so a long run shows its progress.
-fn print_sample(label: &str, consumer: &str, sample: &Sample) {
+pub(super) fn print_sample(label: &str, consumer: &str, sample: &Sample) {
     eprintln!(
         "    {label}: {consumer:<20} wall {:.2} s, user {:.2} s, sys {:.2} s, peak RSS {:.1} MB, {} waits{}",
         sample.wall_s,
@@ -360,7 +360,7 @@ pub(super) fn run_parse_benches(root: &Path, seconds: f64) -> Result<()> {
 
 /// Runs `cmd` to its end and measures it: wall time, and from `wait4` its CPU time and peak RSS.
 /// `rows=N` on its standard output is the row count it reports.
-fn measure(cmd: &mut Command) -> Result<Sample> {
+pub(super) fn measure(cmd: &mut Command) -> Result<Sample> {
     let started = Instant::now();
     let mut child = cmd
         .stdout(Stdio::piped())
