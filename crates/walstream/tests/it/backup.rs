@@ -419,11 +419,16 @@ fn standby_from_a_plain_backup_catches_up() {
             let stream = backup::start(&primary.conninfo("postgres"), BaseBackupConfig::default())
                 .await
                 .unwrap();
-            PlainWriter::new(&dir).write(stream).await.unwrap()
+            // -R: the backup's own standby.signal and primary_conninfo make it a standby.
+            PlainWriter::new(&dir)
+                .write_recovery_conf(primary.conninfo("postgres"))
+                .write(stream)
+                .await
+                .unwrap()
         });
         let standby =
-            pgtest::Cluster::from_data_dir(major, &dir, &pgtest::Recovery::standby_of(&primary))
-                .unwrap();
+            pgtest::Cluster::from_data_dir(major, &dir, &pgtest::Recovery::none()).unwrap();
+        assert!(standby.is_in_recovery().unwrap(), "started as a standby");
         load.stop().unwrap();
         pgtest::wait_caught_up(&primary, &standby).unwrap();
         pgtest::compare_databases(&primary, &standby, "postgres").unwrap();
