@@ -4,6 +4,9 @@ use std::fmt;
 
 use walproto::Lsn;
 
+use crate::session::open::FailoverRefusal;
+use crate::session::slot_watch::InvalidationReason;
+
 /// The broad kind of an [`Error`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -21,9 +24,20 @@ pub enum ErrorKind {
     /// The replication slot is missing, of the wrong kind, or a temporary slot was lost with
     /// its connection.
     Slot,
+    /// The replication slot was invalidated by the server (its WAL removed past
+    /// `max_slot_wal_keep_size`, a conflict on a standby, PostgreSQL 18's
+    /// `idle_replication_slot_timeout`): the changes since its position are gone, and no retry
+    /// can bring them back. [`Error::invalidation_reason`] says why; re-create the slot and take
+    /// a new snapshot (or let [`SlotRecovery`](crate::SlotRecovery) do it).
+    SlotInvalidated,
     /// After a reconnect the server is a different cluster (system identifier) or on another
     /// timeline: resuming there could skip or invent changes.
     ClusterChanged,
+    /// After a failover (the server reached is on a later timeline of the same cluster, or is
+    /// another host of the conninfo) resuming there would not be safe;
+    /// [`Error::failover_refusal`] says why (the slot is missing there, is not a synchronized
+    /// failover slot, or the new timeline branched off before the resume position).
+    Failover,
     /// A retryable error repeated more often than the [`RetryPolicy`](crate::RetryPolicy)
     /// allows; [`Error::connection`] has the last one.
     RetriesExhausted,
@@ -82,6 +96,10 @@ struct Inner {
     decode: Option<walproto::Error>,
     /// A connection failure without a connection-layer error (the server ended the copy).
     retryable: bool,
+    /// Why the server invalidated the slot, for [`ErrorKind::SlotInvalidated`].
+    invalidation: Option<InvalidationReason>,
+    /// Why a failover did not resume, for [`ErrorKind::Failover`].
+    failover: Option<FailoverRefusal>,
 }
 
 /// The result type of this crate.
@@ -96,6 +114,8 @@ impl Error {
             connection: None,
             decode: None,
             retryable: false,
+            invalidation: None,
+            failover: None,
         })
     }
 
@@ -169,6 +189,47 @@ impl Error {
         self
     }
 
+    /// The server invalidated `slot` for `reason`; `server` is the server's error that showed
+    /// it, if one did.
+    pub(crate) fn slot_invalidated(
+        slot: &str,
+        reason: InvalidationReason,
+        server: Option<walconn::Error>,
+    ) -> Self {
+        let message = format!(
+            "replication slot \"{slot}\" was invalidated by the server ({reason}): the changes \
+             since its position are gone; re-create the slot and take a new snapshot"
+        );
+        Self::from_inner(Inner {
+            invalidation: Some(reason),
+            connection: server,
+            ..Self::base(ErrorKind::SlotInvalidated, message)
+        })
+    }
+
+    /// The connection layer's error, taken out.
+    pub(crate) fn into_connection(self) -> Option<walconn::Error> {
+        self.inner.connection
+    }
+
+    /// After a failover to `server` (on `timeline`), the stream does not resume on `slot`
+    /// there, for `refusal`.
+    pub(crate) fn failover(
+        slot: &str,
+        server: &str,
+        timeline: u32,
+        refusal: FailoverRefusal,
+    ) -> Self {
+        let message = format!(
+            "after a failover to {server} (timeline {timeline}), the stream does not resume on \
+             replication slot \"{slot}\": {refusal}"
+        );
+        Self::from_inner(Inner {
+            failover: Some(refusal),
+            ..Self::base(ErrorKind::Failover, message)
+        })
+    }
+
     pub(crate) fn retries_exhausted(last: Error, attempts: u32) -> Self {
         let message = format!("gave up after {attempts} failed attempts: {last}");
         let last = *last.inner;
@@ -201,6 +262,25 @@ impl Error {
         self.inner.lsn
     }
 
+    /// Why the server invalidated the slot, for [`ErrorKind::SlotInvalidated`].
+    pub fn invalidation_reason(&self) -> Option<&InvalidationReason> {
+        self.inner.invalidation.as_ref()
+    }
+
+    /// Why a failover did not resume, for [`ErrorKind::Failover`].
+    pub fn failover_refusal(&self) -> Option<&FailoverRefusal> {
+        self.inner.failover.as_ref()
+    }
+
+    /// No server of the conninfo matched its `target_session_attrs` (during a failover, the
+    /// moment before the standby is promoted): retried within the stream's failover window.
+    pub(crate) fn is_no_matching_server(&self) -> bool {
+        self.inner
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.kind() == walconn::ErrorKind::SessionAttrs)
+    }
+
     /// The SQLSTATE code, when the server reported the error.
     pub fn code(&self) -> Option<&str> {
         self.inner
@@ -212,10 +292,14 @@ impl Error {
     /// Trying again later, on a new connection, may succeed (the connection was lost, the
     /// server restarts, the slot is still held by a departing walsender). The stream's own
     /// retries have already tried this for errors it returns, except when its
-    /// [`RetryPolicy`](crate::RetryPolicy) allows none.
+    /// [`RetryPolicy`](crate::RetryPolicy) allows none. No server matching the conninfo's
+    /// `target_session_attrs` is retryable too: during a failover no host is read-write
+    /// until the standby is promoted (the stream retries it within its
+    /// [failover window](crate::ReplicationStreamConfigBuilder::failover_window)).
     pub fn is_retryable(&self) -> bool {
         self.inner.kind == ErrorKind::Connection
             && (self.inner.retryable
+                || self.is_no_matching_server()
                 || self
                     .inner
                     .connection
@@ -228,6 +312,9 @@ impl From<walconn::Error> for Error {
     fn from(e: walconn::Error) -> Self {
         let kind = if e.is_slot_missing() {
             ErrorKind::Slot
+        } else if e.kind() == walconn::ErrorKind::Unsupported {
+            // Refused before sending: the message names the release needed.
+            ErrorKind::Unsupported
         } else {
             ErrorKind::Connection
         };
@@ -253,6 +340,9 @@ impl fmt::Debug for Error {
         }
         if let Some(p) = &self.inner.decode {
             d.field("decode", p);
+        }
+        if let Some(r) = &self.inner.invalidation {
+            d.field("invalidation", r);
         }
         d.finish()
     }

@@ -108,8 +108,8 @@ pub mod fuzzing;
 pub use error::{Error, ErrorKind, Result};
 pub use logical::config::{
     CreateSlot, Negotiated, ReplicationStreamConfig, ReplicationStreamConfigBuilder,
-    DEFAULT_BUFFER_BATCHES, DEFAULT_READ_COALESCING, DEFAULT_STATUS_INTERVAL,
-    MIN_DEFAULT_RECEIVE_TIMEOUT,
+    DEFAULT_BUFFER_BATCHES, DEFAULT_FAILOVER_WINDOW, DEFAULT_READ_COALESCING,
+    DEFAULT_STATUS_INTERVAL, MIN_DEFAULT_RECEIVE_TIMEOUT,
 };
 pub use logical::event::{
     ChangeEvent, CommitPrepared, Delete, EventKind, Insert, LogicalMessage, OldRow, PrepareInfo,
@@ -118,7 +118,12 @@ pub use logical::event::{
 pub use logical::stream::{EventStream, LogicalReplicationStream, StreamStats};
 pub use session::driver::MAX_BATCH_BYTES;
 pub use session::feedback::{FeedbackPositions, FeedbackTracker, SharedLsnFeedback};
+pub use session::open::FailoverRefusal;
 pub use session::retry::RetryPolicy;
+pub use session::slot_watch::{
+    InvalidationReason, SlotHealth, SlotRecovery, SlotStatus, WalStatus,
+    DEFAULT_SLOT_CHECK_INTERVAL,
+};
 pub use slots::{SlotInfo, SlotManager};
 pub use snapshot::SnapshotOptions;
 pub use transaction::{

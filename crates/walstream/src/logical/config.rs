@@ -9,6 +9,7 @@ use walproto::Lsn;
 
 use crate::error::{Error, Result};
 use crate::session::retry::RetryPolicy;
+use crate::session::slot_watch::{SlotRecovery, SlotWatchOptions};
 use crate::snapshot::SnapshotOptions;
 
 /// How often a status update goes out when the server does not ask sooner (the
@@ -28,6 +29,10 @@ pub const DEFAULT_BUFFER_BATCHES: usize = 4;
 /// How long the socket is left alone after a small read; see
 /// [`ReplicationStreamConfigBuilder::read_coalescing`].
 pub const DEFAULT_READ_COALESCING: Duration = Duration::from_millis(2);
+
+/// How long a stream keeps retrying while no server of the conninfo matches its
+/// `target_session_attrs`; see [`ReplicationStreamConfigBuilder::failover_window`].
+pub const DEFAULT_FAILOVER_WINDOW: Duration = Duration::from_secs(60);
 
 /// Whether and how to create the slot when it does not exist.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,12 +74,16 @@ pub struct ReplicationStreamConfig {
     pub(crate) receive_timeout: Option<Duration>,
     pub(crate) retry: RetryPolicy,
     pub(crate) create_slot: Option<CreateSlot>,
+    /// A slot created by the stream is a failover slot (PostgreSQL 17+).
+    pub(crate) failover: bool,
+    pub(crate) failover_window: Duration,
     pub(crate) require_existing_slot: bool,
     pub(crate) raw: bool,
     pub(crate) buffer_batches: usize,
     pub(crate) read_coalescing: Duration,
     pub(crate) cancel: CancellationToken,
     pub(crate) snapshot: Option<SnapshotOptions>,
+    pub(crate) slot_watch: SlotWatchOptions,
 }
 
 impl ReplicationStreamConfig {
@@ -99,12 +108,15 @@ impl ReplicationStreamConfig {
                 receive_timeout: None,
                 retry: RetryPolicy::default(),
                 create_slot: None,
+                failover: false,
+                failover_window: DEFAULT_FAILOVER_WINDOW,
                 require_existing_slot: true,
                 raw: false,
                 buffer_batches: DEFAULT_BUFFER_BATCHES,
                 read_coalescing: DEFAULT_READ_COALESCING,
                 cancel: CancellationToken::new(),
                 snapshot: None,
+                slot_watch: SlotWatchOptions::default(),
             },
         }
     }
@@ -132,6 +144,11 @@ impl ReplicationStreamConfig {
     /// The retry policy.
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry
+    }
+
+    /// How long reconnects go on while no server matches `target_session_attrs`.
+    pub fn failover_window(&self) -> Duration {
+        self.failover_window
     }
 }
 
@@ -234,6 +251,31 @@ impl ReplicationStreamConfigBuilder {
         self
     }
 
+    /// A slot the stream creates ([`create_slot_if_missing`](Self::create_slot_if_missing),
+    /// permanent) is a failover slot (`FAILOVER`, PostgreSQL 17+; refused on an older server
+    /// before anything is sent): with `sync_replication_slots = on` on a standby, the server
+    /// keeps a synchronized copy of it there, and a stream that reconnects to that standby
+    /// after its promotion resumes without losing a change (see
+    /// [`failover_window`](Self::failover_window) and `docs/production.md`). An existing slot
+    /// is used as it is (`ALTER_REPLICATION_SLOT` through
+    /// [`SlotManager::alter`](crate::SlotManager::alter) changes it).
+    pub fn failover(mut self, on: bool) -> Self {
+        self.config.failover = on;
+        self
+    }
+
+    /// How long a stream that lost its connection keeps trying while no server of a
+    /// multi-host conninfo (`host=a,b target_session_attrs=read-write`, or `primary`) matches
+    /// `target_session_attrs`: during a failover there is a moment when the old primary is
+    /// gone and the standby is not yet promoted. Such failures are retried (with the
+    /// [`RetryPolicy`]'s delays) for this long from the first of them, then the stream ends
+    /// with [`ErrorKind::RetriesExhausted`](crate::ErrorKind::RetriesExhausted). Default
+    /// [`DEFAULT_FAILOVER_WINDOW`] (60 s).
+    pub fn failover_window(mut self, window: Duration) -> Self {
+        self.config.failover_window = window;
+        self
+    }
+
     /// Fail at connect, before starting, when the slot does not exist (the default unless
     /// [`create_slot_if_missing`](Self::create_slot_if_missing) is set).
     pub fn require_existing_slot(mut self) -> Self {
@@ -290,6 +332,38 @@ impl ReplicationStreamConfigBuilder {
         self
     }
 
+    /// How often the slot's health (`wal_status`, `safe_wal_size`) is read, on a side
+    /// connection of its own, once the stream starts and then periodically (default
+    /// [`DEFAULT_SLOT_CHECK_INTERVAL`](crate::DEFAULT_SLOT_CHECK_INTERVAL), 60 s; `None` or
+    /// zero: never). When the slot gets worse (its `safe_wal_size` under
+    /// [`slot_warning_threshold`](Self::slot_warning_threshold), then `unreserved`) the stream
+    /// delivers an [`EventKind::SlotWarning`](crate::EventKind::SlotWarning) and logs a
+    /// warning. The check never holds up the stream: it runs in a task of its own, and its
+    /// failures are only logged (at debug level).
+    pub fn slot_check_interval(mut self, interval: Option<Duration>) -> Self {
+        self.config.slot_watch.interval = interval.filter(|i| !i.is_zero());
+        self
+    }
+
+    /// The `safe_wal_size` in bytes under which the slot counts as in danger (default: a fifth
+    /// of the server's `max_slot_wal_keep_size`; with that unlimited, only `unreserved`
+    /// warns).
+    pub fn slot_warning_threshold(mut self, bytes: u64) -> Self {
+        self.config.slot_watch.threshold = Some(bytes);
+        self
+    }
+
+    /// What to do when the slot is found invalidated. By default nothing: the stream ends at
+    /// once with [`ErrorKind::SlotInvalidated`](crate::ErrorKind::SlotInvalidated), naming
+    /// the slot and the reason. With a [`SlotRecovery`] it drops the slot, creates it again
+    /// and takes a new initial snapshot, announced by
+    /// [`EventKind::Resnapshot`](crate::EventKind::Resnapshot), at most the policy's number
+    /// of times an hour.
+    pub fn slot_recovery(mut self, policy: SlotRecovery) -> Self {
+        self.config.slot_watch.recovery = Some(policy);
+        self
+    }
+
     /// Checks what can be checked without a server and returns the configuration.
     pub fn build(self) -> Result<ReplicationStreamConfig> {
         let c = &self.config;
@@ -307,6 +381,12 @@ impl ReplicationStreamConfigBuilder {
         if c.snapshot.is_some() && c.create_slot.is_none() {
             return Err(Error::config(
                 "an initial snapshot needs the slot created by the stream (create_slot_if_missing)",
+            ));
+        }
+        if c.failover && c.create_slot != Some(CreateSlot::Permanent) {
+            return Err(Error::config(
+                "failover applies to a slot the stream creates, and that must be permanent: \
+                 create_slot_if_missing(CreateSlot::Permanent)",
             ));
         }
         if c.status_interval.is_zero() {
@@ -439,6 +519,18 @@ mod tests {
         assert!(ReplicationStreamConfig::builder("s", Vec::<String>::new())
             .build()
             .is_err());
+        // A failover slot is one the stream creates, permanent.
+        assert!(cfg().failover(true).build().is_err());
+        assert!(cfg()
+            .create_slot_if_missing(CreateSlot::Temporary)
+            .failover(true)
+            .build()
+            .is_err());
+        assert!(cfg()
+            .create_slot_if_missing(CreateSlot::Permanent)
+            .failover(true)
+            .build()
+            .is_ok());
     }
 
     #[test]

@@ -116,9 +116,40 @@ pub enum EventKind {
         /// The slot's consistent point.
         consistent_point: Lsn,
     },
+    /// The slot is in danger of being invalidated (read on a side connection, see
+    /// [`ReplicationStreamConfigBuilder::slot_check_interval`](crate::ReplicationStreamConfigBuilder::slot_check_interval)):
+    /// its `safe_wal_size` fell under the threshold, or it became `unreserved` (the next
+    /// checkpoint removes WAL it needs). The consumer is too far behind: acknowledge faster,
+    /// or raise `max_slot_wal_keep_size`. Sent each time the slot gets worse; `lsn` is the
+    /// stream's received position then.
+    SlotWarning {
+        /// The slot's `wal_status`.
+        wal_status: crate::WalStatus,
+        /// Its `safe_wal_size` in bytes (negative once past `max_slot_wal_keep_size`).
+        safe_wal_size: Option<i64>,
+    },
+    /// The slot was invalidated and the [`SlotRecovery`](crate::SlotRecovery) policy dropped
+    /// and re-created it: a new initial snapshot follows
+    /// ([`SnapshotBegin`](Self::SnapshotBegin) to [`SnapshotEnd`](Self::SnapshotEnd)), then the
+    /// changes after the new slot's consistent point. The changes between the last
+    /// acknowledged position and that point were lost with the old slot: reconcile with the
+    /// snapshot (rows that are not in it were deleted meanwhile). Transactions not complete
+    /// before this event never complete.
+    Resnapshot {
+        /// Why the old slot was invalidated.
+        reason: crate::InvalidationReason,
+    },
     /// The connection was lost and the stream resumed on a new one from `resume_lsn`: what
     /// follows may repeat transactions already delivered (at-least-once), and a transaction
     /// that was being delivered when the connection dropped starts again from its beginning.
+    ///
+    /// After a failover (the server reached is on another timeline, such as a promoted
+    /// standby, or is another server of the conninfo's hosts) `old_timeline` and
+    /// `new_timeline` say so. The stream resumes there only when that is safe: the slot there
+    /// is a synchronized failover slot (or the same server's), not invalidated, and the new
+    /// timeline branched off at or after `resume_lsn`; otherwise it ends with
+    /// [`ErrorKind::Failover`](crate::ErrorKind::Failover) or
+    /// [`ErrorKind::SlotInvalidated`](crate::ErrorKind::SlotInvalidated).
     Reconnected {
         /// Where the new session resumed (everything after it is sent again).
         resume_lsn: Lsn,
@@ -127,6 +158,11 @@ pub enum EventKind {
         /// Why the previous session ended: the error that was retried (the last one, when
         /// several attempts failed).
         reason: String,
+        /// The timeline the stream was on before, when the server it resumed on is on
+        /// another one (a failover); `None` when the timeline did not change.
+        old_timeline: Option<u32>,
+        /// The server's timeline now, when it changed (with `old_timeline`).
+        new_timeline: Option<u32>,
     },
 }
 

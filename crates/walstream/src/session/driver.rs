@@ -23,8 +23,9 @@ use crate::logical::event::{ChangeEvent, EventKind};
 use crate::logical::follow::Follower;
 use crate::logical::stream::StreamStats;
 use crate::session::feedback::{FeedbackTracker, Liveness, LivenessCheck, SharedLsnFeedback};
-use crate::session::open::{open_session, Agreement, Session};
-use crate::session::retry::Jitter;
+use crate::session::open::{reopen_session, Agreement, Session};
+use crate::session::retry::{FailoverWindow, Jitter};
+use crate::session::slot_watch::{self, RecoveryBudget};
 use crate::snapshot::{self, SnapshotOptions};
 
 /// A batch is closed once it holds this many bytes of frames; see
@@ -109,6 +110,8 @@ pub(crate) struct Driver {
     /// The initial snapshot to copy before streaming: the exported snapshot's name, what to
     /// copy, and the consistent point.
     snapshot: Option<(String, SnapshotOptions, Lsn)>,
+    /// The recoveries of an invalidated slot in the last hour.
+    recoveries: RecoveryBudget,
 }
 
 impl Driver {
@@ -145,33 +148,25 @@ impl Driver {
             ended: false,
             session_end: Lsn::ZERO,
             snapshot,
+            recoveries: RecoveryBudget::default(),
         };
         (driver, shared)
     }
 
     /// Streams until stopped, ended or failed; returns the last flush position reported.
-    pub(crate) async fn run(mut self, mut first: Connection) -> Result<Lsn> {
-        if let Some((name, options, point)) = self.snapshot.take() {
-            if let Err(e) = self.copy_snapshot(&name, &options, point).await {
-                if !options.keeps_slot() {
-                    match first.drop_replication_slot(&self.config.slot, false).await {
-                        Ok(()) => tracing::info!(
-                            slot = self.config.slot,
-                            "dropped the slot of the failed snapshot"
-                        ),
-                        Err(d) => tracing::warn!(
-                            slot = self.config.slot,
-                            "dropping the slot of the failed snapshot: {d}"
-                        ),
-                    }
-                }
-                return Err(self.fail(e).await);
-            }
-        }
+    pub(crate) async fn run(mut self, first: Connection) -> Result<Lsn> {
+        // The slot's early warning runs beside the stream until the driver ends.
+        let _watch = self.start_watch();
         let mut conn = Some(first);
         let mut failures = 0u32;
         let mut jitter = Jitter::new();
+        let mut window = FailoverWindow::new(self.config.failover_window);
         loop {
+            if let Some(c) = conn.as_mut() {
+                if let Err(e) = self.initial_snapshot(c).await {
+                    return Err(self.fail(e).await);
+                }
+            }
             let result = match conn.take() {
                 Some(c) => self.session(c).await,
                 None => match self.reopen().await {
@@ -187,11 +182,32 @@ impl Driver {
             };
             if progressed {
                 failures = 0;
+                window.close();
+            }
+            let error = slot_watch::diagnose(error, &self.conn_config, &self.config.slot).await;
+            if error.kind() == ErrorKind::SlotInvalidated {
+                match self.recover(error).await {
+                    Ok(c) => {
+                        conn = Some(c);
+                        failures = 0;
+                        continue;
+                    }
+                    Err(_) if self.stop.is_cancelled() => return Ok(self.tracker.reported()),
+                    Err(e) => return Err(self.fail(e).await),
+                }
             }
             failures += 1;
             let reason = error.to_string();
+            let now = Instant::now();
             let error = if !error.is_retryable() {
                 Some(error)
+            } else if !window.allows(error.is_no_matching_server(), now) {
+                let open = window.open_for(now).unwrap_or_default();
+                let message = format!(
+                    "no server matched target_session_attrs for {open:?}, the failover window: \
+                     {error}"
+                );
+                Some(Error::retries_exhausted(error, failures).with_context(message))
             } else if self.created_temporary {
                 Some(error.with_context(format!(
                     "the connection was lost, and with it the temporary slot \"{}\": the \
@@ -219,7 +235,9 @@ impl Driver {
             let resume = self.tracker.restart(self.shared.feedback.flushed());
             self.follower.reset();
             // One notice per resumption: a notice of an attempt that failed before it was
-            // delivered is replaced by the next one, which says the same and more.
+            // delivered is replaced by the next one, which says the same and more (and keeps
+            // the timeline change it announced: the agreement has moved on).
+            let (old_timeline, new_timeline) = self.undelivered_timeline_change();
             self.carry
                 .retain(|e| !matches!(e.kind, EventKind::Reconnected { .. }));
             self.carry.push(ChangeEvent {
@@ -230,9 +248,130 @@ impl Driver {
                     resume_lsn: resume,
                     attempts: failures,
                     reason,
+                    old_timeline,
+                    new_timeline,
                 },
             });
         }
+    }
+
+    /// The timelines of a reconnect notice not yet delivered (`None` when it has none).
+    fn undelivered_timeline_change(&self) -> (Option<u32>, Option<u32>) {
+        self.carry
+            .iter()
+            .find_map(|e| match e.kind {
+                EventKind::Reconnected {
+                    old_timeline: Some(old),
+                    new_timeline: Some(new),
+                    ..
+                } => Some((Some(old), Some(new))),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Copies the initial snapshot, if one is to be taken, before streaming on `conn` (whose
+    /// slot exported it); a failed copy drops the slot unless the options keep it.
+    async fn initial_snapshot(&mut self, conn: &mut Connection) -> Result<()> {
+        let Some((name, options, point)) = self.snapshot.take() else {
+            return Ok(());
+        };
+        let copied = self.copy_snapshot(&name, &options, point).await;
+        if copied.is_err() && !options.keeps_slot() {
+            match conn.drop_replication_slot(&self.config.slot, false).await {
+                Ok(()) => tracing::info!(
+                    slot = self.config.slot,
+                    "dropped the slot of the failed snapshot"
+                ),
+                Err(d) => tracing::warn!(
+                    slot = self.config.slot,
+                    "dropping the slot of the failed snapshot: {d}"
+                ),
+            }
+        }
+        copied
+    }
+
+    /// Starts the slot's early warning (if configured); it stops when the guard is dropped.
+    fn start_watch(&self) -> Option<tokio_util::sync::DropGuard> {
+        let tx = self.tx.as_ref()?.downgrade();
+        let stop = self.stop.child_token();
+        slot_watch::spawn_watch(
+            self.conn_config.clone(),
+            self.config.slot.clone(),
+            &self.config.slot_watch,
+            tx,
+            self.shared.clone(),
+            stop.clone(),
+        );
+        Some(stop.drop_guard())
+    }
+
+    /// The recovery policy's answer to an invalidated slot (`error`): the slot dropped and
+    /// created again, [`EventKind::Resnapshot`] delivered, and the new slot's connection, on
+    /// which the new snapshot is copied before streaming; or the error when there is no policy,
+    /// its hourly limit is reached, or the recovery fails.
+    async fn recover(&mut self, error: Error) -> Result<Connection> {
+        let Some(policy) = self.config.slot_watch.recovery.clone() else {
+            return Err(error);
+        };
+        let slot = self.config.slot.clone();
+        let reason = error
+            .invalidation_reason()
+            .cloned()
+            .unwrap_or_else(|| slot_watch::InvalidationReason::Other("unknown".into()));
+        if !self.recoveries.take(Instant::now(), policy.max_per_hour()) {
+            let limit = policy.max_per_hour();
+            return Err(error.with_context(format!(
+                "replication slot \"{slot}\" was invalidated by the server ({reason}), and the \
+                 recovery policy's limit of {limit} re-snapshots an hour is reached"
+            )));
+        }
+        tracing::warn!(
+            slot,
+            %reason,
+            "the replication slot was invalidated: dropping it, creating it again and taking a \
+             new snapshot"
+        );
+        let session = slot_watch::recreate(&self.conn_config, &self.config, &policy).await?;
+        if session.agreement.system.system_id != self.agreement.system.system_id {
+            return Err(Error::new(
+                ErrorKind::ClusterChanged,
+                format!(
+                    "recovering the slot reached system {}, not system {}",
+                    session.agreement.system.system_id, self.agreement.system.system_id
+                ),
+            ));
+        }
+        let point = session.slot_position;
+        let name = session.snapshot_name.clone().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Slot,
+                format!("the re-created slot \"{slot}\" exported no snapshot"),
+            )
+        })?;
+        self.agreement = session.agreement.clone();
+        self.created_temporary = session.created_temporary;
+        self.tracker = FeedbackTracker::new(point, self.tracker.interval());
+        self.follower.reset();
+        self.ended = false;
+        // Reconnect notices of the lost slot's attempts are superseded by the re-snapshot.
+        self.carry.clear();
+        let mut events = self.pending.take().map(|b| b.events).unwrap_or_default();
+        events.push(ChangeEvent {
+            lsn: point,
+            xid: None,
+            commit_time: None,
+            kind: EventKind::Resnapshot { reason },
+        });
+        self.snapshot = Some((name, policy.snapshot_options().clone(), point));
+        let closed = || Error::new(ErrorKind::Closed, "the stream stopped during a re-snapshot");
+        let tx = self.tx.clone().ok_or_else(closed)?;
+        tokio::select! {
+            sent = tx.send(Ok(Batch { events, bytes: 0 })) => sent.map_err(|_| closed())?,
+            () = self.stop.cancelled() => return Err(closed()),
+        }
+        Ok(session.conn)
     }
 
     /// Copies the initial snapshot, handing its batches to the consumer as the stream's own
@@ -298,11 +437,28 @@ impl Driver {
         summary
     }
 
-    /// A new connection for a retry, checked against the first: same cluster, same timeline,
-    /// the slot still there.
+    /// A new connection for a retry, checked against the last: the same cluster, the slot
+    /// still there; on another timeline or server only if resuming there is safe, and then
+    /// the reconnect notice names the timelines.
     async fn reopen(&mut self) -> Result<Connection> {
-        let session = open_session(&self.conn_config, &self.config, false).await?;
-        self.agreement.check_continues(&session.agreement)?;
+        let resume = self.tracker.reported();
+        let session =
+            reopen_session(&self.conn_config, &self.config, &self.agreement, resume).await?;
+        if let Some((old, new)) = session.timeline_change {
+            for e in &mut self.carry {
+                if let EventKind::Reconnected {
+                    old_timeline,
+                    new_timeline,
+                    ..
+                } = &mut e.kind
+                {
+                    // After several changes before a delivery, from the first to the last.
+                    *old_timeline = Some(old_timeline.unwrap_or(old));
+                    *new_timeline = Some(new);
+                }
+            }
+        }
+        self.agreement = session.agreement;
         self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
         Ok(session.conn)
     }
