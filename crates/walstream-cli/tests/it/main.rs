@@ -25,6 +25,7 @@ mod errors;
 mod messages;
 mod reconnect;
 mod receivewal;
+mod receivewal_failover;
 mod record;
 mod slot;
 mod support;
