@@ -126,6 +126,8 @@ pub enum Problem {
     },
     /// It could not be read (the operating system's message).
     Unreadable(String),
+    /// It is in the backup but not in the manifest.
+    Unexpected,
 }
 
 impl fmt::Display for Mismatch {
@@ -140,6 +142,7 @@ impl fmt::Display for Mismatch {
                 write!(f, "{p} has checksum {actual}, the manifest says {expected}")
             }
             Problem::Unreadable(e) => write!(f, "{p} could not be read: {e}"),
+            Problem::Unexpected => write!(f, "{p} is not in the manifest"),
         }
     }
 }
@@ -278,10 +281,11 @@ impl Manifest {
         })
     }
 
-    /// Checks every file of the manifest in `dir`: present, of the listed size, and with the
-    /// listed checksum. Every mismatch is collected into [`Error::Verify`]. Files the
-    /// manifest does not list are not looked for, and those under [`VERIFY_IGNORED`] are
-    /// skipped.
+    /// Checks `dir` against the manifest as `pg_verifybackup` does (without its WAL check):
+    /// every listed file present, of the listed size and with the listed checksum, and no
+    /// file that the manifest does not list (tablespaces are followed through their
+    /// `pg_tblspc` links). Paths under [`VERIFY_IGNORED`] are skipped. Every mismatch is
+    /// collected into [`Error::Verify`].
     ///
     /// Blocking file I/O: from async code, call it in `tokio::task::spawn_blocking`.
     pub fn verify(&self, dir: &Path) -> Result<()> {
@@ -298,6 +302,19 @@ impl Manifest {
                 });
             }
         }
+        let listed: std::collections::HashSet<&Path> =
+            self.files.iter().map(|f| f.path.as_path()).collect();
+        let mut found = Vec::new();
+        walk(dir, Path::new(""), &mut found, &mut mismatches);
+        mismatches.extend(
+            found
+                .into_iter()
+                .filter(|p| !listed.contains(p.as_path()))
+                .map(|path| Mismatch {
+                    path,
+                    problem: Problem::Unexpected,
+                }),
+        );
         if mismatches.is_empty() {
             Ok(())
         } else {
@@ -348,6 +365,35 @@ impl RawFile {
             last_modified: self.last_modified,
             checksum,
         })
+    }
+}
+
+/// The files under `dir/rel` (following links, as tablespaces are links), relative to `dir`,
+/// except those under [`VERIFY_IGNORED`]; a directory that cannot be read is a mismatch.
+fn walk(dir: &Path, rel: &Path, found: &mut Vec<PathBuf>, mismatches: &mut Vec<Mismatch>) {
+    let entries = match std::fs::read_dir(dir.join(rel)) {
+        Ok(e) => e,
+        Err(e) => {
+            mismatches.push(Mismatch {
+                path: rel.to_owned(),
+                problem: Problem::Unreadable(e.to_string()),
+            });
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = rel.join(entry.file_name());
+        if VERIFY_IGNORED.iter().any(|i| path.starts_with(i)) {
+            continue;
+        }
+        match std::fs::metadata(entry.path()) {
+            Ok(m) if m.is_dir() => walk(dir, &path, found, mismatches),
+            Ok(_) => found.push(path),
+            Err(e) => mismatches.push(Mismatch {
+                path,
+                problem: Problem::Unreadable(e.to_string()),
+            }),
+        }
     }
 }
 
@@ -487,6 +533,17 @@ mod tests {
         };
         assert_eq!(v[0].path, Path::new("a"));
         assert!(matches!(v[0].problem, Problem::Checksum { .. }), "{v:?}");
+        std::fs::write(dir.path().join("a"), b"abc").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/extra"), b"").unwrap();
+        let Err(Error::Verify(v)) = m.verify(dir.path()) else {
+            panic!()
+        };
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].path, Path::new("sub/extra"));
+        assert_eq!(v[0].problem, Problem::Unexpected);
+        std::fs::remove_dir_all(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("a"), b"abd").unwrap();
         std::fs::remove_file(dir.path().join("b")).unwrap();
         let Err(Error::Verify(v)) = m.verify(dir.path()) else {
             panic!()
