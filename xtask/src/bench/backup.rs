@@ -169,6 +169,9 @@ pub(super) fn run_bench(opts: &Options, root: &Path) -> Result<Backup> {
         .args(["-h", cluster.host(), "-p", &cluster.port().to_string()])
         .args(["-U", cluster.user(), "postgres"]))?;
     let end = sql("SELECT pg_current_wal_flush_lsn()")?;
+    // pg_receivewal stops only past its end position (`endpos < xlogpos`): a commit record
+    // after the end, or it would wait for the server's next WAL (up to 15 s of idle time).
+    sql("SELECT txid_current()")?;
     let number = |q: &str| -> Result<u64> {
         let out = sql(q)?;
         out.trim().parse().map_err(|e| format!("{q}: {out:?}: {e}"))

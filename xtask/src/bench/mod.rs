@@ -135,8 +135,14 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         eprintln!("==> criterion parse benches");
         runs::run_parse_benches(&root, opts.parse_time)?;
     }
-    let parse_json = fs::read_to_string(out_dir.join("parse-summary.json")).ok();
-    let parse_md = fs::read_to_string(out_dir.join("parse-summary.md")).ok();
+    // An earlier run's summary is reported too, unless `--only` left the parse benches out.
+    let summary = |name: &str| {
+        opts.earlier_parse
+            .then(|| fs::read_to_string(out_dir.join(name)).ok())
+            .flatten()
+    };
+    let parse_json = summary("parse-summary.json");
+    let parse_md = summary("parse-summary.md");
     let out_dir = opts.out.clone().unwrap_or(out_dir);
     fs::create_dir_all(&out_dir).map_err(|e| format!("creating {}: {e}", out_dir.display()))?;
     let parse = parse_json

@@ -14,6 +14,9 @@ pub(super) struct Options {
     pub(super) majors: Option<Vec<u32>>,
     /// Whether the criterion parse benches run (`--no-parse` reuses an earlier summary).
     pub(super) parse: bool,
+    /// Whether the report includes the parse summary of an earlier run when the parse benches
+    /// do not run (not with `--only` without `parse`).
+    pub(super) earlier_parse: bool,
     /// Criterion measurement time per parse bench, seconds.
     pub(super) parse_time: f64,
     /// MiB of row values in the big transaction; 0 skips it.
@@ -50,6 +53,7 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
         rounds: 3,
         majors: None,
         parse: true,
+        earlier_parse: true,
         parse_time: 5.0,
         big_mb: 1024,
         budget_mib: 64,
@@ -95,6 +99,7 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
                 }
                 opts.drain = only.contains(&"drain");
                 opts.parse = only.contains(&"parse");
+                opts.earlier_parse = opts.parse;
                 no_big |= !only.contains(&"big");
                 no_backup |= !only.contains(&"backup");
             }
@@ -200,9 +205,10 @@ mod tests {
         let opts = parse_options(&args(&["--only", "backup", "--backup-size-mb", "200"]))
             .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(
-            (opts.drain, opts.big_mb, opts.parse, opts.backup_mb),
-            (false, 0, false, 200)
+            (opts.drain, opts.big_mb, opts.parse, opts.earlier_parse),
+            (false, 0, false, false)
         );
+        assert_eq!(opts.backup_mb, 200);
         let opts = parse_options(&args(&["--backup-size-mb", "300", "--quick", "--no-drain"]))
             .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!((opts.drain, opts.big_mb, opts.backup_mb), (false, 100, 300));
