@@ -617,13 +617,25 @@ fn answer(sql: &str) -> Vec<u8> {
     if sql.contains("pg_replication_slots") {
         return one_row(
             &[
+                "slot_name",
                 "slot_type",
                 "plugin",
                 "database",
                 "confirmed_flush_lsn",
-                "db",
+                "walstream_db",
+                "walstream_server",
+                "walstream_in_recovery",
             ],
-            &["logical", "pgoutput", "fake", &slot_lsn, "fake"],
+            &[
+                "fake",
+                "logical",
+                "pgoutput",
+                "fake",
+                &slot_lsn,
+                "fake",
+                "fake:5432",
+                "f",
+            ],
             "SELECT 1",
         );
     }

@@ -153,6 +153,7 @@ async fn show(
         publication: vec![NAME.to_owned()],
         create_slot: false,
         temporary: false,
+        failover: false,
         proto_version: None,
         // The most the server can do (walproto's rule table: large transactions streamed
         // from 14, in parallel mode from 16).

@@ -448,11 +448,21 @@ pub(crate) fn relation_info(out: &mut String, lsn: Lsn, rel: &RelationInfo) {
 }
 
 /// The `reconnected` line of CLI.md ("Reconnects"): printed before the first line of a new
-/// connection, so that a reader knows to drop the transactions it has not seen end.
-pub(crate) fn reconnected(out: &mut String, resume_lsn: Lsn, reason: &str) {
+/// connection, so that a reader knows to drop the transactions it has not seen end; with the
+/// old and the new timeline after a failover.
+pub(crate) fn reconnected(
+    out: &mut String,
+    resume_lsn: Lsn,
+    reason: &str,
+    timelines: Option<(u32, u32)>,
+) {
     let mut o = Object::start(out, "reconnected", resume_lsn);
     o.lsn("resume_lsn", resume_lsn);
     o.str("reason", reason);
+    if let Some((old, new)) = timelines {
+        o.num("old_timeline", old);
+        o.num("new_timeline", new);
+    }
     o.end();
 }
 

@@ -48,7 +48,9 @@ Exit status:
   2  usage error, or an option that is not implemented yet
   3  a file cannot be read, or the output cannot be written
   4  the server or the connection failed (record, tail, slot), or demo found or started
-     no server";
+     no server
+  5  the replication slot is lost (invalidated: the reason is on stderr) or missing; re-create
+     it and take a new snapshot";
 
 /// Decode, tail and record PostgreSQL logical replication (pgoutput) streams as JSON lines.
 #[derive(Debug, Parser)]
@@ -76,7 +78,7 @@ enum Command {
     /// Start a throwaway local PostgreSQL, write changes to a demo table and tail them.
     #[command(after_help = DEMO_EXAMPLES)]
     Demo(DemoArgs),
-    /// List, create or drop replication slots.
+    /// List, create, drop or check replication slots.
     #[command(after_help = SLOT_EXAMPLES)]
     Slot(SlotArgs),
     /// Stream WAL into segment files as pg_receivewal does.
@@ -110,16 +112,25 @@ Examples:
   walstream slot list 'host=db user=repl dbname=app'
   walstream slot create postgresql://repl@db/app --slot app_slot --two-phase
   walstream slot drop postgresql://repl@db/app --slot app_slot --wait
+  walstream slot health postgresql://repl@db/app --slot app_slot --max-lag-bytes 1073741824
 
 list prints one JSON object per slot: name, type, plugin, database, temporary, active_pid,
-restart_lsn, confirmed_flush_lsn, two_phase, wal_status. create makes a logical pgoutput slot
-and prints {\"name\": ..., \"consistent_point\": ...}. drop prints nothing.
+restart_lsn, confirmed_flush_lsn, two_phase, wal_status, safe_wal_size, invalidation_reason,
+inactive_since, conflicting, synced (null where the server lacks the column) and lag_bytes (the
+server's WAL position, on a standby its replay position, minus the slot's). create makes a
+logical pgoutput slot and prints {\"name\": ..., \"consistent_point\": ...}. drop prints
+nothing. health prints one object (status healthy, warning, critical, lost or missing, with
+its reasons) and exits with the grade.
 
 Exit status:
-  0  success
-  2  usage error
+  0  success (health: healthy)
+  1  health: warning (wal_status extended, lag over --max-lag-bytes, or safe_wal_size under
+     --min-safe-wal-size)
+  2  usage error; health: critical (wal_status unreserved: the next checkpoint removes WAL the
+     slot needs, or safe_wal_size at or below zero)
   3  the output cannot be written
-  4  the server or the connection failed (for example: no such slot, the name is taken)";
+  4  the server or the connection failed (for example: the name is taken)
+  5  the slot is lost (invalidated) or missing";
 
 #[derive(Debug, Args)]
 struct DemoArgs {
@@ -145,6 +156,27 @@ enum SlotCommand {
         /// A libpq connection string: a URL or key=value pairs; PG* variables are the defaults.
         #[arg(value_name = "CONNINFO")]
         conninfo: String,
+        /// Only this slot (nothing printed if it does not exist).
+        #[arg(long, value_name = "S")]
+        slot: Option<String>,
+    },
+    /// Check one slot's health for monitoring: print one JSON object, exit 0 healthy,
+    /// 1 warning, 2 critical, 5 lost or missing.
+    #[command(after_help = SLOT_HEALTH_HELP)]
+    Health {
+        /// A libpq connection string: a URL or key=value pairs; PG* variables are the defaults.
+        #[arg(value_name = "CONNINFO")]
+        conninfo: String,
+        /// The slot's name.
+        #[arg(long, value_name = "S")]
+        slot: String,
+        /// A warning when the slot lags the server's WAL position by more bytes than this.
+        #[arg(long, value_name = "N")]
+        max_lag_bytes: Option<u64>,
+        /// A warning when safe_wal_size is under this many bytes (default: a fifth of the
+        /// server's max_slot_wal_keep_size; none when that is unlimited).
+        #[arg(long, value_name = "N")]
+        min_safe_wal_size: Option<u64>,
     },
     /// Create a logical replication slot (plugin pgoutput) and print its consistent point.
     #[command(
@@ -182,6 +214,22 @@ enum SlotCommand {
     },
 }
 
+const SLOT_HEALTH_HELP: &str = "\
+Example:
+  walstream slot health postgresql://repl@db/app --slot app_slot --max-lag-bytes 1073741824
+
+Prints {\"name\", \"status\", \"reasons\", \"active\", \"wal_status\", \"safe_wal_size\",
+\"min_safe_wal_size\", \"lag_bytes\", \"max_lag_bytes\", \"invalidation_reason\"}.
+
+Exit status:
+  0  healthy
+  1  warning: wal_status extended (more WAL held than max_wal_size), lag over --max-lag-bytes,
+     or safe_wal_size under --min-safe-wal-size
+  2  critical: wal_status unreserved (the next checkpoint removes WAL the slot needs unless its
+     consumer catches up first), or safe_wal_size at or below zero; also a usage error
+  4  the server or the connection failed
+  5  lost (invalidated, the reason in invalidation_reason) or missing";
+
 const TAIL_EXAMPLES: &str = "\
 Examples:
   walstream tail 'host=db user=repl dbname=app' --slot s --publication p
@@ -198,7 +246,8 @@ Exit status:
   1  a message from the server cannot be decoded
   2  usage error (or an option this server does not support)
   3  the output cannot be written
-  4  the server or the connection failed";
+  4  the server or the connection failed
+  5  the replication slot is lost (invalidated: the reason is on stderr) or missing";
 
 const RECORD_EXAMPLES: &str = "\
 Examples:
@@ -276,6 +325,11 @@ struct StreamArgs {
     /// With --create-slot, make it a temporary slot.
     #[arg(long)]
     temporary: bool,
+    /// With --create-slot, make it a failover slot (PostgreSQL 17+): a standby with
+    /// `sync_replication_slots = on` keeps a synchronized copy, from which the stream resumes
+    /// after that standby's promotion (list both hosts, with target_session_attrs=read-write).
+    #[arg(long, requires = "create_slot", conflicts_with = "temporary")]
+    failover: bool,
     /// The pgoutput protocol version (1 to 4); the highest the server supports by default.
     #[arg(long, value_name = "N", value_parser = protocol_parser())]
     proto_version: Option<ProtocolVersion>,
@@ -373,7 +427,7 @@ fn stream_exit(e: &walstream::Error) -> u8 {
     match e.kind() {
         K::Config | K::Unsupported => exit::USAGE,
         K::Decode => exit::DATA,
-        K::Slot => exit::SLOT,
+        K::Slot | K::SlotInvalidated => exit::SLOT,
         K::Io | K::WalFile | K::Spill | K::SpillBudget => exit::IO,
         _ => exit::SERVER,
     }
@@ -404,22 +458,14 @@ fn run_slot(args: &SlotArgs) -> ExitCode {
         Err(code) => return code,
     };
     match runtime.block_on(slot::slot(args)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(slot::SlotError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("error: walstream slot: {e}");
             ExitCode::from(match e {
-                slot::SlotError::Server(e)
-                    if matches!(
-                        e.kind(),
-                        walstream::ErrorKind::Config | walstream::ErrorKind::Unsupported
-                    ) =>
-                {
-                    exit::USAGE
-                }
-                slot::SlotError::Server(_) => exit::SERVER,
+                slot::SlotError::Server(e) => stream_exit(&e),
                 slot::SlotError::Output(_) => exit::IO,
             })
         }
@@ -536,8 +582,7 @@ fn tail_failed(command: &str, e: tail::TailError) -> ExitCode {
     ExitCode::from(match e {
         tail::TailError::Usage(_) => exit::USAGE,
         tail::TailError::Data(_) => exit::DATA,
-        tail::TailError::Stream(e) if e.kind() == walstream::ErrorKind::Decode => exit::DATA,
-        tail::TailError::Stream(_) => exit::SERVER,
+        tail::TailError::Stream(e) => stream_exit(&e),
         tail::TailError::Output(_) => exit::IO,
     })
 }

@@ -93,6 +93,7 @@ pub(crate) async fn record(args: &RecordArgs) -> Result<Summary, RecordError> {
     if a.create_slot {
         let mut opts = CreateSlotOptions::logical("pgoutput");
         opts.temporary = a.temporary;
+        opts.failover = a.failover;
         opts.two_phase = a.two_phase;
         opts.snapshot = Some(SnapshotAction::Nothing);
         match conn.create_replication_slot(&a.slot, &opts).await {

@@ -105,11 +105,13 @@ fn stream_config_with(
         b = b.end_lsn(lsn);
     }
     if a.create_slot {
-        b = b.create_slot_if_missing(if a.temporary {
-            CreateSlot::Temporary
-        } else {
-            CreateSlot::Permanent
-        });
+        b = b
+            .create_slot_if_missing(if a.temporary {
+                CreateSlot::Temporary
+            } else {
+                CreateSlot::Permanent
+            })
+            .failover(a.failover);
     }
     extra(b).build()
 }
@@ -289,11 +291,16 @@ impl<W: Write> Tail<W> {
                     tracing::info!(%consistent_point, "snapshot done; streaming from its consistent point");
                 }
                 EventKind::Reconnected {
-                    resume_lsn, reason, ..
+                    resume_lsn,
+                    reason,
+                    old_timeline,
+                    new_timeline,
+                    ..
                 } => {
-                    tracing::warn!(%resume_lsn, "reconnected; transactions after it are printed again");
+                    tracing::warn!(%resume_lsn, ?old_timeline, ?new_timeline, "reconnected; transactions after it are printed again");
                     self.line.clear();
-                    json::reconnected(&mut self.line, resume_lsn, &reason);
+                    let timelines = old_timeline.zip(new_timeline);
+                    json::reconnected(&mut self.line, resume_lsn, &reason, timelines);
                     self.write_line()?;
                     // The server describes every relation again on the new connection.
                     self.decoder = Decoder::new(self.options.proto_version, self.options.streaming);

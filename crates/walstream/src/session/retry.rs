@@ -1,6 +1,6 @@
-//! Reconnect policy: exponential backoff with jitter.
+//! Reconnect policy: exponential backoff with jitter, and the failover window.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How retryable failures (connection lost, server restarting, slot still held by a departing
 /// walsender) are retried. Permanent errors (authentication, a missing slot, another cluster)
@@ -116,6 +116,44 @@ impl Jitter {
     }
 }
 
+/// The failover window: how long failures that say "no server matches
+/// `target_session_attrs`" go on being retried. Sans-IO (time passed in): the window opens at
+/// the first such failure and closes a session that delivered data.
+#[derive(Debug)]
+pub(crate) struct FailoverWindow {
+    window: Duration,
+    since: Option<Instant>,
+}
+
+impl FailoverWindow {
+    pub(crate) fn new(window: Duration) -> Self {
+        Self {
+            window,
+            since: None,
+        }
+    }
+
+    /// A failed attempt at `now`, `no_primary` when no server matched `target_session_attrs`:
+    /// whether it may still be retried. Other failures are the [`RetryPolicy`]'s to judge.
+    pub(crate) fn allows(&mut self, no_primary: bool, now: Instant) -> bool {
+        if !no_primary {
+            return true;
+        }
+        let since = *self.since.get_or_insert(now);
+        now.saturating_duration_since(since) < self.window
+    }
+
+    /// How long the window has been open, if it is.
+    pub(crate) fn open_for(&self, now: Instant) -> Option<Duration> {
+        self.since.map(|s| now.saturating_duration_since(s))
+    }
+
+    /// A session delivered data: the failover, if there was one, is over.
+    pub(crate) fn close(&mut self) {
+        self.since = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +169,26 @@ mod tests {
         assert!(p.allows(20) && !p.allows(21));
         assert!(!RetryPolicy::never().allows(1));
         assert!(RetryPolicy::forever().allows(u32::MAX));
+    }
+
+    #[test]
+    fn the_failover_window_opens_at_the_first_no_primary_failure() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut w = FailoverWindow::new(s(60));
+        // Other failures neither open nor use the window.
+        assert!(w.allows(false, t0));
+        assert_eq!(w.open_for(t0), None);
+        assert!(w.allows(true, t0 + s(5)));
+        assert!(w.allows(false, t0 + s(70)));
+        assert!(w.allows(true, t0 + s(64)));
+        assert_eq!(w.open_for(t0 + s(65)), Some(s(60)));
+        assert!(!w.allows(true, t0 + s(65)));
+        // A session that delivered data closes it; the next failover has a window of its own.
+        w.close();
+        assert!(w.allows(true, t0 + s(200)));
+        assert!(!w.allows(true, t0 + s(260)));
+        assert!(!FailoverWindow::new(Duration::ZERO).allows(true, t0));
     }
 
     #[test]

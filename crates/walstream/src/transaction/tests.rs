@@ -222,6 +222,8 @@ fn prepared_transactions_wait_for_their_outcome() {
         resume_lsn: Lsn::new(1),
         attempts: 1,
         reason: "lost".into(),
+        old_timeline: None,
+        new_timeline: None,
     }))
     .unwrap();
     let commit_prepared = |gid: &str| {
@@ -275,6 +277,8 @@ fn a_reconnect_drops_partial_transactions() {
                 resume_lsn: Lsn::new(1),
                 attempts: 1,
                 reason: "lost".into(),
+                old_timeline: None,
+                new_timeline: None,
             }),
             begin(1),
             insert(None, "again"),
