@@ -19,6 +19,8 @@
 
 mod backup;
 mod cancel;
+mod credentials;
+mod dead_network;
 mod faults;
 mod feedback;
 mod hostile;
