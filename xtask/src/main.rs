@@ -36,7 +36,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   capture           record pgoutput streams from each installed major into testdata/
   bench [--quick] [--rows N] [--rounds N] [--majors 15,18] [--no-parse] [--parse-time S]
         [--big-mb N] [--budget-mib N] [--no-big] [--compare OLD.json] [--wrap CMD]
-        [--drain-bins DIR]
+        [--drain-bins DIR] [--only drain,big,parse,backup] [--backup-size-mb N] ...
+                    backup bench (walstream basebackup/receivewal vs pg_basebackup/receivewal),
                     drain benchmark (walstream vs pg_walstream vs pg_recvlogical) on PG 15 and
                     the newest installed major, one big streamed transaction through
                     TransactionStream, and the criterion parse benches; report in
