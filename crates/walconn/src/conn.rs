@@ -451,12 +451,7 @@ impl Connection {
             Replication::Physical => "replication",
         };
         if let Some(provider) = &config.password_provider {
-            let request = PasswordRequest {
-                host: self.host.clone(),
-                port: self.port,
-                user: config.user.clone(),
-                dbname: db.to_owned(),
-            };
+            let request = PasswordRequest::new(self.host.clone(), self.port, &config.user, db);
             return credentials::ask(provider, request).await;
         }
         if let Some(p) = &config.password {

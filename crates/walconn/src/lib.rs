@@ -3,7 +3,9 @@
 //!
 //! The call sequence:
 //!
-//! 1. [`Config::parse`] a libpq conninfo (URL or key=value; `PG*` variables fill the gaps).
+//! 1. [`Config::parse`] a libpq conninfo (URL or key=value; `PG*` variables fill the gaps),
+//!    or build one in code with [`Config::builder`]; a [`PasswordProvider`] supplies
+//!    credentials that expire, asked at every connection.
 //! 2. [`Connection::connect`]: hosts in order, TLS per `sslmode`, trust/password/MD5/SCRAM
 //!    (with channel binding over TLS), a `replication=database` session by default.
 //! 3. Replication commands with typed results ([`Connection::identify_system`],

@@ -31,6 +31,19 @@ pub struct PasswordRequest {
     pub dbname: String,
 }
 
+impl PasswordRequest {
+    /// A request for `user` on `dbname` at `host` and `port`: what a connection asks with,
+    /// made by hand to test a provider.
+    pub fn new(host: Host, port: u16, user: impl Into<String>, dbname: impl Into<String>) -> Self {
+        Self {
+            host,
+            port,
+            user: user.into(),
+            dbname: dbname.into(),
+        }
+    }
+}
+
 /// A source of passwords asked each time a server requests one, in place of a static
 /// password: every connection and every reconnect of a stream calls it anew, so a credential
 /// that expires is fetched fresh.
