@@ -21,6 +21,7 @@ mod backup;
 mod cancel;
 mod credentials;
 mod dead_network;
+mod failover;
 mod faults;
 mod feedback;
 mod hostile;

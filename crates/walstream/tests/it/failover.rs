@@ -1,0 +1,351 @@
+//! Failover without loss (issue 16, PostgreSQL 17+), and logical decoding on a standby (16+).
+//!
+//! A primary and a standby streaming through a physical slot, with `sync_replication_slots`
+//! and `hot_standby_feedback` on the standby and `synchronized_standby_slots` on the primary
+//! naming the standby's slot; a writer commits small transactions. The primary is stopped with
+//! `pg_ctl stop -m immediate`, the standby promoted, and the writer goes on against it. A
+//! stream of a failover slot, connected with both hosts and `target_session_attrs=read-write`,
+//! goes on by itself: after deduplication by commit LSN it holds every row of the new
+//! primary's table, exactly once, and says that the timeline changed. Streams whose slot is
+//! not safe to resume from end with their typed error.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pgtest::{Cluster, Recovery, WriteLoad, HOST, SUPERUSER};
+use walstream::{
+    ColumnValue, CreateSlot, Error, ErrorKind, EventKind, EventStream, FailoverRefusal,
+    LogicalReplicationStream, ReplicationStreamConfig, ReplicationStreamConfigBuilder, RetryPolicy,
+    Streaming,
+};
+
+use crate::block_on;
+
+/// The database, table and publication of every topology here.
+const DB: &str = "failover";
+const TABLE: &str = "rows";
+const PUBLICATION: &str = "failover_pub";
+/// The standby's physical slot on the primary.
+const STANDBY_SLOT: &str = "standby_1";
+
+/// How long the waits of this file wait: several servers share two cores.
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A primary and its standby, the standby streaming through [`STANDBY_SLOT`] with slot
+/// synchronization on (`hot_standby_feedback` too, as synchronization needs).
+struct Topology {
+    primary: Cluster,
+    standby: Cluster,
+}
+
+impl Topology {
+    /// The topology; with `wait_for_standby`, the primary's `synchronized_standby_slots` names
+    /// the standby's slot (logical walsenders send nothing the standby has not flushed).
+    fn start(major: u32, wait_for_standby: bool) -> Self {
+        let primary = pgtest::Config::primary(major).start().unwrap();
+        primary
+            .psql(
+                "postgres",
+                &format!("SELECT pg_create_physical_replication_slot('{STANDBY_SLOT}', true)"),
+            )
+            .unwrap();
+        let standby = primary
+            .standby_with(
+                &Recovery::standby_of(&primary)
+                    .slot(STANDBY_SLOT)
+                    .setting("sync_replication_slots", "on")
+                    .setting("hot_standby_feedback", "on"),
+            )
+            .unwrap();
+        // Set after the standby's copy, so that the standby, once promoted, does not wait for
+        // a slot it does not have.
+        if wait_for_standby {
+            primary
+                .psql(
+                    "postgres",
+                    &format!(
+                        "ALTER SYSTEM SET synchronized_standby_slots = '{STANDBY_SLOT}';
+                         SELECT pg_reload_conf();"
+                    ),
+                )
+                .unwrap();
+        }
+        let db = primary.create_database(DB).unwrap();
+        db.psql(&format!(
+            "CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, payload text);
+             CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE};"
+        ))
+        .unwrap();
+        pgtest::wait_caught_up(&primary, &standby).unwrap();
+        Self { primary, standby }
+    }
+
+    /// Both hosts, the primary first, for a read-write server.
+    fn conninfo(&self) -> String {
+        format!(
+            "host={HOST},{HOST} port={},{} user={SUPERUSER} dbname={DB} \
+             target_session_attrs=read-write connect_timeout=5",
+            self.primary.port(),
+            self.standby.port()
+        )
+    }
+
+    /// Waits until the standby holds `slot` as a synchronized, persistent slot (a temporary
+    /// synced slot is dropped at promotion).
+    fn wait_synced(&self, slot: &str) {
+        wait_for(&format!("slot {slot} synchronized to the standby"), || {
+            self.standby
+                .psql(
+                    "postgres",
+                    &format!(
+                        "SELECT synced AND NOT temporary AND confirmed_flush_lsn IS NOT NULL \
+                         FROM pg_replication_slots WHERE slot_name = '{slot}'"
+                    ),
+                )
+                .unwrap()
+                == "t"
+        });
+    }
+
+    /// Creates logical slot `slot` on the standby (not a synchronized one), asking the
+    /// primary for the running-transactions record the creation waits for.
+    fn create_standby_slot(&self, slot: &str) {
+        create_standby_slot(&self.primary, &self.standby, slot);
+    }
+}
+
+/// Creates logical slot `slot` in [`DB`] on `standby`, running `pg_log_standby_snapshot()` on
+/// `primary` meanwhile: a slot on a standby is ready once the standby replays a
+/// running-transactions record, which an idle primary writes seldom.
+fn create_standby_slot(primary: &Cluster, standby: &Cluster, slot: &str) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                if let Err(e) = primary.psql("postgres", "SELECT pg_log_standby_snapshot()") {
+                    println!("pg_log_standby_snapshot: {e}");
+                }
+            }
+        });
+        let created = standby.psql(
+            DB,
+            &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        created.unwrap();
+    });
+}
+
+/// Polls `ok` every 100 ms until it holds, failing after [`WAIT`].
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A stream configuration for `slot`: whole transactions, quick status updates and retries.
+fn config(slot: &str) -> ReplicationStreamConfigBuilder {
+    ReplicationStreamConfig::builder(slot, [PUBLICATION])
+        .streaming(Streaming::Off)
+        .status_interval(Duration::from_millis(200))
+        .retry(
+            RetryPolicy::default()
+                .backoff(Duration::from_millis(50), Duration::from_millis(500))
+                .max_attempts(Some(1000)),
+        )
+}
+
+/// What a consumer that deduplicates by commit LSN saw.
+#[derive(Debug, Default)]
+struct Delivered {
+    /// Ids of committed rows, once per distinct commit LSN.
+    ids: Vec<i64>,
+    /// Transactions delivered again (at-least-once) and dropped as repeats.
+    repeats: usize,
+    /// The timelines of each reconnect notice.
+    reconnects: Vec<(Option<u32>, Option<u32>)>,
+    /// The error that ended the stream, if one did.
+    error: Option<Error>,
+}
+
+fn id(v: Option<ColumnValue>) -> i64 {
+    match v {
+        Some(ColumnValue::Text(b)) => std::str::from_utf8(&b).unwrap().parse().unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Consumes `events` into `out` until the stream ends, acknowledging each commit; rows of a
+/// transaction cut by a reconnect are dropped (the server sends it again whole).
+async fn consume(mut events: EventStream, out: Arc<Mutex<Delivered>>) {
+    let mut open = Vec::new();
+    let mut commits = HashSet::new();
+    loop {
+        let event = match events.next_event().await {
+            Ok(Some(e)) => e,
+            Ok(None) => return,
+            Err(e) => {
+                out.lock().unwrap().error = Some(e);
+                return;
+            }
+        };
+        match &event.kind {
+            EventKind::Begin(_) => open.clear(),
+            EventKind::Insert(i) => open.push(id(i.new.get("id"))),
+            EventKind::Reconnected {
+                old_timeline,
+                new_timeline,
+                ..
+            } => {
+                open.clear();
+                out.lock()
+                    .unwrap()
+                    .reconnects
+                    .push((*old_timeline, *new_timeline));
+            }
+            EventKind::Commit(c) => {
+                let mut out = out.lock().unwrap();
+                if commits.insert(c.commit_lsn) {
+                    out.ids.append(&mut open);
+                } else {
+                    out.repeats += 1;
+                    open.clear();
+                }
+                events.ack(c.end_lsn);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Connects a stream of `slot` with `conninfo` and consumes it on a task of its own.
+async fn spawn_stream(
+    conninfo: &str,
+    config: ReplicationStreamConfigBuilder,
+) -> (Arc<Mutex<Delivered>>, tokio::task::JoinHandle<()>) {
+    let stream = LogicalReplicationStream::connect(conninfo, config.build().unwrap())
+        .await
+        .unwrap();
+    let out = Arc::new(Mutex::new(Delivered::default()));
+    let task = tokio::spawn(consume(stream.start(), out.clone()));
+    (out, task)
+}
+
+/// The ids in the table, on `cluster`.
+fn table_ids(cluster: &Cluster) -> BTreeSet<i64> {
+    cluster
+        .psql(DB, &format!("SELECT id FROM {TABLE}"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+/// Waits until the consumer's error has arrived and returns it.
+fn wait_error(what: &str, out: &Mutex<Delivered>) -> Error {
+    wait_for(what, || out.lock().unwrap().error.is_some());
+    out.lock().unwrap().error.take().unwrap()
+}
+
+#[test]
+fn a_promoted_standby_with_a_synchronized_slot_continues_the_stream_without_loss() {
+    pgtest::for_each_installed_major(17, |major| block_on(failover_without_loss(major)));
+}
+
+async fn failover_without_loss(major: u32) {
+    let t = Topology::start(major, true);
+    let conninfo = t.conninfo();
+    // The failover slot, created by the stream.
+    let (out, task) = spawn_stream(
+        &conninfo,
+        config("fo_failover")
+            .create_slot_if_missing(CreateSlot::Permanent)
+            .failover(true),
+    )
+    .await;
+    // A slot that is not a failover slot, which the new primary does not have; another, with
+    // a slot of the same name of the standby's own there.
+    for slot in ["fo_plain", "fo_other"] {
+        t.primary
+            .psql(
+                DB,
+                &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
+            )
+            .unwrap();
+    }
+    t.create_standby_slot("fo_other");
+    let (plain, _) = spawn_stream(&conninfo, config("fo_plain")).await;
+    let (other, _) = spawn_stream(&conninfo, config("fo_other")).await;
+
+    let load = WriteLoad::start(&t.primary, DB, TABLE).unwrap();
+    wait_for("transactions through the failover slot", || {
+        out.lock().unwrap().ids.len() >= 50
+    });
+    t.wait_synced("fo_failover");
+    // More after the slot is synchronized, so that the stream is ahead of the synchronized
+    // copy's position when the primary goes.
+    let seen = out.lock().unwrap().ids.len();
+    wait_for("more transactions", || {
+        out.lock().unwrap().ids.len() >= seen + 50
+    });
+
+    t.primary.crash().unwrap();
+    let before = load.stop();
+    println!("PostgreSQL {major}: the writer on the old primary: {before:?}");
+    t.standby.promote().unwrap();
+    assert_eq!(t.standby.timeline().unwrap(), 2);
+    let load = WriteLoad::start(&t.standby, DB, TABLE).unwrap();
+    let at_promotion = table_ids(&t.standby).len();
+    wait_for("rows written on the new primary", || {
+        table_ids(&t.standby).len() >= at_promotion + 100
+    });
+    let after = load.stop().unwrap();
+    let expected = table_ids(&t.standby);
+    wait_for("every row of the new primary through the stream", || {
+        let out = out.lock().unwrap();
+        out.error.is_some() || out.ids.iter().collect::<BTreeSet<_>>().len() >= expected.len()
+    });
+    task.abort();
+    let out = out.lock().unwrap();
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let got: BTreeSet<i64> = out.ids.iter().copied().collect();
+    assert_eq!(got.len(), out.ids.len(), "a row delivered twice");
+    assert_eq!(
+        got, expected,
+        "the stream's rows are not the new primary's table"
+    );
+    assert!(
+        out.reconnects.contains(&(Some(1), Some(2))),
+        "no reconnect notice of timeline 1 to 2: {:?}",
+        out.reconnects
+    );
+    println!(
+        "PostgreSQL {major}: {} rows ({after} written after the promotion), {} transactions \
+         repeated, reconnects {:?}",
+        got.len(),
+        out.repeats,
+        out.reconnects
+    );
+
+    let e = wait_error("the stream of a slot the new primary lacks", &plain);
+    assert_eq!(e.kind(), ErrorKind::Failover, "{e}");
+    assert_eq!(
+        e.failover_refusal(),
+        Some(&FailoverRefusal::SlotMissing),
+        "{e}"
+    );
+    let e = wait_error("the stream of a slot that is not synchronized", &other);
+    assert_eq!(e.kind(), ErrorKind::Failover, "{e}");
+    assert_eq!(
+        e.failover_refusal(),
+        Some(&FailoverRefusal::NotSynchronized {
+            failover: false,
+            synced: false
+        }),
+        "{e}"
+    );
+}
