@@ -25,7 +25,7 @@ use walproto::pgoutput::{ProtocolVersion, Streaming};
 use crate::{cargo, run, workspace_root, Result};
 
 /// The targets in `fuzz/Cargo.toml`, in the order they run.
-pub(crate) const TARGETS: [&str; 15] = [
+pub(crate) const TARGETS: [&str; 17] = [
     "pgoutput_message",
     "replication_message",
     "backup_message",
@@ -41,6 +41,8 @@ pub(crate) const TARGETS: [&str; 15] = [
     "follow_assemble",
     "server_bytes",
     "cert_walk",
+    "tar_reader",
+    "backup_manifest",
 ];
 
 /// Hand-written seeds for `conninfo`: key=value and URL forms, with the lists, quoting,
@@ -115,6 +117,15 @@ const TIMELINE_SEED: &[u8] = b"1\t0/3000158\tno recovery target specified\n\n\
     # promoted after the disk failure\n\
     2\t0/5000028\tat restore point \"before_upgrade\"\n\
     3\t1/A2000000\tbefore 2026-11-30 12:00:00.123456+00\n";
+
+/// The directory of `testdata/` with excerpts of a real base backup (PostgreSQL 15's
+/// `pg_basebackup -Ft`, see its README): the seeds of `tar_reader` (`*.tar`) and
+/// `backup_manifest` (`backup_manifest`).
+const BACKUP_SEEDS_DIR: &str = "testdata/backup";
+
+/// The first bytes of each `tar_reader` seed: chunk sizes of 1, 7 and 128 bytes, the last two
+/// with every header's checksum fixed up (bit 7; see `walstream::fuzzing::tar_reader`).
+const TAR_SEED_PREFIXES: [u8; 3] = [0x00, 0x86, 0xff];
 
 /// Seconds per target when `--seconds` is not given.
 const DEFAULT_SECONDS: u64 = 30;
@@ -303,6 +314,7 @@ fn seed() -> Result<()> {
     captures.sort();
     let mut seeds = Seeds::default();
     seeds.add_hand_written();
+    seeds.add_backup(&root.join(BACKUP_SEEDS_DIR))?;
     for path in &captures {
         let file = fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
         let capture = Capture::parse(&file).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -342,6 +354,8 @@ struct Seeds {
     value: Vec<Vec<u8>>,
     server: Vec<Vec<u8>>,
     cert: Vec<Vec<u8>>,
+    tar: Vec<Vec<u8>>,
+    manifest: Vec<Vec<u8>>,
     keys: HashSet<(&'static str, u64)>,
 }
 
@@ -361,6 +375,8 @@ impl Seeds {
             "value_decode" => &self.value,
             "server_bytes" => &self.server,
             "cert_walk" => &self.cert,
+            "tar_reader" => &self.tar,
+            "backup_manifest" => &self.manifest,
             // The follower reads the decoder's input format.
             "follow_assemble" => &self.decoder,
             // encode_parse reads an `arbitrary` description, not wire bytes: it starts empty.
@@ -405,6 +421,41 @@ impl Seeds {
         self.copy = vec![copy];
         self.server = server_sessions();
         self.cert = CERT_SEEDS.iter().map(|c| c.to_vec()).collect();
+    }
+
+    /// The seeds of the real base backup excerpts in `dir`: each archive behind each of
+    /// [`TAR_SEED_PREFIXES`]; the manifest whole, and without its `Manifest-Checksum` line (the
+    /// target appends a correct one, so the fields are reached).
+    fn add_backup(&mut self, dir: &Path) -> Result<()> {
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .map_err(|e| format!("reading {}: {e}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        for path in files {
+            let read = || fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()));
+            if path.extension().is_some_and(|x| x == "tar") {
+                let archive = read()?;
+                for prefix in TAR_SEED_PREFIXES {
+                    self.tar.push([&[prefix], archive.as_slice()].concat());
+                }
+            } else if path.file_name().is_some_and(|n| n == "backup_manifest") {
+                let text = read()?;
+                let marker = b"\n\"Manifest-Checksum\"";
+                let body = text
+                    .windows(marker.len())
+                    .position(|w| w == marker)
+                    .and_then(|at| text.get(..=at))
+                    .ok_or_else(|| format!("{}: no Manifest-Checksum line", path.display()))?;
+                self.manifest.push(body.to_vec());
+                self.manifest.push(text);
+            }
+        }
+        if self.tar.is_empty() || self.manifest.is_empty() {
+            return Err(format!("{}: no *.tar or no backup_manifest", dir.display()));
+        }
+        Ok(())
     }
 
     fn add_capture(&mut self, capture: &Capture<'_>) {

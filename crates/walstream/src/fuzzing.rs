@@ -7,6 +7,7 @@ use bytes::Bytes;
 use walproto::replication::{ServerMessage, XLogData};
 use walproto::{Lsn, Oid, Timestamp};
 
+use crate::backup::{Manifest, TarEntry, TarError, TarEvent, TarReader, BLOCK};
 use crate::logical::follow::Follower;
 use crate::snapshot::CopyParser;
 use crate::transaction::{TransactionAssembler, TransactionConfig};
@@ -115,6 +116,126 @@ pub fn follow_assemble(data: &[u8]) {
     }
 }
 
+/// The base backup tar reader ([`TarReader`]): the first byte is the chunk size (bits 0-6,
+/// 1-128) and, in bit 7, whether every non-zero 512-byte block at a block boundary gets its
+/// correct header checksum first (so that the fuzzer gets past the checksum into the fields;
+/// headers are always at block boundaries); the rest is the archive. Fed in chunks or whole,
+/// the entries, each file's data, the error and the offset are the same; a file's data is
+/// exactly its stated size when its end is reported, and no more data comes out than went in
+/// (the reader allocates nothing by a size it reads).
+pub fn tar_reader(data: &[u8]) {
+    let Some((&first, archive)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(first & 0x7f) + 1;
+    let mut archive = archive.to_vec();
+    if first & 0x80 != 0 {
+        for block in archive.chunks_exact_mut(BLOCK) {
+            if block.iter().any(|&b| b != 0) {
+                set_tar_checksum(block);
+            }
+        }
+    }
+    let whole = tar_events(&archive, archive.len().max(1));
+    let chunked = tar_events(&archive, chunk);
+    assert_eq!(whole, chunked, "in chunks of {chunk}");
+}
+
+/// Writes a ustar header's checksum (the sum of its bytes with the field as spaces) into its
+/// `chksum` field (bytes 148-155), as six octal digits, a NUL and a space.
+fn set_tar_checksum(block: &mut [u8]) {
+    if let Some(field) = block.get_mut(148..156) {
+        field.fill(b' ');
+    }
+    let sum: u32 = block.iter().map(|&b| u32::from(b)).sum();
+    if let Some(field) = block.get_mut(148..156) {
+        field.copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    }
+}
+
+/// What [`tar_reader`] compares: each entry with the length and a hash of its data, whether
+/// the end marker was read, the first error (from `next_event` or `finish`), the final offset.
+type TarRead = (Vec<(TarEntry, u64, u64)>, bool, Option<TarError>, u64);
+
+fn tar_events(archive: &[u8], chunk: usize) -> TarRead {
+    use std::hash::Hasher;
+    let mut reader = TarReader::new("fuzz.tar");
+    let mut entries: Vec<(TarEntry, u64, u64)> = Vec::new();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let (mut open, mut ended, mut out) = (false, false, 0u64);
+    let mut error = None;
+    'chunks: for c in archive.chunks(chunk) {
+        reader.push(Bytes::copy_from_slice(c));
+        loop {
+            match reader.next_event() {
+                Ok(None) => break,
+                Ok(Some(TarEvent::Entry(entry))) => {
+                    assert!(!open, "an entry inside {:?}", entries.last());
+                    assert!(entry.path.is_relative(), "{entry:?}");
+                    open = true;
+                    hasher = std::collections::hash_map::DefaultHasher::new();
+                    entries.push((entry, 0, 0));
+                }
+                Ok(Some(TarEvent::Data(d))) => {
+                    assert!(open, "data outside an entry");
+                    out += d.len() as u64;
+                    // Raw bytes: the hash of the data, however it was split.
+                    hasher.write(&d);
+                    if let Some(last) = entries.last_mut() {
+                        last.1 += d.len() as u64;
+                        last.2 = hasher.finish();
+                    }
+                }
+                Ok(Some(TarEvent::EntryEnd)) => {
+                    assert!(open, "an entry end outside an entry");
+                    open = false;
+                    if let Some((entry, len, _)) = entries.last() {
+                        assert_eq!(entry.size, *len, "{entry:?}");
+                    }
+                }
+                Ok(Some(TarEvent::End)) => ended = true,
+                Err(e) => {
+                    error = Some(e);
+                    break 'chunks;
+                }
+            }
+        }
+    }
+    if error.is_none() {
+        error = reader.finish().err();
+    }
+    assert!(
+        out <= archive.len() as u64,
+        "{out} data bytes out of {}",
+        archive.len()
+    );
+    assert!(reader.offset() <= archive.len() as u64);
+    assert_eq!(ended, reader.is_done());
+    (entries, ended, error, reader.offset())
+}
+
+/// The backup manifest parser ([`Manifest::parse`]), on the input as it is and with a
+/// correct `Manifest-Checksum` line appended (the SHA-256 of the input, up to a newline
+/// added if it lacks one), so that the fuzzer reaches past the checksum into the fields.
+pub fn backup_manifest(data: &[u8]) {
+    use sha2::Digest;
+    let _ = Manifest::parse(data);
+    let mut text = data.to_vec();
+    if text.last() != Some(&b'\n') {
+        text.push(b'\n');
+    }
+    let sum: String = sha2::Sha256::digest(&text)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    text.extend_from_slice(format!("\"Manifest-Checksum\": \"{sum}\"}}\n").as_bytes());
+    if let Ok(manifest) = Manifest::parse(&text) {
+        for file in &manifest.files {
+            let _ = file.path.components().count();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,9 +249,58 @@ mod tests {
                 "snapshot_copy" => snapshot_copy,
                 "value_decode" => value_decode,
                 "follow_assemble" => follow_assemble,
+                "tar_reader" => tar_reader,
+                "backup_manifest" => backup_manifest,
                 _ => return None,
             })
         });
+    }
+
+    /// The fuzz seeds of `testdata/backup/` are a real backup's: each archive reads to its
+    /// end marker with its members whole, the manifest parses (and its text before the
+    /// checksum line parses once the target appends one), and each hostile input of
+    /// `testdata/malformed/tar_reader` fails as its name says.
+    #[test]
+    fn backup_seeds_are_real_and_whole() {
+        let dir = pgtest::testdata::dir().join("backup");
+        let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+        for (archive, members) in [("base-excerpt.tar", 9), ("16384.tar", 1)] {
+            let bytes = read(archive);
+            let (entries, ended, error, offset) = tar_events(&bytes, 100);
+            assert!(ended && error.is_none(), "{archive}: {error:?}");
+            assert_eq!(entries.len(), members, "{archive}: {entries:?}");
+            assert_eq!(offset, bytes.len() as u64);
+            for prefix in [0x00, 0x86] {
+                tar_reader(&[&[prefix], &bytes[..]].concat());
+            }
+        }
+        let text = read("backup_manifest");
+        let manifest = Manifest::parse(&text).unwrap();
+        assert_eq!(manifest.files.len(), 6);
+        assert_eq!(manifest.wal_ranges.len(), 1);
+        let marker = b"\"Manifest-Checksum\"";
+        let at = text.windows(marker.len()).position(|w| w == marker);
+        backup_manifest(&text[..at.unwrap()]);
+
+        let malformed = pgtest::testdata::dir().join("malformed/tar_reader");
+        for (name, kind) in [
+            (
+                "size-of-4-eib-in-base-256-then-cut",
+                "Truncated { member: Some(\"base/1/16384\") }",
+            ),
+            ("member-path-with-dotdot", "UnsafePath"),
+            ("symlink-without-target-checksums-fixed", "BadEntry"),
+            ("non-zero-byte-after-the-end-marker", "TrailingData"),
+        ] {
+            let input = std::fs::read(malformed.join(name)).unwrap();
+            let mut archive = input[1..].to_vec();
+            if input[0] & 0x80 != 0 {
+                set_tar_checksum(&mut archive[..BLOCK]);
+            }
+            let (_, _, error, _) = tar_events(&archive, archive.len());
+            let error = format!("{:?}", error.unwrap().kind());
+            assert!(error.starts_with(kind), "{name}: {error}");
+        }
     }
 
     /// Every known type, in both formats, on a few values.
