@@ -61,6 +61,12 @@ pub enum CreateSlot {
 /// assert_eq!(config.slot(), "app_slot");
 /// # Ok::<(), walstream::Error>(())
 /// ```
+///
+/// How to connect is not part of it: that is the [`walconn::Config`] given to
+/// [`LogicalReplicationStream::connect_with`](crate::LogicalReplicationStream::connect_with)
+/// (parsed, or built in code with TLS material from memory), which every reconnect and side
+/// connection uses again. A [`walconn::PasswordProvider`] set there is thus asked for a fresh
+/// credential at each reconnect (see `docs/production.md`, "Rotating credentials").
 #[derive(Clone, Debug)]
 pub struct ReplicationStreamConfig {
     pub(crate) slot: String,
