@@ -226,7 +226,7 @@ fn a_black_hole_under_tls_is_noticed_within_the_receive_timeout_and_the_physical
             .unwrap();
         let current = || -> Lsn {
             cluster
-                .psql("postgres", "SELECT pg_current_wal_insert_lsn()")
+                .psql("postgres", "SELECT pg_current_wal_flush_lsn()")
                 .unwrap()
                 .parse()
                 .unwrap()
