@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use pgtest::{Cluster, Recovery, WriteLoad, HOST, SUPERUSER};
 use walstream::{
     ColumnValue, CreateSlot, Error, ErrorKind, EventKind, EventStream, FailoverRefusal,
-    LogicalReplicationStream, ReplicationStreamConfig, ReplicationStreamConfigBuilder, RetryPolicy,
-    Streaming,
+    InvalidationReason, LogicalReplicationStream, ReplicationStreamConfig,
+    ReplicationStreamConfigBuilder, RetryPolicy, Streaming,
 };
 
 use crate::block_on;
@@ -348,4 +348,137 @@ async fn failover_without_loss(major: u32) {
         }),
         "{e}"
     );
+}
+
+#[test]
+fn a_standby_promoted_behind_the_stream_is_refused() {
+    pgtest::for_each_installed_major(17, |major| block_on(switch_before_resume(major)));
+}
+
+/// Without `synchronized_standby_slots` the stream may receive (and acknowledge) changes the
+/// standby never got: here the standby is cut off from the primary before the last
+/// transactions. Its synchronized slot is there, but its timeline 2 branched off before the
+/// stream's position: resuming there would lose what the stream already has.
+async fn switch_before_resume(major: u32) {
+    let t = Topology::start(major, false);
+    let (out, _task) = spawn_stream(
+        &t.conninfo(),
+        config("fo_behind")
+            .create_slot_if_missing(CreateSlot::Permanent)
+            .failover(true),
+    )
+    .await;
+    let insert = format!("INSERT INTO {TABLE} (payload) VALUES ('x')");
+    for _ in 0..3 {
+        t.primary.psql(DB, &insert).unwrap();
+    }
+    wait_for("the first rows", || out.lock().unwrap().ids.len() >= 3);
+    t.wait_synced("fo_behind");
+    t.standby
+        .psql(
+            "postgres",
+            "ALTER SYSTEM SET primary_conninfo = ''; SELECT pg_reload_conf();",
+        )
+        .unwrap();
+    wait_for("the standby's WAL receiver to stop", || {
+        t.standby
+            .psql("postgres", "SELECT count(*) FROM pg_stat_wal_receiver")
+            .unwrap()
+            == "0"
+    });
+    for _ in 0..3 {
+        t.primary.psql(DB, &insert).unwrap();
+    }
+    wait_for("the rows the standby does not have", || {
+        out.lock().unwrap().ids.len() >= 6
+    });
+    t.primary.crash().unwrap();
+    t.standby.promote().unwrap();
+    let e = wait_error("the refusal", &out);
+    assert_eq!(e.kind(), ErrorKind::Failover, "{e}");
+    match e.failover_refusal() {
+        Some(&FailoverRefusal::SwitchBeforeResume {
+            old_timeline: 1,
+            new_timeline: 2,
+            switch,
+            resume,
+        }) => assert!(switch < resume, "{e}"),
+        other => panic!("{other:?}: {e}"),
+    }
+    // The standby has the first rows only.
+    assert_eq!(table_ids(&t.standby).len(), 3);
+    println!("PostgreSQL {major}: {e}");
+}
+
+#[test]
+fn a_stream_from_a_standby_follows_the_primary_until_a_conflict_invalidates_its_slot() {
+    pgtest::for_each_installed_major(16, |major| block_on(standby_decoding(major)));
+}
+
+/// Logical decoding on a standby (PostgreSQL 16+): the slot is created on the standby through
+/// the stream (the creation waits for a running-transactions record, which
+/// `pg_log_standby_snapshot()` on the primary writes), the stream gets the changes made on
+/// the primary, and when the primary's `wal_level` drops below `logical` the standby
+/// invalidates the slot: the stream ends with `SlotInvalidated`, naming the reason
+/// (`wal_level_insufficient`; PostgreSQL 16 says only that it was a conflict).
+async fn standby_decoding(major: u32) {
+    let primary = pgtest::Config::primary(major).start().unwrap();
+    let standby = primary
+        .standby_with(&Recovery::standby_of(&primary).setting("hot_standby_feedback", "on"))
+        .unwrap();
+    let db = primary.create_database(DB).unwrap();
+    db.psql(&format!(
+        "CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, payload text);
+         CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE};"
+    ))
+    .unwrap();
+    pgtest::wait_caught_up(&primary, &standby).unwrap();
+    // The primary is nudged while the stream creates its slot on the standby.
+    let nudging = tokio::spawn(nudge(primary.conninfo("postgres")));
+    let (out, _task) = spawn_stream(
+        &standby.conninfo(DB),
+        config("on_standby").create_slot_if_missing(CreateSlot::Permanent),
+    )
+    .await;
+    nudging.abort();
+    for _ in 0..3 {
+        db.psql(&format!("INSERT INTO {TABLE} (payload) VALUES ('x')"))
+            .unwrap();
+    }
+    wait_for("the primary's rows through the standby", || {
+        out.lock().unwrap().ids.len() >= 3
+    });
+    assert_eq!(
+        out.lock().unwrap().ids.iter().collect::<BTreeSet<_>>(),
+        table_ids(&primary).iter().collect::<BTreeSet<_>>()
+    );
+    primary
+        .psql("postgres", "ALTER SYSTEM SET wal_level = replica")
+        .unwrap();
+    primary.stop().unwrap();
+    primary.start_again().unwrap();
+    let e = wait_error("the invalidated slot's error", &out);
+    assert_eq!(e.kind(), ErrorKind::SlotInvalidated, "{e}");
+    let expected = if major >= 17 {
+        InvalidationReason::WalLevelInsufficient
+    } else {
+        InvalidationReason::Conflict
+    };
+    assert_eq!(e.invalidation_reason(), Some(&expected), "{e}");
+    println!("PostgreSQL {major}: {e}");
+}
+
+/// Runs `SELECT pg_log_standby_snapshot()` on the primary every 200 ms until aborted.
+async fn nudge(conninfo: String) {
+    let config = walstream::walconn::Config::parse(&conninfo).unwrap();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match walstream::walconn::Connection::connect(&config).await {
+            Ok(mut conn) => {
+                let _ = conn.simple_query("SELECT pg_log_standby_snapshot()").await;
+                let _ = conn.close().await;
+            }
+            Err(e) => println!("nudging the primary: {e}"),
+        }
+    }
 }
