@@ -227,14 +227,14 @@ impl ConfigBuilder {
     }
 
     /// Idle time before the first keepalive probe (`keepalives_idle`; zero: the kernel's
-    /// default). Whole seconds, as the kernel counts them.
+    /// default). Rounded up to whole seconds, as the kernel counts them.
     pub fn keepalives_idle(mut self, idle: Duration) -> Self {
         self.keepalives_idle = Some(idle);
         self
     }
 
     /// Time between unanswered keepalive probes (`keepalives_interval`; zero: the kernel's
-    /// default). Whole seconds.
+    /// default). Rounded up to whole seconds.
     pub fn keepalives_interval(mut self, interval: Duration) -> Self {
         self.keepalives_interval = Some(interval);
         self
@@ -248,7 +248,8 @@ impl ConfigBuilder {
     }
 
     /// How long sent data may stay unacknowledged before the kernel drops the connection
-    /// (`tcp_user_timeout`; zero: the kernel's default; Linux and Android). Milliseconds.
+    /// (`tcp_user_timeout`; zero: the kernel's default; Linux and Android). Rounded up to
+    /// whole milliseconds.
     pub fn tcp_user_timeout(mut self, timeout: Duration) -> Self {
         self.tcp_user_timeout = Some(timeout);
         self
@@ -333,14 +334,25 @@ impl ConfigBuilder {
             channel_binding: self.channel_binding,
             sslnegotiation: self.sslnegotiation,
             keepalives: !self.keepalives_off,
-            keepalives_idle: nonzero(self.keepalives_idle),
-            keepalives_interval: nonzero(self.keepalives_interval),
+            keepalives_idle: nonzero(self.keepalives_idle).map(|d| round_up(d, SECOND)),
+            keepalives_interval: nonzero(self.keepalives_interval).map(|d| round_up(d, SECOND)),
             keepalives_count: self.keepalives_count.filter(|&c| c > 0),
-            tcp_user_timeout: nonzero(self.tcp_user_timeout),
+            tcp_user_timeout: nonzero(self.tcp_user_timeout).map(|d| round_up(d, MILLISECOND)),
             client_encoding: self.client_encoding,
             replication: self.replication,
             target_session_attrs: self.target_session_attrs,
             password_provider: self.password_provider,
         })
     }
+}
+
+/// The units the kernel counts the TCP timers in.
+const SECOND: Duration = Duration::from_secs(1);
+const MILLISECOND: Duration = Duration::from_millis(1);
+
+/// `d` rounded up to a whole number of `unit`s (a fraction would be cut to nothing, which
+/// the kernel refuses or reads as its default).
+fn round_up(d: Duration, unit: Duration) -> Duration {
+    let units = d.as_nanos().div_ceil(unit.as_nanos());
+    unit.saturating_mul(u32::try_from(units).unwrap_or(u32::MAX))
 }

@@ -274,3 +274,17 @@ fn a_password_provider_is_compared_by_identity_and_not_shown() {
     assert_ne!(a, c);
     assert!(format!("{a:?}").contains("PasswordProvider"));
 }
+
+#[test]
+fn the_builder_rounds_the_tcp_timers_up_to_the_kernels_units() {
+    let c = Config::builder()
+        .user("u")
+        .keepalives_idle(Duration::from_millis(1500))
+        .keepalives_interval(Duration::from_millis(1))
+        .tcp_user_timeout(Duration::from_micros(2500))
+        .build()
+        .unwrap();
+    assert_eq!(c.keepalives_idle, Some(Duration::from_secs(2)));
+    assert_eq!(c.keepalives_interval, Some(Duration::from_secs(1)));
+    assert_eq!(c.tcp_user_timeout(), Some(Duration::from_millis(3)));
+}
