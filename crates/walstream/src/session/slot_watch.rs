@@ -64,7 +64,9 @@ pub enum InvalidationReason {
     IdleTimeout,
     /// A conflict with recovery on a standby, on PostgreSQL 16, which does not say whether it
     /// was [`RowsRemoved`](Self::RowsRemoved) or
-    /// [`WalLevelInsufficient`](Self::WalLevelInsufficient) (`pg_replication_slots.conflicting`).
+    /// [`WalLevelInsufficient`](Self::WalLevelInsufficient) (`pg_replication_slots.conflicting`,
+    /// which 16 sets for every invalidated logical slot: one that keeps its `restart_lsn` was
+    /// not invalidated for `wal_removed`).
     Conflict,
     /// A reason this crate does not know (a newer server), as the server names it.
     Other(String),
@@ -300,6 +302,11 @@ impl SlotStatus {
         let conflicting = flag("conflicting");
         let invalidation_reason = match r.get(i, "invalidation_reason") {
             Some(name) => Some(InvalidationReason::from_name(name)),
+            // PostgreSQL 16 marks every invalidated logical slot `conflicting`; only a slot
+            // whose WAL was removed loses its restart_lsn.
+            None if conflicting == Some(true) && r.get(i, "restart_lsn").is_none() => {
+                Some(InvalidationReason::WalRemoved)
+            }
             None if conflicting == Some(true) => Some(InvalidationReason::Conflict),
             // Before PostgreSQL 17, and while a checkpoint is invalidating it, a slot whose
             // WAL is gone has no reason of its own: it can only be this one.

@@ -26,6 +26,7 @@ mod faults;
 mod feedback;
 mod hostile;
 mod incremental;
+mod lost_slots;
 mod memory;
 mod physical;
 mod pitr;
