@@ -2,6 +2,7 @@
 //!
 //! `decode`, `record`, `tail`, `demo` and `slot`.
 
+mod basebackup;
 mod capture;
 mod decode;
 mod demo;
@@ -81,6 +82,9 @@ enum Command {
     /// List, create, drop or check replication slots.
     #[command(after_help = SLOT_EXAMPLES)]
     Slot(SlotArgs),
+    /// Take a base backup as pg_basebackup does.
+    #[command(after_help = basebackup::BASEBACKUP_EXAMPLES)]
+    Basebackup(basebackup::BasebackupArgs),
     /// Stream WAL into segment files as pg_receivewal does.
     #[command(after_help = receivewal::RECEIVEWAL_EXAMPLES)]
     Receivewal(receivewal::ReceivewalArgs),
@@ -397,6 +401,44 @@ fn main() -> ExitCode {
         Command::Demo(args) => run_demo(&args),
         Command::Slot(args) => run_slot(&args),
         Command::Receivewal(args) => run_receivewal(&args),
+        Command::Basebackup(args) => run_basebackup(&args),
+    }
+}
+
+fn run_basebackup(args: &basebackup::BasebackupArgs) -> ExitCode {
+    // The archives are read on a worker thread while the writer threads write.
+    let runtime = match multi_thread_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(basebackup::basebackup(args)) {
+        Ok(summary) => {
+            tracing::info!(start = %summary.start, end = %summary.end, "base backup complete");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: walstream basebackup: {e}");
+            ExitCode::from(basebackup_exit(&e))
+        }
+    }
+}
+
+/// The exit status of a failed backup, by what failed.
+fn basebackup_exit(e: &basebackup::BasebackupError) -> u8 {
+    use walstream::backup::Error as B;
+    match e {
+        basebackup::BasebackupError::Usage(_) => exit::USAGE,
+        basebackup::BasebackupError::Read(..) => exit::IO,
+        basebackup::BasebackupError::Backup(e) => match e {
+            B::Config(_) | B::Unsupported(_) => exit::USAGE,
+            B::Io { .. } => exit::IO,
+            B::Wal(e) => stream_exit(e),
+            B::Connection(e) if e.is_slot_missing() => exit::SLOT,
+            B::Connection(e) if e.kind() == walstream::walconn::ErrorKind::Unsupported => {
+                exit::USAGE
+            }
+            _ => exit::SERVER,
+        },
     }
 }
 

@@ -18,6 +18,7 @@
               reach helper functions outside #[test] items)"
 )]
 
+mod basebackup;
 mod cli;
 mod demo;
 mod encoding;

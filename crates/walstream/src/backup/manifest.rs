@@ -148,7 +148,9 @@ impl fmt::Display for Mismatch {
 }
 
 impl ChecksumAlgorithm {
-    fn from_name(name: &str) -> Option<Self> {
+    /// The algorithm of a `MANIFEST_CHECKSUMS` name (`CRC32C`, `SHA224`, ...; upper case, as
+    /// the manifest writes it); `None` for any other name (`NONE` included).
+    pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "CRC32C" => Self::Crc32c,
             "SHA224" => Self::Sha224,

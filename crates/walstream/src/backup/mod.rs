@@ -46,7 +46,9 @@ pub use error::{Error, Result};
 pub use manifest::{
     ChecksumAlgorithm, Manifest, ManifestFile, Mismatch, Problem, WalRange, VERIFY_IGNORED,
 };
-pub use stream::{start, BackupEvent, BackupStream, BaseBackupConfig, Checkpoint, WalMethod};
+pub use stream::{
+    start, BackupEvent, BackupProgress, BackupStream, BaseBackupConfig, Checkpoint, WalMethod,
+};
 pub use tar::{EntryKind, TarEntry, TarError, TarErrorKind, TarEvent, TarReader, BLOCK};
 pub use writer::{BackupSummary, PlainWriter, TarWriter, INCOMPLETE_MARKER};
 
@@ -55,6 +57,7 @@ const _: () = {
     const fn send_sync<T: Send + Sync>() {}
     const fn send<T: Send>() {}
     send_sync::<BackupEvent>();
+    send_sync::<BackupProgress>();
     send_sync::<Error>();
     send_sync::<Manifest>();
     send::<BackupStream>();

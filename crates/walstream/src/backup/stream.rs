@@ -2,6 +2,8 @@
 //! returns a [`BackupStream`] of archive entries, their data, progress and the manifest.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +21,55 @@ pub use walconn::Checkpoint;
 /// How many archive messages (each one CopyData payload, 32 KB or less from PostgreSQL) wait
 /// between the connection task and the consumer: the stream's memory is this many payloads.
 const CHANNEL_PAYLOADS: usize = 16;
+
+/// How far a backup has come: bytes of archives the server reports sent, and the total it
+/// estimated. A handle shared with the [`BackupStream`] (which updates it as it reads), so
+/// that progress can be shown while a writer consumes the stream:
+///
+/// ```no_run
+/// # async fn run(stream: walstream::backup::BackupStream) -> walstream::backup::Result<()> {
+/// let progress = stream.progress();
+/// tokio::spawn(async move {
+///     loop {
+///         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+///         eprintln!("{} of {:?} bytes", progress.done(), progress.total());
+///     }
+/// });
+/// walstream::backup::PlainWriter::new("/backups/today").write(stream).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct BackupProgress {
+    marks: Arc<ProgressMarks>,
+}
+
+#[derive(Debug, Default)]
+struct ProgressMarks {
+    done: AtomicU64,
+    /// The estimate plus one; 0 while unknown.
+    total: AtomicU64,
+    archives: AtomicU64,
+}
+
+impl BackupProgress {
+    /// Bytes of archives sent so far, as the server's last progress message says (PostgreSQL
+    /// sends one every few hundred kilobytes and at each archive's end).
+    pub fn done(&self) -> u64 {
+        self.marks.done.load(Ordering::Relaxed)
+    }
+
+    /// The server's estimate of the archives' total size (with [`BaseBackupConfig::progress`];
+    /// it leaves out the WAL, so [`done`](Self::done) may pass it).
+    pub fn total(&self) -> Option<u64> {
+        self.marks.total.load(Ordering::Relaxed).checked_sub(1)
+    }
+
+    /// How many archives (the main data directory's and each tablespace's) have started.
+    pub fn archives_started(&self) -> u64 {
+        self.marks.archives.load(Ordering::Relaxed)
+    }
+}
 
 /// Where the WAL a backup needs to be consistent comes from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,6 +110,13 @@ pub struct BaseBackupConfig {
     /// The manifest of an earlier backup: this one is incremental relative to it (PostgreSQL
     /// 17+, with `summarize_wal` on; uploaded with `UPLOAD_MANIFEST` first).
     pub incremental_from: Option<Bytes>,
+    /// With [`WalMethod::Stream`]: the physical slot that keeps the WAL (`pg_basebackup -S`),
+    /// which must exist unless [`create_wal_slot`](Self::create_wal_slot) is set, and is kept
+    /// after the backup (a standby made from the backup can go on from it). `None`: a slot
+    /// of the backup's own (`walstream_backup_<pid>_<n>`), dropped at the end.
+    pub wal_slot: Option<String>,
+    /// Create [`wal_slot`](Self::wal_slot) first (`pg_basebackup -C`).
+    pub create_wal_slot: bool,
 }
 
 impl Default for BaseBackupConfig {
@@ -71,6 +129,8 @@ impl Default for BaseBackupConfig {
             progress: true,
             wal: WalMethod::Fetch,
             incremental_from: None,
+            wal_slot: None,
+            create_wal_slot: false,
         }
     }
 }
@@ -184,6 +244,16 @@ enum Current {
 /// The connection is owned by a task spawned on the current tokio runtime, which reads
 /// ahead at most a few payloads; dropping the stream ends it and the connection.
 pub async fn start(conninfo: &str, config: BaseBackupConfig) -> Result<BackupStream> {
+    if config.wal_slot.is_some() && config.wal != WalMethod::Stream {
+        return Err(Error::Config(
+            "a WAL slot is only used when the WAL is streamed (WalMethod::Stream)".into(),
+        ));
+    }
+    if config.create_wal_slot && config.wal_slot.is_none() {
+        return Err(Error::Config(
+            "creating a WAL slot needs the slot's name (wal_slot)".into(),
+        ));
+    }
     let mut conn_config = Config::parse(conninfo)?;
     conn_config.set_replication(Replication::Physical);
     let mut conn = Connection::connect(&conn_config).await?;
@@ -200,6 +270,8 @@ pub async fn start(conninfo: &str, config: BaseBackupConfig) -> Result<BackupStr
                 .await?
                 .parse()
                 .map_err(Error::Wal)?,
+            slot: config.wal_slot.clone(),
+            create_slot: config.create_wal_slot,
         }),
         _ => None,
     };
@@ -258,7 +330,20 @@ pub async fn start(conninfo: &str, config: BaseBackupConfig) -> Result<BackupStr
         total,
         current: Current::Nothing,
         archive_bytes: false,
+        progress: progress_with(total),
     })
+}
+
+/// A progress handle that knows the estimated total.
+fn progress_with(total: Option<u64>) -> BackupProgress {
+    let progress = BackupProgress::default();
+    if let Some(t) = total {
+        progress
+            .marks
+            .total
+            .store(t.saturating_add(1), Ordering::Relaxed);
+    }
+    progress
 }
 
 /// The events of a running base backup; see [`start`] and [`BackupStream::next`].
@@ -275,6 +360,7 @@ pub struct BackupStream {
     total: Option<u64>,
     current: Current,
     archive_bytes: bool,
+    progress: BackupProgress,
 }
 
 impl BackupStream {
@@ -288,6 +374,11 @@ impl BackupStream {
     /// With [`WalMethod::Stream`]: where the writers stream WAL from.
     pub(crate) fn wal_source(&self) -> Option<&WalSource> {
         self.wal_source.as_ref()
+    }
+
+    /// A handle that follows this backup's progress (see [`BackupProgress`]).
+    pub fn progress(&self) -> BackupProgress {
+        self.progress.clone()
     }
 
     /// Where the backup starts, with its timeline.
@@ -348,6 +439,7 @@ impl BackupStream {
                     let location = n.tablespace_location.to_owned();
                     self.close_archive()?;
                     self.current = Current::Archive(Box::new(TarReader::new(name.clone())));
+                    self.progress.marks.archives.fetch_add(1, Ordering::Relaxed);
                     let tablespace = if location.is_empty() {
                         None
                     } else {
@@ -389,10 +481,14 @@ impl BackupStream {
                     }
                 }
                 BackupMessage::Progress(p) => {
+                    self.progress
+                        .marks
+                        .done
+                        .fetch_max(p.bytes_done, Ordering::Relaxed);
                     return Ok(Some(BackupEvent::Progress {
                         done: p.bytes_done,
                         total: self.total,
-                    }))
+                    }));
                 }
                 _ => {
                     return Err(Error::Protocol(format!(

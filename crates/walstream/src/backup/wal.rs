@@ -1,12 +1,13 @@
 //! [`WalMethod::Stream`](super::WalMethod::Stream): the WAL a backup needs, streamed on a
 //! second connection while the backup runs, as `pg_basebackup -X stream` does.
 //!
-//! A physical slot (`walstream_backup_<pid>_<n>`, created with `RESERVE_WAL`) keeps the WAL
+//! A physical slot (the caller's [`wal_slot`](super::BaseBackupConfig::wal_slot), kept; else
+//! `walstream_backup_<pid>_<n>`, created with `RESERVE_WAL` and dropped) keeps the WAL
 //! from the backup's start; streaming starts at the start of that position's segment on the
 //! backup's timeline and goes on until the backup's end position is written. A
 //! [`WalWriter`] on a thread of its own writes the segments; at the end the segment in
-//! progress gets its final name (its rest is zeros, as pg_basebackup leaves it) and the slot
-//! is dropped, also when the backup fails. (PostgreSQL drops a temporary slot with its
+//! progress gets its final name (its rest is zeros, as pg_basebackup leaves it) and a slot of
+//! the backup's own is dropped, also when the backup fails. (PostgreSQL drops a temporary slot with its
 //! session, but the physical stream creates permanent slots only; a process killed
 //! mid-backup leaves the slot behind, named as above.)
 
@@ -33,6 +34,10 @@ pub(crate) struct WalSource {
     pub(crate) conninfo: String,
     pub(crate) start: BackupPosition,
     pub(crate) segment_size: WalSegmentSize,
+    /// The slot the caller named (kept after the backup); `None`: one of the backup's own.
+    pub(crate) slot: Option<String>,
+    /// Create the named slot first.
+    pub(crate) create_slot: bool,
 }
 
 /// The running WAL streamer: [`finish`](Self::finish) with the backup's end, or
@@ -47,15 +52,22 @@ impl WalStreamer {
     /// Creates the slot, connects and starts streaming into `dir` (which exists).
     pub(crate) async fn start(source: WalSource, dir: PathBuf) -> Result<Self> {
         static N: AtomicU64 = AtomicU64::new(0);
-        let slot = format!(
-            "walstream_backup_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
+        // A slot of the backup's own is dropped at the end; a named one is the caller's.
+        let (slot, own) = match &source.slot {
+            Some(name) => (name.clone(), false),
+            None => (
+                format!(
+                    "walstream_backup_{}_{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ),
+                true,
+            ),
+        };
         let start = source.segment_size.round_down(source.start.lsn);
         let config = PhysicalStreamConfig::builder()
             .slot(&slot)
-            .create_slot_if_missing(true)
+            .create_slot_if_missing(own || source.create_slot)
             .start_lsn(start)
             .timeline(source.start.timeline)
             .build()
@@ -63,14 +75,18 @@ impl WalStreamer {
         let physical = match PhysicalReplicationStream::connect(&source.conninfo, config).await {
             Ok(p) => p,
             Err(e) => {
-                drop_slot(&source.conninfo, &slot).await;
+                if own {
+                    drop_slot(&source.conninfo, &slot).await;
+                }
                 return Err(Error::Wal(e));
             }
         };
         let (end_tx, end_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             let result = stream(physical, source.start.timeline, start, dir, end_rx).await;
-            drop_slot(&source.conninfo, &slot).await;
+            if own {
+                drop_slot(&source.conninfo, &slot).await;
+            }
             result
         });
         Ok(Self { end_tx, task })

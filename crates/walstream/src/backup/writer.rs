@@ -60,6 +60,7 @@ pub struct PlainWriter {
     dir: PathBuf,
     mapping: Vec<(PathBuf, PathBuf)>,
     recovery: Option<String>,
+    slot: Option<String>,
 }
 
 /// Writes a backup as the server's tar archives (`base.tar`, `<oid>.tar`), byte for byte,
@@ -68,6 +69,7 @@ pub struct PlainWriter {
 pub struct TarWriter {
     dir: PathBuf,
     recovery: Option<String>,
+    slot: Option<String>,
 }
 
 impl PlainWriter {
@@ -77,6 +79,7 @@ impl PlainWriter {
             dir: dir.into(),
             mapping: Vec::new(),
             recovery: None,
+            slot: None,
         }
     }
 
@@ -106,6 +109,13 @@ impl PlainWriter {
         self
     }
 
+    /// With [`write_recovery_conf`](Self::write_recovery_conf), also `primary_slot_name`: the
+    /// physical slot the standby streams from (`pg_basebackup -R -S slot`).
+    pub fn primary_slot_name(mut self, slot: impl Into<String>) -> Self {
+        self.slot = Some(slot.into());
+        self
+    }
+
     /// Writes the whole backup; see the [type](Self) documentation.
     pub async fn write(self, stream: BackupStream) -> Result<BackupSummary> {
         let wal_dir = stream.wal_source().map(|_| self.dir.join("pg_wal"));
@@ -127,6 +137,7 @@ impl TarWriter {
         Self {
             dir: dir.into(),
             recovery: None,
+            slot: None,
         }
     }
 
@@ -139,13 +150,23 @@ impl TarWriter {
         self
     }
 
+    /// With [`write_recovery_conf`](Self::write_recovery_conf), also `primary_slot_name`: the
+    /// physical slot the standby streams from (`pg_basebackup -R -S slot`).
+    pub fn primary_slot_name(mut self, slot: impl Into<String>) -> Self {
+        self.slot = Some(slot.into());
+        self
+    }
+
     /// Writes the whole backup; see the [type](Self) documentation. The archives are still
     /// parsed as they pass, so a truncated or malformed one fails the backup.
     pub async fn write(self, stream: BackupStream) -> Result<BackupSummary> {
         let wal_dir = stream.wal_source().map(|_| self.dir.join(WAL_TMP));
         let sink = TarSink {
             wal_dir: wal_dir.clone(),
-            recovery: self.recovery.as_deref().map(recovery_line),
+            recovery: self
+                .recovery
+                .as_deref()
+                .map(|c| recovery_line(c, self.slot.as_deref())),
             injector: None,
             dir: self.dir,
             target: None,
@@ -512,14 +533,18 @@ impl PlainSink {
             .mode(0o600)
             .open(&conf)
             .map_err(|e| Error::io(&conf, "open", e))?;
-        f.write_all(recovery_line(conninfo).as_bytes())
+        f.write_all(recovery_line(conninfo, self.config.slot.as_deref()).as_bytes())
             .map_err(|e| Error::io(&conf, "write", e))
     }
 }
 
-/// The line `-R` appends to `postgresql.auto.conf`, as `GenerateRecoveryConfig` writes it.
-fn recovery_line(conninfo: &str) -> String {
-    format!("primary_conninfo = '{}'\n", escape_quotes(conninfo))
+/// The lines `-R` appends to `postgresql.auto.conf`, as `GenerateRecoveryConfig` writes them.
+fn recovery_line(conninfo: &str, slot: Option<&str>) -> String {
+    let mut lines = format!("primary_conninfo = '{}'\n", escape_quotes(conninfo));
+    if let Some(slot) = slot {
+        lines.push_str(&format!("primary_slot_name = '{}'\n", escape_quotes(slot)));
+    }
+    lines
 }
 
 /// Doubles single quotes and backslashes, as `escape_quotes` does for the configuration file.
