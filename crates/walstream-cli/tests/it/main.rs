@@ -23,6 +23,7 @@ mod cli;
 mod demo;
 mod encoding;
 mod errors;
+mod failover;
 mod messages;
 mod reconnect;
 mod receivewal;
