@@ -331,7 +331,7 @@ impl TransactionAssembler {
                     self.release(&p.open.buffer);
                 }
             }
-            EventKind::Reconnected { .. } => {
+            EventKind::Reconnected { .. } | EventKind::Resnapshot { .. } => {
                 // The server sends every unfinished transaction again from its start.
                 self.drop_open_current();
                 let streams: Vec<Open> = self.streams.drain().map(|(_, o)| o).collect();
