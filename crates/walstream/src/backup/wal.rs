@@ -1,22 +1,21 @@
 //! [`WalMethod::Stream`](super::WalMethod::Stream): the WAL a backup needs, streamed on a
 //! second connection while the backup runs, as `pg_basebackup -X stream` does.
 //!
-//! A physical slot (the caller's [`wal_slot`](super::BaseBackupConfig::wal_slot), kept; else
-//! `walstream_backup_<pid>_<n>`, created with `RESERVE_WAL` and dropped) keeps the WAL
-//! from the backup's start; streaming starts at the start of that position's segment on the
-//! backup's timeline and goes on until the backup's end position is written. A
-//! [`WalWriter`] on a thread of its own writes the segments; at the end the segment in
-//! progress gets its final name (its rest is zeros, as pg_basebackup leaves it) and a slot of
-//! the backup's own is dropped, also when the backup fails. (PostgreSQL drops a temporary slot with its
-//! session, but the physical stream creates permanent slots only; a process killed
-//! mid-backup leaves the slot behind, named as above.)
+//! A physical slot keeps the WAL from the backup's start: the caller's
+//! [`wal_slot`](super::BaseBackupConfig::wal_slot), kept afterwards; else a temporary
+//! `walstream_backup_<pid>_<n>` with `RESERVE_WAL`, which goes with its connection (as
+//! pg_basebackup's does), so not even a killed process leaves it behind. Streaming starts at
+//! the start of the backup start's segment on the backup's timeline and goes on until the
+//! backup's end position is written. A [`WalWriter`] on a thread of its own writes the
+//! segments; at the end the segment in progress gets its final name (its rest is zeros, as
+//! pg_basebackup leaves it).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use walconn::{BackupPosition, Config, Connection, Replication};
+use walconn::BackupPosition;
 use walproto::Lsn;
 
 use super::error::{Error, Result};
@@ -67,27 +66,19 @@ impl WalStreamer {
         let start = source.segment_size.round_down(source.start.lsn);
         let config = PhysicalStreamConfig::builder()
             .slot(&slot)
-            .create_slot_if_missing(own || source.create_slot)
+            .temporary_slot(own)
+            .create_slot_if_missing(source.create_slot)
             .start_lsn(start)
             .timeline(source.start.timeline)
             .build()
             .map_err(Error::Wal)?;
         let physical = match PhysicalReplicationStream::connect(&source.conninfo, config).await {
             Ok(p) => p,
-            Err(e) => {
-                if own {
-                    drop_slot(&source.conninfo, &slot).await;
-                }
-                return Err(Error::Wal(e));
-            }
+            Err(e) => return Err(Error::Wal(e)),
         };
         let (end_tx, end_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
-            let result = stream(physical, source.start.timeline, start, dir, end_rx).await;
-            if own {
-                drop_slot(&source.conninfo, &slot).await;
-            }
-            result
+            stream(physical, source.start.timeline, start, dir, end_rx).await
         });
         Ok(Self { end_tx, task })
     }
@@ -181,22 +172,4 @@ fn write_wal(mut writer: WalWriter, mut rx: mpsc::Receiver<WalEvent>, dir: &Path
         }
     }
     Ok(())
-}
-
-/// Drops the streamer's slot, waiting for its walsender to let go; failures are only logged
-/// (the backup's own result matters more, and the slot's name says whose it was).
-async fn drop_slot(conninfo: &str, slot: &str) {
-    let result = async {
-        let mut config = Config::parse(conninfo)?;
-        config.set_replication(Replication::Physical);
-        let mut conn = Connection::connect(&config).await?;
-        conn.drop_replication_slot(slot, true).await?;
-        conn.close().await
-    }
-    .await;
-    if let Err(e) = result {
-        if !e.is_slot_missing() {
-            tracing::warn!(slot, error = %e, "could not drop the backup's WAL slot");
-        }
-    }
 }

@@ -41,6 +41,7 @@ pub const DEFAULT_BUFFER_BYTES: usize = 4 << 20;
 pub struct PhysicalStreamConfig {
     pub(crate) slot: Option<String>,
     pub(crate) create_slot: bool,
+    pub(crate) temporary_slot: bool,
     pub(crate) start_lsn: Option<Lsn>,
     pub(crate) timeline: Option<u32>,
     pub(crate) end_lsn: Option<Lsn>,
@@ -63,6 +64,7 @@ impl PhysicalStreamConfig {
             config: PhysicalStreamConfig {
                 slot: None,
                 create_slot: false,
+                temporary_slot: false,
                 start_lsn: None,
                 timeline: None,
                 end_lsn: None,
@@ -125,6 +127,16 @@ impl PhysicalStreamConfigBuilder {
     /// when it does not exist (as `pg_receivewal --create-slot` does, but in the same run).
     pub fn create_slot_if_missing(mut self, on: bool) -> Self {
         self.config.create_slot = on;
+        self
+    }
+
+    /// Make the slot a temporary one, created on each connection that streams (the server
+    /// drops it when that connection ends, so a killed process leaves nothing behind, as
+    /// `pg_basebackup`'s slot for `-X stream`). It holds WAL only while connected: after a
+    /// reconnect, streaming resumes only if the server still has the WAL from the resume
+    /// position (otherwise the stream ends with the server's error).
+    pub fn temporary_slot(mut self, on: bool) -> Self {
+        self.config.temporary_slot = on;
         self
     }
 
@@ -206,8 +218,10 @@ impl PhysicalStreamConfigBuilder {
         if c.slot.as_deref().is_some_and(str::is_empty) {
             return Err(Error::config("the slot name is empty"));
         }
-        if c.create_slot && c.slot.is_none() {
-            return Err(Error::config("create_slot_if_missing needs a slot name"));
+        if (c.create_slot || c.temporary_slot) && c.slot.is_none() {
+            return Err(Error::config(
+                "create_slot_if_missing and temporary_slot need a slot name",
+            ));
         }
         if c.timeline == Some(0) {
             return Err(Error::config(
@@ -238,6 +252,7 @@ mod tests {
         let bad = [
             PhysicalStreamConfig::builder().slot(""),
             PhysicalStreamConfig::builder().create_slot_if_missing(true),
+            PhysicalStreamConfig::builder().temporary_slot(true),
             PhysicalStreamConfig::builder().timeline(0),
             PhysicalStreamConfig::builder()
                 .start_lsn(Lsn::new(10))

@@ -121,7 +121,7 @@ async fn slot_position(
             let tli = info.restart_tli.unwrap_or(system.timeline);
             return Ok(info.restart_lsn.map(|lsn| (lsn, tli)));
         }
-        if !(config.create_slot && first) {
+        if !may_create(config, first) {
             return Err(Error::new(
                 ErrorKind::Slot,
                 format!(
@@ -134,12 +134,13 @@ async fn slot_position(
                 ),
             ));
         }
-    } else if !(config.create_slot && first) {
+    } else if !may_create(config, first) {
         // START_REPLICATION says whether it exists.
         return Ok(None);
     }
     let mut options = CreateSlotOptions::physical();
     options.reserve_wal = true;
+    options.temporary = config.temporary_slot;
     match conn.create_replication_slot(slot, &options).await {
         Ok(_) => tracing::info!(slot, "created the physical slot"),
         // 42710 duplicate_object: created meanwhile by someone else, or (before 15) there
@@ -154,6 +155,12 @@ async fn slot_position(
     } else {
         Ok(None)
     }
+}
+
+/// Whether a missing slot is created on this connection: a permanent one on the first, a
+/// temporary one on every connection (it went with the last).
+fn may_create(config: &PhysicalStreamConfig, first: bool) -> bool {
+    config.temporary_slot || (config.create_slot && first)
 }
 
 /// Checks that streaming `timeline` from `start` is possible on a server whose timeline is
