@@ -27,6 +27,15 @@ impl ColumnValue {
             ColumnValue::Binary(b) => Column::Binary(b),
         }
     }
+
+    /// The text-format value as a string: `None` for NULL, unchanged TOAST, a binary-format
+    /// value, or text that is not valid UTF-8.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            ColumnValue::Text(b) => core::str::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
 }
 
 /// An owned [`TupleData`]: a `Bytes` slice of the frame it came from.
@@ -104,4 +113,27 @@ pub fn subslice(whole: &Bytes, part: &[u8]) -> Option<Bytes> {
         return Some(Bytes::new());
     }
     Some(whole.slice(start..end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_text_is_only_valid_text() {
+        assert_eq!(
+            ColumnValue::Text(Bytes::from_static(b"h\xc3\xa9")).as_text(),
+            Some("hé")
+        );
+        assert_eq!(
+            ColumnValue::Text(Bytes::from_static(b"\xff")).as_text(),
+            None
+        );
+        assert_eq!(
+            ColumnValue::Binary(Bytes::from_static(b"a")).as_text(),
+            None
+        );
+        assert_eq!(ColumnValue::Null.as_text(), None);
+        assert_eq!(ColumnValue::UnchangedToast.as_text(), None);
+    }
 }

@@ -36,6 +36,7 @@
 
 mod binary;
 mod de;
+mod get;
 pub mod oid;
 mod text;
 
@@ -49,6 +50,7 @@ use walproto::Oid;
 use crate::{ColumnInfo, ColumnValue, Row};
 
 pub use de::{from_row, MaybeUnchanged, RowError};
+pub use get::{ColumnError, ColumnIndex, FromColumn, FromValue, GetError, GetErrorKind, Mismatch};
 
 /// A decoded column value.
 ///
