@@ -196,6 +196,43 @@ fn the_stream_warns_as_its_slot_heads_for_loss() {
         let cluster = cluster(major, "4MB");
         let (db, slot, publication) = fixture(&cluster, "slot_warning");
         block_on(async {
+            // The slot is read as the stream starts: a threshold above any safe_wal_size warns
+            // at once, without any WAL written; with the check off, nothing comes.
+            for (check, warns) in [(Some(Duration::from_secs(3600)), true), (None, false)] {
+                let stream = LogicalReplicationStream::connect(
+                    &db.conninfo(),
+                    config(&slot, &publication)
+                        .slot_check_interval(check)
+                        .slot_warning_threshold(u64::MAX)
+                        .build()
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+                let mut events = stream.start();
+                let first = tokio::time::timeout(
+                    Duration::from_secs(if warns { 5 } else { 1 }),
+                    events.next_event(),
+                )
+                .await;
+                match first {
+                    Ok(Ok(Some(e))) => {
+                        assert!(warns, "{e:?}");
+                        let EventKind::SlotWarning {
+                            wal_status,
+                            safe_wal_size,
+                        } = e.kind
+                        else {
+                            panic!("{:?}", e.kind)
+                        };
+                        assert_eq!(wal_status, WalStatus::Reserved);
+                        assert!(safe_wal_size.is_some_and(|s| s > 0), "{safe_wal_size:?}");
+                    }
+                    Err(_) => assert!(!warns, "no warning at start"),
+                    other => panic!("{other:?}"),
+                }
+                events.shutdown().await.unwrap();
+            }
             let stream = LogicalReplicationStream::connect(
                 &db.conninfo(),
                 config(&slot, &publication)
