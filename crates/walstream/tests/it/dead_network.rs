@@ -140,9 +140,12 @@ fn a_black_hole_under_tls_is_noticed_within_the_receive_timeout_and_the_logical_
         let cluster = pki.cluster(major);
         let proxy = proxy(&cluster);
         let f = Fixture::new(&cluster, "ws_dead_network");
+        // No slot health checks: their side connections would reach the proxy too, and the
+        // proxy's count of connections is how the notice is timed.
         let config = f
             .config()
             .receive_timeout(RECEIVE_TIMEOUT)
+            .slot_check_interval(None)
             .retry(retry())
             .build()
             .unwrap();
@@ -178,9 +181,9 @@ fn a_black_hole_under_tls_is_noticed_within_the_receive_timeout_and_the_logical_
                     .unwrap();
                 read_rows(&mut stream, &mut seen, next_id).await;
                 assert!(walsenders_use_tls(&cluster), "round {round}");
+                assert!(stream.stats().reconnects > round, "{:?}", stream.stats());
             }
             assert_eq!(seen, (1..=next_id).collect());
-            assert!(stream.stats().reconnects >= 2, "{:?}", stream.stats());
             stream.shutdown().await.unwrap();
         });
     });
@@ -202,6 +205,9 @@ async fn read_rows(
             if let Some(ColumnValue::Text(b)) = insert.new.get("id") {
                 seen.insert(std::str::from_utf8(&b).unwrap().parse().unwrap());
             }
+        }
+        if let EventKind::Reconnected { reason, .. } = &event.kind {
+            println!("reconnected: {reason}");
         }
         if let Some(lsn) = event.ack_lsn() {
             stream.ack(lsn);
