@@ -36,6 +36,7 @@ mod scenarios;
 mod snapshot;
 mod stream;
 mod transactions;
+mod typed_get;
 mod values;
 
 use std::time::{Duration, Instant};
