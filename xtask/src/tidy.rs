@@ -59,7 +59,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("pgserver", &[]),
     ("pgtest", &["pgserver"]),
     ("nostd-check", &["walproto"]),
-    ("walcap-inspector", &["walproto"]),
+    ("walstream-jetstream", &["walstream"]),
 ];
 
 /// Repository tooling, which may depend on any workspace crate, `pgtest` included: it is never

@@ -1,0 +1,550 @@
+//! The example binary against a real `nats-server -js` and a real PostgreSQL, under faults:
+//! its walsender terminated, the example killed (SIGKILL) right after storing and again in the
+//! middle of a 2000-row transaction, the NATS server stopped while transactions commit and
+//! started again on its store, and PostgreSQL crashed (`fsync` on) and started again. The
+//! workload mixes inserts, updates and deletes, and rolls back one transaction in six.
+//!
+//! Checked afterwards, reading the stream back with a consumer: the stream holds exactly the
+//! committed changes (the count of each operation equals the workload's), no `Nats-Msg-Id`
+//! twice, commit LSNs in order and each transaction's messages complete and in order, no row of
+//! a rolled-back transaction, and replaying the messages gives the table's rows. The example's
+//! log must show that JetStream dropped duplicates (what the kills made PostgreSQL send
+//! again): without the message ids, the counts would not match.
+//!
+//! Runs on PostgreSQL 15 (one message per change) and on the newest installed major (one
+//! message per transaction): all four majors would take twice as long and exercise nothing
+//! the example does differently.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull};
+use futures_util::StreamExt;
+use serde_json::Value;
+use walstream::Lsn;
+use walstream_jetstream::message::{CHANGE_COUNT, CHANGE_INDEX, COMMIT_LSN, OPERATION, XID};
+
+use crate::nats::NatsServer;
+
+const STREAM: &str = "CHANGES";
+const PREFIX: &str = "cdc";
+/// How long the stream may take to hold what was committed.
+const STORE_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[test]
+fn every_committed_change_is_stored_exactly_once_under_faults() {
+    let installed = pgtest::installed_majors();
+    let newest = *installed
+        .last()
+        .unwrap_or_else(|| panic!("no PostgreSQL installed; {}", pgtest::INSTALL_HINT));
+    let mut runs = vec![];
+    if installed.contains(&15) {
+        runs.push((15, "per-change"));
+    }
+    if newest != 15 || runs.is_empty() {
+        runs.push((newest, "per-transaction"));
+    }
+    for (major, granularity) in runs {
+        println!("PostgreSQL {major}, {granularity}:");
+        under_faults(major, granularity);
+    }
+}
+
+fn under_faults(major: u32, granularity: &str) {
+    let per_change = granularity == "per-change";
+    let cluster = pgtest::Config::new(major)
+        .setting("fsync", "on")
+        .start()
+        .unwrap();
+    let db = cluster.create_database("jetstream").unwrap();
+    let slot = cluster.unique_name("jetstream");
+    db.psql(&format!(
+        "CREATE TABLE t (id bigint PRIMARY KEY, v text NOT NULL);
+         CREATE PUBLICATION p FOR TABLE t;
+         SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput');"
+    ))
+    .unwrap();
+    let mut nats = NatsServer::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let js = rt.block_on(async {
+        jetstream::new(
+            walstream_jetstream::connect_nats(&nats.url())
+                .await
+                .unwrap(),
+        )
+    });
+    let logs = tempfile::tempdir().unwrap();
+    let mut example = Example::start(
+        vec![
+            "--conninfo".into(),
+            db.conninfo(),
+            "--slot".into(),
+            slot.clone(),
+            "--publication".into(),
+            "p".into(),
+            "--nats-url".into(),
+            nats.url(),
+            "--stream".into(),
+            STREAM.into(),
+            "--subject-prefix".into(),
+            PREFIX.into(),
+            "--granularity".into(),
+            granularity.into(),
+        ],
+        logs.path().join("example.log"),
+    );
+    let mut load = Workload::new(db.session().unwrap());
+    let expected = |load: &Workload| {
+        if per_change {
+            load.committed.total()
+        } else {
+            load.committed_txs
+        }
+    };
+    let wait = |load: &Workload, example: &mut Example| {
+        wait_stored(&rt, &js, expected(load) as u64, example);
+    };
+
+    // The walsender is terminated: the stream reconnects and resumes from what was stored.
+    load.batch(30);
+    wait_for_walsender(&db, &slot);
+    let killed = db
+        .query(&format!(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+             WHERE slot_name = '{slot}'"
+        ))
+        .unwrap();
+    assert_eq!(killed, [["t"]], "no walsender to terminate");
+    load.batch(30);
+    wait(&load, &mut example);
+
+    // Killed right after storing: the slot has not confirmed the last transactions (status
+    // every 10 s), so the restarted example publishes them again and JetStream drops them.
+    example.kill();
+    load.batch(20);
+    example.start_again();
+    wait(&load, &mut example);
+
+    // Killed in the middle of a large transaction: part of it stored, none of it confirmed.
+    let before = stored(&rt, &js);
+    load.large(2000);
+    let deadline = Instant::now() + STORE_TIMEOUT;
+    while stored(&rt, &js) == before {
+        assert!(
+            Instant::now() < deadline,
+            "the large transaction was never stored"
+        );
+        example.assert_running();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    example.kill();
+    load.batch(10);
+    example.start_again();
+    wait(&load, &mut example);
+
+    // NATS stopped while transactions commit: the example publishes into the void, times out,
+    // and publishes again once the server is back with its store.
+    load.batch(10);
+    nats.stop();
+    load.batch(20);
+    std::thread::sleep(Duration::from_secs(2));
+    nats.start_again();
+    load.batch(10);
+    wait(&load, &mut example);
+
+    // PostgreSQL crashes and starts again: the stream reconnects.
+    load.batch(10);
+    cluster.crash().unwrap();
+    cluster.start_again().unwrap();
+    load.session = db.session().unwrap();
+    load.batch(30);
+    wait(&load, &mut example);
+
+    // Nothing more arrives late.
+    std::thread::sleep(Duration::from_secs(1));
+    example.stop();
+    let messages = rt.block_on(read_stream(&js));
+    let rows = db.query("SELECT id, v FROM t ORDER BY id").unwrap();
+    let table: BTreeMap<i64, String> = rows
+        .iter()
+        .map(|r| (r[0].parse().unwrap(), r[1].clone()))
+        .collect();
+    check(&messages, per_change, &load, &table);
+
+    let log = example.log();
+    let duplicates: usize = log
+        .lines()
+        .filter(|l| l.contains(" stored "))
+        .filter_map(|l| l.split("duplicates=").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    println!(
+        "  {} messages for {:?} in {} transactions; JetStream dropped {duplicates} duplicates",
+        messages.len(),
+        load.committed,
+        load.committed_txs
+    );
+    assert!(
+        duplicates > 0,
+        "the kills made no duplicate for JetStream to drop: the test did not test it\n{log}"
+    );
+}
+
+/// What the stream must hold, checked against the workload and the table.
+fn check(messages: &[Msg], per_change: bool, load: &Workload, table: &BTreeMap<i64, String>) {
+    let mut ids = HashSet::new();
+    for m in messages {
+        assert!(ids.insert(m.header("Nats-Msg-Id")), "twice: {m:?}");
+    }
+    // Each transaction's messages complete and in order, commit LSNs increasing.
+    let mut previous: Option<(Lsn, usize, usize)> = None; // commit LSN, next index, count
+    let mut changes = Vec::new();
+    for m in messages {
+        let lsn: Lsn = m.header(COMMIT_LSN).parse().unwrap();
+        let count: usize = m.header(CHANGE_COUNT).parse().unwrap();
+        assert!(!m.header(XID).is_empty());
+        let body: Value = serde_json::from_slice(&m.payload).unwrap();
+        if per_change {
+            let index: usize = m.header(CHANGE_INDEX).parse().unwrap();
+            assert_eq!(m.header(OPERATION), body["op"], "{m:?}");
+            match previous {
+                Some((p, next, _)) if p == lsn => assert_eq!(index, next, "{m:?}"),
+                _ => {
+                    if let Some((p, next, n)) = previous {
+                        assert_eq!(next, n, "transaction {p} incomplete");
+                        assert!(lsn > p, "commit LSN {lsn} after {p}");
+                    }
+                    assert_eq!(index, 0, "{m:?}");
+                }
+            }
+            previous = Some((lsn, index + 1, count));
+            assert_eq!(
+                m.subject,
+                format!("{PREFIX}.public.t"),
+                "{m:?}: the subject names schema and table"
+            );
+            changes.push(body);
+        } else {
+            assert_eq!(m.header(OPERATION), "transaction");
+            if let Some((p, _, _)) = previous {
+                assert!(lsn > p, "commit LSN {lsn} after {p}");
+            }
+            previous = Some((lsn, count, count));
+            let list = body["changes"].as_array().unwrap();
+            assert_eq!(list.len(), count);
+            changes.extend(list.iter().cloned());
+        }
+    }
+    if let Some((p, next, n)) = previous {
+        assert_eq!(next, n, "transaction {p} incomplete");
+    }
+    let expected = if per_change {
+        load.committed.total()
+    } else {
+        load.committed_txs
+    };
+    assert_eq!(messages.len(), expected, "messages stored");
+
+    // Replayed in order, the changes make the table; each one applies to what is there.
+    let mut replay = BTreeMap::new();
+    let mut counts = Counts::default();
+    for c in &changes {
+        let id = |row: &Value| -> i64 { row["id"].as_str().unwrap().parse().unwrap() };
+        match c["op"].as_str().unwrap() {
+            "insert" => {
+                counts.insert += 1;
+                let old = replay.insert(id(&c["new"]), c["new"]["v"].as_str().unwrap().to_owned());
+                assert!(old.is_none(), "inserted twice: {c}");
+            }
+            "update" => {
+                counts.update += 1;
+                let old = replay.insert(id(&c["new"]), c["new"]["v"].as_str().unwrap().to_owned());
+                assert!(old.is_some(), "update of a missing row: {c}");
+            }
+            "delete" => {
+                counts.delete += 1;
+                let old = replay.remove(&id(&c["old"]["key"]));
+                assert!(old.is_some(), "delete of a missing row: {c}");
+            }
+            other => panic!("unexpected operation {other}: {c}"),
+        }
+    }
+    assert_eq!(counts, load.committed, "changes by operation");
+    assert_eq!(&replay, table, "the stream replayed is the table");
+}
+
+/// The number of messages in the stream.
+fn stored(rt: &tokio::runtime::Runtime, js: &jetstream::Context) -> u64 {
+    rt.block_on(async {
+        let mut stream = js.get_stream(STREAM).await.unwrap();
+        stream.info().await.unwrap().state.messages
+    })
+}
+
+/// Waits until the stream holds `n` messages (and fails if it ever holds more).
+fn wait_stored(rt: &tokio::runtime::Runtime, js: &jetstream::Context, n: u64, ex: &mut Example) {
+    let deadline = Instant::now() + STORE_TIMEOUT;
+    loop {
+        let have = stored(rt, js);
+        assert!(
+            have <= n,
+            "the stream holds {have} messages, {n} were committed"
+        );
+        if have == n {
+            return;
+        }
+        ex.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "the stream holds {have} of {n} messages after {STORE_TIMEOUT:?}:\n{}",
+            ex.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A message read back.
+#[derive(Debug)]
+struct Msg {
+    subject: String,
+    headers: BTreeMap<String, String>,
+    payload: Vec<u8>,
+}
+
+impl Msg {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header: {self:?}"))
+    }
+}
+
+/// Every message of the stream, in order, through a pull consumer.
+async fn read_stream(js: &jetstream::Context) -> Vec<Msg> {
+    let mut stream = js.get_stream(STREAM).await.unwrap();
+    let n = stream.info().await.unwrap().state.messages;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut out = Vec::new();
+    while (out.len() as u64) < n {
+        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("the consumer delivered nothing for 10 s")
+            .unwrap()
+            .unwrap();
+        m.ack().await.unwrap();
+        let headers = m
+            .headers
+            .iter()
+            .flat_map(|h| h.iter())
+            .map(|(k, v)| {
+                let v = v.first().map_or("", |v| v.as_str());
+                (k.to_string(), v.to_owned())
+            })
+            .collect();
+        out.push(Msg {
+            subject: m.subject.to_string(),
+            headers,
+            payload: m.payload.to_vec(),
+        });
+    }
+    out
+}
+
+fn wait_for_walsender(db: &pgtest::Database<'_>, slot: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db
+        .query(&format!(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}' AND active"
+        ))
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the example never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The example binary as a child process, its stderr appended to one log across restarts.
+struct Example {
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Example {
+    fn start(args: Vec<String>, log: PathBuf) -> Self {
+        let mut example = Self {
+            args,
+            log,
+            child: None,
+        };
+        example.start_again();
+        example
+    }
+
+    fn start_again(&mut self) {
+        assert!(self.child.is_none());
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_walstream-jetstream"))
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown, no last status update.
+    fn kill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM: a clean stop, exit status 0.
+    fn stop(&mut self) {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status}:\n{}", self.log());
+    }
+
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("the example exited with {status}:\n{}", self.log());
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    insert: usize,
+    update: usize,
+    delete: usize,
+}
+
+impl Counts {
+    fn total(&self) -> usize {
+        self.insert + self.update + self.delete
+    }
+}
+
+/// Transactions of one to four statements, each touching one row; one in six rolled back.
+struct Workload {
+    session: pgtest::Session,
+    rng: fastrand::Rng,
+    next_id: i64,
+    /// The ids of the table's rows.
+    live: Vec<i64>,
+    committed: Counts,
+    committed_txs: usize,
+    version: u64,
+}
+
+impl Workload {
+    fn new(session: pgtest::Session) -> Self {
+        Self {
+            session,
+            rng: pgtest::seeded_rng(),
+            next_id: 1,
+            live: Vec::new(),
+            committed: Counts::default(),
+            committed_txs: 0,
+            version: 0,
+        }
+    }
+
+    fn batch(&mut self, transactions: usize) {
+        for _ in 0..transactions {
+            let mut live = self.live.clone();
+            let mut counts = Counts::default();
+            let mut sql = String::from("BEGIN;");
+            for _ in 0..self.rng.usize(1..=4) {
+                self.version += 1;
+                match self.rng.u8(0..4) {
+                    2 if !live.is_empty() => {
+                        let id = live[self.rng.usize(..live.len())];
+                        sql += &format!("UPDATE t SET v = 'u{}' WHERE id = {id};", self.version);
+                        counts.update += 1;
+                    }
+                    3 if !live.is_empty() => {
+                        let id = live.swap_remove(self.rng.usize(..live.len()));
+                        sql += &format!("DELETE FROM t WHERE id = {id};");
+                        counts.delete += 1;
+                    }
+                    _ => {
+                        // Ids of rolled-back rows are never used again: one in the stream
+                        // would show.
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        sql += &format!("INSERT INTO t VALUES ({id}, 'i{id}');");
+                        live.push(id);
+                        counts.insert += 1;
+                    }
+                }
+            }
+            let commit = self.rng.u8(0..6) != 0;
+            sql += if commit { "COMMIT;" } else { "ROLLBACK;" };
+            self.session.run(&sql).unwrap();
+            if commit {
+                self.live = live;
+                self.committed.insert += counts.insert;
+                self.committed.update += counts.update;
+                self.committed.delete += counts.delete;
+                self.committed_txs += 1;
+            }
+        }
+    }
+
+    /// One transaction inserting `rows` rows.
+    fn large(&mut self, rows: i64) {
+        let first = self.next_id;
+        let last = first + rows - 1;
+        self.session
+            .run(&format!(
+                "INSERT INTO t SELECT g, 'i' || g FROM generate_series({first}, {last}) g"
+            ))
+            .unwrap();
+        self.next_id = last + 1;
+        self.live.extend(first..=last);
+        self.committed.insert += rows as usize;
+        self.committed_txs += 1;
+    }
+}
