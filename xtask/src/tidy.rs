@@ -59,6 +59,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("pgserver", &[]),
     ("pgtest", &["pgserver"]),
     ("nostd-check", &["walproto"]),
+    ("walcap-inspector", &["walproto"]),
     ("walstream-jetstream", &["walstream"]),
 ];
 
