@@ -305,7 +305,10 @@ pub(crate) struct ClientCertPem {
 }
 
 /// Connection settings, parsed from a libpq conninfo with `PG*` environment variables as
-/// defaults.
+/// defaults, or built in code with [`Config::builder`].
+///
+/// Two configurations are equal when every setting is, a [`PasswordProvider`] counting as
+/// equal only to itself (the same `Arc`).
 ///
 /// ```
 /// let config = walconn::Config::parse_with_env(
