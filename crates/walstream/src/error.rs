@@ -207,6 +207,17 @@ impl Error {
         })
     }
 
+    /// A copy for the driver task's result, without the sources (which are not `Clone`): the
+    /// kind, the whole text, the position, and the invalidation reason or failover refusal.
+    pub(crate) fn summary(&self) -> Self {
+        Self::from_inner(Inner {
+            lsn: self.inner.lsn,
+            invalidation: self.inner.invalidation.clone(),
+            failover: self.inner.failover.clone(),
+            ..Self::base(self.inner.kind, self.to_string())
+        })
+    }
+
     /// The connection layer's error, taken out.
     pub(crate) fn into_connection(self) -> Option<walconn::Error> {
         self.inner.connection

@@ -416,7 +416,7 @@ impl Driver {
     /// result.
     async fn fail(&mut self, error: Error) -> Error {
         tracing::error!("replication stream ended: {error}");
-        let summary = Error::new(error.kind(), error.to_string());
+        let summary = error.summary();
         if let Some(tx) = self.tx.take() {
             // Reconnect notices not yet delivered go first: they say where the stream was.
             let carried = std::mem::take(&mut self.carry);

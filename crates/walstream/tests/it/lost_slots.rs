@@ -186,6 +186,8 @@ fn a_lost_slot_ends_the_stream_at_once_naming_slot_and_reason() {
                 "{:?}",
                 lost_at.elapsed()
             );
+            // The driver's result says the same.
+            assert_lost(&events.shutdown().await.unwrap_err(), &slot);
         });
     });
 }
