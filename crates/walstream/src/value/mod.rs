@@ -39,6 +39,7 @@ mod de;
 mod get;
 pub mod oid;
 mod text;
+mod to_text;
 
 use std::fmt;
 

@@ -107,6 +107,25 @@ pub fn type_name(type_oid: Oid) -> Option<&'static str> {
         .map(|&(_, name)| name)
 }
 
+/// The catalog name (`pg_type.typname`) of any built-in type, from postgres-types' copy of
+/// the catalog, an array's as its element's name and `[]` (`int4[]`, not `_int4`); `None` for
+/// a type created in the database (its name comes in a Type message).
+pub fn catalog_name(type_oid: Oid) -> Option<String> {
+    let ty = postgres_types::Type::from_oid(type_oid.0)?;
+    Some(match ty.kind() {
+        postgres_types::Kind::Array(element) => format!("{}[]", element.name()),
+        _ => ty.name().to_owned(),
+    })
+}
+
+/// The element type of any built-in array type, from postgres-types' copy of the catalog.
+pub fn catalog_element(array: Oid) -> Option<Oid> {
+    match postgres_types::Type::from_oid(array.0)?.kind() {
+        postgres_types::Kind::Array(element) => Some(Oid(element.oid())),
+        _ => None,
+    }
+}
+
 /// `type_name`, or `type <oid>` for others.
 pub(crate) struct DisplayType(pub(crate) Oid);
 
@@ -195,6 +214,19 @@ mod tests {
     use super::*;
 
     /// The constants agree with postgres-types' catalog.
+    #[test]
+    fn catalog_names_cover_every_built_in_type() {
+        assert_eq!(catalog_name(INT4_ARRAY).as_deref(), Some("int4[]"));
+        assert_eq!(catalog_name(Oid(869)).as_deref(), Some("inet"));
+        assert_eq!(catalog_name(Oid(3904)).as_deref(), Some("int4range"));
+        assert_eq!(catalog_name(Oid(16_384)), None);
+        assert_eq!(catalog_element(Oid(1041)), Some(Oid(869)));
+        assert_eq!(catalog_element(INT4), None);
+        for (oid, name) in NAMES {
+            assert_eq!(catalog_name(oid).as_deref(), Some(name));
+        }
+    }
+
     #[test]
     fn oids_match_the_catalog() {
         for (oid, name) in NAMES {
