@@ -16,8 +16,8 @@ use clap::Args;
 use tokio::sync::mpsc;
 use walproto::Lsn;
 use walstream::physical::{
-    PhysicalReplicationStream, PhysicalStreamConfig, PhysicalStreamConfigBuilder, WalEvent,
-    WalWriter,
+    PhysicalReplicationStream, PhysicalStreamConfig, PhysicalStreamConfigBuilder, StatusRequester,
+    WalEvent, WalWriter,
 };
 use walstream::walconn::{self, Connection, CreateSlotOptions, Replication};
 use walstream::{CancellationToken, ErrorKind, RetryPolicy, SharedLsnFeedback};
@@ -146,7 +146,8 @@ pub(crate) async fn receivewal(args: &ReceivewalArgs) -> Result<Summary, Receive
     );
     let mut wal = stream.start();
     let (tx, rx) = mpsc::channel(64);
-    let thread = spawn_writer(writer, rx, wal.feedback().clone(), args.synchronous)?;
+    let status = args.synchronous.then(|| wal.status_requester());
+    let thread = spawn_writer(writer, rx, wal.feedback().clone(), status)?;
     let mut failure = None;
     loop {
         match wal.next_event().await {
@@ -224,26 +225,30 @@ async fn create_slot(args: &ReceivewalArgs) -> Result<(), ReceiveError> {
 }
 
 /// The writer thread: applies each event, and acknowledges what is durable through
-/// `feedback`. Returns the durable position at the end (the segment in progress synced and
-/// left `.partial`).
+/// `feedback`; with `synchronous` (a status requester) it syncs every message and asks for a
+/// status update at once. Returns the durable position at the end (the segment in progress
+/// synced and left `.partial`).
 fn spawn_writer(
     mut writer: WalWriter,
     mut rx: mpsc::Receiver<WalEvent>,
     feedback: SharedLsnFeedback,
-    synchronous: bool,
+    synchronous: Option<StatusRequester>,
 ) -> Result<JoinHandle<walstream::Result<Lsn>>, ReceiveError> {
     std::thread::Builder::new()
         .name("walstream-receivewal-writer".into())
         .spawn(move || {
             while let Some(event) = rx.blocking_recv() {
                 writer.apply(&event)?;
-                let durable = if synchronous {
+                let durable = if synchronous.is_some() {
                     writer.flush()?
                 } else {
                     writer.flushed()
                 };
                 feedback.set_written(writer.position());
                 feedback.set_flushed(durable);
+                if let Some(status) = &synchronous {
+                    status.request();
+                }
             }
             writer.close()
         })

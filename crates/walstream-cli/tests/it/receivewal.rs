@@ -277,3 +277,75 @@ fn receivewal_on_every_major() {
             .unwrap();
     });
 }
+
+/// `--synchronous` reports each flush at once: with an hour between status updates, the
+/// server still sees the WAL just written as flushed within seconds; without it, it does not.
+#[test]
+fn synchronous_reports_each_flush_at_once() {
+    pgtest::for_each_major(15, |cluster| {
+        for synchronous in [true, false] {
+            let name = cluster.unique_name("rw_sync");
+            let conninfo = format!("{} application_name={name}", cluster.conninfo("postgres"));
+            let dir = tempfile::tempdir().unwrap();
+            let mut args = vec![
+                "receivewal".to_owned(),
+                conninfo,
+                "-D".into(),
+                dir.path().to_str().unwrap().into(),
+                "-s".into(),
+                "3600".into(),
+            ];
+            if synchronous {
+                args.push("--synchronous".into());
+            }
+            let mut child = bin().args(&args).spawn().unwrap();
+            let flushed = |cluster: &pgtest::Cluster| -> Option<Lsn> {
+                let rows = cluster
+                    .query(
+                        "postgres",
+                        &format!(
+                            "SELECT flush_lsn FROM pg_stat_replication WHERE application_name = '{name}'"
+                        ),
+                    )
+                    .unwrap();
+                rows.first()
+                    .and_then(|r| r.first())
+                    .and_then(|v| v.parse().ok())
+            };
+            // Connected and streaming, then some WAL to flush.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while flushed(cluster).is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let table = cluster.unique_name("rw_sync_t");
+            cluster
+                .psql(
+                    "postgres",
+                    &format!("CREATE TABLE {table} AS SELECT 1 AS x"),
+                )
+                .unwrap();
+            let target = current_lsn(cluster);
+            // Generous for a loaded machine (every message is synced); without --synchronous
+            // nothing is reported for an hour, or until the server asks (after half of
+            // wal_sender_timeout, 30 s).
+            let window = if synchronous { 25 } else { 8 };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(window);
+            let mut reached = false;
+            while std::time::Instant::now() < deadline {
+                if flushed(cluster).is_some_and(|f| f >= target) {
+                    reached = true;
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert_eq!(
+                reached,
+                synchronous,
+                "synchronous {synchronous}: the server saw {:?} flushed, the WAL was at {target}",
+                flushed(cluster)
+            );
+        }
+    });
+}

@@ -48,6 +48,8 @@ pub(crate) struct PhysicalShared {
     /// The full transaction id (epoch in the high half) to send as hot standby feedback;
     /// zero for none.
     pub(crate) standby_xmin: AtomicU64,
+    /// Asks for a status update now ([`StatusRequester`](crate::physical::StatusRequester)).
+    pub(crate) status_now: Arc<tokio::sync::Notify>,
 }
 
 /// An open, checked replication connection, not yet streaming.
@@ -492,6 +494,7 @@ impl Driver {
         let mut liveness = Liveness::new(self.receive_timeout, Instant::now());
         let mut liveness_at: Option<Instant> = None;
         let stop = self.stop.clone();
+        let status_now = Arc::clone(&self.shared.status_now);
         loop {
             let now = Instant::now();
             let status_at = match self.tracker.next_status_at() {
@@ -519,6 +522,7 @@ impl Driver {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return Ok(true),
+                () = status_now.notified() => self.send_status(copy, false).await?,
                 () = &mut timer => {
                     armed = None;
                     let now = Instant::now();

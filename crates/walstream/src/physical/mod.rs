@@ -28,7 +28,7 @@ pub use config::{
 };
 pub use event::{WalData, WalEvent};
 pub use segment::WalSegmentSize;
-pub use stream::{PhysicalReplicationStream, WalStream};
+pub use stream::{PhysicalReplicationStream, StatusRequester, WalStream};
 pub use writer::{ResumePosition, WalWriter};
 
 /// Events, streams and writers move between tasks and threads.

@@ -239,6 +239,13 @@ impl WalStream {
         self.shared.standby_xmin.store(full, Ordering::Release);
     }
 
+    /// A handle that asks for a status update at once, from any thread: after a flush that
+    /// a synchronous standby's primary waits for (`pg_receivewal --synchronous`), so that the
+    /// server learns of it without waiting for the status interval.
+    pub fn status_requester(&self) -> StatusRequester {
+        StatusRequester(Arc::clone(&self.shared.status_now))
+    }
+
     /// The stream's counters.
     pub fn stats(&self) -> StreamStats {
         self.shared.base.stats()
@@ -266,6 +273,18 @@ impl WalStream {
                 "the stream was already shut down",
             )),
         }
+    }
+}
+
+/// Asks a [`WalStream`]'s driver for a status update now (see
+/// [`WalStream::status_requester`]). Requests made while one is pending are one request.
+#[derive(Clone, Debug)]
+pub struct StatusRequester(Arc<tokio::sync::Notify>);
+
+impl StatusRequester {
+    /// Sends the acknowledged positions to the server as soon as the driver can.
+    pub fn request(&self) {
+        self.0.notify_one();
     }
 }
 
