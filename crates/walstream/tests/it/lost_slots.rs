@@ -368,3 +368,62 @@ fn the_recovery_policy_resnapshots_then_stops_at_its_limit() {
         });
     });
 }
+
+/// PostgreSQL 18's `idle_replication_slot_timeout` (at least a minute): a slot left inactive
+/// past it is invalidated at the next checkpoint, and the stream ends naming `idle_timeout`.
+/// The minute is waited out, so this test takes about 65 s.
+#[test]
+fn an_idle_slot_past_its_timeout_ends_the_stream_naming_idle_timeout() {
+    pgtest::for_each_installed_major(18, |major| {
+        let cluster = pgtest::Config::new(major)
+            .setting("idle_replication_slot_timeout", "1min")
+            .start()
+            .unwrap();
+        let (db, slot, publication) = fixture(&cluster, "idle_slot");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            std::thread::sleep(Duration::from_secs(5));
+            db.psql("CHECKPOINT").unwrap();
+            if wal_status(&db, &slot) == "lost" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the idle slot was not invalidated"
+            );
+        }
+        let reason = db
+            .psql(&format!(
+                "SELECT invalidation_reason FROM pg_replication_slots WHERE slot_name = '{slot}'"
+            ))
+            .unwrap();
+        assert_eq!(reason, "idle_timeout");
+        block_on(async {
+            let result = LogicalReplicationStream::connect(
+                &db.conninfo(),
+                config(&slot, &publication).build().unwrap(),
+            )
+            .await;
+            let error = match result {
+                Err(e) => e,
+                Ok(stream) => {
+                    let mut events = stream.start();
+                    loop {
+                        match next(&mut events, 30).await {
+                            Ok(Some(_)) => {}
+                            Ok(None) => panic!("the stream ended without an error"),
+                            Err(e) => break e,
+                        }
+                    }
+                }
+            };
+            assert_eq!(error.kind(), ErrorKind::SlotInvalidated, "{error}");
+            assert_eq!(
+                error.invalidation_reason(),
+                Some(&InvalidationReason::IdleTimeout),
+                "{error}"
+            );
+            assert!(error.to_string().contains("idle_timeout"), "{error}");
+        });
+    });
+}
