@@ -575,6 +575,77 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
 mod tests {
     use super::*;
 
+    fn agreement(system_id: &str, timeline: u32, server: &str) -> Result<Agreement> {
+        let config = ReplicationStreamConfig::builder("s", ["p"]).build()?;
+        Ok(Agreement {
+            system: SystemInfo {
+                system_id: system_id.into(),
+                timeline,
+                xlogpos: Lsn::ZERO,
+                dbname: None,
+            },
+            negotiated: negotiate(&config, 170_000, "17")?,
+            server: server.into(),
+        })
+    }
+
+    #[test]
+    fn a_reconnect_continues_only_the_same_cluster_and_checks_a_move() -> Result<()> {
+        let was = agreement("1", 2, "10.0.0.1:5432")?;
+        // Another cluster, or an older timeline: never.
+        for now in [
+            agreement("9", 2, "10.0.0.1:5432")?,
+            agreement("1", 1, "10.0.0.1:5432")?,
+        ] {
+            let e = was.check_continues(&now).err();
+            assert_eq!(e.map(|e| e.kind()), Some(ErrorKind::ClusterChanged));
+        }
+        // The same server on the same timeline continues as before; a later timeline or
+        // another host is a failover, checked before resuming.
+        let same = agreement("1", 2, "10.0.0.1:5432")?;
+        same.check_continues(&was)?;
+        assert!(!was.moved(&same));
+        for now in [
+            agreement("1", 3, "10.0.0.1:5432")?,
+            agreement("1", 2, "10.0.0.2:5432")?,
+            agreement("1", 2, "10.0.0.1:5433")?,
+        ] {
+            was.check_continues(&now)?;
+            assert!(was.moved(&now), "{now:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn failover_refusals_say_which() {
+        let lsn = |s: &str| s.parse::<Lsn>().unwrap_or(Lsn::ZERO);
+        let e = Error::failover("s", "10.0.0.2:5432", 3, FailoverRefusal::SlotMissing);
+        assert_eq!(e.kind(), ErrorKind::Failover);
+        assert_eq!(e.failover_refusal(), Some(&FailoverRefusal::SlotMissing));
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let refusal = FailoverRefusal::SwitchBeforeResume {
+            old_timeline: 2,
+            new_timeline: 3,
+            switch: lsn("0/3000000"),
+            resume: lsn("0/3000100"),
+        };
+        let text = Error::failover("s", "h:1", 3, refusal).to_string();
+        for part in [
+            "timeline 3",
+            "timeline 2",
+            "0/3000000",
+            "0/3000100",
+            "\"s\"",
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        let not = FailoverRefusal::NotSynchronized {
+            failover: true,
+            synced: false,
+        };
+        assert!(not.to_string().contains("synced false"), "{not}");
+    }
+
     #[test]
     fn wal_sender_timeout_shortens_the_interval() {
         let ten = Duration::from_secs(10);

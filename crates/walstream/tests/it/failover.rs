@@ -482,3 +482,74 @@ async fn nudge(conninfo: String) {
         }
     }
 }
+
+#[test]
+fn no_writable_server_is_retried_for_the_failover_window_then_gives_up() {
+    pgtest::for_each_installed_major(17, |major| {
+        block_on(async {
+            let t = Topology::start(major, false);
+            let (out, _task) = spawn_stream(
+                &t.conninfo(),
+                config("fo_window")
+                    .create_slot_if_missing(CreateSlot::Permanent)
+                    .failover_window(Duration::from_secs(3)),
+            )
+            .await;
+            t.primary
+                .psql(DB, &format!("INSERT INTO {TABLE} (payload) VALUES ('x')"))
+                .unwrap();
+            wait_for("a row", || out.lock().unwrap().ids.len() == 1);
+            // The standby stays a standby: no host is ever writable again.
+            t.primary.crash().unwrap();
+            let crashed = Instant::now();
+            let e = wait_error("the end of the failover window", &out);
+            let waited = crashed.elapsed();
+            assert_eq!(e.kind(), ErrorKind::RetriesExhausted, "{e}");
+            assert!(e.to_string().contains("failover window"), "{e}");
+            let last = e.connection().map(walstream::walconn::Error::kind);
+            assert_eq!(
+                last,
+                Some(walstream::walconn::ErrorKind::SessionAttrs),
+                "{e}"
+            );
+            assert!(
+                waited >= Duration::from_secs(3) && waited < Duration::from_secs(30),
+                "{waited:?}: {e}"
+            );
+            println!("PostgreSQL {major}: after {waited:?}: {e}");
+        });
+    });
+}
+
+#[test]
+fn a_failover_slot_before_postgresql_17_is_refused_before_anything_is_sent() {
+    let mut ran = 0;
+    pgtest::for_each_major(15, |cluster| {
+        if cluster.major() >= 17 {
+            return;
+        }
+        ran += 1;
+        let db = cluster.create_database("failover_refused").unwrap();
+        db.psql(&format!("CREATE PUBLICATION {PUBLICATION}"))
+            .unwrap();
+        let config = config("fo_refused")
+            .create_slot_if_missing(CreateSlot::Permanent)
+            .failover(true)
+            .build()
+            .unwrap();
+        let e = block_on(LogicalReplicationStream::connect(&db.conninfo(), config))
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+        assert!(e.to_string().contains("PostgreSQL 17"), "{e}");
+        let slots = db
+            .psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'fo_refused'")
+            .unwrap();
+        assert_eq!(slots, "0");
+    });
+    assert!(
+        ran > 0,
+        "no PostgreSQL before 17 is installed to refuse a failover slot"
+    );
+    println!("{ran} majors before 17 refused the failover slot");
+}
