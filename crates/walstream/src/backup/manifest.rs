@@ -340,6 +340,19 @@ impl RawFile {
                 ))
             }
         };
+        // Paths are relative to the backup and stay inside it: `verify` joins them to the
+        // backup's directory, so an untrusted manifest must not name files elsewhere.
+        if path.as_os_str().is_empty()
+            || !path
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(Error::Manifest(format!(
+                "file path {:?} is not relative to the backup's directory (absolute, empty, \
+                 or with . or ..)",
+                path.display()
+            )));
+        }
         let checksum = match (self.checksum_algorithm.as_deref(), self.checksum) {
             (None | Some("NONE"), _) => None,
             (Some(name), Some(sum)) => {
@@ -560,5 +573,25 @@ mod tests {
             Manifest::parse(&tampered),
             Err(Error::ManifestChecksum { .. })
         ));
+    }
+
+    #[test]
+    fn paths_outside_the_backup_are_refused() {
+        let good = BODY.replace("PLACEHOLDER", "00000000");
+        assert!(Manifest::parse(&with_checksum(&good)).is_ok());
+        // "/etc/passwd", "../x", "a/../../x" and "" as Path; "/x" as Encoded-Path (2f78).
+        for (from, to) in [
+            ("\"Path\": \"a\"", "\"Path\": \"/etc/passwd\""),
+            ("\"Path\": \"a\"", "\"Path\": \"../x\""),
+            ("\"Path\": \"a\"", "\"Path\": \"a/../../x\""),
+            ("\"Path\": \"a\"", "\"Path\": \"\""),
+            ("\"Encoded-Path\": \"62\"", "\"Encoded-Path\": \"2f78\""),
+        ] {
+            let text = with_checksum(&good.replace(from, to));
+            match Manifest::parse(&text) {
+                Err(Error::Manifest(m)) => assert!(m.contains("not relative"), "{to}: {m}"),
+                other => panic!("{to}: {other:?}"),
+            }
+        }
     }
 }
