@@ -140,7 +140,7 @@ const MAX_IN_FLIGHT: usize = 256;
 const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 
 /// How long JetStream may take to acknowledge one publish before the transaction is sent again.
-const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What publishing one transaction did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -26,6 +26,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use walstream::Lsn;
 use walstream_jetstream::message::{CHANGE_COUNT, CHANGE_INDEX, COMMIT_LSN, OPERATION, XID};
+use walstream_jetstream::ACK_TIMEOUT;
 
 use crate::nats::NatsServer;
 
@@ -149,12 +150,13 @@ fn under_faults(major: u32, granularity: &str) {
     example.start_again();
     wait(&load, &mut example);
 
-    // NATS stopped while transactions commit: the example publishes into the void, times out,
-    // and publishes again once the server is back with its store.
+    // NATS stopped while transactions commit, for longer than the example waits for an
+    // acknowledgement: its publishes time out, and it publishes the transaction again until
+    // the server is back with its store (and JetStream drops whatever arrived twice).
     load.batch(10);
     nats.stop();
     load.batch(20);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(ACK_TIMEOUT + Duration::from_secs(1));
     nats.start_again();
     load.batch(10);
     wait(&load, &mut example);
@@ -185,11 +187,21 @@ fn under_faults(major: u32, granularity: &str) {
         .filter_map(|l| l.split("duplicates=").nth(1))
         .map(|rest| rest.split(' ').next().unwrap().parse::<usize>().unwrap())
         .sum();
+    // Three starts of the process and a reconnect after each of the walsender's termination
+    // and the crash: the faults reached the stream.
+    let starts = log.matches("replication started").count();
+    let republished = log.matches("publishing again").count();
     println!(
-        "  {} messages for {:?} in {} transactions; JetStream dropped {duplicates} duplicates",
+        "  {} messages for {:?} in {} transactions; JetStream dropped {duplicates} duplicates; \
+         {starts} replication starts; {republished} transactions published again",
         messages.len(),
         load.committed,
         load.committed_txs
+    );
+    assert!(starts >= 5, "{starts} replication starts:\n{log}");
+    assert!(
+        republished > 0,
+        "the NATS outage timed out no publish:\n{log}"
     );
     assert!(
         duplicates > 0,
@@ -295,7 +307,8 @@ fn wait_stored(rt: &tokio::runtime::Runtime, js: &jetstream::Context, n: u64, ex
         let have = stored(rt, js);
         assert!(
             have <= n,
-            "the stream holds {have} messages, {n} were committed"
+            "the stream holds {have} messages, {n} were committed:\n{}",
+            ex.log()
         );
         if have == n {
             return;
