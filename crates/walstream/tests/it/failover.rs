@@ -553,3 +553,62 @@ fn a_failover_slot_before_postgresql_17_is_refused_before_anything_is_sent() {
     );
     println!("{ran} majors before 17 refused the failover slot");
 }
+
+#[test]
+fn a_slot_invalidated_on_the_new_primary_ends_the_stream_typed() {
+    pgtest::for_each_installed_major(17, |major| block_on(invalidated_there(major)));
+}
+
+/// The new primary's slot of that name (here the standby's own, whose WAL the standby's
+/// `max_slot_wal_keep_size` let go) is invalidated: `SlotInvalidated`, naming the reason.
+async fn invalidated_there(major: u32) {
+    let primary = pgtest::Config::primary(major).start().unwrap();
+    let standby = primary
+        .standby_with(&Recovery::standby_of(&primary).setting("max_slot_wal_keep_size", "1"))
+        .unwrap();
+    let db = primary.create_database(DB).unwrap();
+    db.psql(&format!(
+        "CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, payload text);
+         CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE};
+         SELECT pg_create_logical_replication_slot('fo_inv', 'pgoutput');"
+    ))
+    .unwrap();
+    pgtest::wait_caught_up(&primary, &standby).unwrap();
+    create_standby_slot(&primary, &standby, "fo_inv");
+    let conninfo = format!(
+        "host={HOST},{HOST} port={},{} user={SUPERUSER} dbname={DB} \
+         target_session_attrs=read-write",
+        primary.port(),
+        standby.port()
+    );
+    let (out, _task) = spawn_stream(&conninfo, config("fo_inv")).await;
+    wait_for("the standby's slot invalidated (wal_removed)", || {
+        db.psql(&format!(
+            "INSERT INTO {TABLE} (payload) VALUES ('x'); SELECT pg_switch_wal(); CHECKPOINT;"
+        ))
+        .unwrap();
+        pgtest::wait_caught_up(&primary, &standby).unwrap();
+        standby.psql("postgres", "CHECKPOINT").unwrap();
+        standby
+            .psql(
+                "postgres",
+                "SELECT invalidation_reason FROM pg_replication_slots \
+                 WHERE slot_name = 'fo_inv'",
+            )
+            .unwrap()
+            == "wal_removed"
+    });
+    wait_for("the rows through the primary's slot", || {
+        !out.lock().unwrap().ids.is_empty()
+    });
+    primary.crash().unwrap();
+    standby.promote().unwrap();
+    let e = wait_error("the invalidated slot's error", &out);
+    assert_eq!(e.kind(), ErrorKind::SlotInvalidated, "{e}");
+    assert_eq!(
+        e.invalidation_reason(),
+        Some(&InvalidationReason::WalRemoved),
+        "{e}"
+    );
+    println!("PostgreSQL {major}: {e}");
+}
