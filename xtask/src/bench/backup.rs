@@ -488,7 +488,8 @@ pub(super) fn report_md(b: &Backup) -> String {
         "\n## Backup, PostgreSQL {}\n\n`pgbench -i -I dtGvp -s {}` (asked: about {} MiB): {:.0} MB \
          of databases. Each tool is a child process; `wait4` gives its user + system CPU time \
          and peak RSS (`ru_maxrss`; for `pg_basebackup`, whose `-X stream` forks a WAL \
-         process, the CPU of both processes and the larger RSS of the two). Median of {} \
+         process, the CPU of both processes and the larger RSS of the two); waits are its \
+         voluntary context switches (`ru_nvcsw`). Median of {} \
          round(s), the order alternating; min-max over the rounds beside. The server's reads \
          come from the page cache after the fill (no cache is dropped), every output directory \
          is removed after its run, and `sync` runs before each run. Both tools: `-D DIR {}`, \
@@ -503,15 +504,15 @@ pub(super) fn report_md(b: &Backup) -> String {
     let _ = writeln!(
         md,
         "| tool | wall s | wall min-max | user s | sys s | CPU s | CPU min-max | peak RSS MB | \
-         MB/s | written MB (outside pg_wal) | wall / pg_basebackup | CPU / pg_basebackup |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+         waits | MB/s | written MB (outside pg_wal) | wall / pg_basebackup | CPU / pg_basebackup |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let base = Backup::median(&b.backups, 1).cloned().unwrap_or_default();
     for (name, t) in BACKUP_TOOLS.iter().zip(&b.backups) {
         let s = &t.median;
         let _ = writeln!(
             md,
-            "| {name} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            "| {name} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {} | {:.0} | {:.0} | {:.2} | {:.2} |",
             s.wall_s,
             spread(&t.samples, |s| s.wall_s),
             s.user_s,
@@ -519,6 +520,7 @@ pub(super) fn report_md(b: &Backup) -> String {
             s.cpu_s(),
             spread(&t.samples, Sample::cpu_s),
             kib_to_mb(s.max_rss_kib),
+            s.nvcsw,
             t.bytes as f64 / 1e6 / s.wall_s,
             t.bytes as f64 / 1e6,
             ratio(s.wall_s, base.wall_s),
@@ -546,8 +548,8 @@ pub(super) fn report_md(b: &Backup) -> String {
          slot created before it, to `pg_current_wal_flush_lsn()` after it: `-D DIR -S SLOT -E \
          LSN -n`, an empty directory per run; both wrote the same segment files. Median of {} \
          round(s).\n\n\
-         | tool | wall s | CPU s | CPU min-max | CPU s per GB of WAL | peak RSS MB | CPU / pg_receivewal |\n\
-         |---|---:|---:|---:|---:|---:|---:|",
+         | tool | wall s | CPU s | CPU min-max | CPU s per GB of WAL | peak RSS MB | waits | CPU / pg_receivewal |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|",
         b.version,
         b.wal_bytes as f64 / 1e6,
         b.rounds
@@ -557,12 +559,13 @@ pub(super) fn report_md(b: &Backup) -> String {
         let s = &t.median;
         let _ = writeln!(
             md,
-            "| {name} | {:.2} | {:.2} | {} | {:.2} | {:.1} | {:.2} |",
+            "| {name} | {:.2} | {:.2} | {} | {:.2} | {:.1} | {} | {:.2} |",
             s.wall_s,
             s.cpu_s(),
             spread(&t.samples, Sample::cpu_s),
             cpu_per_gb(s, b.wal_bytes),
             kib_to_mb(s.max_rss_kib),
+            s.nvcsw,
             ratio(s.cpu_s(), base.cpu_s()),
         );
     }
