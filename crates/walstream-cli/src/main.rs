@@ -50,8 +50,9 @@ Exit status:
   3  a file cannot be read, or the output cannot be written
   4  the server or the connection failed (record, tail, slot), or demo found or started
      no server
-  5  the replication slot is lost (invalidated: the reason is on stderr) or missing; re-create
-     it and take a new snapshot";
+  5  the replication slot is lost (invalidated: the reason is on stderr) or missing, or after
+     a failover not safe to resume from on the new primary (stderr says why); re-create it and
+     take a new snapshot";
 
 /// Decode, tail and record PostgreSQL logical replication (pgoutput) streams as JSON lines.
 #[derive(Debug, Parser)]
@@ -469,7 +470,7 @@ fn stream_exit(e: &walstream::Error) -> u8 {
     match e.kind() {
         K::Config | K::Unsupported => exit::USAGE,
         K::Decode => exit::DATA,
-        K::Slot | K::SlotInvalidated => exit::SLOT,
+        K::Slot | K::SlotInvalidated | K::Failover => exit::SLOT,
         K::Io | K::WalFile | K::Spill | K::SpillBudget => exit::IO,
         _ => exit::SERVER,
     }
