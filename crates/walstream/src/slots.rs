@@ -89,9 +89,14 @@ impl SlotManager {
     ///
     /// Cancel-safe: a dropped future closes the connection it was opening.
     pub async fn connect(conninfo: &str) -> Result<Self> {
-        let config = Config::parse(conninfo)?;
+        Self::connect_with(&Config::parse(conninfo)?).await
+    }
+
+    /// As [`connect`](Self::connect), with a configuration built in code or carrying a
+    /// [`PasswordProvider`](walconn::PasswordProvider).
+    pub async fn connect_with(config: &Config) -> Result<Self> {
         Ok(Self {
-            conn: Connection::connect(&config).await?,
+            conn: Connection::connect(config).await?,
         })
     }
 

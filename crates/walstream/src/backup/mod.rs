@@ -47,7 +47,8 @@ pub use manifest::{
     ChecksumAlgorithm, Manifest, ManifestFile, Mismatch, Problem, WalRange, VERIFY_IGNORED,
 };
 pub use stream::{
-    start, BackupEvent, BackupProgress, BackupStream, BaseBackupConfig, Checkpoint, WalMethod,
+    start, start_with, BackupEvent, BackupProgress, BackupStream, BaseBackupConfig, Checkpoint,
+    WalMethod,
 };
 pub use tar::{EntryKind, TarEntry, TarError, TarErrorKind, TarEvent, TarReader, BLOCK};
 pub use writer::{BackupSummary, PlainWriter, TarWriter, INCOMPLETE_MARKER};

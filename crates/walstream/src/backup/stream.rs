@@ -244,6 +244,13 @@ enum Current {
 /// The connection is owned by a task spawned on the current tokio runtime, which reads
 /// ahead at most a few payloads; dropping the stream ends it and the connection.
 pub async fn start(conninfo: &str, config: BaseBackupConfig) -> Result<BackupStream> {
+    start_with(Config::parse(conninfo)?, config).await
+}
+
+/// As [`start`], with a connection configuration built in code or carrying a
+/// [`PasswordProvider`](walconn::PasswordProvider) (asked again by the second connection of
+/// [`WalMethod::Stream`]).
+pub async fn start_with(mut conn_config: Config, config: BaseBackupConfig) -> Result<BackupStream> {
     if config.wal_slot.is_some() && config.wal != WalMethod::Stream {
         return Err(Error::Config(
             "a WAL slot is only used when the WAL is streamed (WalMethod::Stream)".into(),
@@ -254,13 +261,12 @@ pub async fn start(conninfo: &str, config: BaseBackupConfig) -> Result<BackupStr
             "creating a WAL slot needs the slot's name (wal_slot)".into(),
         ));
     }
-    let mut conn_config = Config::parse(conninfo)?;
     conn_config.set_replication(Replication::Physical);
     let mut conn = Connection::connect(&conn_config).await?;
     let options = config.options();
     let wal_source = match config.wal {
         WalMethod::Stream => Some(WalSource {
-            conninfo: conninfo.to_owned(),
+            conn_config: conn_config.clone(),
             start: BackupPosition {
                 lsn: Lsn::ZERO,
                 timeline: 0,

@@ -30,7 +30,7 @@ const CHANNEL_EVENTS: usize = 16;
 /// the segment size.
 #[derive(Clone, Debug)]
 pub(crate) struct WalSource {
-    pub(crate) conninfo: String,
+    pub(crate) conn_config: walconn::Config,
     pub(crate) start: BackupPosition,
     pub(crate) segment_size: WalSegmentSize,
     /// The slot the caller named (kept after the backup); `None`: one of the backup's own.
@@ -72,10 +72,12 @@ impl WalStreamer {
             .timeline(source.start.timeline)
             .build()
             .map_err(Error::Wal)?;
-        let physical = match PhysicalReplicationStream::connect(&source.conninfo, config).await {
-            Ok(p) => p,
-            Err(e) => return Err(Error::Wal(e)),
-        };
+        let physical =
+            match PhysicalReplicationStream::connect_with(source.conn_config.clone(), config).await
+            {
+                Ok(p) => p,
+                Err(e) => return Err(Error::Wal(e)),
+            };
         let (end_tx, end_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             stream(physical, source.start.timeline, start, dir, end_rx).await
