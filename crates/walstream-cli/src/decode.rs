@@ -1,4 +1,5 @@
-//! `walstream decode FILE [--keepalives]`: a capture file to JSON lines.
+//! `walstream decode FILE [--keepalives] [--typed] [--format json|wal2json]`: a capture file
+//! to JSON lines.
 //!
 //! The file is read frame by frame ([`CaptureReader`]), each frame parsed as a replication
 //! CopyData message, each XLogData's pgoutput message run through one [`Decoder`] (created with
@@ -32,6 +33,9 @@ pub(crate) enum DecodeError {
         /// What is wrong.
         detail: String,
     },
+    /// The options cannot show this capture (`--format wal2json` of a capture with streamed or
+    /// prepared transactions).
+    Usage(String),
     /// The capture could not be read.
     Input(io::Error),
     /// The output could not be written.
@@ -52,6 +56,7 @@ impl fmt::Display for DecodeError {
                 }
                 write!(f, ": {detail}")
             }
+            DecodeError::Usage(m) => f.write_str(m),
             DecodeError::Input(e) => write!(f, "reading the capture: {e}"),
             DecodeError::Output(e) => write!(f, "writing the output: {e}"),
         }
@@ -81,7 +86,9 @@ pub(crate) struct Summary {
     pub(crate) lines: u64,
 }
 
-/// Decodes the capture read from `input` to JSON lines on `output`.
+/// Decodes the capture read from `input` to JSON lines on `output`, in the format and with the
+/// value rendering `style` asks for (`--keepalives` prints nothing with `--format wal2json`,
+/// which has no such line).
 ///
 /// Output goes through a buffer that is flushed before returning, also when the capture turns
 /// out to be bad, so that the caller can print the error after every good line.
@@ -89,6 +96,7 @@ pub(crate) fn decode(
     input: impl Read,
     output: impl Write,
     keepalives: bool,
+    style: json::Output,
 ) -> Result<Summary, DecodeError> {
     let mut reader = CaptureReader::new(input);
     let header_line = reader.header()?;
@@ -101,6 +109,12 @@ pub(crate) fn decode(
     for problem in header.inconsistencies() {
         tracing::warn!("capture header: {problem}; decoding as the protocol version defines it");
     }
+    if style.format == json::Format::Wal2json {
+        crate::wal2json::check_stream(header.streaming, header.two_phase.unwrap_or(false))
+            .map_err(|e| {
+                DecodeError::Usage(format!("the capture was recorded with these options: {e}"))
+            })?;
+    }
     let mut decoder = Decoder::new(header.proto_version, header.streaming);
 
     let mut out = BufWriter::with_capacity(OUTPUT_BUFFER, output);
@@ -109,7 +123,8 @@ pub(crate) fn decode(
         &mut reader,
         &mut decoder,
         &mut out,
-        keepalives,
+        keepalives && style.format == json::Format::Json,
+        style,
         &mut summary,
     );
     let flushed = out.flush().map_err(DecodeError::Output);
@@ -128,29 +143,31 @@ fn decode_frames(
     decoder: &mut Decoder,
     out: &mut impl Write,
     keepalives: bool,
+    style: json::Output,
     summary: &mut Summary,
 ) -> Result<(), DecodeError> {
     let mut line = String::with_capacity(1024);
     while let Some(frame) = reader.next_frame()? {
         summary.frames += 1;
         line.clear();
-        if decode_frame(frame, decoder, &mut line, keepalives)? {
-            out.write_all(line.as_bytes())
-                .map_err(DecodeError::Output)?;
-            summary.lines += 1;
-        }
+        decode_frame(frame, decoder, &mut line, keepalives, style)?;
+        out.write_all(line.as_bytes())
+            .map_err(DecodeError::Output)?;
+        // A wal2json truncate may write several lines, and other messages none.
+        summary.lines += line.bytes().filter(|&b| b == b'\n').count() as u64;
     }
     Ok(())
 }
 
-/// Appends the frame's JSON line to `line`; returns whether there is one (a keepalive has none
-/// without `--keepalives`).
+/// Appends the frame's JSON lines to `line`: none for a keepalive without `--keepalives` (and
+/// for some messages in wal2json's format).
 fn decode_frame(
     frame: Frame<'_>,
     decoder: &mut Decoder,
     line: &mut String,
     keepalives: bool,
-) -> Result<bool, DecodeError> {
+    style: json::Output,
+) -> Result<(), DecodeError> {
     let payload_at = frame.offset + 4;
     let server_message = ServerMessage::parse(frame.payload).map_err(|e| DecodeError::Data {
         offset: payload_at + e.offset() as u64,
@@ -178,18 +195,20 @@ fn decode_frame(
             if stray_abort {
                 json::warn_stray_abort(x.wal_start, &message, decoder.context().streaming);
             }
-            json::message(line, x.wal_start, &message, decoder).map_err(|e| DecodeError::Data {
-                offset: message_at,
-                context: Some(message_context(Some(message.tag()), x.wal_start)),
-                detail: e.to_string(),
+            json::message(line, x.wal_start, &message, decoder, style).map_err(|e| {
+                DecodeError::Data {
+                    offset: message_at,
+                    context: Some(message_context(Some(message.tag()), x.wal_start)),
+                    detail: e.to_string(),
+                }
             })?;
-            Ok(true)
+            Ok(())
         }
         ServerMessage::PrimaryKeepalive(k) => {
             if keepalives {
                 json::keepalive(line, &k);
             }
-            Ok(keepalives)
+            Ok(())
         }
         // `ServerMessage` is non-exhaustive; walproto parses no other kind today.
         _ => Err(DecodeError::Data {

@@ -17,6 +17,34 @@ use walproto::pgoutput::{Column, Message, OldTuple, ReplicaIdentity, Streaming};
 use walproto::replication::PrimaryKeepalive;
 use walproto::{Decoder, Lsn, Oid, RelationInfo, Timestamp};
 
+/// `--format`: the contract's JSON lines, or wal2json's `format-version 2`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// One object per pgoutput message, the schema of CLI.md ("JSON lines").
+    #[default]
+    Json,
+    /// wal2json's `format-version 2` (see `wal2json.rs`).
+    Wal2json,
+}
+
+/// How lines are written: the format, and whether values are rendered by their types
+/// (`--typed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Output {
+    /// `--format`.
+    pub(crate) format: Format,
+    /// `--typed`.
+    pub(crate) typed: bool,
+}
+
+impl Output {
+    /// Whether the format has lines for keepalives, relations and reconnects (wal2json has
+    /// none).
+    fn contract(self) -> bool {
+        self.format == Format::Json
+    }
+}
+
 /// Why a message that decoded cannot be written as the contract's JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RenderError {
@@ -111,7 +139,8 @@ pub(crate) fn tag_display(tag: u8) -> String {
     }
 }
 
-/// Appends one JSON line for `msg`, carried by the XLogData whose `wal_start` is `lsn`.
+/// Appends the line for `msg`, carried by the XLogData whose `wal_start` is `lsn`, in the
+/// format of `output` (wal2json writes none for some messages, several for a truncate).
 ///
 /// `decoder` must be the one that just decoded `msg`: row messages take `schema` and `table`
 /// (and column names) from its relation cache. On error, `out` may hold part of a line; the
@@ -121,9 +150,14 @@ pub(crate) fn message(
     lsn: Lsn,
     msg: &Message<'_>,
     decoder: &Decoder,
+    output: Output,
 ) -> Result<(), RenderError> {
+    if output.format == Format::Wal2json {
+        return crate::wal2json::message(out, msg, decoder, output.typed);
+    }
     let name = type_name(msg.tag()).ok_or(RenderError::Unsupported(msg.tag()))?;
     let mut o = Object::start(out, name, lsn);
+    o.typed = output.typed;
     // Only messages parsed inside a streamed block carry the xid pgoutput wrote before them.
     if let Some(xid) = msg.stream_xid() {
         o.num("xid", xid.0);
@@ -291,6 +325,8 @@ pub(crate) fn keepalive(out: &mut String, k: &PrimaryKeepalive) {
 /// Keys are `'static` names from the contract, written without escaping.
 struct Object<'o> {
     out: &'o mut String,
+    /// Row values rendered by their types (`--typed`).
+    typed: bool,
 }
 
 impl<'o> Object<'o> {
@@ -300,7 +336,7 @@ impl<'o> Object<'o> {
         out.push_str("\",\"lsn\":\"");
         display(out, lsn);
         out.push('"');
-        Object { out }
+        Object { out, typed: false }
     }
 
     /// Writes `,"name":` and hands back the buffer for the value.
@@ -365,6 +401,7 @@ impl<'o> Object<'o> {
         columns: impl Iterator<Item = Column<'c>>,
         key_only: bool,
     ) -> Result<(), RenderError> {
+        let typed = self.typed;
         let out = self.key(name);
         out.push('{');
         let mut first = true;
@@ -379,6 +416,15 @@ impl<'o> Object<'o> {
             first = false;
             string(out, &col.name);
             out.push(':');
+            if typed {
+                crate::typed::typed(out, col.type_oid, value).map_err(|()| {
+                    RenderError::InvalidUtf8 {
+                        relation: format!("{}.{}", rel.namespace, rel.name),
+                        column: col.name.clone(),
+                    }
+                })?;
+                continue;
+            }
             match value {
                 Column::Null => out.push_str("null"),
                 Column::UnchangedToast => out.push_str("{\"unchanged_toast\":true}"),
@@ -432,7 +478,10 @@ fn relation_columns<'n>(
 
 /// The `relation` line of a table of the initial snapshot (described by walstream from the
 /// catalog, in the shape of pgoutput's Relation message).
-pub(crate) fn relation_info(out: &mut String, lsn: Lsn, rel: &RelationInfo) {
+pub(crate) fn relation_info(out: &mut String, lsn: Lsn, rel: &RelationInfo, output: Output) {
+    if !output.contract() {
+        return;
+    }
     let mut o = Object::start(out, "relation", lsn);
     o.num("relation_id", rel.id.0);
     o.str("schema", &rel.namespace);
@@ -455,7 +504,11 @@ pub(crate) fn reconnected(
     resume_lsn: Lsn,
     reason: &str,
     timelines: Option<(u32, u32)>,
+    output: Output,
 ) {
+    if !output.contract() {
+        return;
+    }
     let mut o = Object::start(out, "reconnected", resume_lsn);
     o.lsn("resume_lsn", resume_lsn);
     o.str("reason", reason);
@@ -472,8 +525,13 @@ pub(crate) fn snapshot_insert<'c>(
     lsn: Lsn,
     rel: &RelationInfo,
     columns: impl Iterator<Item = Column<'c>>,
+    output: Output,
 ) -> Result<(), RenderError> {
+    if output.format == Format::Wal2json {
+        return crate::wal2json::snapshot_insert(out, rel, None, output.typed, columns);
+    }
     let mut o = Object::start(out, "insert", lsn);
+    o.typed = output.typed;
     o.relation(rel);
     o.row("new", rel, columns, false)?;
     o.end();
@@ -511,7 +569,7 @@ fn display(out: &mut String, value: impl Display) {
 }
 
 /// Appends `bytes` as a quoted RFC 4648 base64 string (standard alphabet, padded).
-fn base64(out: &mut String, bytes: &[u8]) {
+pub(crate) fn base64(out: &mut String, bytes: &[u8]) {
     out.push('"');
     base64::engine::general_purpose::STANDARD.encode_string(bytes, out);
     out.push('"');

@@ -11,6 +11,8 @@ mod receivewal;
 mod record;
 mod slot;
 mod tail;
+mod typed;
+mod wal2json;
 
 use std::fs::File;
 use std::io;
@@ -289,9 +291,38 @@ Exit status:
 struct DecodeArgs {
     /// The capture file (WALCAP1), or `-` for standard input.
     file: PathBuf,
-    /// Also print a line for each primary keepalive.
+    /// Also print a line for each primary keepalive (not with --format wal2json).
     #[arg(long)]
     keepalives: bool,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// How `tail` and `decode` write their lines.
+#[derive(Debug, Args)]
+struct OutputArgs {
+    /// Render values as natural JSON by their column types: integers and floats as numbers,
+    /// numeric as a number when it round-trips exactly through an f64 (else a string),
+    /// NaN/Infinity as strings, booleans, json/jsonb nested, arrays as arrays (NULL elements
+    /// null), everything else as the server's text.
+    #[arg(long)]
+    typed: bool,
+    /// The line format: `json` (one object per pgoutput message) or `wal2json` (wal2json's
+    /// format-version 2: one object per change, action B/C/I/U/D/T/M, columns as
+    /// {name, type, value}, identity for old keys, pk as the replica identity columns; needs
+    /// --streaming off and no --two-phase; relation, origin and keepalive messages print
+    /// nothing).
+    #[arg(long, value_enum, default_value_t = json::Format::Json)]
+    format: json::Format,
+}
+
+impl OutputArgs {
+    fn output(&self) -> json::Output {
+        json::Output {
+            format: self.format,
+            typed: self.typed,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -301,6 +332,8 @@ struct TailArgs {
     /// Read the tables' existing rows first, from the slot's exported snapshot.
     #[arg(long)]
     snapshot: bool,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -542,10 +575,15 @@ fn run_decode(args: &DecodeArgs) -> ExitCode {
     };
     let stdout = io::stdout().lock();
     let result = if stdin {
-        decode::decode(io::stdin().lock(), stdout, args.keepalives)
+        decode::decode(
+            io::stdin().lock(),
+            stdout,
+            args.keepalives,
+            args.output.output(),
+        )
     } else {
         match File::open(&args.file) {
-            Ok(file) => decode::decode(file, stdout, args.keepalives),
+            Ok(file) => decode::decode(file, stdout, args.keepalives, args.output.output()),
             Err(e) => {
                 eprintln!("error: cannot open {name}: {e}");
                 return ExitCode::from(exit::IO);
@@ -559,6 +597,10 @@ fn run_decode(args: &DecodeArgs) -> ExitCode {
         Err(e @ DecodeError::Data { .. }) => {
             eprintln!("error: {name}: {e}");
             ExitCode::from(exit::DATA)
+        }
+        Err(e @ DecodeError::Usage(_)) => {
+            eprintln!("error: {name}: {e}");
+            ExitCode::from(exit::USAGE)
         }
         Err(e) => {
             eprintln!("error: {name}: {e}");
@@ -586,7 +628,7 @@ fn run_record(args: &RecordArgs) -> ExitCode {
             eprintln!("error: walstream record: {e}");
             ExitCode::from(match e {
                 record::RecordError::Usage(_) => exit::USAGE,
-                record::RecordError::Server(_) => exit::SERVER,
+                record::RecordError::Server(e) => stream_exit(&e.into()),
                 record::RecordError::Io(_) => exit::IO,
             })
         }
@@ -600,7 +642,11 @@ fn run_tail(args: &TailArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match runtime.block_on(tail::tail(&args.stream, args.snapshot)) {
+    match runtime.block_on(tail::tail(
+        &args.stream,
+        args.snapshot,
+        args.output.output(),
+    )) {
         Ok(summary) => {
             tracing::info!(
                 lines = summary.lines,

@@ -142,10 +142,17 @@ pub(crate) struct Summary {
 /// With `snapshot`, the published tables' rows come first (a `relation` line per table, then
 /// an `insert` line per row with binary values, at the slot's consistent point), then the
 /// stream from that point; the slot must be new (`--create-slot`).
-pub(crate) async fn tail(args: &StreamArgs, snapshot: bool) -> Result<Summary, TailError> {
+pub(crate) async fn tail(
+    args: &StreamArgs,
+    snapshot: bool,
+    output: json::Output,
+) -> Result<Summary, TailError> {
+    if output.format == json::Format::Wal2json {
+        crate::wal2json::check_stream(args.streaming, args.two_phase).map_err(TailError::Usage)?;
+    }
     let stop = CancellationToken::new();
     stop_on_signals(&stop).map_err(TailError::Output)?;
-    follow_from(args, snapshot, &stop).await
+    follow_from(args, snapshot, output, &stop).await
 }
 
 /// Cancels `stop` on the first SIGINT or SIGTERM. From then on these signals no longer end the
@@ -173,13 +180,14 @@ pub(crate) async fn follow(
     args: &StreamArgs,
     stop: &CancellationToken,
 ) -> Result<Summary, TailError> {
-    follow_from(args, false, stop).await
+    follow_from(args, false, json::Output::default(), stop).await
 }
 
 /// As [`follow`], with the initial snapshot first when `snapshot` is set.
 async fn follow_from(
     args: &StreamArgs,
     snapshot: bool,
+    output: json::Output,
     stop: &CancellationToken,
 ) -> Result<Summary, TailError> {
     let config = if snapshot {
@@ -202,6 +210,7 @@ async fn follow_from(
         out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
         decoder: Decoder::new(options.proto_version, options.streaming),
         options,
+        output,
         line: String::with_capacity(1024),
         written_end: None,
         summary: Summary::default(),
@@ -226,6 +235,8 @@ struct Tail<W: Write> {
     decoder: Decoder,
     /// The options the stream runs with, for a new decoder after a reconnect.
     options: Options,
+    /// `--format` and `--typed`.
+    output: json::Output,
     line: String,
     /// The end of the last transaction whose lines are written but not yet flushed.
     written_end: Option<Lsn>,
@@ -264,7 +275,7 @@ impl<W: Write> Tail<W> {
                 // The initial snapshot's events (raw mode delivers these decoded).
                 EventKind::Relation(rel) => {
                     self.line.clear();
-                    json::relation_info(&mut self.line, event.lsn, &rel);
+                    json::relation_info(&mut self.line, event.lsn, &rel, self.output);
                     self.write_line()?;
                 }
                 EventKind::Insert(i) => {
@@ -274,6 +285,7 @@ impl<W: Write> Tail<W> {
                         event.lsn,
                         &i.relation,
                         i.new.tuple().columns(),
+                        self.output,
                     )
                     .map_err(|e| {
                         TailError::Data(format!("a snapshot row of {}: {e}", i.relation.name))
@@ -300,7 +312,7 @@ impl<W: Write> Tail<W> {
                     tracing::warn!(%resume_lsn, ?old_timeline, ?new_timeline, "reconnected; transactions after it are printed again");
                     self.line.clear();
                     let timelines = old_timeline.zip(new_timeline);
-                    json::reconnected(&mut self.line, resume_lsn, &reason, timelines);
+                    json::reconnected(&mut self.line, resume_lsn, &reason, timelines, self.output);
                     self.write_line()?;
                     // The server describes every relation again on the new connection.
                     self.decoder = Decoder::new(self.options.proto_version, self.options.streaming);
@@ -323,7 +335,7 @@ impl<W: Write> Tail<W> {
             json::warn_stray_abort(lsn, &message, self.options.streaming);
         }
         self.line.clear();
-        json::message(&mut self.line, lsn, &message, &self.decoder)
+        json::message(&mut self.line, lsn, &message, &self.decoder, self.output)
             .map_err(|e| TailError::Data(format!("the message at LSN {lsn}: {e}")))?;
         self.write_line()?;
         if let Some(end) = message.transaction_end() {
