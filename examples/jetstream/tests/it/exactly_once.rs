@@ -1,7 +1,9 @@
 //! The example binary against a real `nats-server -js` and a real PostgreSQL, under faults:
 //! its walsender terminated, the example killed (SIGKILL) right after storing and again in the
-//! middle of a 2000-row transaction, the NATS server stopped while transactions commit and
-//! started again on its store, and PostgreSQL crashed (`fsync` on) and started again. The
+//! middle of a 2000-row transaction, the NATS server stopped (SIGTERM) for longer than the
+//! example's acknowledgement timeout while transactions commit and started again on its
+//! store, the NATS server killed (SIGKILL) right after a 500-row transaction committed and
+//! started again, and PostgreSQL crashed (`fsync` on) and started again. The
 //! workload mixes inserts, updates and deletes, and rolls back one transaction in six.
 //!
 //! Checked afterwards, reading the stream back with a consumer: the stream holds exactly the
@@ -159,6 +161,14 @@ fn under_faults(major: u32, granularity: &str) {
     std::thread::sleep(ACK_TIMEOUT + Duration::from_secs(1));
     nats.start_again();
     load.batch(10);
+    wait(&load, &mut example);
+
+    // NATS killed while the example publishes: JetStream recovers its store, and its
+    // duplicate window, from the files.
+    load.large(500);
+    nats.kill();
+    load.batch(10);
+    nats.start_again();
     wait(&load, &mut example);
 
     // PostgreSQL crashes and starts again: the stream reconnects.
