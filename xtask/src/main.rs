@@ -13,12 +13,15 @@
 //!   parse benches; one report with ratios and a chart (`benches/README.md`).
 //! - `fuzz [--seconds N] [TARGET...]` / `fuzz seed`: the cargo-fuzz targets of `fuzz/` on
 //!   stable, each for a time box, with seeds from `testdata/` (`fuzz/README.md`).
+//! - `wasm [--test] [--screenshot]`: the capture inspector, walproto compiled to wasm
+//!   (`xtask/src/wasm.rs`).
 
 mod bench;
 mod capture;
 mod fuzz;
 mod pg;
 mod tidy;
+mod wasm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -45,7 +48,11 @@ const USAGE: &str = "usage: cargo xtask <command>
                     any figure more than 10% worse than OLD.json
   fuzz [--seconds N] [TARGET...]
                     run each fuzz target N seconds (default 30), installing cargo-fuzz
-  fuzz seed         write seed corpora from testdata/*.walcap into fuzz/corpus/";
+  fuzz seed         write seed corpora from testdata/*.walcap into fuzz/corpus/
+  wasm [--test] [--screenshot]
+                    build the capture inspector (walproto in wasm) into target/inspector/ and
+                    print the module's size; --test runs it in Node.js and headless Chromium
+                    against `walstream decode`; --screenshot writes docs/inspector.png";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -58,6 +65,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::main(rest),
         Some("fuzz") => fuzz::main(rest),
         Some("tidy") => tidy::main(rest),
+        Some("wasm") => wasm::main(rest),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -8,12 +8,12 @@
 //! (`tests/node.mjs`). `cargo xtask wasm` builds the module into a static site and `cargo
 //! xtask wasm --test` runs it under Node.js and in headless Chromium.
 //!
-//! The JSON is not rendered a second time here: the CLI's writer,
-//! `crates/walstream-cli/src/json.rs`, is compiled into this crate unchanged (it is std code,
-//! and `wasm32-unknown-unknown` has `std`), and the decode loop below calls walproto exactly as
-//! the CLI's `decode.rs` does: the capture framing, [`ServerMessage::parse`], one [`Decoder`]
-//! made from the capture header, then the writer. The tests hold it to the CLI's output for
-//! every recorded capture in `testdata/`.
+//! The decode loop below calls walproto exactly as the CLI's `decode.rs` does: the capture
+//! framing, [`ServerMessage::parse`], one [`Decoder`] made from the capture header, then the
+//! contract's JSON writer, of which `json.rs` is a copy (the CLI's own now renders typed values
+//! through walstream, which does not build for wasm). The tests hold the lines to the CLI's
+//! output for every recorded capture in `testdata/`, and its error messages to the CLI's
+//! wording.
 //!
 //! ```
 //! let file = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/pg16-v1.walcap"))?;
@@ -31,14 +31,6 @@ use walproto::pgoutput::Message;
 use walproto::replication::{ServerMessage, XLOG_DATA_HEADER_LEN};
 use walproto::{Decoder, Lsn, Xid};
 
-// The CLI's JSON writer, compiled here unchanged so that the page's lines are the CLI's by
-// construction. Only `message`, `type_name` and `tag_display` are used here.
-#[path = "../../walstream-cli/src/json.rs"]
-#[allow(
-    dead_code,
-    reason = "the inspector writes decoded messages only, not the CLI's snapshot, reconnect and \
-              keepalive lines"
-)]
 mod json;
 pub mod wasm;
 
