@@ -33,3 +33,4 @@ mod slot;
 mod support;
 mod tail;
 mod testdata;
+mod typed;
