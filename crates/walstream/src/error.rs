@@ -4,6 +4,8 @@ use std::fmt;
 
 use walproto::Lsn;
 
+use crate::value::{GetError, RowError};
+
 use crate::session::open::FailoverRefusal;
 use crate::session::slot_watch::InvalidationReason;
 
@@ -76,6 +78,11 @@ pub enum ErrorKind {
     /// next one's `INCREMENTAL FROM LSN`/`TLI` says, the system identifiers differ, or an
     /// earlier backup lacks a file an incremental one needs.
     BackupChain,
+    /// A row or a column value does not convert into the requested Rust type: the error's
+    /// [`source`](std::error::Error::source) is the [`RowError`] of
+    /// [`value::from_row`](crate::value::from_row) or the [`GetError`] of
+    /// [`Row::try_get`](crate::value::Row::try_get), which name the column and its type.
+    Row,
 }
 
 /// An error of the change stream.
@@ -100,6 +107,24 @@ struct Inner {
     invalidation: Option<InvalidationReason>,
     /// Why a failover did not resume, for [`ErrorKind::Failover`].
     failover: Option<FailoverRefusal>,
+    /// The conversion error, for [`ErrorKind::Row`].
+    row: Option<RowCause>,
+}
+
+/// The cause of an [`ErrorKind::Row`] error.
+#[derive(Debug)]
+enum RowCause {
+    Row(RowError),
+    Get(GetError),
+}
+
+impl RowCause {
+    fn as_error(&self) -> &(dyn std::error::Error + 'static) {
+        match self {
+            RowCause::Row(e) => e,
+            RowCause::Get(e) => e,
+        }
+    }
 }
 
 /// The result type of this crate.
@@ -116,6 +141,7 @@ impl Error {
             retryable: false,
             invalidation: None,
             failover: None,
+            row: None,
         })
     }
 
@@ -208,13 +234,13 @@ impl Error {
     }
 
     /// A copy for the driver task's result, without the sources (which are not `Clone`): the
-    /// kind, the whole text, the position, and the invalidation reason or failover refusal.
+    /// kind, the whole text (the causes' included, as `{:#}` writes it), the position, and the invalidation reason or failover refusal.
     pub(crate) fn summary(&self) -> Self {
         Self::from_inner(Inner {
             lsn: self.inner.lsn,
             invalidation: self.inner.invalidation.clone(),
             failover: self.inner.failover.clone(),
-            ..Self::base(self.inner.kind, self.to_string())
+            ..Self::base(self.inner.kind, format!("{self:#}"))
         })
     }
 
@@ -242,8 +268,14 @@ impl Error {
     }
 
     pub(crate) fn retries_exhausted(last: Error, attempts: u32) -> Self {
-        let message = format!("gave up after {attempts} failed attempts: {last}");
+        // The last error's own message, not its text: its connection error stays the source
+        // (which `Display` does not repeat).
         let last = *last.inner;
+        let message = if last.message.is_empty() {
+            format!("gave up after {attempts} failed attempts")
+        } else {
+            format!("gave up after {attempts} failed attempts: {}", last.message)
+        };
         Self::from_inner(Inner {
             lsn: last.lsn,
             connection: last.connection,
@@ -321,8 +353,11 @@ impl Error {
 
 impl From<walconn::Error> for Error {
     fn from(e: walconn::Error) -> Self {
+        let invalidation = crate::session::slot_watch::invalidation_in(&e);
         let kind = if e.is_slot_missing() {
             ErrorKind::Slot
+        } else if invalidation.is_some() {
+            ErrorKind::SlotInvalidated
         } else if e.kind() == walconn::ErrorKind::Unsupported {
             // Refused before sending: the message names the release needed.
             ErrorKind::Unsupported
@@ -331,6 +366,7 @@ impl From<walconn::Error> for Error {
         };
         Self::from_inner(Inner {
             connection: Some(e),
+            invalidation,
             ..Self::base(kind, "")
         })
     }
@@ -355,36 +391,81 @@ impl fmt::Debug for Error {
         if let Some(r) = &self.inner.invalidation {
             d.field("invalidation", r);
         }
+        if let Some(r) = &self.inner.row {
+            d.field("row", r);
+        }
         d.finish()
     }
 }
 
+/// The message; the cause ([`source`](std::error::Error::source): the decode error, the
+/// connection error or the row error) is not repeated, so that error reporters (`anyhow`,
+/// `eyre`) print each cause once. The alternate form, `{:#}`, writes the whole chain,
+/// `: `-separated, for a caller without a reporter.
+///
+/// An error that is only its cause (converted with `From`, no message of its own) is
+/// transparent: its text is the cause's, and its `source()` is the cause's source.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut sep = "";
         if !self.inner.message.is_empty() {
             f.write_str(&self.inner.message)?;
-            sep = ": ";
+        } else if let Some(cause) = self.cause() {
+            write!(f, "{cause}")?;
+        } else {
+            write!(f, "{:?} error", self.inner.kind)?;
         }
-        if let Some(p) = &self.inner.decode {
-            write!(f, "{sep}{p}")?;
-        } else if let Some(c) = &self.inner.connection {
-            if self.inner.kind != ErrorKind::RetriesExhausted {
-                write!(f, "{sep}{c}")?;
+        if f.alternate() {
+            let mut next = std::error::Error::source(self);
+            while let Some(e) = next {
+                write!(f, ": {e}")?;
+                next = e.source();
             }
         }
         Ok(())
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+impl Error {
+    /// The error this one wraps: the decode error, the connection error or the row error.
+    fn cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
         if let Some(p) = &self.inner.decode {
             return Some(p);
+        }
+        if let Some(r) = &self.inner.row {
+            return Some(r.as_error());
         }
         self.inner
             .connection
             .as_ref()
             .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let cause = self.cause()?;
+        if self.inner.message.is_empty() {
+            cause.source()
+        } else {
+            Some(cause)
+        }
+    }
+}
+
+impl From<RowError> for Error {
+    fn from(e: RowError) -> Self {
+        Self::from_inner(Inner {
+            row: Some(RowCause::Row(e)),
+            ..Self::base(ErrorKind::Row, "")
+        })
+    }
+}
+
+impl From<GetError> for Error {
+    fn from(e: GetError) -> Self {
+        Self::from_inner(Inner {
+            row: Some(RowCause::Get(e)),
+            ..Self::base(ErrorKind::Row, "")
+        })
     }
 }

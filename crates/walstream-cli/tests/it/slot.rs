@@ -262,5 +262,24 @@ fn slot_health_and_a_lost_slot() {
             "{:?}",
             started.elapsed()
         );
+
+        // record, on walconn directly: 5 as well.
+        let dir = tempfile::tempdir().unwrap();
+        let run = bin()
+            .args([
+                "record",
+                &conninfo,
+                "--slot",
+                lost,
+                "--publication",
+                "p",
+                "--out",
+            ])
+            .arg(dir.path().join("lost.walcap"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(5), "{stderr}");
+        assert!(stderr.contains(lost), "{stderr}");
     });
 }

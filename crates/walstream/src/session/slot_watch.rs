@@ -447,24 +447,20 @@ impl RecoveryBudget {
 /// detail and, where that does not name the reason, against `pg_replication_slots` on a side
 /// connection.
 pub(crate) async fn diagnose(error: Error, conn_config: &walconn::Config, slot: &str) -> Error {
-    if error.kind() == ErrorKind::SlotInvalidated {
-        return error;
-    }
-    let Some(db) = error.connection().and_then(walconn::Error::db) else {
+    let Some(server) = error.connection() else {
+        // Not from the server (or already complete, such as a session's check of the slot).
         return error;
     };
-    let invalidated = db.code == "55000"
-        && db.message.contains("replication slot")
-        && db
-            .detail
-            .as_deref()
-            .is_some_and(|d| d.contains("invalidated"));
-    let wal_removed = db.code == "58P01" && db.message.contains("has already been removed");
-    if !invalidated && !wal_removed {
+    let described = invalidation_in(server);
+    let wal_removed = server
+        .db()
+        .is_some_and(|db| db.code == "58P01" && db.message.contains("has already been removed"));
+    if described.is_none() && !wal_removed {
         return error;
     }
-    let detail = db.detail.clone().unwrap_or_default();
-    let named = reason_named_in(&detail);
+    let named = server
+        .db()
+        .and_then(|db| reason_named_in(db.detail.as_deref().unwrap_or("")));
     let reason = match named {
         Some(r) => Some(r),
         None => match read_side(conn_config, slot).await {
@@ -476,13 +472,23 @@ pub(crate) async fn diagnose(error: Error, conn_config: &walconn::Config, slot: 
             }
         },
     };
-    let reason = match reason {
-        Some(r) => r,
-        None if invalidated => reason_described_in(&detail),
+    match reason.or(described) {
+        Some(reason) => Error::slot_invalidated(slot, reason, error.into_connection()),
         // WAL gone but the slot not (yet) invalidated: the server's error stands.
-        None => return error,
-    };
-    Error::slot_invalidated(slot, reason, error.into_connection())
+        None => error,
+    }
+}
+
+/// The reason of an invalidated slot, when `e` is the server's refusal to use one (SQLSTATE
+/// 55000 about a replication slot whose detail says it was invalidated), from the detail
+/// alone (see [`diagnose`] for the server's own view).
+pub(crate) fn invalidation_in(e: &walconn::Error) -> Option<InvalidationReason> {
+    let db = e.db()?;
+    let detail = db.detail.as_deref()?;
+    let invalidated = db.code == "55000"
+        && db.message.contains("replication slot")
+        && detail.contains("invalidated");
+    invalidated.then(|| reason_named_in(detail).unwrap_or_else(|| reason_described_in(detail)))
 }
 
 /// For the recovery policy: drops the invalidated slot (waiting for a walsender that still
