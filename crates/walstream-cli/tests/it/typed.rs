@@ -3,7 +3,7 @@
 //! captures against their text twins, and `tail --typed` / `--format wal2json` on live servers.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
@@ -12,7 +12,7 @@ use crate::support::walstream;
 
 /// The lines of `walstream decode CAPTURE [extra]`, which must succeed; each must be a JSON
 /// object.
-fn decode(capture: &PathBuf, extra: &[&str]) -> Vec<Value> {
+fn decode(capture: &Path, extra: &[&str]) -> Vec<Value> {
     let mut args = vec!["decode", capture.to_str().unwrap()];
     args.extend_from_slice(extra);
     let run = walstream(&args, b"");
