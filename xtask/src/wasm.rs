@@ -45,10 +45,11 @@ const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// the page's fetches and the decoding finish long before (virtual time waits for the network).
 const VIRTUAL_TIME_MS: &str = "15000";
 
-/// Where the README's screenshot is written, and what it shows: a streamed capture with an
-/// insert of its first streamed block selected.
+/// Where the README's screenshot is written.
 const SCREENSHOT: &str = "docs/inspector.png";
-const SCREENSHOT_QUERY: &str = "file=testdata/pg16-v2-stream.walcap&select=1730";
+/// What the screenshot shows: a capture of protocol 2 with an update by replica identity
+/// index selected.
+const SCREENSHOT_QUERY: &str = "file=testdata/pg16-v2-stream.walcap&select=47";
 
 /// `cargo xtask wasm [--test] [--screenshot]`.
 pub(crate) fn main(args: &[String]) -> Result<()> {

@@ -68,12 +68,29 @@ function render(name, file, found, select) {
   current = { file, found, parsed, selected: null };
   $("drop").classList.add("hidden");
   $("summary").textContent = `${name}: ${file.length} bytes, ${found.messages.length} messages` +
-    (found.summary ? ` · ${found.summary}` : "");
+    headerSummary(found.header);
   $("jsonl").textContent = found.jsonl;
   renderTransactions(parsed, found.messages);
   renderRelations(parsed);
   $("result").classList.toggle("hidden", found.messages.length === 0);
   if (found.messages.length > 0) selectMessage(Math.min(Math.max(select, 0), found.messages.length - 1));
+}
+
+// The capture header's options, from its JSON line (as `walstream record` wrote them).
+function headerSummary(header) {
+  let fields;
+  try {
+    fields = JSON.parse(header);
+  } catch {
+    return "";
+  }
+  const parts = [];
+  if (fields.server_version) parts.push(`PostgreSQL ${fields.server_version}`);
+  for (const [key, value] of Object.entries(fields)) {
+    if (key === "server_version" || key === "server_version_num" || value === null) continue;
+    parts.push(`${key} ${Array.isArray(value) ? value.join(",") : value}`);
+  }
+  return parts.length ? ` · ${parts.join(" · ")}` : "";
 }
 
 function el(tag, className, text) {
