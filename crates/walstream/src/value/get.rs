@@ -118,14 +118,9 @@ impl fmt::Display for GetError {
     }
 }
 
-impl std::error::Error for GetError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
-            GetErrorKind::Invalid(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+/// The invalid value's [`ValueError`] is part of the message and not also a `source`, so that
+/// error reporters (anyhow, eyre) print it once; [`GetError::kind`] holds it.
+impl std::error::Error for GetError {}
 
 /// Why a [`Value`] does not convert into a Rust type (the column and type are added by
 /// [`Row::try_get`]).
@@ -632,7 +627,10 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("column \"when\" (date): invalid date value"));
-        assert!(std::error::Error::source(&e).is_some());
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "the cause is printed once"
+        );
         assert_eq!(
             r.try_get::<i32>("gone").unwrap_err().to_string(),
             "column \"gone\" (int4): NULL into i32 (use Option)"

@@ -4,8 +4,10 @@
 //! A [`ColumnValue`] is what the server sent: NULL, an unchanged TOASTed value it did not
 //! send, or the text or binary form of the value. [`Value::decode`] turns it into a typed
 //! [`Value`] given the column's type OID ([`ColumnInfo::type_oid`](crate::ColumnInfo)),
-//! keeping NULL and unchanged TOAST apart. [`from_row`] deserializes a whole [`Row`] into a
-//! struct by column name with serde.
+//! keeping NULL and unchanged TOAST apart. [`Row::try_get`] reads one column as a Rust type
+//! (`row.try_get::<i64>("id")`, `Option<T>` for NULL), with a [`GetError`] naming the column
+//! and both types; [`from_row`] deserializes a whole [`Row`] into a struct by column name with
+//! serde. [`Value::to_text`] gives a binary value's text as the server would print it.
 //!
 //! ```
 //! use walstream::value::{oid, Value};
