@@ -319,6 +319,13 @@ impl fmt::Debug for Error {
     }
 }
 
+/// The message and the server's fields; the cause ([`source`](std::error::Error::source)) is
+/// not repeated, so that error reporters (`anyhow`, `eyre`, `{:#}` of either) print each cause
+/// once. The alternate form, `{:#}`, writes the whole chain, `: `-separated, for a caller
+/// without a reporter (a log line, a command's last words).
+///
+/// An error that is only its cause (no message, no server fields) is transparent: its text is
+/// the cause's, and its `source()` is the cause's source.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut sep = "";
@@ -328,17 +335,127 @@ impl fmt::Display for Error {
         }
         if let Some(db) = &self.db {
             write!(f, "{sep}{db}")?;
-        } else if let Some(s) = &self.source {
-            write!(f, "{sep}{s}")?;
+        } else if self.is_transparent() {
+            if let Some(s) = &self.source {
+                write!(f, "{s}")?;
+            }
+        } else if self.message.is_empty() {
+            write!(f, "{:?} error", self.kind)?;
+        }
+        if f.alternate() {
+            write_chain(f, std::error::Error::source(self))?;
         }
         Ok(())
     }
 }
 
+impl Error {
+    /// No message and no server fields: the error is its cause.
+    fn is_transparent(&self) -> bool {
+        self.message.is_empty() && self.db.is_none() && self.source.is_some()
+    }
+}
+
+/// Writes `: cause` for `first` and each error below it: the alternate (`{:#}`) form of an
+/// error whose own text leaves its causes out.
+pub(crate) fn write_chain(
+    f: &mut fmt::Formatter<'_>,
+    first: Option<&(dyn std::error::Error + 'static)>,
+) -> fmt::Result {
+    let mut next = first;
+    while let Some(e) = next {
+        write!(f, ": {e}")?;
+        next = e.source();
+    }
+    Ok(())
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        let source = self
+            .source
             .as_deref()
-            .map(|s| s as &(dyn std::error::Error + 'static))
+            .map(|s| s as &(dyn std::error::Error + 'static));
+        if self.is_transparent() {
+            source?.source()
+        } else {
+            source
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text of each error in `e`'s chain, top first.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut texts = Vec::new();
+        let mut next = Some(e);
+        while let Some(e) = next {
+            texts.push(e.to_string());
+            next = e.source();
+        }
+        texts
+    }
+
+    /// What anyhow and eyre print: every level of the chain. No level may be empty or contain
+    /// the text of a level below it, and `{:#}` is the levels joined once each.
+    fn assert_each_cause_once(e: &Error) {
+        let texts = chain(e);
+        for (i, t) in texts.iter().enumerate() {
+            assert!(!t.is_empty(), "level {i} of {texts:?} is empty");
+            for below in texts.iter().skip(i + 1) {
+                assert!(!t.contains(below.as_str()), "{t:?} repeats {below:?}");
+            }
+        }
+        assert_eq!(format!("{e:#}"), texts.join(": "));
+    }
+
+    fn refused() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused")
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = || Error::io("could not connect to db.example:5432", refused());
+        assert_eq!(io().to_string(), "could not connect to db.example:5432");
+        assert_eq!(chain(&io()).len(), 2);
+        assert_each_cause_once(&io());
+        assert_each_cause_once(&io().context("host db.example"));
+
+        let db = Error::server(DbError {
+            severity: "FATAL".into(),
+            code: "28P01".into(),
+            message: "password authentication failed for user \"repl\"".into(),
+            detail: None,
+            hint: None,
+        });
+        assert_each_cause_once(&db);
+        assert_each_cause_once(&db.context("host db.example"));
+
+        // Only its cause: transparent, the cause's text once.
+        let long = Error::too_long(MessageTooLong {
+            tag: b'd',
+            declared: 1 << 30,
+            limit: 1 << 20,
+            phase: Phase::Startup,
+        });
+        assert!(long.to_string().contains("declaring 1073741824 bytes"));
+        assert!(long.message_too_long().is_some());
+        assert_each_cause_once(&long);
+
+        let provider = crate::config::PasswordProviderError::for_test(io());
+        let auth =
+            Error::new(ErrorKind::Auth, "the password provider failed").with_source(provider);
+        assert_eq!(
+            chain(&auth),
+            [
+                "the password provider failed",
+                "could not connect to db.example:5432",
+                "connection refused"
+            ]
+        );
+        assert_each_cause_once(&auth);
     }
 }

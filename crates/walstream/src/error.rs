@@ -353,11 +353,8 @@ impl Error {
 
 impl From<walconn::Error> for Error {
     fn from(e: walconn::Error) -> Self {
-        let invalidation = crate::session::slot_watch::invalidation_in(&e);
         let kind = if e.is_slot_missing() {
             ErrorKind::Slot
-        } else if invalidation.is_some() {
-            ErrorKind::SlotInvalidated
         } else if e.kind() == walconn::ErrorKind::Unsupported {
             // Refused before sending: the message names the release needed.
             ErrorKind::Unsupported
@@ -366,7 +363,6 @@ impl From<walconn::Error> for Error {
         };
         Self::from_inner(Inner {
             connection: Some(e),
-            invalidation,
             ..Self::base(kind, "")
         })
     }
@@ -467,5 +463,101 @@ impl From<GetError> for Error {
             row: Some(RowCause::Get(e)),
             ..Self::base(ErrorKind::Row, "")
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The text of each error in `e`'s chain, top first: what anyhow and eyre print.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut texts = Vec::new();
+        let mut next = Some(e);
+        while let Some(e) = next {
+            texts.push(e.to_string());
+            next = e.source();
+        }
+        texts
+    }
+
+    /// No level of the chain is empty or contains the text of a level below it, and `{:#}`
+    /// is the levels joined once each.
+    fn assert_each_cause_once(e: &Error) -> Vec<String> {
+        let texts = chain(e);
+        for (i, t) in texts.iter().enumerate() {
+            assert!(!t.is_empty(), "level {i} of {texts:?} is empty");
+            for below in texts.iter().skip(i + 1) {
+                assert!(!t.contains(below.as_str()), "{t:?} repeats {below:?}");
+            }
+        }
+        assert_eq!(format!("{e:#}"), texts.join(": "));
+        texts
+    }
+
+    /// A real walconn error with an I/O cause: a connection refused by the closed `port`.
+    async fn refused(port: u16) -> walconn::Error {
+        let config = walconn::Config::parse(&format!(
+            "host=127.0.0.1 port={port} user=u dbname=d connect_timeout=5"
+        ))
+        .unwrap();
+        walconn::Connection::connect(&config).await.err().unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_cause_is_printed_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let conn = refused(port).await;
+        let conn_text = conn.to_string();
+        assert!(std::error::Error::source(&conn).is_some(), "{conn:?}");
+
+        // Converted without a message: transparent, the connection error's text once.
+        let from = Error::from(conn);
+        assert_eq!(assert_each_cause_once(&from)[0], conn_text);
+        assert_each_cause_once(&Error::from(refused(port).await).with_context("reconnecting"));
+
+        let gave_up = Error::retries_exhausted(Error::from(refused(port).await), 3);
+        let texts = assert_each_cause_once(&gave_up);
+        assert_eq!(texts[0], "gave up after 3 failed attempts");
+        assert_eq!(texts[1], conn_text);
+        let gave_up = Error::retries_exhausted(Error::receive_timeout(Duration::from_secs(1)), 3);
+        assert!(gave_up.to_string().contains("the receive timeout"));
+        assert_each_cause_once(&gave_up);
+
+        let decode = Error::decode_at(
+            walproto::Error::new(walproto::ErrorKind::UnexpectedEof, Some(b'I'), 7),
+            Lsn::from(0x1000),
+        );
+        assert_eq!(assert_each_cause_once(&decode).len(), 2);
+
+        let invalidated = Error::slot_invalidated(
+            "s",
+            InvalidationReason::WalRemoved,
+            Some(refused(port).await),
+        );
+        assert_each_cause_once(&invalidated);
+
+        // The driver task's copy keeps the whole text, causes included, in its message.
+        let summary = invalidated.summary();
+        assert_eq!(summary.to_string(), format!("{invalidated:#}"));
+        assert_each_cause_once(&summary);
+    }
+
+    #[test]
+    fn row_errors_convert() {
+        let row = <RowError as serde::de::Error>::custom("invalid digit found in string");
+        let e = Error::from(row.clone());
+        assert_eq!(e.kind(), ErrorKind::Row);
+        assert_eq!(e.to_string(), row.to_string());
+        assert_each_cause_once(&e);
+
+        fn parse() -> Result<()> {
+            Err(<RowError as serde::de::Error>::custom("missing field `id`"))?;
+            Ok(())
+        }
+        assert_eq!(parse().unwrap_err().kind(), ErrorKind::Row);
     }
 }

@@ -108,8 +108,10 @@ impl PartialEq for ProviderSlot {
 impl Eq for ProviderSlot {}
 
 /// A [`PasswordProvider`] failed: the source of the [`ErrorKind::Auth`] error that ended the
-/// connection attempt, holding the provider's own error (shown in the message, and its
-/// [`source`](std::error::Error::source)).
+/// connection attempt, holding the provider's own error ([`error`](Self::error)). It is
+/// transparent: its text is the provider error's, and its
+/// [`source`](std::error::Error::source) is the provider error's source, so that error
+/// reporters print that text once.
 #[derive(Debug)]
 pub struct PasswordProviderError {
     error: BoxError,
@@ -122,6 +124,16 @@ impl PasswordProviderError {
     }
 }
 
+#[cfg(test)]
+impl PasswordProviderError {
+    /// The error a provider returning `error` ends in (the error module's chain test).
+    pub(crate) fn for_test(error: impl Into<BoxError>) -> Self {
+        Self {
+            error: error.into(),
+        }
+    }
+}
+
 impl fmt::Display for PasswordProviderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.error, f)
@@ -130,7 +142,7 @@ impl fmt::Display for PasswordProviderError {
 
 impl std::error::Error for PasswordProviderError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.error)
+        self.error.source()
     }
 }
 
