@@ -353,8 +353,11 @@ impl Error {
 
 impl From<walconn::Error> for Error {
     fn from(e: walconn::Error) -> Self {
+        let invalidation = crate::session::slot_watch::invalidation_in(&e);
         let kind = if e.is_slot_missing() {
             ErrorKind::Slot
+        } else if invalidation.is_some() {
+            ErrorKind::SlotInvalidated
         } else if e.kind() == walconn::ErrorKind::Unsupported {
             // Refused before sending: the message names the release needed.
             ErrorKind::Unsupported
@@ -363,6 +366,7 @@ impl From<walconn::Error> for Error {
         };
         Self::from_inner(Inner {
             connection: Some(e),
+            invalidation,
             ..Self::base(kind, "")
         })
     }
