@@ -20,10 +20,10 @@ use walproto::{Decoder, Lsn, Oid, RelationInfo, Timestamp};
 /// `--format`: the contract's JSON lines, or wal2json's `format-version 2`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Format {
-    /// One object per pgoutput message, the schema of CLI.md ("JSON lines").
+    /// One object per pgoutput message, with "type" and "lsn" first.
     #[default]
     Json,
-    /// wal2json's `format-version 2` (see `wal2json.rs`).
+    /// wal2json's format-version 2: one object per change.
     Wal2json,
 }
 

@@ -276,6 +276,7 @@ Examples:
   walstream decode testdata/pg17-v1.walcap
   walstream decode --keepalives capture.walcap | jq -c 'select(.type == \"insert\")'
   walstream decode - < capture.walcap
+  walstream decode --typed --format wal2json capture.walcap
 
 Each line is one JSON object with \"type\" and \"lsn\" first, for example:
   {\"type\":\"begin\",\"lsn\":\"0/16B3748\",\"final_lsn\":\"0/16B3880\",\"commit_time\":\"2026-11-24T12:00:00.123456Z\",\"xid\":740}
@@ -284,7 +285,8 @@ Exit status:
   0  success
   1  the capture is invalid or a message in it cannot be decoded; every line before the
      problem is written first, then the error (with its byte offset) on stderr
-  2  usage error
+  2  usage error (also --format wal2json of a capture recorded with --streaming on or
+     parallel, or --two-phase)
   3  the file cannot be read, or the output cannot be written";
 
 #[derive(Debug, Args)]
