@@ -168,6 +168,9 @@ pub struct StreamStats {
     pub buffered_bytes: usize,
     /// The most bytes that were ever waiting so.
     pub peak_buffered_bytes: usize,
+    /// The slot's `safe_wal_size` in bytes as the slot check last read it (`None` before the
+    /// first read, with the check off, or when the server has no limit).
+    pub slot_safe_wal_size: Option<i64>,
 }
 
 impl EventStream {

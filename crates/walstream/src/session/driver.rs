@@ -6,7 +6,7 @@
 //! reaches the socket through the bounded channel: while it is full the driver stops reading,
 //! and TCP tells the server to wait.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -57,6 +57,9 @@ pub(crate) struct Shared {
     pub(crate) received: AtomicU64,
     pub(crate) buffered_bytes: AtomicUsize,
     pub(crate) peak_buffered_bytes: AtomicUsize,
+    /// The slot's `safe_wal_size` as last read by the slot check, if `slot_safe_wal_known`.
+    pub(crate) slot_safe_wal_size: AtomicI64,
+    pub(crate) slot_safe_wal_known: AtomicBool,
 }
 
 impl Shared {
@@ -76,6 +79,10 @@ impl Shared {
             received: Lsn::new(self.received.load(Ordering::Relaxed)),
             buffered_bytes: self.buffered_bytes.load(Ordering::Acquire),
             peak_buffered_bytes: self.peak_buffered_bytes.load(Ordering::Acquire),
+            slot_safe_wal_size: self
+                .slot_safe_wal_known
+                .load(Ordering::Acquire)
+                .then(|| self.slot_safe_wal_size.load(Ordering::Acquire)),
         }
     }
 }

@@ -643,6 +643,12 @@ pub(crate) fn spawn_watch(
                     continue;
                 }
             };
+            if let Some(safe) = status.safe_wal_size {
+                shared.slot_safe_wal_size.store(safe, Ordering::Release);
+            }
+            shared
+                .slot_safe_wal_known
+                .store(status.safe_wal_size.is_some(), Ordering::Release);
             let now = alarm(&status, threshold);
             if now <= worst {
                 if now < worst {

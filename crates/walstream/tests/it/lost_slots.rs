@@ -233,6 +233,8 @@ fn the_stream_warns_as_its_slot_heads_for_loss() {
                     Err(_) => assert!(!warns, "no warning at start"),
                     other => panic!("{other:?}"),
                 }
+                // The stats carry what the check read (the limit is 4 MB: always known).
+                assert_eq!(events.stats().slot_safe_wal_size.is_some(), warns);
                 events.shutdown().await.unwrap();
             }
             let stream = LogicalReplicationStream::connect(
@@ -281,6 +283,8 @@ fn the_stream_warns_as_its_slot_heads_for_loss() {
                 "{warnings:?}"
             );
             assert_eq!(wal_status(&db, &slot), "unreserved");
+            let safe = events.stats().slot_safe_wal_size;
+            assert!(safe.is_some_and(|s| s < 2 << 20), "{safe:?}");
             events.shutdown().await.unwrap();
         });
     });
