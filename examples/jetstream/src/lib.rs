@@ -7,7 +7,7 @@
 //!    `<prefix>.>`, file storage, a duplicate window ([`Options::duplicate_window`]).
 //! 2. Open a [`walstream::TransactionStream`] on the slot.
 //! 3. For each transaction, [`Publisher::store`]: publish its messages
-//!    ([`message::change_message`] or [`message::transaction_message`]), each with a
+//!    ([`message::change_message`] or [`message::TransactionBody`]), each with a
 //!    `Nats-Msg-Id` made of the slot, the commit LSN and the change's index, and await
 //!    JetStream's acknowledgement of every one (retrying the whole transaction until all are
 //!    stored; what was stored already comes back as a duplicate and is dropped).
@@ -94,8 +94,8 @@ pub enum Error {
     TooLarge {
         /// The transaction's commit LSN.
         commit_lsn: Lsn,
-        /// The client's error.
-        source: jetstream::context::PublishError,
+        /// The server's `max_payload`, in bytes.
+        max_payload: usize,
     },
 }
 
@@ -105,10 +105,13 @@ impl fmt::Display for Error {
             Error::Replication(e) => write!(f, "replication: {e}"),
             Error::Connect(e) => write!(f, "connecting to NATS: {e}"),
             Error::Stream { name, source } => write!(f, "JetStream stream {name}: {source}"),
-            Error::TooLarge { commit_lsn, source } => write!(
+            Error::TooLarge {
+                commit_lsn,
+                max_payload,
+            } => write!(
                 f,
-                "transaction committed at {commit_lsn}: a message is too large to publish: \
-                 {source}"
+                "transaction committed at {commit_lsn}: a message is larger than the NATS \
+                 server's max_payload of {max_payload} bytes"
             ),
         }
     }
@@ -120,7 +123,7 @@ impl std::error::Error for Error {
             Error::Replication(e) => Some(e),
             Error::Connect(e) => Some(e),
             Error::Stream { source, .. } => Some(source.as_ref()),
-            Error::TooLarge { source, .. } => Some(source),
+            Error::TooLarge { .. } => None,
         }
     }
 }
@@ -217,7 +220,7 @@ impl Publisher {
     async fn publish_once(&self, tx: &Transaction) -> Result<Stored, Attempt> {
         let mut stored = Stored::default();
         let mut in_flight = VecDeque::new();
-        let mut whole = Vec::new();
+        let mut whole = message::TransactionBody::new(tx);
         let mut changes = tx.change_stream();
         let mut index = 0;
         while let Some(change) = changes.next_change().await {
@@ -235,12 +238,19 @@ impl Publisher {
                         }
                     }
                 }
-                Granularity::PerTransaction => whole.push(change.kind),
+                Granularity::PerTransaction => {
+                    whole.push(&change.kind);
+                    // Refused as soon as it is too large, not after the whole (perhaps spilled)
+                    // transaction was read into memory.
+                    if whole.len() > self.max_payload() {
+                        return Err(self.too_large(tx));
+                    }
+                }
             }
             index += 1;
         }
         if self.granularity == Granularity::PerTransaction && !whole.is_empty() {
-            let m = message::transaction_message(&self.slot, &self.prefix, tx, &whole);
+            let m = whole.finish(&self.slot, &self.prefix, tx);
             in_flight.push_back(self.publish(tx, m).await?);
         }
         for ack in in_flight {
@@ -258,12 +268,23 @@ impl Publisher {
             .publish_with_headers(m.subject, m.headers, m.body.into())
             .await
             .map_err(|e| match e.kind() {
-                PublishErrorKind::MaxPayloadExceeded => Attempt::Permanent(Error::TooLarge {
-                    commit_lsn: tx.commit_lsn,
-                    source: e,
-                }),
+                PublishErrorKind::MaxPayloadExceeded => self.too_large(tx),
                 _ => Attempt::Failed(e.to_string()),
             })
+    }
+}
+
+impl Publisher {
+    /// The connected server's `max_payload`.
+    fn max_payload(&self) -> usize {
+        self.context.client().server_info().max_payload
+    }
+
+    fn too_large(&self, tx: &Transaction) -> Attempt {
+        Attempt::Permanent(Error::TooLarge {
+            commit_lsn: tx.commit_lsn,
+            max_payload: self.max_payload(),
+        })
     }
 }
 
@@ -369,8 +390,17 @@ pub async fn run(options: &Options, cancel: CancellationToken) -> Result<(), Err
             txs.ack(&tx);
             continue;
         }
-        let Some(stored) = publisher.store(&tx, &cancel).await? else {
-            break;
+        let stored = match publisher.store(&tx, &cancel).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => break,
+            Err(e) => {
+                // A clean end all the same: the server learns what was stored before this
+                // transaction, and sends it again from there to the next run.
+                if let Err(shutdown) = txs.shutdown().await {
+                    tracing::warn!("stopping the replication stream: {shutdown}");
+                }
+                return Err(e);
+            }
         };
         tracing::info!(
             commit_lsn = %tx.commit_lsn,

@@ -129,28 +129,65 @@ pub fn change_message(
     }
 }
 
-/// The one message of `tx` holding `changes` (all of its changes, in order).
-pub fn transaction_message(
-    slot: &str,
-    prefix: &str,
-    tx: &Transaction,
-    changes: &[ChangeKind],
-) -> Outgoing {
-    let mut headers = transaction_headers(tx, "transaction");
-    headers.insert(
-        NATS_MESSAGE_ID,
-        message_id(slot, tx.commit_lsn, None).as_str(),
-    );
-    let body = json!({
-        "xid": tx.xid.to_string(),
-        "commit_lsn": tx.commit_lsn.to_string(),
-        "commit_time": tx.commit_time.to_string(),
-        "changes": changes.iter().map(|c| change_body(c).1).collect::<Vec<_>>(),
-    });
-    Outgoing {
-        subject: format!("{prefix}.{TRANSACTIONS_TOKEN}"),
-        headers,
-        body: body.to_string().into_bytes(),
+/// The body of a per-transaction message, built one change at a time so that its size is
+/// known (and can be refused) before the whole transaction is in memory:
+/// `{"xid", "commit_lsn", "commit_time", "changes": [...]}`.
+#[derive(Debug)]
+pub struct TransactionBody {
+    /// The JSON so far: the object opened, the changes array open.
+    json: Vec<u8>,
+    changes: usize,
+}
+
+impl TransactionBody {
+    /// An empty body for `tx`.
+    pub fn new(tx: &Transaction) -> Self {
+        let head = json!({
+            "xid": tx.xid.to_string(),
+            "commit_lsn": tx.commit_lsn.to_string(),
+            "commit_time": tx.commit_time.to_string(),
+        })
+        .to_string();
+        // `{...}` becomes `{...,"changes":[`, closed by `finish`.
+        let mut json = head.into_bytes();
+        json.pop();
+        json.extend_from_slice(br#","changes":["#);
+        Self { json, changes: 0 }
+    }
+
+    /// Appends a change.
+    pub fn push(&mut self, change: &ChangeKind) {
+        if self.changes > 0 {
+            self.json.push(b',');
+        }
+        self.json
+            .extend_from_slice(change_body(change).1.to_string().as_bytes());
+        self.changes += 1;
+    }
+
+    /// The body's size so far, in bytes.
+    pub fn len(&self) -> usize {
+        self.json.len() + 2
+    }
+
+    /// Whether no change was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.changes == 0
+    }
+
+    /// The message: on `<prefix>.transactions`, its `Nats-Msg-Id` without a change index.
+    pub fn finish(mut self, slot: &str, prefix: &str, tx: &Transaction) -> Outgoing {
+        self.json.extend_from_slice(b"]}");
+        let mut headers = transaction_headers(tx, "transaction");
+        headers.insert(
+            NATS_MESSAGE_ID,
+            message_id(slot, tx.commit_lsn, None).as_str(),
+        );
+        Outgoing {
+            subject: format!("{prefix}.{TRANSACTIONS_TOKEN}"),
+            headers,
+            body: self.json,
+        }
     }
 }
 

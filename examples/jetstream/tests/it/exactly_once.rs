@@ -18,9 +18,6 @@
 //! the example does differently.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::OpenOptions;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull};
@@ -30,10 +27,9 @@ use walstream::Lsn;
 use walstream_jetstream::message::{CHANGE_COUNT, CHANGE_INDEX, COMMIT_LSN, OPERATION, XID};
 use walstream_jetstream::ACK_TIMEOUT;
 
+use crate::example::{args, stored, Example, PREFIX, STREAM};
 use crate::nats::NatsServer;
 
-const STREAM: &str = "CHANGES";
-const PREFIX: &str = "cdc";
 /// How long the stream may take to hold what was committed.
 const STORE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -85,22 +81,7 @@ fn under_faults(major: u32, granularity: &str) {
     });
     let logs = tempfile::tempdir().unwrap();
     let mut example = Example::start(
-        vec![
-            "--conninfo".into(),
-            db.conninfo(),
-            "--slot".into(),
-            slot.clone(),
-            "--publication".into(),
-            "p".into(),
-            "--nats-url".into(),
-            nats.url(),
-            "--stream".into(),
-            STREAM.into(),
-            "--subject-prefix".into(),
-            PREFIX.into(),
-            "--granularity".into(),
-            granularity.into(),
-        ],
+        args(&db.conninfo(), &slot, &nats.url(), granularity),
         logs.path().join("example.log"),
     );
     let mut load = Workload::new(db.session().unwrap());
@@ -302,14 +283,6 @@ fn check(messages: &[Msg], per_change: bool, load: &Workload, table: &BTreeMap<i
     assert_eq!(&replay, table, "the stream replayed is the table");
 }
 
-/// The number of messages in the stream.
-fn stored(rt: &tokio::runtime::Runtime, js: &jetstream::Context) -> u64 {
-    rt.block_on(async {
-        let mut stream = js.get_stream(STREAM).await.unwrap();
-        stream.info().await.unwrap().state.messages
-    })
-}
-
 /// Waits until the stream holds `n` messages (and fails if it ever holds more).
 fn wait_stored(rt: &tokio::runtime::Runtime, js: &jetstream::Context, n: u64, ex: &mut Example) {
     let deadline = Instant::now() + STORE_TIMEOUT;
@@ -399,80 +372,6 @@ fn wait_for_walsender(db: &pgtest::Database<'_>, slot: &str) {
     {
         assert!(Instant::now() < deadline, "the example never connected");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The example binary as a child process, its stderr appended to one log across restarts.
-struct Example {
-    args: Vec<String>,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Example {
-    fn start(args: Vec<String>, log: PathBuf) -> Self {
-        let mut example = Self {
-            args,
-            log,
-            child: None,
-        };
-        example.start_again();
-        example
-    }
-
-    fn start_again(&mut self) {
-        assert!(self.child.is_none());
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_walstream-jetstream"))
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    /// SIGKILL: no shutdown, no last status update.
-    fn kill(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    /// SIGTERM: a clean stop, exit status 0.
-    fn stop(&mut self) {
-        let mut child = self.child.take().unwrap();
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let status = child.wait().unwrap();
-        assert!(status.success(), "{status}:\n{}", self.log());
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!("the example exited with {status}:\n{}", self.log());
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

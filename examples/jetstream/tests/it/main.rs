@@ -2,7 +2,9 @@
 //! PostgreSQL servers.
 //!
 //! - `nats`: the throwaway NATS server (test support);
-//! - `exactly_once`: the example binary under faults, its stream compared with the table.
+//! - `example`: the example binary as a child process (test support);
+//! - `exactly_once`: the example binary under faults, its stream compared with the table;
+//! - `too_large`: a transaction over the server's `max_payload` in one message.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,4 +15,6 @@
 )]
 
 mod exactly_once;
+mod example;
 mod nats;
+mod too_large;

@@ -33,6 +33,16 @@ impl NatsServer {
     /// When `nats-server` is not installed (the message says how to install it) or does not
     /// become ready.
     pub(crate) fn start() -> Self {
+        Self::with_config("")
+    }
+
+    /// Starts a server with an empty store and `config` (nats-server's configuration
+    /// format, for example `max_payload: 4096`) as its configuration file.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub(crate) fn with_config(config: &str) -> Self {
         let bin = find_bin().unwrap_or_else(|| {
             panic!(
                 "nats-server is not installed: `apt-get install -y nats-server` (.ci/run does \
@@ -49,6 +59,7 @@ impl NatsServer {
             dir: tempfile::tempdir().unwrap(),
             child: None,
         };
+        std::fs::write(server.config_file(), config).unwrap();
         server.start_again();
         server
     }
@@ -101,6 +112,8 @@ impl NatsServer {
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
             .arg("-sd")
             .arg(self.dir.path().join("store"))
+            .arg("-c")
+            .arg(self.config_file())
             .arg("-l")
             .arg(&log)
             .stdout(Stdio::from(out.try_clone().unwrap()))
@@ -123,6 +136,10 @@ impl NatsServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn config_file(&self) -> PathBuf {
+        self.dir.path().join("nats.conf")
     }
 
     fn log_file(&self) -> PathBuf {
