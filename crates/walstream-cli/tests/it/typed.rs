@@ -421,3 +421,95 @@ fn tail_typed_and_wal2json_on_a_live_server() {
         assert!(String::from_utf8_lossy(&run.stderr).contains("--streaming off"));
     });
 }
+
+/// `tail --snapshot` with `--typed` and with `--format wal2json`: the snapshot's rows (binary,
+/// from `COPY`) rendered by their types, then a streamed change.
+#[test]
+fn tail_snapshot_typed_and_wal2json() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let cluster = pgtest::cluster(17);
+    let db = cluster.create_database("tail_snapshot_typed").unwrap();
+    db.psql(
+        "CREATE TABLE s (id int PRIMARY KEY, v text, n numeric(6,2), a text[]);
+         CREATE PUBLICATION p FOR TABLE s;
+         INSERT INTO s VALUES (1, 'one', 1.50, '{x,NULL}');",
+    )
+    .unwrap();
+    for (i, extra) in [&["--typed"][..], &["--format", "wal2json"][..]]
+        .into_iter()
+        .enumerate()
+    {
+        let slot = cluster.unique_name("snap_typed");
+        let mut child = bin()
+            .args([
+                "tail",
+                &db.conninfo(),
+                "--slot",
+                &slot,
+                "--publication",
+                "p",
+            ])
+            .args(["--create-slot", "--snapshot", "--status-interval", "1"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut read = || -> Value {
+            let mut line = String::new();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "tail ended early");
+            serde_json::from_str(&line).unwrap()
+        };
+        if i == 0 {
+            assert_eq!(read()["type"], "relation");
+            let row = read();
+            assert_eq!(
+                row["new"],
+                json!({"id": 1, "v": "one", "n": 1.50, "a": ["x", null]})
+            );
+        } else {
+            let row = read();
+            assert_eq!(
+                row,
+                json!({"action": "I", "schema": "public", "table": "s", "columns": [
+                    {"name": "id", "type": "integer", "value": 1},
+                    {"name": "v", "type": "text", "value": "one"},
+                    {"name": "n", "type": "numeric(6,2)", "value": 1.50},
+                    {"name": "a", "type": "text[]", "value": "{x,NULL}"}],
+                    "pk": [{"name": "id", "type": "integer"}]})
+            );
+        }
+        // Then a change streamed after the snapshot (text format).
+        db.psql(&format!(
+            "INSERT INTO s VALUES ({}, 'two', 2, '{{}}')",
+            i + 2
+        ))
+        .unwrap();
+        loop {
+            let line = read();
+            // The second run's snapshot also holds the first run's streamed row.
+            if line["type"] == "insert" && line["new"]["id"] == i + 2 {
+                assert_eq!(line["new"]["a"], json!([]));
+                break;
+            }
+            if line["action"] == "I" && line["columns"][0]["value"] == i + 2 {
+                assert_eq!(line["columns"][3]["value"], "{}");
+                break;
+            }
+        }
+        let kill = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
