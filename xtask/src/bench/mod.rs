@@ -39,10 +39,12 @@
 //! an earlier run) and then fails.
 
 //!
-//! The code is in four parts: `options` (the command line), `runs` (clusters, backlogs and
+//! The code is in five parts: `options` (the command line), `runs` (clusters, backlogs and
 //! the consumers as measured child processes), `stats` (what was measured, medians, the
 //! headline ratios and the figures `--compare` looks at) and `report` (the Markdown, JSON and
-//! SVG writers and the comparison with an earlier run). This module runs them in order.
+//! SVG writers and the comparison with an earlier run); `backup` is the backup bench whole
+//! (its runs, its ratios and its report section, on top of the others' helpers). This module
+//! runs them in order.
 
 mod backup;
 mod options;
