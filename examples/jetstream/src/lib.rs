@@ -223,6 +223,7 @@ impl Publisher {
         let mut whole = message::TransactionBody::new(tx);
         let mut changes = tx.change_stream();
         let mut index = 0;
+        let max_payload = self.max_payload();
         while let Some(change) = changes.next_change().await {
             // A spill file that cannot be read back will not be readable on the next attempt
             // either: the stream's own error.
@@ -242,7 +243,7 @@ impl Publisher {
                     whole.push(&change.kind);
                     // Refused as soon as it is too large, not after the whole (perhaps spilled)
                     // transaction was read into memory.
-                    if whole.len() > self.max_payload() {
+                    if whole.len() > max_payload {
                         return Err(self.too_large(tx));
                     }
                 }
@@ -275,9 +276,10 @@ impl Publisher {
 }
 
 impl Publisher {
-    /// The connected server's `max_payload`.
+    /// The connected server's `max_payload` (the client's default, 1 MiB, before it connected):
+    /// what the client itself checks each publish against.
     fn max_payload(&self) -> usize {
-        self.context.client().server_info().max_payload
+        self.context.client().max_payload()
     }
 
     fn too_large(&self, tx: &Transaction) -> Attempt {
@@ -347,6 +349,12 @@ pub async fn connect_nats(url: &str) -> Result<async_nats::Client, Error> {
 
 /// Streams the slot into JetStream until `cancel` fires (then ends cleanly at a transaction
 /// boundary) or an error that retrying cannot help.
+///
+/// PostgreSQL and NATS must be reachable when it starts (the stream is looked up or created,
+/// the slot is checked): a failure there is returned at once, for a supervisor to start the
+/// process again. Once streaming, outages of either are ridden out: the replication stream
+/// reconnects without a limit on attempts, and a transaction is published again until
+/// JetStream has stored it.
 pub async fn run(options: &Options, cancel: CancellationToken) -> Result<(), Error> {
     let client = connect_nats(&options.nats_url).await?;
     let context = jetstream::ContextBuilder::new()
