@@ -190,8 +190,13 @@ fn server_name(host: &str) -> Result<ServerName<'static>> {
     })
 }
 
+/// The crypto provider of every TLS connection: the process default the application installed
+/// ([`CryptoProvider::install_default`], aws-lc-rs for FIPS say), else the built-in `ring`
+/// provider. The fallback is not installed as the default: that choice is the application's.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
 }
 
 fn client_config(config: &Config, mode: SslMode) -> Result<rustls::ClientConfig> {
@@ -530,6 +535,29 @@ mod tests {
             assert!(!key_mode_too_open(mode, ROOT), "{mode:o}");
             assert!(key_mode_too_open(mode, USER), "{mode:o}");
         }
+    }
+
+    /// The only test that installs a process default: before it, the built-in ring provider;
+    /// after it, the installed one (told apart by its cipher suites in reverse order).
+    #[test]
+    fn tls_uses_the_provider_the_application_installed() {
+        let suites =
+            |p: &CryptoProvider| -> Vec<_> { p.cipher_suites.iter().map(|s| s.suite()).collect() };
+        let ring = rustls::crypto::ring::default_provider();
+        let config = Config::parse("host=db.example user=u sslmode=require").unwrap();
+        if CryptoProvider::get_default().is_none() {
+            let tls = client_config(&config, SslMode::Require).unwrap();
+            assert_eq!(suites(tls.crypto_provider()), suites(&ring));
+        }
+
+        let mut installed = rustls::crypto::ring::default_provider();
+        installed.cipher_suites.reverse();
+        assert_ne!(suites(&installed), suites(&ring));
+        let expected = suites(&installed);
+        installed.install_default().unwrap();
+        let tls = client_config(&config, SslMode::Require).unwrap();
+        assert_eq!(suites(tls.crypto_provider()), expected);
+        assert_eq!(suites(&provider()), expected);
     }
 
     #[test]

@@ -39,16 +39,78 @@ pub(crate) struct Raw {
     pub(super) client_encoding: Option<String>,
 }
 
-/// Settings libpq knows that this crate accepts and ignores: they tune what it does not do
-/// (GSSAPI is not supported, the TLS versions are rustls' safe defaults).
-const IGNORED_KEYS: &[&str] = &[
-    "gssencmode",
-    "sslcompression",
-    "sslsni",
-    "ssl_min_protocol_version",
-    "ssl_max_protocol_version",
-    "load_balance_hosts",
+/// Settings libpq knows that this crate accepts without acting on them, each with the values
+/// that ask for nothing it does not do, the `PG*` variable that sets it, and what it does
+/// instead. Any other value is logged with `tracing::warn!` (see [`unhonoured`]) rather than
+/// dropped silently; the crate docs of `Config` list them.
+const IGNORED_KEYS: &[Ignored] = &[
+    Ignored {
+        key: "gssencmode",
+        env: "PGGSSENCMODE",
+        honoured: &["disable", "prefer"],
+        instead: "GSSAPI encryption is not supported; the connection is made without it",
+    },
+    Ignored {
+        key: "sslcompression",
+        env: "PGSSLCOMPRESSION",
+        honoured: &["0"],
+        instead: "TLS compression is never used",
+    },
+    Ignored {
+        key: "sslsni",
+        env: "PGSSLSNI",
+        honoured: &["1"],
+        instead: "the host name is always sent (SNI) when it is a DNS name",
+    },
+    Ignored {
+        key: "ssl_min_protocol_version",
+        env: "PGSSLMINPROTOCOLVERSION",
+        honoured: &["TLSv1", "TLSv1.1", "TLSv1.2"],
+        instead: "TLS 1.2 and 1.3 are both offered",
+    },
+    Ignored {
+        key: "ssl_max_protocol_version",
+        env: "PGSSLMAXPROTOCOLVERSION",
+        honoured: &["", "TLSv1.3"],
+        instead: "TLS 1.2 and 1.3 are both offered",
+    },
+    Ignored {
+        key: "load_balance_hosts",
+        env: "PGLOADBALANCEHOSTS",
+        honoured: &["disable"],
+        instead: "hosts are tried in the order given",
+    },
 ];
+
+/// A libpq setting accepted without effect: one row of [`IGNORED_KEYS`].
+struct Ignored {
+    key: &'static str,
+    env: &'static str,
+    /// The values whose meaning this crate's behaviour already has (libpq's default among
+    /// them).
+    honoured: &'static [&'static str],
+    /// What the connection does whatever the value.
+    instead: &'static str,
+}
+
+/// Why `key=value` is not honoured, when `key` is one of [`IGNORED_KEYS`] and `value` asks
+/// for something this crate does not do; `None` for any other key or value.
+pub(super) fn unhonoured(key: &str, value: &str) -> Option<&'static str> {
+    let ignored = IGNORED_KEYS.iter().find(|i| i.key == key)?;
+    (!ignored.honoured.contains(&value)).then_some(ignored.instead)
+}
+
+/// Logs that `key=value` (from `origin`: the conninfo, or a `PG*` variable) is not honoured.
+fn warn_unhonoured(key: &str, value: &str, origin: &str) {
+    if let Some(instead) = unhonoured(key, value) {
+        tracing::warn!(
+            key,
+            value,
+            origin,
+            "connection option {key}={value:?} is accepted but not honoured: {instead}"
+        );
+    }
+}
 
 impl Raw {
     /// Reads a conninfo: a `postgresql://` or `postgres://` URL (leading whitespace allowed),
@@ -92,12 +154,19 @@ impl Raw {
                 *slot = env(var).filter(|v| !v.is_empty());
             }
         }
+        for ignored in IGNORED_KEYS {
+            if let Some(value) = env(ignored.env).filter(|v| !v.is_empty()) {
+                warn_unhonoured(ignored.key, &value, ignored.env);
+            }
+        }
     }
 
     /// Records one setting; a later value for the same key replaces an earlier one, keys in
-    /// [`IGNORED_KEYS`] are accepted and dropped, and any other unknown key is an error.
+    /// [`IGNORED_KEYS`] are accepted and dropped (with a warning when the value asks for
+    /// something this crate does not do), and any other unknown key is an error.
     fn set(&mut self, key: &str, value: String) -> Result<()> {
-        if IGNORED_KEYS.contains(&key) {
+        if IGNORED_KEYS.iter().any(|i| i.key == key) {
+            warn_unhonoured(key, &value, "conninfo");
             return Ok(());
         }
         let slot = self

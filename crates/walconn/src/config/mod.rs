@@ -310,6 +310,28 @@ pub(crate) struct ClientCertPem {
 /// Two configurations are equal when every setting is, a [`PasswordProvider`] counting as
 /// equal only to itself (the same `Arc`).
 ///
+/// TLS uses the rustls crypto provider the application installed as the process default
+/// ([`rustls::crypto::CryptoProvider::install_default`], aws-lc-rs for FIPS say), else the
+/// built-in `ring` provider.
+///
+/// # Settings accepted but not honoured
+///
+/// These libpq settings (and their `PG*` variables) are accepted so that a conninfo written
+/// for libpq parses, but walconn does not act on them. A value that asks for something other
+/// than what walconn does anyway is logged with `tracing::warn!` (fields `key`, `value` and
+/// `origin`: `conninfo` or the variable's name); libpq's defaults are not.
+///
+/// | setting (variable) | quiet for | what walconn does whatever the value |
+/// | --- | --- | --- |
+/// | `gssencmode` (`PGGSSENCMODE`) | `disable`, `prefer` | no GSSAPI encryption |
+/// | `sslcompression` (`PGSSLCOMPRESSION`) | `0` | no TLS compression |
+/// | `sslsni` (`PGSSLSNI`) | `1` | sends the host name (SNI) when it is a DNS name |
+/// | `ssl_min_protocol_version` (`PGSSLMINPROTOCOLVERSION`) | `TLSv1` to `TLSv1.2` | offers TLS 1.2 and 1.3 |
+/// | `ssl_max_protocol_version` (`PGSSLMAXPROTOCOLVERSION`) | empty, `TLSv1.3` | offers TLS 1.2 and 1.3 |
+/// | `load_balance_hosts` (`PGLOADBALANCEHOSTS`) | `disable` | tries hosts in the order given |
+///
+/// Any other setting libpq does not know, or walconn does not read, is an error.
+///
 /// ```
 /// let config = walconn::Config::parse_with_env(
 ///     "postgresql://app:s%40cret@db1,db2:5433/orders?sslmode=verify-full&connect_timeout=5",

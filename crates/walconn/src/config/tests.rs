@@ -288,3 +288,79 @@ fn the_builder_rounds_the_tcp_timers_up_to_the_kernels_units() {
     assert_eq!(c.keepalives_interval, Some(Duration::from_secs(1)));
     assert_eq!(c.tcp_user_timeout(), Some(Duration::from_millis(3)));
 }
+
+/// What `f` logs, as tracing-subscriber's fmt layer writes it.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let out = Shared::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = out.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn settings_accepted_but_not_honoured_are_warned_about() {
+    use conninfo::unhonoured;
+    // libpq's defaults and what walconn does anyway: no warning.
+    for (key, value) in [
+        ("gssencmode", "prefer"),
+        ("gssencmode", "disable"),
+        ("sslsni", "1"),
+        ("ssl_min_protocol_version", "TLSv1.2"),
+        ("ssl_max_protocol_version", "TLSv1.3"),
+        ("load_balance_hosts", "disable"),
+        ("sslmode", "verify-full"),
+    ] {
+        assert_eq!(unhonoured(key, value), None, "{key}={value}");
+    }
+    for (key, value) in [
+        ("gssencmode", "require"),
+        ("sslcompression", "1"),
+        ("sslsni", "0"),
+        ("ssl_min_protocol_version", "TLSv1.3"),
+        ("ssl_max_protocol_version", "TLSv1.2"),
+        ("load_balance_hosts", "random"),
+    ] {
+        assert!(unhonoured(key, value).is_some(), "{key}={value}");
+    }
+
+    let quiet = logged(|| {
+        parse("host=db gssencmode=disable sslsni=1 load_balance_hosts=disable");
+    });
+    assert_eq!(quiet, "");
+    let log = logged(|| {
+        let c = parse("postgresql://db/app?load_balance_hosts=random&gssencmode=require");
+        assert_eq!(c.hosts, vec![Host::Tcp("db".into())]);
+    });
+    assert!(log.contains("WARN"), "{log}");
+    assert!(
+        log.contains("load_balance_hosts=\"random\" is accepted but not honoured"),
+        "{log}"
+    );
+    assert!(log.contains("gssencmode=\"require\""), "{log}");
+    assert!(log.contains("origin=\"conninfo\""), "{log}");
+
+    let log = logged(|| {
+        let env = |v: &str| (v == "PGSSLMAXPROTOCOLVERSION").then(|| "TLSv1.2".to_owned());
+        Config::parse_with_env("host=db user=u", env).unwrap();
+    });
+    assert!(
+        log.contains("ssl_max_protocol_version=\"TLSv1.2\""),
+        "{log}"
+    );
+    assert!(log.contains("origin=\"PGSSLMAXPROTOCOLVERSION\""), "{log}");
+}

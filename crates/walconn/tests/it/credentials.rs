@@ -125,7 +125,8 @@ fn the_provider_is_asked_at_each_connection_and_its_failures_are_typed() {
             let failure = err.password_provider_error().expect("the provider's error");
             assert_eq!(failure.to_string(), "token service unavailable");
             assert_eq!(failure.error().to_string(), "token service unavailable");
-            let shown = err.to_string();
+            // The provider's error is the source: `{:#}` shows the chain.
+            let shown = format!("{err:#}");
             assert!(shown.contains("token service unavailable"), "{shown}");
             assert!(shown.contains("password provider"), "{shown}");
             assert!(shown.contains("rotuser"), "{shown}");

@@ -103,7 +103,8 @@ fn hostile_gigabyte_length_before_authentication_is_refused_from_the_header() {
         assert_eq!(too_long.declared, MAX_MESSAGE_LEN);
         assert_eq!(too_long.limit, MAX_STARTUP_MESSAGE_LEN);
         assert_eq!(too_long.phase, Phase::Authentication);
-        let text = err.to_string();
+        // The cause is the source: `{:#}` shows the chain.
+        let text = format!("{err:#}");
         for part in ["'R'", "1073741824", "authentication", "1048576"] {
             assert!(text.contains(part), "{part}: {text}");
         }
@@ -148,7 +149,7 @@ fn hostile_startup_message_of_exactly_the_limit_passes_and_one_byte_more_is_refu
                 (b'S', len, MAX_STARTUP_MESSAGE_LEN, Phase::Startup),
                 "{err}"
             );
-            assert!(err.to_string().contains("during startup"), "{err}");
+            assert!(format!("{err:#}").contains("during startup"), "{err:#}");
         });
     }
 }
