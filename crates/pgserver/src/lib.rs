@@ -49,6 +49,9 @@
 //! [`Installations::newest`] (what `walstream demo` uses) takes the newest major, and skips
 //! binaries that the server user cannot run.
 
+// docs.rs (`--cfg docsrs`, nightly): label feature-gated items with the feature they need.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod cluster;
 mod search;
 mod user;

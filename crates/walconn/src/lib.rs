@@ -83,6 +83,9 @@
 //! - **Own sockets:** [`Connection::connect`] and [`CancelToken::cancel`] open sockets of
 //!   their own; dropping them closes those and affects nothing else.
 
+// docs.rs (`--cfg docsrs`, nightly): label feature-gated items with the feature they need.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod base_backup;
 mod commands;
 mod config;

@@ -74,6 +74,9 @@
 //!   to disk, within [`TransactionConfig::spill_disk_budget`], in files nobody else can read
 //!   and nothing can leave behind ([`TransactionConfig::spill_dir`]).
 
+// docs.rs (`--cfg docsrs`, nightly): label feature-gated items with the feature they need.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 /// Events, streams and handles move between tasks and threads.
 const _: () = {
     const fn send_sync<T: Send + Sync>() {}
