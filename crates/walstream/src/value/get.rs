@@ -150,9 +150,12 @@ impl Mismatch {
 ///
 /// Integers widen without loss (`int2` into `i32` or `i64`, `oid` into `u32` or `i64`),
 /// `float4` into `f64`; `numeric` goes into a `String` (its exact decimal text) and never into
-/// a float implicitly ([`Value::as_f64`] does that on request). Dates and timestamps go into
-/// chrono types when finite and into [`Infinitable`] for `infinity`; `json`/`jsonb` into
-/// `serde_json::Value`; arrays into `Vec<T>` (`Vec<Option<T>>` when elements may be NULL).
+/// a float implicitly ([`Value::as_f64`] does that on request). A `String` also takes the
+/// text types and, in text format, the server's text of a type not decoded here (an enum, a
+/// domain, `inet`, ...). Dates and timestamps go into chrono types (a `timestamptz` also into
+/// `SystemTime`) when finite and into [`Infinitable`] for `infinity`; `json`/`jsonb` into
+/// `serde_json::Value`; `bytea` into `Vec<u8>` or `Bytes`; arrays into `Vec<T>`
+/// (`Vec<Option<T>>` when elements may be NULL); any column into [`Value`].
 pub trait FromValue: Sized {
     /// Converts `value`.
     fn from_value(value: Value) -> Result<Self, Mismatch>;
@@ -384,6 +387,7 @@ macro_rules! finite {
 finite!(NaiveDate, Date);
 finite!(NaiveDateTime, Timestamp);
 finite!(DateTime<Utc>, TimestampTz);
+from_value!(std::time::SystemTime: Value::TimestampTz(Infinitable::Finite(t)) => t.into());
 
 impl Value {
     /// A `bool`.
@@ -562,6 +566,10 @@ mod tests {
         );
         assert_eq!(r.try_get::<&[u8]>("by"), Ok(&b"\x00\x01"[..]));
         assert_eq!(r.try_get::<Vec<u8>>("by"), Ok(vec![0, 1]));
+        assert_eq!(
+            r.try_get::<Bytes>("by"),
+            Ok(Bytes::from_static(b"\x00\x01"))
+        );
         assert_eq!(r.try_get::<&str>("mood"), Ok("happy"));
         assert_eq!(
             r.try_get::<Value>("big"),
@@ -604,6 +612,19 @@ mod tests {
         assert_eq!(
             r.try_get::<&str>("id").map_err(kind),
             Err(GetErrorKind::WrongType)
+        );
+    }
+
+    #[test]
+    fn timestamptz_into_system_time() {
+        let r = row(&[(
+            "at",
+            oid::TIMESTAMPTZ,
+            Column::Text(b"1970-01-01 00:00:01.5+00"),
+        )]);
+        assert_eq!(
+            r.try_get::<std::time::SystemTime>("at"),
+            Ok(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1500))
         );
     }
 
