@@ -39,8 +39,6 @@ pub mod wasm;
 pub struct Inspection {
     /// The header line as the file has it (a JSON object), when the file has one.
     pub header: String,
-    /// A one-line summary of the header (server, protocol version, options).
-    pub summary: String,
     /// The JSON lines of `walstream decode` for the file, each ending in a newline, up to the
     /// first problem.
     pub jsonl: String,
@@ -106,7 +104,6 @@ fn decode(file: &[u8], found: &mut Inspection) -> Result<(), Failure> {
         context: Some("capture header".to_owned()),
         detail: e.to_string(),
     })?;
-    found.summary = header.to_string();
     let mut decoder = Decoder::new(header.proto_version, header.streaming);
     // The xid of the last Begin or Begin Prepare: the transaction of the messages after it,
     // as long as the decoder says a transaction is open.

@@ -9,8 +9,8 @@
 //! 3. [`walcap_inspect`]`()` decodes them with [`crate::inspect`] and returns the number of
 //!    decoded messages;
 //! 4. [`walcap_output`]`(part)` and [`walcap_output_len`]`(part)` give where each part of the
-//!    result lies and its length in bytes: the header line, its summary, the JSON lines and
-//!    the error message (UTF-8), and the index (four little-endian `u32`s per message: frame
+//!    result lies and its length in bytes: the header line, the JSON lines and the error
+//!    message (UTF-8), and the index (four little-endian `u32`s per message: frame
 //!    offset, frame length, 1 if it has an xid else 0, the xid).
 //!
 //! The state lives in the module between the calls; a new [`walcap_input`] starts over. The
@@ -26,14 +26,12 @@ pub const MAX_INPUT_LEN: usize = 256 * 1024 * 1024;
 
 /// [`walcap_output`] part: the header line (JSON).
 pub const PART_HEADER: u32 = 0;
-/// [`walcap_output`] part: the header's one-line summary.
-pub const PART_SUMMARY: u32 = 1;
 /// [`walcap_output`] part: the JSON lines of `walstream decode`.
-pub const PART_JSONL: u32 = 2;
+pub const PART_JSONL: u32 = 1;
 /// [`walcap_output`] part: why decoding stopped early (empty when it did not).
-pub const PART_ERROR: u32 = 3;
+pub const PART_ERROR: u32 = 2;
 /// [`walcap_output`] part: four `u32`s per message (frame offset, frame length, has xid, xid).
-pub const PART_INDEX: u32 = 4;
+pub const PART_INDEX: u32 = 3;
 
 /// What the module holds between calls.
 #[derive(Default)]
@@ -108,7 +106,6 @@ pub extern "C" fn walcap_inspect() -> u32 {
 pub extern "C" fn walcap_output(part: u32) -> *const u8 {
     STATE.with_borrow(|state| match part {
         PART_HEADER => state.found.header.as_ptr(),
-        PART_SUMMARY => state.found.summary.as_ptr(),
         PART_JSONL => state.found.jsonl.as_ptr(),
         PART_ERROR => state.error.as_ptr(),
         PART_INDEX => state.index.as_ptr().cast(),
@@ -126,7 +123,6 @@ pub extern "C" fn walcap_output(part: u32) -> *const u8 {
 pub extern "C" fn walcap_output_len(part: u32) -> usize {
     STATE.with_borrow(|state| match part {
         PART_HEADER => state.found.header.len(),
-        PART_SUMMARY => state.found.summary.len(),
         PART_JSONL => state.found.jsonl.len(),
         PART_ERROR => state.error.len(),
         PART_INDEX => state.index.len() * 4,

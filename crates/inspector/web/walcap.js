@@ -4,10 +4,9 @@
 
 // The parts of a result, as the module numbers them (PART_* in src/wasm.rs).
 const PART_HEADER = 0;
-const PART_SUMMARY = 1;
-const PART_JSONL = 2;
-const PART_ERROR = 3;
-const PART_INDEX = 4;
+const PART_JSONL = 1;
+const PART_ERROR = 2;
+const PART_INDEX = 3;
 
 /** Compiles the module's bytes once; `inspect` instantiates it afresh for each file. */
 export function compile(wasmBytes) {
@@ -17,8 +16,9 @@ export function compile(wasmBytes) {
 /**
  * Decodes a capture file (a Uint8Array) with a fresh instance of `module`.
  *
- * Returns { header, summary, jsonl, messages, error }: `jsonl` is exactly what `walstream
- * decode` prints for the file (up to the first problem), `messages` has one entry per line
+ * Returns { header, jsonl, messages, error }: `header` is the capture's header line (JSON),
+ * `jsonl` is exactly what `walstream decode` prints for the file (up to the first problem),
+ * `messages` has one entry per line
  * ({ line, offset, length, xid }: the line, its frame's file offset and length, and the xid of
  * its transaction or null), and `error` is null or why decoding stopped. Throws only when the
  * file is too large or the module itself fails (a trap), never for what the file holds.
@@ -54,7 +54,6 @@ export async function inspect(module, file) {
   const error = text(PART_ERROR);
   return {
     header: text(PART_HEADER),
-    summary: text(PART_SUMMARY),
     jsonl,
     messages,
     error: error === "" ? null : error,
