@@ -658,6 +658,11 @@ pub(crate) fn spawn_watch(
                 continue;
             }
             worst = now;
+            if now == Alarm::Lost {
+                // The stream itself ends with the typed error; no event is owed.
+                tracing::warn!(slot, reason = ?status.invalidation_reason, "the replication slot was invalidated");
+                continue;
+            }
             let wal_status = status.wal_status.clone().unwrap_or(WalStatus::Reserved);
             tracing::warn!(
                 slot,
@@ -666,10 +671,6 @@ pub(crate) fn spawn_watch(
                 threshold = ?status.safe_wal_threshold(threshold),
                 "the replication slot is in danger of being invalidated: its consumer is too far behind"
             );
-            if now == Alarm::Lost {
-                // The stream itself ends with the typed error; no warning is owed.
-                continue;
-            }
             let Some(tx) = tx.upgrade() else { return };
             let lsn = Lsn::new(shared.received.load(Ordering::Relaxed));
             let event = ChangeEvent {
