@@ -32,6 +32,9 @@ pub(crate) struct Agreement {
     /// The server reached, as it sees itself: `inet_server_addr()` (`local` over a Unix
     /// socket) and its `port`. Tells another host of a multi-host conninfo from the same one.
     pub(crate) server: String,
+    /// When the server's postmaster started (`pg_postmaster_start_time()`): the same server
+    /// not restarted since cannot have gone back in its WAL.
+    pub(crate) started: String,
 }
 
 impl Agreement {
@@ -189,6 +192,7 @@ async fn open(
         system,
         negotiated,
         server: state.server.clone(),
+        started: state.started.clone(),
     };
     let mut timeline_change = None;
     if let Some((previous, resume)) = resuming {
@@ -259,7 +263,9 @@ async fn open(
 /// there is safe when the slot exists and is not invalidated, is a failover slot synchronized
 /// from the old primary (or the stream's own slot, on the same server), and the server's
 /// history ends the stream's timeline at or after `resume`, so that everything the stream
-/// received before `resume` is on this server too.
+/// received before `resume` is on this server too. The same server, running since the stream
+/// was last on it, was promoted under the stream (a standby it decoded from): what it sent
+/// after the switch was of its new timeline, so only its history's descent is checked.
 async fn check_failover(
     conn: &mut Connection,
     config: &ReplicationStreamConfig,
@@ -287,8 +293,9 @@ async fn check_failover(
     }
     let file = conn.timeline_history(new_timeline).await?;
     let history = file.history()?;
+    let same_run = now.server == previous.server && now.started == previous.started;
     match history.end_of(old_timeline) {
-        Some(switch) if switch >= resume => Ok(()),
+        Some(switch) if switch >= resume || same_run => Ok(()),
         Some(switch) => Err(refuse(FailoverRefusal::SwitchBeforeResume {
             old_timeline,
             new_timeline,
@@ -311,6 +318,8 @@ async fn check_failover(
 struct ServerState {
     /// See [`Agreement::server`].
     server: String,
+    /// See [`Agreement::started`].
+    started: String,
     /// The server is a standby (`pg_is_in_recovery()`).
     in_recovery: bool,
     /// The database of the connection.
@@ -339,7 +348,8 @@ impl ServerState {
         let sql = format!(
             "SELECT s.*, current_database() AS walstream_db, \
              coalesce(host(inet_server_addr()), 'local') || ':' || current_setting('port') \
-             AS walstream_server, pg_catalog.pg_is_in_recovery() AS walstream_in_recovery \
+             AS walstream_server, pg_catalog.pg_postmaster_start_time()::text \
+             AS walstream_started, pg_catalog.pg_is_in_recovery() AS walstream_in_recovery \
              FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_replication_slots AS s \
              ON s.slot_name = {}",
             quote_literal(slot)
@@ -356,6 +366,7 @@ impl ServerState {
             })?;
         Ok(Self {
             server: r.get(0, "walstream_server").unwrap_or("?").to_owned(),
+            started: r.get(0, "walstream_started").unwrap_or("?").to_owned(),
             in_recovery: r.get(0, "walstream_in_recovery") == Some("t"),
             database: r.get(0, "walstream_db").unwrap_or("").to_owned(),
             slot: SlotRow::from_row(r),
@@ -586,6 +597,7 @@ mod tests {
             },
             negotiated: negotiate(&config, 170_000, "17")?,
             server: server.into(),
+            started: "2026-12-03 18:00:00+00".into(),
         })
     }
 

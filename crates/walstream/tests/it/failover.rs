@@ -625,3 +625,67 @@ async fn invalidated_there(major: u32) {
     );
     println!("PostgreSQL {major}: {e}");
 }
+
+#[test]
+fn a_stream_from_a_standby_goes_on_after_that_standby_is_promoted() {
+    pgtest::for_each_installed_major(16, |major| block_on(decoding_standby_promoted(major)));
+}
+
+/// The stream decodes on a standby, which is then promoted: its slot is the stream's own, on
+/// the same server, now on timeline 2. A reconnect there (the walsender terminated) resumes,
+/// announcing timelines 1 and 2, and the rows written after the promotion arrive, each once.
+async fn decoding_standby_promoted(major: u32) {
+    let primary = pgtest::Config::primary(major).start().unwrap();
+    let standby = primary
+        .standby_with(&Recovery::standby_of(&primary).setting("hot_standby_feedback", "on"))
+        .unwrap();
+    let db = primary.create_database(DB).unwrap();
+    db.psql(&format!(
+        "CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, payload text);
+         CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE};"
+    ))
+    .unwrap();
+    pgtest::wait_caught_up(&primary, &standby).unwrap();
+    create_standby_slot(&primary, &standby, "on_promoted");
+    let (out, _task) = spawn_stream(&standby.conninfo(DB), config("on_promoted")).await;
+    let insert = format!("INSERT INTO {TABLE} (payload) VALUES ('x')");
+    for _ in 0..3 {
+        db.psql(&insert).unwrap();
+    }
+    wait_for("rows through the standby", || {
+        out.lock().unwrap().ids.len() >= 3
+    });
+    primary.crash().unwrap();
+    standby.promote().unwrap();
+    for _ in 0..3 {
+        standby.psql(DB, &insert).unwrap();
+    }
+    // Whether or not the walsender went on across the promotion, a reconnect now is one to
+    // the same server on a new timeline.
+    standby
+        .psql(
+            "postgres",
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+             WHERE slot_name = 'on_promoted' AND active_pid IS NOT NULL",
+        )
+        .unwrap();
+    for _ in 0..3 {
+        standby.psql(DB, &insert).unwrap();
+    }
+    let expected = table_ids(&standby);
+    wait_for("every row", || {
+        let out = out.lock().unwrap();
+        out.error.is_some() || out.ids.iter().collect::<BTreeSet<_>>().len() >= expected.len()
+    });
+    let out = out.lock().unwrap();
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let got: BTreeSet<i64> = out.ids.iter().copied().collect();
+    assert_eq!(got.len(), out.ids.len(), "a row delivered twice");
+    assert_eq!(got, expected);
+    assert!(
+        out.reconnects.contains(&(Some(1), Some(2))),
+        "no reconnect notice of timeline 1 to 2: {:?}",
+        out.reconnects
+    );
+    println!("PostgreSQL {major}: reconnects {:?}", out.reconnects);
+}
