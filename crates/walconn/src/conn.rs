@@ -175,7 +175,7 @@ impl Connection {
                 match result {
                     Ok(c) => return Ok(c),
                     Err(e) => {
-                        tracing::debug!(%host, port, error = %e, "connection attempt failed");
+                        tracing::debug!(%host, port, error = %format_args!("{e:#}"), "connection attempt failed");
                         last = e.context(format!(
                             "connection to server at \"{host}\", port {port} failed"
                         ));
@@ -198,11 +198,11 @@ impl Connection {
         let first = Self::connect_one(config, host, addr, port, attrs, config.sslmode).await;
         match (config.sslmode, first) {
             (SslMode::Allow, Err(e)) if matches!(e.kind(), ErrorKind::Auth | ErrorKind::Db) => {
-                tracing::debug!(error = %e, "plaintext refused, retrying with TLS (sslmode=allow)");
+                tracing::debug!(error = %format_args!("{e:#}"), "plaintext refused, retrying with TLS (sslmode=allow)");
                 Self::connect_one(config, host, addr, port, attrs, SslMode::Require).await
             }
             (SslMode::Prefer, Err(e)) if e.kind() == ErrorKind::Tls => {
-                tracing::debug!(error = %e, "TLS failed, retrying without (sslmode=prefer)");
+                tracing::debug!(error = %format_args!("{e:#}"), "TLS failed, retrying without (sslmode=prefer)");
                 Self::connect_one(config, host, addr, port, attrs, SslMode::Disable).await
             }
             (_, result) => result,

@@ -159,7 +159,7 @@ impl std::fmt::Display for BasebackupError {
         match self {
             BasebackupError::Usage(m) => f.write_str(m),
             BasebackupError::Read(path, e) => write!(f, "cannot read {}: {e}", path.display()),
-            BasebackupError::Backup(e) => write!(f, "{e}"),
+            BasebackupError::Backup(e) => write!(f, "{e:#}"),
         }
     }
 }

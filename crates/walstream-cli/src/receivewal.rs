@@ -85,7 +85,7 @@ pub(crate) enum ReceiveError {
 impl std::fmt::Display for ReceiveError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReceiveError::Stream(e) => write!(f, "{e}"),
+            ReceiveError::Stream(e) => write!(f, "{e:#}"),
             ReceiveError::Io(m) => f.write_str(m),
         }
     }

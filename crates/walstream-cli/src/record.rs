@@ -38,7 +38,7 @@ impl std::fmt::Display for RecordError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RecordError::Usage(m) => f.write_str(m),
-            RecordError::Server(e) => write!(f, "{e}"),
+            RecordError::Server(e) => write!(f, "{e:#}"),
             RecordError::Io(e) => write!(f, "writing the capture: {e}"),
         }
     }

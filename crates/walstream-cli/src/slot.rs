@@ -21,7 +21,7 @@ pub(crate) enum SlotError {
 impl std::fmt::Display for SlotError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SlotError::Server(e) => write!(f, "{e}"),
+            SlotError::Server(e) => write!(f, "{e:#}"),
             SlotError::Output(e) => write!(f, "writing the output: {e}"),
         }
     }

@@ -47,7 +47,7 @@ impl std::fmt::Display for TailError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TailError::Usage(m) | TailError::Data(m) => f.write_str(m),
-            TailError::Stream(e) => write!(f, "{e}"),
+            TailError::Stream(e) => write!(f, "{e:#}"),
             TailError::Output(e) => write!(f, "writing the output: {e}"),
         }
     }

@@ -415,14 +415,24 @@ impl fmt::Display for Error {
             write!(f, "{:?} error", self.inner.kind)?;
         }
         if f.alternate() {
-            let mut next = std::error::Error::source(self);
-            while let Some(e) = next {
-                write!(f, ": {e}")?;
-                next = e.source();
-            }
+            write_chain(f, std::error::Error::source(self))?;
         }
         Ok(())
     }
+}
+
+/// Writes `: cause` for `first` and each error below it: the alternate (`{:#}`) form of an
+/// error whose own text leaves its causes out.
+pub(crate) fn write_chain(
+    f: &mut fmt::Formatter<'_>,
+    first: Option<&(dyn std::error::Error + 'static)>,
+) -> fmt::Result {
+    let mut next = first;
+    while let Some(e) = next {
+        write!(f, ": {e}")?;
+        next = e.source();
+    }
+    Ok(())
 }
 
 impl Error {

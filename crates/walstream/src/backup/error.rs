@@ -113,18 +113,26 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
+        }?;
+        if f.alternate() {
+            crate::error::write_chain(f, std::error::Error::source(self))?;
         }
+        Ok(())
     }
 }
 
+/// The error a variant's text is made of (with a prefix): its text is in this error's, so
+/// [`source`](std::error::Error::source) goes on from that error's own source and error
+/// reporters print each cause once.
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Connection(e) => Some(e),
-            Error::Tar(e) => Some(e),
-            Error::Wal(e) => Some(e),
-            Error::Io { source, .. } => Some(source),
-            _ => None,
-        }
+        let shown: &(dyn std::error::Error + 'static) = match self {
+            Error::Connection(e) => e,
+            Error::Tar(e) => e,
+            Error::Wal(e) => e,
+            Error::Io { source, .. } => source,
+            _ => return None,
+        };
+        shown.source()
     }
 }

@@ -422,7 +422,7 @@ impl Driver {
     /// Delivers what is pending, then the error; returns a copy of the error for the task's
     /// result.
     async fn fail(&mut self, error: Error) -> Error {
-        tracing::error!("replication stream ended: {error}");
+        tracing::error!("replication stream ended: {error:#}");
         let summary = error.summary();
         if let Some(tx) = self.tx.take() {
             // Reconnect notices not yet delivered go first: they say where the stream was.
@@ -760,7 +760,7 @@ impl Driver {
             Ok(Ok(())) => {
                 tracing::info!(flush = %self.tracker.reported(), "replication stream closed")
             }
-            Ok(Err(e)) => tracing::warn!("closing the replication stream: {e}"),
+            Ok(Err(e)) => tracing::warn!("closing the replication stream: {e:#}"),
             Err(_) => tracing::warn!("closing the replication stream timed out"),
         }
     }
