@@ -25,6 +25,8 @@ pub(crate) fn typed(out: &mut String, type_oid: Oid, column: Column<'_>) -> Resu
             let text = std::str::from_utf8(bytes).map_err(|_| ())?;
             if is_json(type_oid) {
                 json_text(out, text);
+            } else if let Some(elements) = text_elements(type_oid, text) {
+                value(out, &elements);
             } else if !decoded_when_typed(type_oid) {
                 string(out, text);
             } else {
@@ -108,6 +110,22 @@ fn decoded_when_typed(type_oid: Oid) -> bool {
             | oid::FLOAT8
             | oid::NUMERIC
     ) || oid::element_type(type_oid).is_some()
+}
+
+/// An array in text form whose elements are printed as the server's text (every array but
+/// those of numbers, booleans and json): its elements as strings, read as a `text[]` (the
+/// array syntax is the same for every type whose delimiter is a comma), so that a
+/// `timestamptz[]` keeps the server's offsets and an `inet[]` (a type not decoded here)
+/// becomes an array too. `None` for other types, and for an array that does not parse
+/// (multi-dimensional).
+fn text_elements(type_oid: Oid, text: &str) -> Option<Value> {
+    /// `box[]`: the one built-in array type whose elements are separated by `;`.
+    const BOX_ARRAY: Oid = Oid(1020);
+    let element = oid::element_type(type_oid).or_else(|| oid::catalog_element(type_oid))?;
+    if type_oid == BOX_ARRAY || decoded_when_typed(element) || is_json(element) {
+        return None;
+    }
+    Value::decode_text(oid::TEXT_ARRAY, text).ok()
 }
 
 fn is_json(type_oid: Oid) -> bool {
@@ -375,6 +393,24 @@ mod tests {
             "the server's text, unchanged"
         );
         assert_eq!(typed_text(Oid(16_400), "happy"), "\"happy\"");
+        assert_eq!(
+            typed_text(
+                oid::TIMESTAMPTZ_ARRAY,
+                "{\"2024-01-02 03:04:05+05:30\",NULL}"
+            ),
+            "[\"2024-01-02 03:04:05+05:30\",null]",
+            "array elements keep the server's text"
+        );
+        assert_eq!(
+            typed_text(Oid(1041), "{10.0.0.1/8,::1}"),
+            "[\"10.0.0.1/8\",\"::1\"]",
+            "inet[], an array of a type not decoded here"
+        );
+        assert_eq!(
+            typed_text(oid::BYTEA_ARRAY, "{\"\\\\x01\"}"),
+            "[\"\\\\x01\"]"
+        );
+        assert_eq!(typed_text(Oid(1020), "{(1,1),(0,0)}"), "\"{(1,1),(0,0)}\"");
         assert_eq!(
             typed_text(oid::INT4_ARRAY, "{{1,2},{3,4}}"),
             "\"{{1,2},{3,4}}\"",
