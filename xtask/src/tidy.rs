@@ -24,7 +24,10 @@
 //!   package the lock file resolves for the workspace (its normal, dev and build dependencies,
 //!   on this machine's platform), so it is the one the lock file really needs; and this
 //!   machine's `rustc` is at least that.
+//! - **copies**: `crates/walstream-cli/CLI.md`, the contract the CLI crate ships, is the same
+//!   as `../shared/CLI.md` when that exists (`copies.rs`).
 
+mod copies;
 mod metadata;
 mod scan;
 
@@ -74,12 +77,13 @@ const TEST_SUPPORT: &str = "pgtest";
 type Rule = fn(&Workspace) -> Result<Vec<String>>;
 
 /// Every rule, by name, in the order `cargo xtask tidy` runs them.
-const RULES: [(&str, Rule); 5] = [
+const RULES: [(&str, Rule); 6] = [
     ("file size", file_sizes),
     ("layers", layers),
     ("lint table", lint_table),
     ("no unwrap", no_unwrap),
     ("rust-version", rust_version),
+    ("copies", |ws| Ok(copies::cli_contract(&ws.root))),
 ];
 
 /// `cargo xtask tidy`: runs every rule and fails if any finds a problem.
@@ -470,5 +474,10 @@ mod tests {
     #[test]
     fn tidy_rust_version() {
         check("rust-version");
+    }
+
+    #[test]
+    fn tidy_copies() {
+        check("copies");
     }
 }

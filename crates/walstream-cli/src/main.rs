@@ -1,4 +1,5 @@
-//! The `walstream` command-line tool. Its contract is `shared/CLI.md`.
+//! The `walstream` command-line tool. Its contract is `CLI.md` in this crate (a copy of the
+//! project's `shared/CLI.md`, kept identical by `cargo xtask tidy`).
 //!
 //! `decode`, `record`, `tail`, `demo` and `slot`.
 
