@@ -689,3 +689,51 @@ async fn decoding_standby_promoted(major: u32) {
     );
     println!("PostgreSQL {major}: reconnects {:?}", out.reconnects);
 }
+
+#[test]
+fn catalog_rows_removed_under_a_standby_slot_end_its_stream_typed() {
+    pgtest::for_each_installed_major(16, |major| block_on(rows_removed(major)));
+}
+
+/// Without `hot_standby_feedback` (and no physical slot), the primary's `VACUUM` of the
+/// catalog removes rows a standby's slot still needs: the standby invalidates the slot
+/// (`rows_removed`; PostgreSQL 16: a conflict) and the stream decoding there ends with
+/// `SlotInvalidated`.
+async fn rows_removed(major: u32) {
+    let primary = pgtest::Config::primary(major).start().unwrap();
+    let standby = primary
+        .standby_with(&Recovery::standby_of(&primary).setting("hot_standby_feedback", "off"))
+        .unwrap();
+    let db = primary.create_database(DB).unwrap();
+    db.psql(&format!(
+        "CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, payload text);
+         CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE};"
+    ))
+    .unwrap();
+    pgtest::wait_caught_up(&primary, &standby).unwrap();
+    create_standby_slot(&primary, &standby, "on_removed");
+    let (out, _task) = spawn_stream(&standby.conninfo(DB), config("on_removed")).await;
+    db.psql(&format!("INSERT INTO {TABLE} (payload) VALUES ('x')"))
+        .unwrap();
+    wait_for("a row through the standby", || {
+        !out.lock().unwrap().ids.is_empty()
+    });
+    // Catalog rows made dead after the slot's catalog_xmin, then removed on the primary.
+    wait_for("the slot invalidated on the standby", || {
+        db.psql(
+            "CREATE TABLE conflict_test (x int, y text); DROP TABLE conflict_test;
+             VACUUM pg_class;",
+        )
+        .unwrap();
+        out.lock().unwrap().error.is_some()
+    });
+    let e = out.lock().unwrap().error.take().unwrap();
+    assert_eq!(e.kind(), ErrorKind::SlotInvalidated, "{e}");
+    let expected = if major >= 17 {
+        InvalidationReason::RowsRemoved
+    } else {
+        InvalidationReason::Conflict
+    };
+    assert_eq!(e.invalidation_reason(), Some(&expected), "{e}");
+    println!("PostgreSQL {major}: {e}");
+}
