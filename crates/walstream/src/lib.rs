@@ -53,6 +53,12 @@
 //!   [`EventKind::Reconnected`] may repeat transactions (deduplicate by commit LSN), never
 //!   skip one. Another cluster or timeline after a reconnect, a missing slot, or failed
 //!   authentication end the stream with an error.
+//! - **A lost slot is said, not retried.** A slot the server invalidated (its WAL past
+//!   `max_slot_wal_keep_size`, a conflict on a standby, an idle timeout) ends the stream at
+//!   once with [`ErrorKind::SlotInvalidated`] and the [`InvalidationReason`]; a side
+//!   connection reads the slot's `safe_wal_size` and warns first
+//!   ([`EventKind::SlotWarning`]); with a [`SlotRecovery`] the stream re-creates the slot and
+//!   takes a new snapshot ([`EventKind::Resnapshot`]). See `docs/production.md`.
 //! - **Runtime.** The driver is a tokio task; for one stream a current-thread runtime is the
 //!   cheapest (the drain benchmark measured the multi-thread runtime at up to twice the CPU
 //!   time, the driver and the consumer waking each other across threads). There the driver
@@ -76,6 +82,11 @@
 
 // docs.rs (`--cfg docsrs`, nightly): label feature-gated items with the feature they need.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+// The README's examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// Events, streams and handles move between tasks and threads.
 const _: () = {
