@@ -15,7 +15,7 @@ use walproto::pgoutput::Column;
 use walproto::Oid;
 
 use super::{oid, Infinitable, Interval, Raw, Value, ValueError};
-use crate::Row;
+use crate::{ColumnValue, Row};
 
 /// A column of a [`Row`]: by name (`&str`) or by position (`usize`).
 pub trait ColumnIndex: fmt::Display + sealed::Sealed {
@@ -164,8 +164,36 @@ pub trait FromValue: Sized {
 /// A Rust type [`Row::try_get`] can give: every [`FromValue`] type, and `&str` and `&[u8]`
 /// borrowed from the row.
 pub trait FromColumn<'a>: Sized {
-    /// Converts the value of a column of type `type_oid`.
-    fn from_column(type_oid: Oid, column: Column<'a>) -> Result<Self, ColumnError>;
+    /// Converts the value of `column`.
+    fn from_column(column: ColumnRef<'a>) -> Result<Self, ColumnError>;
+}
+
+/// One column of a [`Row`], as [`FromColumn`] reads it: its type, and its value borrowed from
+/// the frame or as an owned [`ColumnValue`] sharing the frame's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct ColumnRef<'a> {
+    row: &'a Row,
+    index: usize,
+    type_oid: Oid,
+    column: Column<'a>,
+}
+
+impl<'a> ColumnRef<'a> {
+    /// The column's type.
+    pub fn type_oid(&self) -> Oid {
+        self.type_oid
+    }
+
+    /// The value, borrowed from the row.
+    pub fn column(&self) -> Column<'a> {
+        self.column
+    }
+
+    /// The value as a [`ColumnValue`]: a `Bytes` slice of the frame (no copy).
+    pub fn value(&self) -> ColumnValue {
+        // `index` was checked against the row when the reference was made.
+        self.row.value(self.index).unwrap_or(ColumnValue::Null)
+    }
 }
 
 /// Why a column does not convert: a mismatch or an invalid value.
@@ -178,23 +206,9 @@ pub enum ColumnError {
 }
 
 impl<'a, T: FromValue> FromColumn<'a> for T {
-    fn from_column(type_oid: Oid, column: Column<'a>) -> Result<Self, ColumnError> {
-        let value = match column {
-            Column::Null => Value::Null,
-            Column::UnchangedToast => Value::UnchangedToast,
-            Column::Text(b) => {
-                let s = std::str::from_utf8(b).map_err(|e| {
-                    ColumnError::Invalid(ValueError::new(
-                        type_oid,
-                        super::Format::Text,
-                        format!("not UTF-8: {e}"),
-                    ))
-                })?;
-                Value::decode_text(type_oid, s).map_err(ColumnError::Invalid)?
-            }
-            Column::Binary(b) => Value::decode_binary(type_oid, &Bytes::copy_from_slice(b))
-                .map_err(ColumnError::Invalid)?,
-        };
+    fn from_column(column: ColumnRef<'a>) -> Result<Self, ColumnError> {
+        let value =
+            Value::decode(column.type_oid, &column.value()).map_err(ColumnError::Invalid)?;
         T::from_value(value).map_err(ColumnError::Mismatch)
     }
 }
@@ -207,8 +221,9 @@ fn borrows_as_text(type_oid: Oid, binary: bool) -> bool {
 }
 
 impl<'a> FromColumn<'a> for &'a str {
-    fn from_column(type_oid: Oid, column: Column<'a>) -> Result<Self, ColumnError> {
-        let (bytes, binary) = match column {
+    fn from_column(column: ColumnRef<'a>) -> Result<Self, ColumnError> {
+        let type_oid = column.type_oid;
+        let (bytes, binary) = match column.column {
             Column::Null => return Err(ColumnError::Mismatch(Mismatch::Null)),
             Column::UnchangedToast => return Err(ColumnError::Mismatch(Mismatch::UnchangedToast)),
             Column::Text(b) => (b, false),
@@ -231,11 +246,11 @@ impl<'a> FromColumn<'a> for &'a str {
 impl<'a> FromColumn<'a> for &'a [u8] {
     /// A `bytea` sent in binary form, borrowed; the text form must be decoded (use
     /// `Vec<u8>` or `Bytes`, which take either).
-    fn from_column(type_oid: Oid, column: Column<'a>) -> Result<Self, ColumnError> {
-        match column {
+    fn from_column(column: ColumnRef<'a>) -> Result<Self, ColumnError> {
+        match column.column {
             Column::Null => Err(ColumnError::Mismatch(Mismatch::Null)),
             Column::UnchangedToast => Err(ColumnError::Mismatch(Mismatch::UnchangedToast)),
-            Column::Binary(b) if type_oid == oid::BYTEA => Ok(b),
+            Column::Binary(b) if column.type_oid == oid::BYTEA => Ok(b),
             _ => Err(ColumnError::Mismatch(Mismatch::WrongType)),
         }
     }
@@ -245,10 +260,10 @@ impl<'a> FromColumn<'a> for &'a [u8] {
 macro_rules! borrowed_option {
     ($t:ty) => {
         impl<'a> FromColumn<'a> for Option<$t> {
-            fn from_column(type_oid: Oid, column: Column<'a>) -> Result<Self, ColumnError> {
-                match column {
+            fn from_column(column: ColumnRef<'a>) -> Result<Self, ColumnError> {
+                match column.column {
                     Column::Null => Ok(None),
-                    c => <$t>::from_column(type_oid, c).map(Some),
+                    _ => <$t>::from_column(column).map(Some),
                 }
             }
         }
@@ -292,7 +307,13 @@ impl Row {
         let Some(column) = self.columns().nth(i) else {
             return Err(error(index.to_string(), None, GetErrorKind::UnknownColumn));
         };
-        T::from_column(info.type_oid, column).map_err(|e| {
+        let column = ColumnRef {
+            row: self,
+            index: i,
+            type_oid: info.type_oid,
+            column,
+        };
+        T::from_column(column).map_err(|e| {
             let kind = match e {
                 ColumnError::Mismatch(Mismatch::Null) => GetErrorKind::Null,
                 ColumnError::Mismatch(Mismatch::UnchangedToast) => GetErrorKind::UnchangedToast,

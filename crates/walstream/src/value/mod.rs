@@ -53,7 +53,9 @@ use walproto::Oid;
 use crate::{ColumnInfo, ColumnValue, Row};
 
 pub use de::{from_row, MaybeUnchanged, RowError};
-pub use get::{ColumnError, ColumnIndex, FromColumn, FromValue, GetError, GetErrorKind, Mismatch};
+pub use get::{
+    ColumnError, ColumnIndex, ColumnRef, FromColumn, FromValue, GetError, GetErrorKind, Mismatch,
+};
 
 /// A decoded column value.
 ///
