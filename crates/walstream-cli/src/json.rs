@@ -2,9 +2,14 @@
 //!
 //! [`message`] renders one decoded pgoutput message and [`keepalive`] one primary keepalive,
 //! each as one JSON object followed by a newline, appended to a `String` that the caller
-//! reuses from line to line. `decode` uses it today and `tail` will use it for live streams, so
-//! it knows nothing about where the messages came from: it takes the message, the LSN that
-//! carried it and the [`Decoder`] whose relation cache names the rows.
+//! reuses from line to line. `decode` and `tail` both use it, so it knows nothing about where
+//! the messages came from: it takes the message, the LSN that carried it and the [`Decoder`]
+//! whose relation cache names the rows.
+//!
+//! The writers of messages, rows, relations and reconnects take the [`Output`] of `--format`
+//! and `--typed`: with `--typed`, row values go through `typed.rs`; with `--format wal2json`,
+//! messages go to `wal2json.rs` instead, and the lines wal2json has no form for (relations,
+//! reconnects; `decode` leaves out keepalives) are left out.
 //!
 //! The writer is hand-rolled rather than built on `serde_json::Value`: a line is written
 //! straight from the borrowed message, with no intermediate tree, and the key order is the
