@@ -52,6 +52,11 @@
 // docs.rs (`--cfg docsrs`, nightly): label feature-gated items with the feature they need.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// The README's examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod cluster;
 mod search;
 mod user;

@@ -83,10 +83,10 @@
 // docs.rs (`--cfg docsrs`, nightly): label feature-gated items with the feature they need.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-// The README's examples are compiled and run as doctests.
+// The crate README's examples are compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
+struct CrateReadmeDoctests;
 
 /// Events, streams and handles move between tasks and threads.
 const _: () = {

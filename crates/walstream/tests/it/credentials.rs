@@ -163,7 +163,9 @@ fn a_rotated_password_is_fetched_again_at_the_reconnect_and_failures_end_the_str
                 .and_then(walconn::Error::password_provider_error)
                 .unwrap_or_else(|| panic!("not the provider's error: {err:?}"));
             assert_eq!(failure.to_string(), "the vault is sealed");
-            assert!(err.to_string().contains("the vault is sealed"), "{err}");
+            // The provider's error is a cause: `{:#}` (and anyhow, eyre) show the chain.
+            let shown = format!("{err:#}");
+            assert!(shown.contains("the vault is sealed"), "{shown}");
             assert_eq!(calls.load(Ordering::SeqCst), before + 1);
         });
     });
