@@ -211,9 +211,10 @@ pub(crate) async fn basebackup(args: &BasebackupArgs) -> Result<BackupSummary, B
         None
     };
     let stream = backup::start(&args.conninfo, config).await?;
+    let progress = stream.progress();
     let reporter = args
         .progress
-        .then(|| tokio::spawn(report_progress(stream.progress())));
+        .then(|| tokio::spawn(report_progress(progress.clone())));
     let result = if args.format == Format::Tar {
         let mut writer = TarWriter::new(&args.pgdata);
         if let Some(conninfo) = recovery {
@@ -236,7 +237,7 @@ pub(crate) async fn basebackup(args: &BasebackupArgs) -> Result<BackupSummary, B
     if let Some(reporter) = reporter {
         reporter.abort();
         if result.is_ok() {
-            eprintln!();
+            print_progress(&progress, true);
             eprintln!("walstream basebackup: base backup completed");
         }
     }
@@ -246,29 +247,34 @@ pub(crate) async fn basebackup(args: &BasebackupArgs) -> Result<BackupSummary, B
 /// Prints the progress line every second, as `pg_basebackup -P` does: rewritten in place on a
 /// terminal, one line per update otherwise.
 async fn report_progress(progress: BackupProgress) {
-    let terminal = std::io::stderr().is_terminal();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let done = progress.done() / 1024;
-        let line = match progress.total() {
-            Some(total) => {
-                let total = (total / 1024).max(done);
-                let percent = (done * 100).checked_div(total).unwrap_or(100);
-                format!(
-                    "{done:>9}/{total} kB ({percent}%), {} archives",
-                    progress.archives_started()
-                )
-            }
-            None => format!("{done:>9} kB, {} archives", progress.archives_started()),
-        };
-        let mut err = std::io::stderr().lock();
-        let _ = if terminal {
-            write!(err, "\r{line}")
-        } else {
-            writeln!(err, "{line}")
-        };
-        let _ = err.flush();
+        print_progress(&progress, false);
     }
+}
+
+/// One progress line on stderr; `last` prints the final one, with the total reached.
+fn print_progress(progress: &BackupProgress, last: bool) {
+    let done = progress.done() / 1024;
+    let line = match progress.total() {
+        Some(total) => {
+            let total = (total / 1024).max(done);
+            let done = if last { total } else { done };
+            let percent = (done * 100).checked_div(total).unwrap_or(100);
+            format!(
+                "{done:>9}/{total} kB ({percent}%), {} archives",
+                progress.archives_started()
+            )
+        }
+        None => format!("{done:>9} kB, {} archives", progress.archives_started()),
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = match (std::io::stderr().is_terminal(), last) {
+        (true, false) => write!(err, "\r{line}"),
+        (true, true) => writeln!(err, "\r{line}"),
+        (false, _) => writeln!(err, "{line}"),
+    };
+    let _ = err.flush();
 }
 
 /// The `primary_conninfo` that `-R` writes: the connection's settings as libpq would connect
