@@ -9,6 +9,7 @@
 //! has written, after an fsync per message; otherwise each segment once it is complete and
 //! synced, as `pg_receivewal` does.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
@@ -17,7 +18,7 @@ use tokio::sync::mpsc;
 use walproto::Lsn;
 use walstream::physical::{
     PhysicalReplicationStream, PhysicalStreamConfig, PhysicalStreamConfigBuilder, StatusRequester,
-    WalEvent, WalWriter,
+    WalEvent, WalStream, WalWriter,
 };
 use walstream::walconn::{self, Connection, CreateSlotOptions, Replication};
 use walstream::{CancellationToken, ErrorKind, RetryPolicy, SharedLsnFeedback};
@@ -103,6 +104,20 @@ impl From<walconn::Error> for ReceiveError {
     }
 }
 
+/// Events handed to the writer thread at once, at most: with the channel's two batches, at
+/// most 32 messages of WAL (4 MB) wait for the writer.
+const MAX_BATCH: usize = 16;
+
+/// The stream's next event if it is ready now, without waiting (`next_event` is cancel-safe:
+/// a pending call is simply dropped).
+fn next_ready(wal: &mut WalStream) -> Option<walstream::Result<Option<WalEvent>>> {
+    let next = std::pin::pin!(wal.next_event());
+    match next.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(r) => Some(r),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// What a finished run did.
 #[derive(Debug, Default)]
 pub(crate) struct Summary {
@@ -145,26 +160,37 @@ pub(crate) async fn receivewal(args: &ReceivewalArgs) -> Result<Summary, Receive
         dir.display()
     );
     let mut wal = stream.start();
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(2);
     let status = args.synchronous.then(|| wal.status_requester());
     let thread = spawn_writer(writer, rx, wal.feedback().clone(), status)?;
     let mut failure = None;
-    loop {
-        match wal.next_event().await {
-            Ok(Some(event)) => {
-                if let WalEvent::Reconnected { resume, reason, .. } = &event {
-                    tracing::warn!(%resume, %reason, "reconnected");
+    let mut ended = false;
+    while !ended {
+        // Wait for one event, then take what else is ready: the writer thread is woken once
+        // per batch, not once per message.
+        let mut batch = Vec::new();
+        let mut next = Some(wal.next_event().await);
+        while let Some(result) = next.take() {
+            match result {
+                Ok(Some(event)) => {
+                    if let WalEvent::Reconnected { resume, reason, .. } = &event {
+                        tracing::warn!(%resume, %reason, "reconnected");
+                    }
+                    batch.push(event);
+                    if batch.len() < MAX_BATCH {
+                        next = next_ready(&mut wal);
+                    }
                 }
-                if tx.send(event).await.is_err() {
-                    // The writer stopped: its error is what to report.
-                    break;
+                Ok(None) => ended = true,
+                Err(e) => {
+                    failure = Some(e);
+                    ended = true;
                 }
             }
-            Ok(None) => break,
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
+        }
+        if !batch.is_empty() && tx.send(batch).await.is_err() {
+            // The writer stopped: its error is what to report.
+            break;
         }
     }
     drop(tx);
@@ -230,15 +256,17 @@ async fn create_slot(args: &ReceivewalArgs) -> Result<(), ReceiveError> {
 /// synced and left `.partial`).
 fn spawn_writer(
     mut writer: WalWriter,
-    mut rx: mpsc::Receiver<WalEvent>,
+    mut rx: mpsc::Receiver<Vec<WalEvent>>,
     feedback: SharedLsnFeedback,
     synchronous: Option<StatusRequester>,
 ) -> Result<JoinHandle<walstream::Result<Lsn>>, ReceiveError> {
     std::thread::Builder::new()
         .name("walstream-receivewal-writer".into())
         .spawn(move || {
-            while let Some(event) = rx.blocking_recv() {
-                writer.apply(&event)?;
+            while let Some(batch) = rx.blocking_recv() {
+                for event in &batch {
+                    writer.apply(event)?;
+                }
                 let durable = if synchronous.is_some() {
                     writer.flush()?
                 } else {

@@ -8,6 +8,7 @@
 //! says why.
 
 use std::fs::{self, File, OpenOptions};
+use std::future::Future;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -32,8 +33,9 @@ const MANIFEST: &str = "backup_manifest";
 /// The streamed WAL of a tar backup while it arrives; made into `pg_wal.tar` at the end.
 const WAL_TMP: &str = "pg_wal.tmp";
 
-/// Events between the async side and the writer thread.
-const CHANNEL_EVENTS: usize = 16;
+/// Batches of events between the async side and the writer thread: with
+/// [`BATCH_BYTES`] the memory they take, at most.
+const CHANNEL_EVENTS: usize = 4;
 
 /// The write buffer of each file.
 const WRITE_BUFFER: usize = 128 * 1024;
@@ -204,8 +206,32 @@ struct Target {
 }
 
 enum Cmd {
-    Event(BackupEvent),
+    /// Events in stream order: as many as the stream had ready, so that the writer thread is
+    /// woken once per batch rather than once per archive message.
+    Events(Vec<BackupEvent>),
     Abort(String),
+}
+
+/// A batch for the writer thread is closed at this many events or bytes of data.
+const BATCH_EVENTS: usize = 256;
+const BATCH_BYTES: usize = 256 << 10;
+
+/// The bytes an event carries.
+fn event_bytes(event: &BackupEvent) -> usize {
+    match event {
+        BackupEvent::Data(b) | BackupEvent::ArchiveBytes(b) | BackupEvent::Manifest(b) => b.len(),
+        _ => 0,
+    }
+}
+
+/// The stream's next event if it is ready now, without waiting (`BackupStream::next` is
+/// cancel-safe, so a pending call is simply dropped).
+fn next_ready(stream: &mut BackupStream) -> Option<Result<Option<BackupEvent>>> {
+    let next = std::pin::pin!(stream.next());
+    match next.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(r) => Some(r),
+        std::task::Poll::Pending => None,
+    }
 }
 
 /// Moves the stream's events (those `keep` keeps) to `sink` on a writer thread, with the
@@ -244,23 +270,54 @@ async fn drive<S: Sink>(
             Err(e) => failure = Some(e),
         }
     }
-    while begun && failure.is_none() {
-        match stream.next().await {
-            Ok(Some(event)) => {
-                if let BackupEvent::End { end, .. } = &event {
+    let mut batch: Vec<BackupEvent> = Vec::new();
+    let mut batch_bytes = 0;
+    let mut ended = false;
+    while begun && failure.is_none() && !ended {
+        // Wait for one event, then take what else is ready, up to a batch.
+        let mut next = Some(stream.next().await);
+        while let Some(result) = next.take() {
+            match result {
+                Ok(Some(BackupEvent::End {
+                    start,
+                    end,
+                    timeline,
+                })) => {
+                    // The WAL must be whole before the end is written (the manifest last).
                     if let Some(w) = wal.take() {
-                        if let Err(e) = w.finish(*end).await {
+                        if let Err(e) = w.finish(end).await {
                             failure = Some(e);
                             break;
                         }
                     }
+                    batch.push(BackupEvent::End {
+                        start,
+                        end,
+                        timeline,
+                    });
                 }
-                if keep(&event) && tx.send(Cmd::Event(event)).await.is_err() {
-                    break; // The thread failed: its result says why.
+                Ok(Some(event)) => {
+                    if keep(&event) {
+                        batch_bytes += event_bytes(&event);
+                        batch.push(event);
+                    }
+                    if batch.len() < BATCH_EVENTS && batch_bytes < BATCH_BYTES {
+                        next = next_ready(&mut stream);
+                    }
                 }
+                Ok(None) => ended = true,
+                Err(e) => failure = Some(e),
             }
-            Ok(None) => break,
-            Err(e) => failure = Some(e),
+        }
+        if !batch.is_empty() {
+            batch_bytes = 0;
+            if tx
+                .send(Cmd::Events(std::mem::take(&mut batch)))
+                .await
+                .is_err()
+            {
+                break; // The thread failed: its result says why.
+            }
         }
     }
     if let Some(w) = wal.take() {
@@ -288,25 +345,24 @@ async fn drive<S: Sink>(
 fn run_sink<S: Sink>(sink: &mut S, rx: &mut mpsc::Receiver<Cmd>) -> Result<BackupSummary> {
     let mut summary = None;
     while let Some(cmd) = rx.blocking_recv() {
-        match cmd {
-            Cmd::Event(BackupEvent::End {
+        let events = match cmd {
+            Cmd::Events(events) => events,
+            Cmd::Abort(reason) => return Err(Error::Protocol(reason)),
+        };
+        for event in events {
+            if let BackupEvent::End {
                 start,
                 end,
                 timeline,
-            }) => {
+            } = event
+            {
                 summary = Some(BackupSummary {
                     start,
                     end,
                     timeline,
                 });
-                sink.event(BackupEvent::End {
-                    start,
-                    end,
-                    timeline,
-                })?;
             }
-            Cmd::Event(e) => sink.event(e)?,
-            Cmd::Abort(reason) => return Err(Error::Protocol(reason)),
+            sink.event(event)?;
         }
     }
     let summary =
