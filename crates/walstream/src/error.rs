@@ -81,7 +81,7 @@ pub enum ErrorKind {
     /// A row or a column value does not convert into the requested Rust type: the error's
     /// [`source`](std::error::Error::source) is the [`RowError`] of
     /// [`value::from_row`](crate::value::from_row) or the [`GetError`] of
-    /// [`Row::try_get`](crate::value::Row::try_get), which name the column and its type.
+    /// [`Row::try_get`](crate::Row::try_get), which name the column and its type.
     Row,
 }
 

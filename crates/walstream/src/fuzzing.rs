@@ -66,7 +66,7 @@ pub fn value_decode(data: &[u8]) {
     }
 }
 
-/// The [`Follower`] and a [`TransactionAssembler`] over a sequence of pgoutput messages: the
+/// The `Follower` and a [`TransactionAssembler`] over a sequence of pgoutput messages: the
 /// first byte picks the context (`walproto::fuzzing::context_from_byte`; bit 4 raw mode, bit
 /// 7 a memory budget of 4 KiB so transactions spill), then each message is a big-endian
 /// `u16` length and that many bytes, carried in an XLogData as the server sends it. Every
