@@ -1,6 +1,14 @@
 //! The initial snapshot: the published tables' rows as of the slot's consistent point, copied
 //! through a second, ordinary connection that imports the slot's exported snapshot, delivered
 //! as insert events before streaming starts at that point: no gap, no duplicate.
+//!
+//! With [`SnapshotOptions::parallelism`] above 1, each table at least
+//! [`SnapshotOptions::parallel_threshold`] large is split into ranges of pages (ctid ranges,
+//! which PostgreSQL 14+ reads with TID range scans) copied at once on that many more
+//! connections, each importing the same exported snapshot: still one consistent snapshot.
+//! See [`parallel`].
+
+mod parallel;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,9 +30,15 @@ pub(crate) const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 pub struct SnapshotOptions {
     tables: Option<Vec<String>>,
     keep_slot_on_failure: bool,
+    /// 0 stands for the default, 1.
+    parallelism: usize,
+    parallel_threshold: Option<u64>,
 }
 
 impl SnapshotOptions {
+    /// The default of [`parallel_threshold`](Self::parallel_threshold): 64 MiB.
+    pub const DEFAULT_PARALLEL_THRESHOLD: u64 = 64 << 20;
+
     /// Every table of the publications (the default).
     pub fn all_tables() -> Self {
         Self::default()
@@ -43,15 +57,153 @@ impl SnapshotOptions {
         self
     }
 
+    /// Copy each big table (see [`parallel_threshold`](Self::parallel_threshold)) on `n`
+    /// connections at once, each importing the slot's exported snapshot and copying its own
+    /// ranges of the table's pages (`WHERE ctid >= '(a,0)' AND ctid < '(b,0)'`). 1, the
+    /// default, copies every table on the one connection, in order; 0 counts as 1.
+    ///
+    /// The snapshot stays one consistent snapshot, with no gap and no duplicate against the
+    /// stream, and row filters and column lists apply as they do with one connection. What
+    /// changes: a big table's rows arrive in no particular order (the ranges' rows
+    /// interleave), and `n` more connections are open during its copy (they count against
+    /// the server's `max_connections`). Tables stay one after another: a table's
+    /// [`Relation`](crate::EventKind::Relation) event, its rows, then its
+    /// [`SnapshotTable`](crate::EventKind::SnapshotTable) event. Memory stays bounded: each
+    /// range is streamed, and at most a few batches per connection wait for the consumer.
+    /// TID range scans need PostgreSQL 14 or later (older servers read the whole table for
+    /// each range).
+    pub fn parallelism(mut self, n: usize) -> Self {
+        self.parallelism = n;
+        self
+    }
+
+    /// Tables smaller than this many bytes (`pg_relation_size`, the main fork) are copied on
+    /// the first connection even with [`parallelism`](Self::parallelism) above 1; the default
+    /// is [`DEFAULT_PARALLEL_THRESHOLD`](Self::DEFAULT_PARALLEL_THRESHOLD).
+    pub fn parallel_threshold(mut self, bytes: u64) -> Self {
+        self.parallel_threshold = Some(bytes);
+        self
+    }
+
     pub(crate) fn keeps_slot(&self) -> bool {
         self.keep_slot_on_failure
+    }
+
+    fn connections(&self) -> usize {
+        self.parallelism.max(1)
+    }
+
+    fn threshold(&self) -> u64 {
+        self.parallel_threshold
+            .unwrap_or(Self::DEFAULT_PARALLEL_THRESHOLD)
     }
 }
 
 /// One published table to copy.
+#[derive(Clone)]
 struct Table {
     relation: Arc<RelationInfo>,
     filter: Option<String>,
+    /// Its size in bytes and in pages (`pg_relation_size` and `block_size`).
+    size: u64,
+    pages: u64,
+}
+
+impl Table {
+    fn name(&self) -> String {
+        format!("{}.{}", self.relation.namespace, self.relation.name)
+    }
+
+    /// The `COPY` of its published rows and columns, within `range` of pages when given
+    /// (`None` bounds are open: the first range starts at the table's start, the last runs
+    /// to its end, whatever the table has grown to since its size was read).
+    fn copy_sql(&self, range: Option<(Option<u64>, Option<u64>)>) -> String {
+        let rel = &self.relation;
+        let columns: Vec<String> = rel.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let mut conditions = Vec::new();
+        if let Some((from, to)) = range {
+            if let Some(from) = from {
+                conditions.push(format!("ctid >= '({from},0)'::tid"));
+            }
+            if let Some(to) = to {
+                conditions.push(format!("ctid < '({to},0)'::tid"));
+            }
+        }
+        if let Some(f) = &self.filter {
+            conditions.push(format!("({f})"));
+        }
+        format!(
+            "COPY (SELECT {} FROM {}.{}{}) TO STDOUT (FORMAT binary)",
+            columns.join(", "),
+            quote_ident(&rel.namespace),
+            quote_ident(&rel.name),
+            if conditions.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", conditions.join(" AND "))
+            }
+        )
+    }
+}
+
+/// Makes the snapshot's events: they all carry the consistent point.
+fn event(consistent_point: Lsn, kind: EventKind) -> ChangeEvent {
+    ChangeEvent {
+        lsn: consistent_point,
+        xid: None,
+        commit_time: None,
+        kind,
+    }
+}
+
+/// Streams one `COPY` of `table`'s rows as insert events, appending them to `out` and
+/// handing `out` to `sink` whenever it holds [`MAX_BATCH_BYTES`](crate::MAX_BATCH_BYTES);
+/// returns the rows and bytes copied, with `out` holding the last events.
+async fn copy_rows<F, Fut>(
+    conn: &mut Connection,
+    table: &Table,
+    sql: &str,
+    consistent_point: Lsn,
+    out: &mut CopyOutBatch,
+    mut sink: F,
+) -> Result<(u64, u64)>
+where
+    F: FnMut(CopyOutBatch) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let rel = &table.relation;
+    let mut parser = CopyParser::new(rel.columns.len());
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    let mut copy = conn.copy_out(sql).await?;
+    while let Some(chunk) = copy.next().await? {
+        bytes += chunk.len() as u64;
+        out.bytes += chunk.len();
+        parser.feed(&chunk);
+        while let Some(tuple) = parser
+            .next_row()
+            .map_err(|m| copy_error(&table.name(), &m))?
+        {
+            rows += 1;
+            out.events.push(event(
+                consistent_point,
+                EventKind::Insert(Insert {
+                    xid: None,
+                    new: Row::new(rel.clone(), tuple),
+                    relation: rel.clone(),
+                }),
+            ));
+        }
+        if out.bytes >= crate::MAX_BATCH_BYTES {
+            sink(std::mem::take(out)).await?;
+        }
+    }
+    if !parser.finished() {
+        return Err(copy_error(
+            &table.name(),
+            "the binary COPY stream ended early",
+        ));
+    }
+    Ok((rows, bytes))
 }
 
 /// Copies the snapshot `name` of the publications' tables on a new connection, handing each
@@ -77,75 +229,71 @@ where
     ))
     .await?;
     let tables = published_tables(&mut conn, publications, options).await?;
-    let event = |kind| ChangeEvent {
-        lsn: consistent_point,
-        xid: None,
-        commit_time: None,
-        kind,
+    let n = options.connections();
+    let big = |t: &Table| n > 1 && t.size >= options.threshold() && t.pages > 1;
+    // The other connections import the snapshot now, while the slot's connection that
+    // exported it is still waiting for this copy: an exported snapshot can be imported only
+    // while its exporter's transaction lasts.
+    let mut pool = if tables.iter().any(big) {
+        Some(parallel::Pool::start(&config, snapshot, n).await?)
+    } else {
+        None
     };
+    let event = |kind| event(consistent_point, kind);
     deliver(
         vec![event(EventKind::SnapshotBegin { consistent_point })],
         0,
     )
     .await?;
     for table in tables {
-        let rel = table.relation;
-        let name = format!("{}.{}", rel.namespace, rel.name);
-        tracing::info!(table = name, "copying");
-        let columns: Vec<String> = rel.columns.iter().map(|c| quote_ident(&c.name)).collect();
-        let sql = format!(
-            "COPY (SELECT {} FROM {}.{}{}) TO STDOUT (FORMAT binary)",
-            if columns.is_empty() {
-                String::new()
-            } else {
-                columns.join(", ")
-            },
-            quote_ident(&rel.namespace),
-            quote_ident(&rel.name),
-            table
-                .filter
-                .as_deref()
-                .map(|f| format!(" WHERE {f}"))
-                .unwrap_or_default()
-        );
-        let mut parser = CopyParser::new(rel.columns.len());
-        let mut out = CopyOutBatch::default();
-        out.events.push(event(EventKind::Relation(rel.clone())));
-        let (mut rows, mut bytes) = (0u64, 0u64);
-        let mut copy = conn.copy_out(&sql).await?;
-        while let Some(chunk) = copy.next().await? {
-            bytes += chunk.len() as u64;
-            out.bytes += chunk.len();
-            parser.feed(&chunk);
-            while let Some(tuple) = parser.next_row().map_err(|m| copy_error(&name, &m))? {
-                rows += 1;
-                out.events.push(event(EventKind::Insert(Insert {
-                    xid: None,
-                    new: Row::new(rel.clone(), tuple),
-                    relation: rel.clone(),
-                })));
+        let rel = table.relation.clone();
+        let name = table.name();
+        let (rows, bytes, mut out) = match pool.as_mut().filter(|_| big(&table)) {
+            Some(pool) => {
+                tracing::info!(
+                    table = name,
+                    pages = table.pages,
+                    connections = n,
+                    "copying"
+                );
+                deliver(vec![event(EventKind::Relation(rel.clone()))], 0).await?;
+                let (rows, bytes) = pool.copy(&table, consistent_point, &mut deliver).await?;
+                (rows, bytes, CopyOutBatch::default())
             }
-            if out.bytes >= crate::MAX_BATCH_BYTES {
-                let batch = std::mem::take(&mut out);
-                deliver(batch.events, batch.bytes).await?;
+            None => {
+                tracing::info!(table = name, "copying");
+                let mut out = CopyOutBatch::default();
+                out.events.push(event(EventKind::Relation(rel.clone())));
+                let sql = table.copy_sql(None);
+                let (rows, bytes) = copy_rows(
+                    &mut conn,
+                    &table,
+                    &sql,
+                    consistent_point,
+                    &mut out,
+                    |batch| deliver(batch.events, batch.bytes),
+                )
+                .await?;
+                (rows, bytes, out)
             }
-        }
-        if !parser.finished() {
-            return Err(copy_error(&name, "the binary COPY stream ended early"));
-        }
+        };
         out.events.push(event(EventKind::SnapshotTable {
-            relation: rel.clone(),
+            relation: rel,
             rows,
             bytes,
         }));
         deliver(out.events, out.bytes).await?;
         tracing::info!(table = name, rows, bytes, "copied");
     }
+    if let Some(pool) = pool {
+        pool.finish().await?;
+    }
     conn.simple_query("COMMIT").await?;
     conn.close().await?;
     deliver(vec![event(EventKind::SnapshotEnd { consistent_point })], 0).await
 }
 
+/// Events ready for the consumer, with the `COPY` bytes they came from.
 #[derive(Default)]
 struct CopyOutBatch {
     events: Vec<ChangeEvent>,
@@ -222,12 +370,37 @@ async fn published_tables(
     for ((schema, table), w) in wanted {
         let only = Some(w.columns.as_slice()).filter(|_| !w.all_columns);
         let relation = describe(conn, &schema, &table, only).await?;
+        let (size, pages) = relation_size(conn, relation.id).await?;
         tables.push(Table {
             relation: Arc::new(relation),
             filter: Some(w.filters.join(" OR ")).filter(|_| !w.all_rows),
+            size,
+            pages,
         });
     }
     Ok(tables)
+}
+
+/// The table's main fork in bytes and in pages.
+async fn relation_size(conn: &mut Connection, id: Oid) -> Result<(u64, u64)> {
+    let r = conn
+        .simple_query(&format!(
+            "SELECT pg_catalog.pg_relation_size({}::oid) AS size, \
+               current_setting('block_size')::bigint AS block",
+            id.0
+        ))
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let get = |c| r.get(0, c).and_then(|v| v.parse::<u64>().ok());
+    match (get("size"), get("block")) {
+        (Some(size), Some(block)) if block > 0 => Ok((size, size / block)),
+        _ => Err(Error::new(
+            ErrorKind::Protocol,
+            format!("cannot read the size of relation {}", id.0),
+        )),
+    }
 }
 
 /// The relation as pgoutput's Relation message would describe it.
