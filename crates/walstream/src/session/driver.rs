@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     /// The slot's `safe_wal_size` as last read by the slot check, if `slot_safe_wal_known`.
     pub(crate) slot_safe_wal_size: AtomicI64,
     pub(crate) slot_safe_wal_known: AtomicBool,
+    /// Events, transactions and bytes (`StreamStats`, the `metrics` feature).
+    pub(crate) metrics: crate::session::metrics::Counters,
 }
 
 impl Shared {
@@ -72,18 +74,7 @@ impl Shared {
 
     /// The counters, for a stream's `stats()`.
     pub(crate) fn stats(&self) -> StreamStats {
-        StreamStats {
-            reconnects: self.reconnects.load(Ordering::Relaxed),
-            status_updates: self.status_updates.load(Ordering::Relaxed),
-            reported_flush: Lsn::new(self.reported_flush.load(Ordering::Acquire)),
-            received: Lsn::new(self.received.load(Ordering::Relaxed)),
-            buffered_bytes: self.buffered_bytes.load(Ordering::Acquire),
-            peak_buffered_bytes: self.peak_buffered_bytes.load(Ordering::Acquire),
-            slot_safe_wal_size: self
-                .slot_safe_wal_known
-                .load(Ordering::Acquire)
-                .then(|| self.slot_safe_wal_size.load(Ordering::Acquire)),
-        }
+        crate::session::metrics::stats(self)
     }
 }
 
@@ -586,9 +577,9 @@ impl Driver {
                     };
                     heard = true;
                     *progressed = true;
-                    self.read_batch(copy, frame).await?;
+                    let bytes = self.read_batch(copy, frame).await?;
                     self.close_channel_if_ended();
-                    if let Some(at) = coalescing.after_read(copy) {
+                    if let Some(at) = coalescing.after_read(copy, bytes) {
                         flush.as_mut().reset(at.into());
                     }
                 }
@@ -597,8 +588,9 @@ impl Driver {
     }
 
     /// Follows `first` and every frame already buffered after it, up to a batch's size, and
-    /// hands the batch to the consumer (or keeps it pending while the channel is full).
-    async fn read_batch(&mut self, copy: &mut CopyBoth, first: Bytes) -> Result<()> {
+    /// hands the batch to the consumer (or keeps it pending while the channel is full);
+    /// returns the bytes of frames it read.
+    async fn read_batch(&mut self, copy: &mut CopyBoth, first: Bytes) -> Result<usize> {
         let mut events = std::mem::take(&mut self.carry);
         let mut bytes = 0;
         let mut frame = first;
@@ -616,6 +608,8 @@ impl Driver {
                 Err(e) => break Err(e.into()),
             }
         };
+        let read = bytes as u64;
+        self.shared.metrics.received_bytes.fetch_add(read, Ordering::Relaxed);
         if !events.is_empty() {
             let batch = Batch { events, bytes };
             if let Some(tx) = &self.tx {
@@ -633,7 +627,7 @@ impl Driver {
                 }
             }
         }
-        result
+        result.map(|()| bytes)
     }
 
     /// Follows one frame; events go to `events`.
@@ -766,16 +760,19 @@ impl Driver {
     }
 }
 
-/// The socket's receive low-water mark while streaming: after each read it is raised to
-/// [`LOW_WATER`] bytes and a timer of `read_coalescing` armed; the kernel wakes the reader
-/// when that much has arrived, or the timer lowers the mark back to one byte (which wakes the
-/// reader at once if anything is there). A busy stream is then read in large pieces, an idle
-/// one costs one timer, and no message waits more than `read_coalescing`.
+/// The socket's receive low-water mark while streaming. A read that finds the stream busy
+/// (see [`Pace`]) raises the mark to [`LOW_WATER`] bytes and arms a timer of
+/// `read_coalescing`; the kernel wakes the reader when that much has arrived, or the timer
+/// lowers the mark back to one byte (which wakes the reader at once if anything is there). A
+/// busy stream is then read in large pieces, and no message waits more than
+/// `read_coalescing`. A read that finds the stream quiet leaves the mark at one byte and arms
+/// nothing: a lone commit is read the moment it arrives.
 struct Coalescing {
     delay: Duration,
     enabled: bool,
     raised: bool,
     flush_armed: bool,
+    pace: Pace,
 }
 
 /// The low-water mark while a busy stream is read: half a batch.
@@ -788,12 +785,20 @@ impl Coalescing {
             enabled: !delay.is_zero(),
             raised: false,
             flush_armed: false,
+            pace: Pace::new(delay),
         }
     }
 
-    /// After a read: raises the mark if needed; returns when the flush timer should fire.
-    fn after_read(&mut self, copy: &CopyBoth) -> Option<Instant> {
+    /// After a read of `bytes`: raises the mark if the stream is busy (lowers it if not);
+    /// returns when the flush timer should fire, if it should.
+    fn after_read(&mut self, copy: &CopyBoth, bytes: usize) -> Option<Instant> {
         if !self.enabled {
+            return None;
+        }
+        let now = Instant::now();
+        if !self.pace.busy(now, bytes) {
+            self.flush_armed = false;
+            self.lower(copy);
             return None;
         }
         if !self.raised {
@@ -808,7 +813,7 @@ impl Coalescing {
             }
         }
         self.flush_armed = self.raised;
-        self.raised.then(|| Instant::now() + self.delay)
+        self.raised.then(|| now + self.delay)
     }
 
     /// The timer fired: whatever is waiting is read now.
@@ -828,6 +833,52 @@ impl Coalescing {
     }
 }
 
+/// Whether the stream is busy enough that waiting for more costs no message much: the
+/// evidence that more is coming. The reads of the current window (one coalescing delay long,
+/// started by the first read after the previous window ran out) must have brought at least
+/// [`BUSY_BYTES`], that is, the stream runs at `BUSY_BYTES` per delay or faster (8 MB/s at
+/// the default 2 ms), so the raised mark fills in about a delay or less; a read of that much
+/// on its own (a full or nearly full buffer: a backlog) counts at once. A lone commit (a few
+/// hundred bytes, in one to three reads) is never busy, nor is a steady trickle of them
+/// (20,000 single-row transactions a second are about 4 MB/s), so neither waits. Sans-IO:
+/// the time is passed in.
+///
+/// The server's `wal_end` is no evidence here: in a logical stream's XLogData it is the
+/// record's own position (the walsender writes the same LSN as start and end), and a
+/// keepalive comes when the walsender has caught up.
+#[derive(Debug)]
+struct Pace {
+    window: Duration,
+    since: Option<Instant>,
+    bytes: usize,
+}
+
+/// The bytes a window of one coalescing delay must bring for the stream to count as busy.
+const BUSY_BYTES: usize = LOW_WATER / 2;
+
+impl Pace {
+    fn new(window: Duration) -> Self {
+        Self {
+            window,
+            since: None,
+            bytes: 0,
+        }
+    }
+
+    /// Counts a read of `bytes` at `now`; whether the stream is busy.
+    fn busy(&mut self, now: Instant, bytes: usize) -> bool {
+        let current = self
+            .since
+            .is_some_and(|since| now.saturating_duration_since(since) <= self.window);
+        if !current {
+            self.since = Some(now);
+            self.bytes = 0;
+        }
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.bytes >= BUSY_BYTES
+    }
+}
+
 /// What woke the driver.
 enum Wake {
     Stop,
@@ -844,5 +895,64 @@ pub(crate) async fn reserve<T>(
     match tx {
         Some(tx) => tx.reserve_owned().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    /// A single-row transaction in pgoutput (Begin, Insert, Commit with their headers).
+    const COMMIT: usize = 180;
+
+    #[test]
+    fn a_lone_commit_is_never_waited_for() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(2 * MS);
+        // 20 a second, each in one read or in three (Begin, Insert, Commit apart).
+        for i in 0..20 {
+            let at = t0 + 50 * MS * i;
+            assert!(!pace.busy(at, COMMIT));
+            assert!(!pace.busy(at + MS / 100, 60));
+            assert!(!pace.busy(at + MS / 50, 60));
+        }
+    }
+
+    #[test]
+    fn a_steady_trickle_is_not_busy() {
+        // 20,000 single-row transactions a second, one read each.
+        let t0 = Instant::now();
+        let mut pace = Pace::new(2 * MS);
+        assert!((0..20_000u32).all(|i| !pace.busy(t0 + i * 50 * MS / 1000, COMMIT)));
+    }
+
+    #[test]
+    fn a_full_read_is_busy_at_once() {
+        let mut pace = Pace::new(2 * MS);
+        assert!(pace.busy(Instant::now(), MAX_BATCH_BYTES));
+    }
+
+    #[test]
+    fn many_small_reads_in_a_window_are_busy_and_quiet_ends_it() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(2 * MS);
+        // A backlog the server sends faster than the reader wakes: 4 KiB every 100 µs.
+        let busy: Vec<bool> = (0..8u32)
+            .map(|i| pace.busy(t0 + i * MS / 10, 4096))
+            .collect();
+        assert_eq!(busy, [false, false, false, true, true, true, true, true]);
+        // Then silence longer than the window: the next small read is quiet again.
+        assert!(!pace.busy(t0 + 10 * MS, COMMIT));
+    }
+
+    #[test]
+    fn a_window_does_not_carry_over() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(2 * MS);
+        assert!(!pace.busy(t0, BUSY_BYTES - 1));
+        // One byte more, but after the window: a new window.
+        assert!(!pace.busy(t0 + 3 * MS, 1));
+        assert!(pace.busy(t0 + 4 * MS, BUSY_BYTES));
     }
 }
