@@ -67,4 +67,4 @@ pub use decoder::{
     ColumnInfo, Decoded, Decoder, RelationInfo, TypeInfo, DEFAULT_MAX_RELATIONS, DEFAULT_MAX_TYPES,
 };
 pub use error::{Error, ErrorKind};
-pub use types::{Lsn, Oid, ParseLsnError, Timestamp, Xid};
+pub use types::{Lsn, Oid, ParseLsnError, ParseTimestampError, Timestamp, Xid};

@@ -115,6 +115,111 @@ pub fn subslice(whole: &Bytes, part: &[u8]) -> Option<Bytes> {
     Some(whole.slice(start..end))
 }
 
+/// Serde (feature `serde`), the shape of the CLI's JSON rows: NULL is `null`, a text value a
+/// JSON string, a binary value `{"binary":"<base64>"}`, an unchanged TOASTed value
+/// `{"unchanged_toast":true}`. Text that is not UTF-8 (a `SQL_ASCII` database) cannot be a
+/// JSON string without changing it: serializing it is an error.
+#[cfg(feature = "serde")]
+mod serde_impls {
+    use super::ColumnValue;
+    use alloc::string::String;
+    use base64::Engine as _;
+    use bytes::Bytes;
+    use core::fmt;
+    use serde::de::{self, Deserializer, MapAccess, Visitor};
+    use serde::ser::{SerializeMap, Serializer};
+    use serde::{Deserialize, Serialize};
+
+    const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+    impl Serialize for ColumnValue {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self {
+                ColumnValue::Null => s.serialize_unit(),
+                ColumnValue::Text(b) => match core::str::from_utf8(b) {
+                    Ok(text) => s.serialize_str(text),
+                    Err(_) => Err(serde::ser::Error::custom(
+                        "text column value is not valid UTF-8",
+                    )),
+                },
+                ColumnValue::Binary(b) => {
+                    let mut m = s.serialize_map(Some(1))?;
+                    m.serialize_entry("binary", &BASE64.encode(b))?;
+                    m.end()
+                }
+                ColumnValue::UnchangedToast => {
+                    let mut m = s.serialize_map(Some(1))?;
+                    m.serialize_entry("unchanged_toast", &true)?;
+                    m.end()
+                }
+            }
+        }
+    }
+
+    struct ColumnValueVisitor;
+
+    impl<'de> Visitor<'de> for ColumnValueVisitor {
+        type Value = ColumnValue;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("null, a string, {\"binary\":\"<base64>\"} or {\"unchanged_toast\":true}")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<ColumnValue, E> {
+            Ok(ColumnValue::Null)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<ColumnValue, E> {
+            Ok(ColumnValue::Null)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<ColumnValue, E> {
+            Ok(ColumnValue::Text(Bytes::copy_from_slice(v.as_bytes())))
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<ColumnValue, E> {
+            Ok(ColumnValue::Text(Bytes::from(v)))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ColumnValue, A::Error> {
+            let key: String = map
+                .next_key()?
+                .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+            let value = match key.as_str() {
+                "binary" => {
+                    let text: String = map.next_value()?;
+                    let data = BASE64
+                        .decode(text.as_bytes())
+                        .map_err(|_| de::Error::custom("binary column value is not base64"))?;
+                    ColumnValue::Binary(Bytes::from(data))
+                }
+                "unchanged_toast" => {
+                    if !map.next_value::<bool>()? {
+                        return Err(de::Error::custom("unchanged_toast must be true"));
+                    }
+                    ColumnValue::UnchangedToast
+                }
+                other => {
+                    return Err(de::Error::unknown_field(
+                        other,
+                        &["binary", "unchanged_toast"],
+                    ))
+                }
+            };
+            if map.next_key::<de::IgnoredAny>()?.is_some() {
+                return Err(de::Error::invalid_length(2, &self));
+            }
+            Ok(value)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for ColumnValue {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(ColumnValueVisitor)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +240,35 @@ mod tests {
         );
         assert_eq!(ColumnValue::Null.as_text(), None);
         assert_eq!(ColumnValue::UnchangedToast.as_text(), None);
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn serde_round_trips() {
+        for (value, json) in [
+            (ColumnValue::Null, "null"),
+            (ColumnValue::UnchangedToast, r#"{"unchanged_toast":true}"#),
+            (
+                ColumnValue::Text(Bytes::from_static(b"h\xc3\xa9")),
+                "\"h\u{e9}\"",
+            ),
+            (
+                ColumnValue::Binary(Bytes::from_static(b"\x00\x01")),
+                r#"{"binary":"AAE="}"#,
+            ),
+        ] {
+            assert_eq!(serde_json::to_string(&value).unwrap(), json);
+            assert_eq!(serde_json::from_str::<ColumnValue>(json).unwrap(), value);
+        }
+        assert!(serde_json::to_string(&ColumnValue::Text(Bytes::from_static(b"\xff"))).is_err());
+        for bad in [
+            r#"{"binary":"!"}"#,
+            r#"{"unchanged_toast":false}"#,
+            r#"{"x":1}"#,
+            "1",
+            "{}",
+        ] {
+            assert!(serde_json::from_str::<ColumnValue>(bad).is_err(), "{bad}");
+        }
     }
 }

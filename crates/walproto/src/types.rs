@@ -276,6 +276,199 @@ impl From<std::time::SystemTime> for Timestamp {
     }
 }
 
+/// The error of parsing a [`Timestamp`] from text that is not RFC 3339 in UTC
+/// (`2026-11-24T12:00:00.123456Z`), `infinity` or `-infinity`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParseTimestampError;
+
+impl fmt::Display for ParseTimestampError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "invalid timestamp: expected RFC 3339 in UTC (2026-11-24T12:00:00.123456Z), \
+             infinity or -infinity",
+        )
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ParseTimestampError {}
+
+impl FromStr for Timestamp {
+    type Err = ParseTimestampError;
+
+    /// Parses what `Display` writes: `YYYY-MM-DDTHH:MM:SS` with up to six fractional digits
+    /// (more are an error, not rounded), then `Z` or `+00:00`; or `infinity`/`-infinity`.
+    fn from_str(s: &str) -> Result<Self, ParseTimestampError> {
+        match s {
+            "infinity" => return Ok(Timestamp::INFINITY),
+            "-infinity" => return Ok(Timestamp::NEG_INFINITY),
+            _ => {}
+        }
+        let s = s
+            .strip_suffix('Z')
+            .or_else(|| s.strip_suffix("+00:00"))
+            .ok_or(ParseTimestampError)?;
+        let (date, time) = s.split_once('T').ok_or(ParseTimestampError)?;
+        // A year may carry a sign and more than four digits (`Display` writes `+10000`).
+        let (neg, date) = match date.as_bytes().first() {
+            Some(b'-') => (true, &date[1..]),
+            Some(b'+') => (false, &date[1..]),
+            _ => (false, date),
+        };
+        let mut d = date.splitn(3, '-');
+        let year = digits(d.next(), 4, 6)? as i64;
+        let year = if neg { -year } else { year };
+        let month = digits(d.next(), 2, 2)?;
+        let day = digits(d.next(), 2, 2)?;
+        let (hms, frac) = match time.split_once('.') {
+            Some((hms, frac)) => (hms, Some(frac)),
+            None => (time, None),
+        };
+        let mut t = hms.splitn(3, ':');
+        let (h, m, sec) = (
+            digits(t.next(), 2, 2)?,
+            digits(t.next(), 2, 2)?,
+            digits(t.next(), 2, 2)?,
+        );
+        let micros = match frac {
+            None => 0,
+            Some(f) => digits(Some(f), 1, 6)? * 10u64.pow(6 - f.len() as u32),
+        };
+        if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+            return Err(ParseTimestampError);
+        }
+        if h > 23 || m > 59 || sec > 59 {
+            return Err(ParseTimestampError);
+        }
+        // 10957 days from 1970-01-01 to 2000-01-01.
+        let days = days_from_civil(year, month as u32, day as u32) - 10_957;
+        let in_day = ((h * 60 + m) * 60 + sec) * 1_000_000 + micros; // < 86_400_000_000
+                                                                     // In i128: the day's start alone may lie below `i64::MIN` for the earliest times.
+        let micros = i128::from(days) * i128::from(MICROS_PER_DAY) + i128::from(in_day);
+        i64::try_from(micros)
+            .ok()
+            .filter(|v| *v != i64::MAX && *v != i64::MIN)
+            .map(Timestamp)
+            .ok_or(ParseTimestampError)
+    }
+}
+
+/// `field` as an unsigned decimal of `min..=max` ASCII digits.
+fn digits(field: Option<&str>, min: usize, max: usize) -> Result<u64, ParseTimestampError> {
+    let f = field.ok_or(ParseTimestampError)?;
+    if f.len() < min || f.len() > max || !f.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseTimestampError);
+    }
+    f.parse().map_err(|_| ParseTimestampError)
+}
+
+fn days_in_month(year: i64, month: u64) -> u64 {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Converts a proleptic Gregorian date to days since 1970-01-01: the inverse of
+/// [`civil_from_days`] (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400); // [0, 399]
+    let mp = i64::from(if month > 2 { month - 3 } else { month + 9 }); // [0, 11]
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1; // [0, 365]
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
+    era * 146_097 + doe - 719_468
+}
+
+/// Serde (feature `serde`): the JSON shape of the CLI's JSON lines. An [`Lsn`] is a string in
+/// PostgreSQL's form (`"0/16B3748"`), a [`Timestamp`] a string in RFC 3339 with six fractional
+/// digits (`"2026-11-24T12:00:00.123456Z"`, or `"infinity"`), an [`Xid`] and an [`Oid`] numbers.
+#[cfg(feature = "serde")]
+mod serde_impls {
+    use super::{Lsn, Oid, Timestamp, Xid};
+    use core::fmt;
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::ser::Serializer;
+    use serde::{Deserialize, Serialize};
+
+    /// Serializes a `Display` value as a string without allocating.
+    fn as_string<S: Serializer, T: fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    /// Reads a string with `FromStr`, naming what was expected.
+    struct Parsed<T>(&'static str, core::marker::PhantomData<T>);
+
+    impl<T: core::str::FromStr> Visitor<'_> for Parsed<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            v.parse()
+                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+        }
+    }
+
+    impl Serialize for Lsn {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            as_string(self, s)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Lsn {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_str(Parsed(
+                "an LSN such as \"0/16B3748\"",
+                core::marker::PhantomData,
+            ))
+        }
+    }
+
+    impl Serialize for Timestamp {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            as_string(self, s)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Timestamp {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_str(Parsed(
+                "an RFC 3339 UTC timestamp such as \"2026-11-24T12:00:00.123456Z\"",
+                core::marker::PhantomData,
+            ))
+        }
+    }
+
+    impl Serialize for Xid {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_u32(self.0)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Xid {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            u32::deserialize(d).map(Xid)
+        }
+    }
+
+    impl Serialize for Oid {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_u32(self.0)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Oid {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            u32::deserialize(d).map(Oid)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,5 +543,63 @@ mod tests {
         let diff = now.duration_since(back).unwrap_or_default();
         assert!(diff.as_micros() < 1);
         assert!(std::time::SystemTime::try_from(Timestamp::INFINITY).is_err());
+    }
+
+    #[test]
+    fn timestamp_parses_what_it_displays() {
+        for t in [
+            Timestamp::EPOCH,
+            Timestamp::new(-1),
+            Timestamp::new(59 * MICROS_PER_DAY + 1),
+            Timestamp::new(i64::MAX - 1),
+            Timestamp::new(i64::MIN + 1),
+            Timestamp::INFINITY,
+            Timestamp::NEG_INFINITY,
+            Timestamp::from_unix_micros(1_795_521_600_123_456).unwrap(),
+        ] {
+            assert_eq!(t.to_string().parse::<Timestamp>(), Ok(t), "{t}");
+        }
+        assert_eq!(
+            "2000-01-01T00:00:01.5+00:00".parse(),
+            Ok(Timestamp::new(1_500_000))
+        );
+        assert_eq!(
+            "2000-01-01T00:00:01Z".parse(),
+            Ok(Timestamp::new(1_000_000))
+        );
+        for bad in [
+            "",
+            "2000-01-01",
+            "2000-01-01T00:00:00",
+            "2000-02-30T00:00:00Z",
+            "2001-02-29T00:00:00Z",
+            "2000-01-01T24:00:00Z",
+            "2000-01-01T00:00:00.1234567Z",
+            "2000-01-01T00:00:00+01:00",
+            "2000-1-01T00:00:00Z",
+            "+2000-01-01T00:00:0xZ",
+        ] {
+            assert_eq!(
+                bad.parse::<Timestamp>(),
+                Err(ParseTimestampError),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn serde_json_shape() {
+        let lsn = Lsn::new(0x16B3748);
+        assert_eq!(serde_json::to_string(&lsn).unwrap(), "\"0/16B3748\"");
+        assert_eq!(serde_json::from_str::<Lsn>("\"0/16B3748\"").unwrap(), lsn);
+        assert!(serde_json::from_str::<Lsn>("\"0/x\"").is_err());
+        let t = Timestamp::from_unix_micros(1_795_521_600_123_456).unwrap();
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, "\"2026-11-24T12:00:00.123456Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
+        assert_eq!(serde_json::to_string(&Xid(7)).unwrap(), "7");
+        assert_eq!(serde_json::from_str::<Xid>("7").unwrap(), Xid(7));
+        assert_eq!(serde_json::from_str::<Oid>("16384").unwrap(), Oid(16384));
     }
 }
