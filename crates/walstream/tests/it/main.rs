@@ -34,6 +34,7 @@ mod reconnect;
 mod runtime;
 mod scenarios;
 mod snapshot;
+mod snapshot_parallel;
 mod stream;
 mod transactions;
 mod typed_get;
