@@ -107,6 +107,7 @@ const _: () = {
 struct ReadmeDoctests;
 
 pub mod backup;
+mod decode;
 mod error;
 mod logical;
 pub mod physical;
@@ -119,6 +120,7 @@ pub mod value;
 #[doc(hidden)]
 pub mod fuzzing;
 
+pub use decode::EventDecoder;
 pub use error::{Error, ErrorKind, Result};
 pub use logical::config::{
     CreateSlot, Negotiated, ReplicationStreamConfig, ReplicationStreamConfigBuilder,
@@ -132,6 +134,9 @@ pub use logical::event::{
 pub use logical::stream::{EventStream, LogicalReplicationStream, StreamStats};
 pub use session::driver::MAX_BATCH_BYTES;
 pub use session::feedback::{FeedbackPositions, FeedbackTracker, SharedLsnFeedback};
+pub use session::metrics::{EventCounts, EVENT_KINDS};
+#[cfg(feature = "metrics")]
+pub use session::metrics::{publish as publish_metrics, PUBLISH_INTERVAL};
 pub use session::open::FailoverRefusal;
 pub use session::retry::RetryPolicy;
 pub use session::slot_watch::{

@@ -11,6 +11,7 @@ use futures_core::Stream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use walconn::SystemInfo;
 use walproto::Lsn;
 
@@ -19,6 +20,7 @@ use crate::logical::config::{Negotiated, ReplicationStreamConfig};
 use crate::logical::event::ChangeEvent;
 use crate::session::driver::{Driver, Item, Shared};
 use crate::session::feedback::SharedLsnFeedback;
+use crate::session::metrics::EventCounts;
 use crate::session::open::{open_session, Session};
 
 /// A connected, checked logical replication session, ready to [`start`](Self::start).
@@ -114,6 +116,15 @@ impl LogicalReplicationStream {
     /// Outside a tokio runtime (as `tokio::spawn` does).
     pub fn start(self) -> EventStream {
         let (tx, rx) = mpsc::channel(self.config.buffer_batches);
+        #[cfg(feature = "metrics")]
+        let slot = self.config.slot.clone();
+        // The driver task's span: what every event it logs is about.
+        let span = tracing::info_span!(
+            "walstream_driver",
+            slot = %self.config.slot,
+            host = %crate::session::metrics::host_of(&self.conn_config),
+            start = %self.start_lsn,
+        );
         let stop = self.config.cancel.child_token();
         let (driver, shared) = Driver::new(
             self.conn_config,
@@ -123,7 +134,9 @@ impl LogicalReplicationStream {
             tx,
             stop.clone(),
         );
-        let handle = tokio::spawn(driver.run(self.session.conn));
+        #[cfg(feature = "metrics")]
+        crate::session::metrics::spawn_publisher(slot, shared.clone(), stop.clone());
+        let handle = tokio::spawn(driver.run(self.session.conn).instrument(span));
         EventStream {
             rx,
             current: Vec::new().into_iter(),
@@ -152,8 +165,13 @@ pub struct EventStream {
     driver: Option<JoinHandle<Result<Lsn>>>,
 }
 
-/// Counters of a running stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Counters, positions and lag of a running stream, read with [`EventStream::stats`] (pull).
+///
+/// With the `metrics` feature the same values also go to the
+/// [`metrics`](https://docs.rs/metrics) facade every second, under the names of the CLI's
+/// Prometheus endpoint (`walstream_lag_bytes`, `walstream_events_total{kind}`, ...), each with
+/// a `slot` label: see [`publish`](crate::publish_metrics).
+#[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct StreamStats {
     /// Successful reconnects.
@@ -164,6 +182,27 @@ pub struct StreamStats {
     pub reported_flush: Lsn,
     /// The furthest server position received.
     pub received: Lsn,
+    /// What the application has acknowledged as flushed
+    /// ([`SharedLsnFeedback::flushed`]).
+    pub acknowledged: Lsn,
+    /// The server's `wal_end` as last sent (in a data message's header or a keepalive): the
+    /// end of the WAL the server has decoded for this slot, so for a logical stream the same
+    /// as [`received`](Self::received).
+    pub server_wal_end: Lsn,
+    /// The lag in bytes: [`server_wal_end`](Self::server_wal_end) minus what is acknowledged
+    /// (or reported, if further).
+    pub lag_bytes: u64,
+    /// The lag in time, in seconds: now minus the commit time of the newest transaction
+    /// delivered; 0 while idle and caught up (that transaction acknowledged and nothing
+    /// waiting in the channel), and before the first transaction.
+    pub lag_seconds: f64,
+    /// Events delivered to the consumer, by kind.
+    pub events: EventCounts,
+    /// Transactions delivered (events with an [`ack_lsn`](ChangeEvent::ack_lsn): commits,
+    /// prepares, rollbacks of prepared transactions).
+    pub transactions: u64,
+    /// Bytes of stream read from the server (the frames events were decoded from).
+    pub received_bytes: u64,
     /// Bytes of stream in batches handed to the channel and not yet taken by the consumer.
     pub buffered_bytes: usize,
     /// The most bytes that were ever waiting so.
@@ -240,6 +279,7 @@ impl Stream for EventStream {
                     self.shared
                         .buffered_bytes
                         .fetch_sub(batch.bytes, Ordering::AcqRel);
+                    self.shared.metrics.delivered(&batch.events);
                     self.current = batch.events.into_iter();
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),

@@ -6,6 +6,7 @@
 
 pub(crate) mod driver;
 pub(crate) mod feedback;
+pub(crate) mod metrics;
 pub(crate) mod open;
 pub(crate) mod retry;
 pub(crate) mod slot_watch;

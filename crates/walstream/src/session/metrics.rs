@@ -1,0 +1,282 @@
+//! What a running stream counts (events by kind, transactions, bytes, the commit time of the
+//! newest transaction delivered), how [`StreamStats`] is made from it, and, with the
+//! `metrics` feature, how the same values reach the [`metrics`](https://docs.rs/metrics)
+//! facade (so a Prometheus, StatsD or OpenTelemetry exporter installed by the application
+//! publishes them).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use walproto::Lsn;
+
+use crate::logical::event::{ChangeEvent, EventKind};
+use crate::logical::stream::StreamStats;
+use crate::session::driver::Shared;
+
+/// The `kind` label of each counted kind of event, in [`kind_index`] order.
+pub const EVENT_KINDS: [&str; EVENT_KIND_COUNT] = [
+    "begin",
+    "commit",
+    "origin",
+    "relation",
+    "type",
+    "insert",
+    "update",
+    "delete",
+    "truncate",
+    "message",
+    "stream_start",
+    "stream_stop",
+    "stream_commit",
+    "stream_abort",
+    "begin_prepare",
+    "prepare",
+    "stream_prepare",
+    "commit_prepared",
+    "rollback_prepared",
+    "xlogdata",
+    "snapshot",
+    "slot_warning",
+    "resnapshot",
+    "reconnected",
+    "other",
+];
+
+/// How many kinds of event are counted apart.
+pub(crate) const EVENT_KIND_COUNT: usize = 25;
+
+/// The index into [`EVENT_KINDS`] of an event's kind.
+fn kind_index(kind: &EventKind) -> usize {
+    match kind {
+        EventKind::Begin(_) => 0,
+        EventKind::Commit(_) => 1,
+        EventKind::Origin { .. } => 2,
+        EventKind::Relation(_) => 3,
+        EventKind::Type(_) => 4,
+        EventKind::Insert(_) => 5,
+        EventKind::Update(_) => 6,
+        EventKind::Delete(_) => 7,
+        EventKind::Truncate(_) => 8,
+        EventKind::Message(_) => 9,
+        EventKind::StreamStart(_) => 10,
+        EventKind::StreamStop => 11,
+        EventKind::StreamCommit(_) => 12,
+        EventKind::StreamAbort(_) => 13,
+        EventKind::BeginPrepare(_) => 14,
+        EventKind::Prepare(_) => 15,
+        EventKind::StreamPrepare(_) => 16,
+        EventKind::CommitPrepared(_) => 17,
+        EventKind::RollbackPrepared(_) => 18,
+        EventKind::XLogData(_) => 19,
+        EventKind::SnapshotBegin { .. }
+        | EventKind::SnapshotTable { .. }
+        | EventKind::SnapshotEnd { .. } => 20,
+        EventKind::SlotWarning { .. } => 21,
+        EventKind::Resnapshot { .. } => 22,
+        EventKind::Reconnected { .. } => 23,
+        #[allow(unreachable_patterns)]
+        _ => 24,
+    }
+}
+
+/// Counts of delivered events by kind (the `kind` label of `walstream_events_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EventCounts([u64; EVENT_KIND_COUNT]);
+
+impl EventCounts {
+    /// The count of one kind, by its label (`"insert"`, `"commit"`, ... as in
+    /// [`iter`](Self::iter)); 0 for a label that is not one.
+    pub fn get(&self, kind: &str) -> u64 {
+        EVENT_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .and_then(|i| self.0.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every kind's label and count, zeros included.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        EVENT_KINDS.iter().copied().zip(self.0.iter().copied())
+    }
+
+    /// All events counted.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+/// The counters a stream's driver and consumer add to (inside the driver's `Shared`).
+#[derive(Debug)]
+pub(crate) struct Counters {
+    events: [AtomicU64; EVENT_KIND_COUNT],
+    transactions: AtomicU64,
+    /// Bytes of stream read from the server (the frames that made events).
+    pub(crate) received_bytes: AtomicU64,
+    /// The commit time (Unix microseconds) of the newest transaction delivered, `i64::MIN`
+    /// before the first.
+    newest_commit_unix_micros: AtomicI64,
+    /// The end LSN of the newest transaction delivered.
+    newest_end: AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            events: std::array::from_fn(|_| AtomicU64::new(0)),
+            transactions: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
+            newest_commit_unix_micros: AtomicI64::new(i64::MIN),
+            newest_end: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Counters {
+    /// Counts a batch of events handed to the consumer.
+    pub(crate) fn delivered(&self, events: &[ChangeEvent]) {
+        let mut counts = [0u64; EVENT_KIND_COUNT];
+        let mut transactions = 0;
+        let mut newest: Option<(Lsn, Option<i64>)> = None;
+        for event in events {
+            if let Some(count) = counts.get_mut(kind_index(&event.kind)) {
+                *count += 1;
+            }
+            if let Some(end) = event.ack_lsn() {
+                transactions += 1;
+                newest = Some((end, event.commit_time.and_then(|t| t.unix_micros())));
+            }
+        }
+        for (total, count) in self.events.iter().zip(counts) {
+            if count > 0 {
+                total.fetch_add(count, Ordering::Relaxed);
+            }
+        }
+        if let Some((end, time)) = newest {
+            self.transactions.fetch_add(transactions, Ordering::Relaxed);
+            if let Some(time) = time {
+                self.newest_commit_unix_micros
+                    .store(time, Ordering::Relaxed);
+            }
+            self.newest_end.fetch_max(end.get(), Ordering::Release);
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+fn now_unix_micros() -> i64 {
+    match SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    }
+}
+
+/// The stats of a stream from what its driver and consumer share.
+pub(crate) fn stats(shared: &Shared) -> StreamStats {
+    let c = &shared.metrics;
+    let reported_flush = Lsn::new(shared.reported_flush.load(Ordering::Acquire));
+    let acknowledged = shared.feedback.flushed();
+    let received = Lsn::new(shared.received.load(Ordering::Relaxed));
+    let buffered_bytes = shared.buffered_bytes.load(Ordering::Acquire);
+    let newest_end = Lsn::new(c.newest_end.load(Ordering::Acquire));
+    let newest_commit = c.newest_commit_unix_micros.load(Ordering::Relaxed);
+    // Idle and caught up: the newest transaction delivered is acknowledged and nothing waits
+    // in the channel.
+    let caught_up = acknowledged.max(reported_flush) >= newest_end && buffered_bytes == 0;
+    let lag_seconds = if caught_up || newest_commit == i64::MIN {
+        0.0
+    } else {
+        (now_unix_micros().saturating_sub(newest_commit)).max(0) as f64 / 1e6
+    };
+    let server_wal_end = received;
+    StreamStats {
+        reconnects: shared.reconnects.load(Ordering::Relaxed),
+        status_updates: shared.status_updates.load(Ordering::Relaxed),
+        reported_flush,
+        received,
+        acknowledged,
+        server_wal_end,
+        lag_bytes: server_wal_end
+            .get()
+            .saturating_sub(acknowledged.max(reported_flush).get()),
+        lag_seconds,
+        events: EventCounts(std::array::from_fn(|i| {
+            c.events.get(i).map_or(0, |e| e.load(Ordering::Relaxed))
+        })),
+        transactions: c.transactions.load(Ordering::Relaxed),
+        received_bytes: c.received_bytes.load(Ordering::Relaxed),
+        buffered_bytes,
+        peak_buffered_bytes: shared.peak_buffered_bytes.load(Ordering::Acquire),
+        slot_safe_wal_size: shared
+            .slot_safe_wal_known
+            .load(Ordering::Acquire)
+            .then(|| shared.slot_safe_wal_size.load(Ordering::Acquire)),
+    }
+}
+
+/// How often a running stream publishes to the `metrics` facade.
+#[cfg(feature = "metrics")]
+pub const PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sets the `metrics` facade's gauges and counters of the stream on `slot` to `stats`: the
+/// names of the CLI's Prometheus endpoint, each with a `slot` label (and `kind` for
+/// `walstream_events_total`). Counters are set to the stream's totals
+/// ([`metrics::Counter::absolute`]).
+#[cfg(feature = "metrics")]
+pub fn publish(slot: &str, stats: &StreamStats) {
+    let slot = slot.to_owned();
+    let lsn = |l: Lsn| l.get() as f64;
+    metrics::gauge!("walstream_received_lsn", "slot" => slot.clone()).set(lsn(stats.received));
+    metrics::gauge!("walstream_flushed_lsn", "slot" => slot.clone())
+        .set(lsn(stats.acknowledged.max(stats.reported_flush)));
+    metrics::gauge!("walstream_server_wal_end_lsn", "slot" => slot.clone())
+        .set(lsn(stats.server_wal_end));
+    metrics::gauge!("walstream_lag_bytes", "slot" => slot.clone()).set(stats.lag_bytes as f64);
+    metrics::gauge!("walstream_lag_seconds", "slot" => slot.clone()).set(stats.lag_seconds);
+    for (kind, count) in stats.events.iter() {
+        metrics::counter!("walstream_events_total", "slot" => slot.clone(), "kind" => kind)
+            .absolute(count);
+    }
+    metrics::counter!("walstream_transactions_total", "slot" => slot.clone())
+        .absolute(stats.transactions);
+    metrics::counter!("walstream_received_bytes_total", "slot" => slot.clone())
+        .absolute(stats.received_bytes);
+    metrics::counter!("walstream_reconnects_total", "slot" => slot.clone())
+        .absolute(stats.reconnects);
+    metrics::counter!("walstream_status_updates_total", "slot" => slot.clone())
+        .absolute(stats.status_updates);
+    if let Some(size) = stats.slot_safe_wal_size {
+        metrics::gauge!("walstream_slot_safe_wal_size_bytes", "slot" => slot).set(size as f64);
+    }
+}
+
+/// Publishes the stream's stats every [`PUBLISH_INTERVAL`] until `stop` is cancelled (and once
+/// more then).
+#[cfg(feature = "metrics")]
+pub(crate) fn spawn_publisher(
+    slot: String,
+    shared: std::sync::Arc<Shared>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PUBLISH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => publish(&slot, &stats(&shared)),
+            }
+        }
+        publish(&slot, &stats(&shared));
+    });
+}
+
+/// The first host of a connection configuration with its port (`db:5432`, or the socket
+/// directory), for the driver's span.
+pub(crate) fn host_of(config: &walconn::Config) -> String {
+    match (config.hosts().first(), config.ports().first()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_string(),
+        (None, _) => String::new(),
+    }
+}
