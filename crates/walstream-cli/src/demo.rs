@@ -167,6 +167,7 @@ async fn show(
         start: None,
         end: None,
         status_interval: 10,
+        recvlogical: Default::default(),
     };
     let tailed = tail::follow(&args, stop).await;
     stop.cancel();

@@ -16,13 +16,14 @@ mod typed;
 mod wal2json;
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 use tracing::level_filters::LevelFilter;
+use tracing_subscriber::EnvFilter;
 use walproto::pgoutput::{OriginFilter, ProtocolVersion, Streaming};
 use walproto::Lsn;
 
@@ -61,7 +62,8 @@ Exit status:
 #[derive(Debug, Parser)]
 #[command(name = "walstream", version, after_help = EXIT_CODES)]
 struct Cli {
-    /// More diagnostics on stderr: -v info, -vv debug, -vvv trace. RUST_LOG=LEVEL does the same.
+    /// More diagnostics on stderr: -v info, -vv debug, -vvv trace. RUST_LOG takes tracing's
+    /// filter syntax (`RUST_LOG=walconn=debug,info`); its bare level replaces these.
     #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
 
@@ -92,7 +94,25 @@ enum Command {
     /// Stream WAL into segment files as pg_receivewal does.
     #[command(after_help = receivewal::RECEIVEWAL_EXAMPLES)]
     Receivewal(receivewal::ReceivewalArgs),
+    /// Print a shell completion script on stdout.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  walstream completions bash > ~/.local/share/bash-completion/completions/walstream
+  walstream completions zsh > ~/.zfunc/_walstream
+  walstream completions fish > ~/.config/fish/completions/walstream.fish
+
+Exit status:
+  0  the script was written
+  2  usage error
+  3  the output cannot be written";
 
 const DEMO_EXAMPLES: &str = "\
 Examples:
@@ -245,16 +265,19 @@ Examples:
       --streaming parallel --end 0/3000000 | jq -c 'select(.type == \"insert\")'
 
 Lines have the schema of `walstream decode`. A transaction is acknowledged to the server only
-after its lines are flushed to stdout, so a restart resumes after the last transaction
-printed whole (one cut short by a crash is printed again). Lost connections are retried with
-backoff. SIGINT/SIGTERM stop cleanly with a last status update.
+after its lines are flushed to stdout (with -f FILE: fsynced to FILE, every --fsync-interval
+seconds), so a restart resumes after the last transaction printed whole (one cut short by a
+crash is printed again). Lost connections are retried with backoff (not with --no-loop).
+--create-slot fails if the slot exists, unless --if-not-exists is given. SIGINT/SIGTERM stop
+cleanly with a last status update.
 
 Exit status:
   0  stopped at --end, by a signal, or because stdout was closed
   1  a message from the server cannot be decoded
   2  usage error (or an option this server does not support)
   3  the output cannot be written
-  4  the server or the connection failed
+  4  the server or the connection failed (at once with --no-loop), or --create-slot found
+     the slot already there (without --if-not-exists)
   5  the replication slot is lost (invalidated: the reason is on stderr) or missing";
 
 const RECORD_EXAMPLES: &str = "\
@@ -332,6 +355,10 @@ impl OutputArgs {
 struct TailArgs {
     #[command(flatten)]
     stream: StreamArgs,
+    /// Write the lines to this file (appended to) instead of stdout; `-` is stdout. Only what
+    /// was fsynced to it (every --fsync-interval seconds) is acknowledged.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    file: Option<PathBuf>,
     /// Read the tables' existing rows first, from the slot's exported snapshot.
     #[arg(long)]
     snapshot: bool,
@@ -344,7 +371,7 @@ struct RecordArgs {
     #[command(flatten)]
     stream: StreamArgs,
     /// The capture file to write.
-    #[arg(long, value_name = "FILE")]
+    #[arg(short = 'f', long, visible_alias = "file", value_name = "FILE")]
     out: PathBuf,
 }
 
@@ -357,10 +384,10 @@ struct StreamArgs {
     /// The replication slot.
     #[arg(long, value_name = "S")]
     slot: String,
-    /// A publication to stream (repeat for several).
-    #[arg(long, value_name = "P", required = true)]
+    /// A publication to stream (repeat, or separate by commas, for several: `--publication a,b`).
+    #[arg(long, value_name = "P", required = true, value_delimiter = ',')]
     publication: Vec<String>,
-    /// Create the slot if it does not exist.
+    /// Create the slot; an error if it exists, unless --if-not-exists is given too.
     #[arg(long)]
     create_slot: bool,
     /// With --create-slot, make it a temporary slot.
@@ -395,12 +422,45 @@ struct StreamArgs {
     /// Stop cleanly once this LSN (X/X) is reached.
     #[arg(long, value_name = "LSN")]
     end: Option<Lsn>,
+    #[command(flatten)]
+    recvlogical: RecvlogicalArgs,
     /// Seconds between status updates to the server (at most a third of the server's
     /// `wal_sender_timeout` is used by tail), like
     /// `pg_recvlogical --status-interval`; keep it well under the server's
     /// `wal_sender_timeout`.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     status_interval: u64,
+}
+
+/// The options of `pg_recvlogical` that `tail` and `record` take too.
+#[derive(Debug, Args)]
+struct RecvlogicalArgs {
+    /// With --create-slot, use the slot if it exists instead of failing (as pg_recvlogical).
+    #[arg(long, requires = "create_slot")]
+    if_not_exists: bool,
+    /// Do not reconnect after the connection is lost: exit 4 at once (record never
+    /// reconnects).
+    #[arg(long)]
+    no_loop: bool,
+    /// Seconds between fsyncs of the output file (tail's `-f FILE`, record's capture), as
+    /// `pg_recvlogical --fsync-interval`: only what was fsynced is acknowledged. 0 never
+    /// fsyncs and acknowledges what was written.
+    #[arg(short = 'F', long, value_name = "SECS", default_value_t = DEFAULT_FSYNC_INTERVAL, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    fsync_interval: u64,
+}
+
+/// `--fsync-interval`'s default, pg_recvlogical's.
+const DEFAULT_FSYNC_INTERVAL: u64 = 10;
+
+impl Default for RecvlogicalArgs {
+    /// The defaults of the command line: reconnects, fsyncs a file every 10 seconds.
+    fn default() -> Self {
+        Self {
+            if_not_exists: false,
+            no_loop: false,
+            fsync_interval: DEFAULT_FSYNC_INTERVAL,
+        }
+    }
 }
 
 /// `--proto-version`: 1 to 4, as walproto's [`ProtocolVersion`].
@@ -439,6 +499,22 @@ fn main() -> ExitCode {
         Command::Slot(args) => run_slot(&args),
         Command::Receivewal(args) => run_receivewal(&args),
         Command::Basebackup(args) => run_basebackup(&args),
+        Command::Completions { shell } => run_completions(shell),
+    }
+}
+
+/// Writes the completion script for `shell`, generated from the command's clap definitions.
+fn run_completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "walstream", &mut script);
+    let mut out = io::stdout().lock();
+    match out.write_all(&script).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: walstream completions: writing the output: {e}");
+            ExitCode::from(exit::IO)
+        }
     }
 }
 
@@ -472,7 +548,13 @@ fn basebackup_exit(e: &basebackup::BasebackupError) -> u8 {
             B::Io { .. } => exit::IO,
             B::Wal(e) => stream_exit(e),
             B::Connection(e) if e.is_slot_missing() => exit::SLOT,
-            B::Connection(e) if e.kind() == walstream::walconn::ErrorKind::Unsupported => {
+            B::Connection(e)
+                if matches!(
+                    e.kind(),
+                    walstream::walconn::ErrorKind::Unsupported
+                        | walstream::walconn::ErrorKind::Config
+                ) =>
+            {
                 exit::USAGE
             }
             _ => exit::SERVER,
@@ -502,9 +584,15 @@ fn run_receivewal(args: &receivewal::ReceivewalArgs) -> ExitCode {
     }
 }
 
-/// The exit status for a stream's error, by its kind.
+/// The exit status for a stream's error, by its kind; a conninfo that cannot be parsed (or
+/// lacks what a connection needs) is a usage error.
 fn stream_exit(e: &walstream::Error) -> u8 {
     use walstream::ErrorKind as K;
+    if e.connection()
+        .is_some_and(|c| c.kind() == walstream::walconn::ErrorKind::Config)
+    {
+        return exit::USAGE;
+    }
     match e.kind() {
         K::Config | K::Unsupported => exit::USAGE,
         K::Decode => exit::DATA,
@@ -651,6 +739,7 @@ fn run_tail(args: &TailArgs) -> ExitCode {
         &args.stream,
         args.snapshot,
         args.output.output(),
+        args.file.as_deref(),
     )) {
         Ok(summary) => {
             tracing::info!(
@@ -678,12 +767,14 @@ fn tail_failed(command: &str, e: tail::TailError) -> ExitCode {
         tail::TailError::Data(_) => exit::DATA,
         tail::TailError::Stream(e) => stream_exit(&e),
         tail::TailError::Output(_) => exit::IO,
+        tail::TailError::SlotExists(_) => exit::SERVER,
     })
 }
 
-/// Diagnostics go to stderr, never stdout (which carries the JSON lines). The level is the
-/// highest of `quiet` (the command's default), `-v`'s and `RUST_LOG`'s when that is a plain
-/// level name (`RUST_LOG=debug`); this tool has too few log sites to need per-module filters.
+/// Diagnostics go to stderr, never stdout (which carries the JSON lines), each line with its
+/// time. `RUST_LOG`, when set, is a filter in tracing's syntax (`walconn=debug,info`); the
+/// level of `-v` or `quiet` (the command's default) applies where it names none. A malformed
+/// one is said once on stderr and ignored.
 fn init_tracing(verbose: u8, quiet: LevelFilter) {
     let from_flag = match verbose {
         0 => quiet,
@@ -691,14 +782,23 @@ fn init_tracing(verbose: u8, quiet: LevelFilter) {
         2 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
-    let from_env = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.trim().parse::<LevelFilter>().ok())
-        .unwrap_or(LevelFilter::OFF);
+    let mut bad_env = None;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::builder()
+            .with_default_directive(from_flag.into())
+            .parse(v.trim())
+            .unwrap_or_else(|e| {
+                bad_env = Some(format!("ignoring RUST_LOG={v:?}: {e}"));
+                EnvFilter::new(from_flag.to_string())
+            }),
+        _ => EnvFilter::new(from_flag.to_string()),
+    };
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
-        .with_max_level(from_flag.max(from_env))
+        .with_env_filter(filter)
         .with_target(false)
-        .without_time()
         .init();
+    if let Some(m) = bad_env {
+        tracing::warn!("{m}");
+    }
 }

@@ -10,14 +10,16 @@
 //! options, `demo` with the options of the stream it sets up. Both stop when a
 //! [`CancellationToken`] is cancelled (SIGINT/SIGTERM, `demo --seconds`).
 
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use walproto::pgoutput::Options;
 use walproto::{Decoder, Lsn};
 use walstream::{
     CancellationToken, CreateSlot, EventKind, EventStream, LogicalReplicationStream,
-    ReplicationStreamConfig, ReplicationStreamConfigBuilder, RetryPolicy,
+    ReplicationStreamConfig, ReplicationStreamConfigBuilder, RetryPolicy, SlotManager,
 };
 
 use crate::{json, StreamArgs};
@@ -39,14 +41,16 @@ pub(crate) enum TailError {
     Stream(walstream::Error),
     /// A message could not be printed.
     Data(String),
-    /// Standard output failed.
+    /// `--create-slot` without `--if-not-exists` found the slot already there.
+    SlotExists(String),
+    /// Standard output (or the `-f` file) failed.
     Output(io::Error),
 }
 
 impl std::fmt::Display for TailError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TailError::Usage(m) | TailError::Data(m) => f.write_str(m),
+            TailError::Usage(m) | TailError::Data(m) | TailError::SlotExists(m) => f.write_str(m),
             TailError::Stream(e) => write!(f, "{e:#}"),
             TailError::Output(e) => write!(f, "writing the output: {e}"),
         }
@@ -93,7 +97,11 @@ fn stream_config_with(
         .two_phase(a.two_phase)
         .origin(a.origin)
         .status_interval(Duration::from_secs(a.status_interval))
-        .retry(RetryPolicy::default())
+        .retry(if a.recvlogical.no_loop {
+            RetryPolicy::never()
+        } else {
+            RetryPolicy::default()
+        })
         .raw(true);
     if let Some(v) = a.proto_version {
         b = b.proto_version(v);
@@ -142,17 +150,84 @@ pub(crate) struct Summary {
 /// With `snapshot`, the published tables' rows come first (a `relation` line per table, then
 /// an `insert` line per row with binary values, at the slot's consistent point), then the
 /// stream from that point; the slot must be new (`--create-slot`).
+///
+/// With `file` (`-f`, not `-`), the lines are appended to it instead of stdout, and only what
+/// was fsynced to it (every `--fsync-interval` seconds, and at the end) is acknowledged.
 pub(crate) async fn tail(
     args: &StreamArgs,
     snapshot: bool,
     output: json::Output,
+    file: Option<&Path>,
 ) -> Result<Summary, TailError> {
     if output.format == json::Format::Wal2json {
         crate::wal2json::check_stream(args.streaming, args.two_phase).map_err(TailError::Usage)?;
     }
+    let sink = match file {
+        Some(path) if path.as_os_str() != "-" => {
+            let file = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+                .map_err(|e| {
+                    TailError::Output(io::Error::new(
+                        e.kind(),
+                        format!("cannot open {}: {e}", path.display()),
+                    ))
+                })?;
+            Sink::File {
+                file,
+                fsync: (args.recvlogical.fsync_interval > 0)
+                    .then(|| Duration::from_secs(args.recvlogical.fsync_interval)),
+            }
+        }
+        _ => Sink::Stdout(io::stdout().lock()),
+    };
+    if args.create_slot && !args.recvlogical.if_not_exists {
+        refuse_existing_slot(args).await?;
+    }
     let stop = CancellationToken::new();
     stop_on_signals(&stop).map_err(TailError::Output)?;
-    follow_from(args, snapshot, output, &stop).await
+    follow_from(args, snapshot, output, sink, &stop).await
+}
+
+/// `--create-slot` as pg_recvlogical has it: an error if the slot exists (`--if-not-exists`
+/// uses it instead). A slot created by someone else between this check and the stream's own
+/// creation is used.
+async fn refuse_existing_slot(args: &StreamArgs) -> Result<(), TailError> {
+    let mut slots = SlotManager::connect(&args.conninfo).await?;
+    let existing = slots.read(&args.slot).await?;
+    if let Err(e) = slots.close().await {
+        tracing::debug!("closing the connection: {e}");
+    }
+    match existing {
+        Some(_) => Err(TailError::SlotExists(format!(
+            "replication slot \"{}\" already exists (add --if-not-exists to stream from it)",
+            args.slot
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Where the lines go: stdout, or a file fsynced every `fsync` (never when `None`).
+enum Sink {
+    Stdout(io::StdoutLock<'static>),
+    File { file: File, fsync: Option<Duration> },
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Stdout(o) => o.write(buf),
+            Sink::File { file, .. } => file.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stdout(o) => o.flush(),
+            Sink::File { file, .. } => file.flush(),
+        }
+    }
 }
 
 /// Cancels `stop` on the first SIGINT or SIGTERM. From then on these signals no longer end the
@@ -180,7 +255,8 @@ pub(crate) async fn follow(
     args: &StreamArgs,
     stop: &CancellationToken,
 ) -> Result<Summary, TailError> {
-    follow_from(args, false, json::Output::default(), stop).await
+    let sink = Sink::Stdout(io::stdout().lock());
+    follow_from(args, false, json::Output::default(), sink, stop).await
 }
 
 /// As [`follow`], with the initial snapshot first when `snapshot` is set.
@@ -188,6 +264,7 @@ async fn follow_from(
     args: &StreamArgs,
     snapshot: bool,
     output: json::Output,
+    sink: Sink,
     stop: &CancellationToken,
 ) -> Result<Summary, TailError> {
     let config = if snapshot {
@@ -207,19 +284,22 @@ async fn follow_from(
         "tailing"
     );
     let mut tail = Tail {
-        out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
+        out: BufWriter::with_capacity(64 * 1024, sink),
         decoder: Decoder::new(options.proto_version, options.streaming),
         options,
         output,
         line: String::with_capacity(1024),
         written_end: None,
+        unsynced_end: None,
         summary: Summary::default(),
         last_ack: Instant::now(),
+        last_sync: Instant::now(),
     };
     let mut events = stream.start();
     let result = tail.run(&mut events, stop).await;
-    // Whatever happened, what is flushed is acknowledged in the last status update.
-    let flushed = tail.flush_and_ack(&events);
+    // Whatever happened, what is flushed (and synced) is acknowledged in the last status
+    // update.
+    let flushed = tail.flush_and_ack(&events, true);
     let closed = events.shutdown().await;
     result?;
     flushed?;
@@ -230,8 +310,8 @@ async fn follow_from(
     Ok(tail.summary)
 }
 
-struct Tail<W: Write> {
-    out: BufWriter<W>,
+struct Tail {
+    out: BufWriter<Sink>,
     decoder: Decoder,
     /// The options the stream runs with, for a new decoder after a reconnect.
     options: Options,
@@ -240,11 +320,14 @@ struct Tail<W: Write> {
     line: String,
     /// The end of the last transaction whose lines are written but not yet flushed.
     written_end: Option<Lsn>,
+    /// The end of the last transaction flushed to the `-f` file but not yet fsynced.
+    unsynced_end: Option<Lsn>,
     summary: Summary,
     last_ack: Instant,
+    last_sync: Instant,
 }
 
-impl<W: Write> Tail<W> {
+impl Tail {
     async fn run(
         &mut self,
         events: &mut EventStream,
@@ -259,7 +342,7 @@ impl<W: Write> Tail<W> {
             let next = match ready {
                 Ok(next) => next,
                 Err(_) => {
-                    self.flush_and_ack(events)?;
+                    self.flush_and_ack(events, false)?;
                     tokio::select! {
                         next = events.next_event() => next,
                         () = stop.cancelled() => return Ok(()),
@@ -320,7 +403,7 @@ impl<W: Write> Tail<W> {
                 _ => {}
             }
             if self.last_ack.elapsed() >= ACK_EVERY {
-                self.flush_and_ack(events)?;
+                self.flush_and_ack(events, false)?;
             }
         }
     }
@@ -352,10 +435,28 @@ impl<W: Write> Tail<W> {
         Ok(())
     }
 
-    /// Flushes stdout, then acknowledges the last transaction written.
-    fn flush_and_ack(&mut self, events: &EventStream) -> Result<(), TailError> {
+    /// Flushes the output, then acknowledges the last transaction written; to a `-f` file
+    /// with an fsync interval, only once it is fsynced (when the interval is over, or
+    /// `final_sync`).
+    fn flush_and_ack(&mut self, events: &EventStream, final_sync: bool) -> Result<(), TailError> {
         self.out.flush().map_err(TailError::Output)?;
-        if let Some(end) = self.written_end.take() {
+        let mut ready = self.written_end.take();
+        if let Sink::File {
+            file,
+            fsync: Some(interval),
+        } = self.out.get_ref()
+        {
+            ready = ready.max(self.unsynced_end.take());
+            if ready.is_some() && (final_sync || self.last_sync.elapsed() >= *interval) {
+                file.sync_data().map_err(TailError::Output)?;
+                self.last_sync = Instant::now();
+                tracing::debug!(end = ?ready, "fsynced");
+            } else {
+                self.unsynced_end = ready;
+                ready = None;
+            }
+        }
+        if let Some(end) = ready {
             events.ack(end);
             tracing::debug!(%end, "acknowledged");
         }

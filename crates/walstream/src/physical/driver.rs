@@ -442,7 +442,7 @@ impl Driver {
     /// Delivers what is pending, then the error; returns a copy of the error for the task's
     /// result.
     async fn fail(&mut self, error: Error) -> Error {
-        tracing::error!("physical replication stream ended: {error:#}");
+        tracing::debug!("physical replication stream ended: {error:#}");
         let summary = Error::new(error.kind(), error.to_string());
         if let Some(tx) = self.tx.take() {
             if let Some(batch) = self.pending.take() {

@@ -413,7 +413,7 @@ impl Driver {
     /// Delivers what is pending, then the error; returns a copy of the error for the task's
     /// result.
     async fn fail(&mut self, error: Error) -> Error {
-        tracing::error!("replication stream ended: {error:#}");
+        tracing::debug!("replication stream ended: {error:#}");
         let summary = error.summary();
         if let Some(tx) = self.tx.take() {
             // Reconnect notices not yet delivered go first: they say where the stream was.

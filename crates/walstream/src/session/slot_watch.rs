@@ -660,7 +660,7 @@ pub(crate) fn spawn_watch(
             worst = now;
             if now == Alarm::Lost {
                 // The stream itself ends with the typed error; no event is owed.
-                tracing::warn!(slot, reason = ?status.invalidation_reason, "the replication slot was invalidated");
+                tracing::debug!(slot, reason = ?status.invalidation_reason, "the replication slot was invalidated");
                 continue;
             }
             let wal_status = status.wal_status.clone().unwrap_or(WalStatus::Reserved);
