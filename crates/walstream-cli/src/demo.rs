@@ -167,6 +167,7 @@ async fn show(
         start: None,
         end: None,
         status_interval: 10,
+        report: Default::default(),
         recvlogical: Default::default(),
     };
     let tailed = tail::follow(&args, stop).await;

@@ -8,6 +8,7 @@ mod capture;
 mod decode;
 mod demo;
 mod json;
+mod metrics;
 mod receivewal;
 mod record;
 mod slot;
@@ -424,6 +425,8 @@ struct StreamArgs {
     end: Option<Lsn>,
     #[command(flatten)]
     recvlogical: RecvlogicalArgs,
+    #[command(flatten)]
+    report: metrics::ReportArgs,
     /// Seconds between status updates to the server (at most a third of the server's
     /// `wal_sender_timeout` is used by tail), like
     /// `pg_recvlogical --status-interval`; keep it well under the server's

@@ -296,6 +296,8 @@ async fn follow_from(
         last_sync: Instant::now(),
     };
     let mut events = stream.start();
+    let reporting = crate::metrics::start(&args.slot, events.stats_handle(), &args.report).await;
+    let _reporting = reporting.map_err(|e| TailError::Usage(e.to_string()))?;
     let result = tail.run(&mut events, stop).await;
     // Whatever happened, what is flushed (and synced) is acknowledged in the last status
     // update.

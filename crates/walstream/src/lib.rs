@@ -111,6 +111,8 @@ mod decode;
 mod error;
 mod logical;
 pub mod physical;
+#[cfg(feature = "serde")]
+mod ser;
 mod session;
 mod slots;
 mod snapshot;
@@ -131,7 +133,7 @@ pub use logical::event::{
     ChangeEvent, CommitPrepared, Delete, EventKind, Insert, LogicalMessage, OldRow, PrepareInfo,
     RawXLogData, RollbackPrepared, Row, Truncate, Update,
 };
-pub use logical::stream::{EventStream, LogicalReplicationStream, StreamStats};
+pub use logical::stream::{EventStream, LogicalReplicationStream, StatsHandle, StreamStats};
 pub use session::driver::MAX_BATCH_BYTES;
 pub use session::feedback::{FeedbackPositions, FeedbackTracker, SharedLsnFeedback};
 pub use session::metrics::{EventCounts, EVENT_KINDS};

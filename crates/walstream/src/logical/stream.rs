@@ -212,6 +212,17 @@ pub struct StreamStats {
     pub slot_safe_wal_size: Option<i64>,
 }
 
+/// Reads a stream's [`StreamStats`] apart from the stream: [`EventStream::stats_handle`].
+#[derive(Clone, Debug)]
+pub struct StatsHandle(Arc<Shared>);
+
+impl StatsHandle {
+    /// The stream's stats now.
+    pub fn stats(&self) -> StreamStats {
+        self.0.stats()
+    }
+}
+
 impl EventStream {
     /// The next event; `Ok(None)` when the stream has ended (end LSN reached, cancelled, or
     /// after an error was returned).
@@ -234,6 +245,13 @@ impl EventStream {
     /// The stream's counters.
     pub fn stats(&self) -> StreamStats {
         self.shared.stats()
+    }
+
+    /// A handle that reads [`stats`](Self::stats) from elsewhere (a metrics endpoint, a
+    /// progress line), valid as long as it is kept; after the stream has ended it keeps the
+    /// last values.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.shared.clone())
     }
 
     /// A token that stops this stream when cancelled (a child of the configured one).
