@@ -1,6 +1,7 @@
 //! `cargo xtask bench [--quick] [--rows N] [--rounds N] [--majors LIST] [--no-parse]
 //! [--parse-time S] [--big-mb N] [--budget-mib N] [--no-big] [--compare OLD.json] [--wrap CMD]
 //! [--drain-bins DIR] [--no-drain] [--backup-size-mb N] [--no-backup] [--walstream-bin PATH]
+//! [--no-instructions] [--no-latency] [--latency-rates LIST] [--latency-seconds N]
 //! [--only LIST]`: the drain benchmark on PostgreSQL 15 and the newest installed major,
 //! the big-transaction bench, the criterion parse benches and the backup bench; one report of
 //! all of them.
@@ -34,9 +35,19 @@
 //! PostgreSQL's tools (`backup`). `--only backup` runs it alone.
 //!
 //! The medians of the rounds go to `target/bench/report.md`, `report.json` and
+//! **Latency.** Single-row commits at fixed rates (`--latency-rates`, default 20, 200, 2,000
+//! and 20,000 a second, `--latency-seconds` each) followed by walstream's `EventStream`,
+//! `walstream tail`, pg_walstream and pg_recvlogical side by side: p50, p99 and max of arrival
+//! minus commit time (`latency`).
+//!
+//! **Instructions.** Instructions per message of walproto's and pg_walstream's parsers and
+//! decoders on the parse corpora, counted by callgrind (`instructions`): they do not depend on
+//! the machine's load.
+//!
+//! The medians of the rounds go to `target/bench/report.md`, `report.json` and
 //! `report-ratios.svg`, with ratios against the baselines measured in the same run.
-//! `--compare OLD.json` flags every figure more than 10% worse than in OLD (a `report.json` of
-//! an earlier run) and then fails.
+//! `--compare OLD.json` flags every figure more than 10% worse (instruction counts: 2%) than
+//! in OLD (a `report.json` of an earlier run) and then fails.
 
 //!
 //! The code is in five parts: `options` (the command line), `runs` (clusters, backlogs and
@@ -47,6 +58,8 @@
 //! runs them in order.
 
 mod backup;
+mod instructions;
+mod latency;
 mod options;
 mod report;
 mod runs;
@@ -97,7 +110,7 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
     };
 
     // The drain consumers (and libpq, for pg_walstream's) only when a drain bench runs.
-    let paths = if opts.drain || opts.big_mb > 0 {
+    let paths = if opts.drain || opts.big_mb > 0 || opts.latency {
         runs::ensure_libpq_dev()?;
         Some(runs::Paths::new(&root, opts.drain_bins.as_deref())?)
     } else {
@@ -133,6 +146,27 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         None
     };
 
+    let latency = match (&paths, opts.latency) {
+        (Some(paths), true) => {
+            let walstream = match &opts.walstream_bin {
+                Some(path) => path.clone(),
+                None => backup::build_walstream(&root)?,
+            };
+            let programs = latency::Programs {
+                drain_bins: &paths.drain_bins,
+                walstream: &walstream,
+                recvlogical: &paths.recvlogical,
+            };
+            Some(latency::run_bench(&opts, &programs)?)
+        }
+        _ => None,
+    };
+
+    let instructions = if opts.instructions {
+        instructions::run_bench(&root)?
+    } else {
+        None
+    };
     if opts.parse {
         eprintln!("==> criterion parse benches");
         runs::run_parse_benches(&root, opts.parse_time)?;
@@ -173,6 +207,9 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         headline.extend(backup::headline(b));
         figures.extend(backup::figures(b));
     }
+    if let Some(counts) = &instructions {
+        figures.extend(counts.figures());
+    }
     let backup_md = backup.as_ref().map(backup::report_md);
     let backup_json = backup.as_ref().map(backup::report_json);
     let mut md = report::report_md(
@@ -183,7 +220,7 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         backup_md.as_deref(),
         parse_md.as_deref(),
     );
-    let json = report::report_json(
+    let mut json = report::report_json(
         &run,
         &headline,
         &drains,
@@ -192,8 +229,17 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         parse_json.as_deref(),
         &figures,
     );
+    if let Some(l) = &latency {
+        latency::add_json(&mut json, l);
+    }
     let svg = report::ratios_svg(&headline);
 
+    if let Some(counts) = &instructions {
+        md.push_str(&counts.report_md());
+    }
+    if let Some(l) = &latency {
+        md.push_str(&latency::report_md(l));
+    }
     let mut worse = Vec::new();
     if let (Some(old), Some(path)) = (&old, &opts.compare) {
         worse = report::compare(old, &figures);
@@ -210,7 +256,7 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
     );
     if !worse.is_empty() {
         return Err(format!(
-            "{} figure(s) more than 10% worse than {} (see the report)",
+            "{} figure(s) worse than {} by more than allowed (see the report)",
             worse.len(),
             opts.compare
                 .as_ref()

@@ -437,7 +437,12 @@ pub(super) fn compare(old: &str, new: &[(String, f64)]) -> Vec<Worse> {
         .filter_map(|(key, new)| {
             let (_, old) = old.iter().find(|(k, _)| k == key)?;
             // A small absolute slack, so that 0 -> 0.00001 allocations is not a regression.
-            let worse = *new > old * (1.0 + COMPARE_TOLERANCE) && *new - *old > 1e-3;
+            let tolerance = if key.starts_with(super::instructions::KEY_PREFIX) {
+                super::instructions::TOLERANCE
+            } else {
+                COMPARE_TOLERANCE
+            };
+            let worse = *new > old * (1.0 + tolerance) && *new - *old > 1e-3;
             worse.then(|| Worse {
                 key: key.clone(),
                 old: *old,
