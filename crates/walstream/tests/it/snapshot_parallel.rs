@@ -250,7 +250,7 @@ fn a_range_that_fails_fails_the_snapshot() {
     );
     block_on(async {
         let config =
-            ReplicationStreamConfig::builder(&pgtest::unique_name("ws_snap_par"), ["par_fail"])
+            ReplicationStreamConfig::builder(pgtest::unique_name("ws_snap_par"), ["par_fail"])
                 .create_slot_if_missing(CreateSlot::Temporary)
                 .initial_snapshot(
                     SnapshotOptions::all_tables()
