@@ -180,7 +180,7 @@ struct SlotArgs {
 #[derive(Debug, Subcommand)]
 enum SlotCommand {
     /// Print every replication slot of the cluster, one JSON object per line.
-    #[command(after_help = "Example:\n  walstream slot list 'host=db user=repl dbname=app'")]
+    #[command(after_help = SLOT_LIST_HELP)]
     List {
         /// A libpq connection string: a URL or key=value pairs; PG* variables are the defaults.
         #[arg(value_name = "CONNINFO")]
@@ -208,9 +208,7 @@ enum SlotCommand {
         min_safe_wal_size: Option<u64>,
     },
     /// Create a logical replication slot (plugin pgoutput) and print its consistent point.
-    #[command(
-        after_help = "Example:\n  walstream slot create postgresql://repl@db/app --slot app_slot --two-phase"
-    )]
+    #[command(after_help = SLOT_CREATE_HELP)]
     Create {
         /// A libpq connection string: a URL or key=value pairs; PG* variables are the defaults.
         #[arg(value_name = "CONNINFO")]
@@ -227,9 +225,7 @@ enum SlotCommand {
         two_phase: bool,
     },
     /// Drop a replication slot.
-    #[command(
-        after_help = "Example:\n  walstream slot drop postgresql://repl@db/app --slot app_slot --wait"
-    )]
+    #[command(after_help = SLOT_DROP_HELP)]
     Drop {
         /// A libpq connection string: a URL or key=value pairs; PG* variables are the defaults.
         #[arg(value_name = "CONNINFO")]
@@ -242,6 +238,36 @@ enum SlotCommand {
         wait: bool,
     },
 }
+
+/// The exit codes of `slot list`, `create` and `drop`.
+macro_rules! slot_exit_codes {
+    () => {
+        "
+
+Exit status:
+  0  success
+  2  usage error (also a malformed conninfo)
+  3  the output cannot be written
+  4  the server or the connection failed (create: the name is taken; drop: the slot is
+     in use, without --wait)
+  5  drop: the slot does not exist"
+    };
+}
+
+const SLOT_LIST_HELP: &str = concat!(
+    "Example:\n  walstream slot list 'host=db user=repl dbname=app'",
+    slot_exit_codes!()
+);
+
+const SLOT_CREATE_HELP: &str = concat!(
+    "Example:\n  walstream slot create postgresql://repl@db/app --slot app_slot --two-phase",
+    slot_exit_codes!()
+);
+
+const SLOT_DROP_HELP: &str = concat!(
+    "Example:\n  walstream slot drop postgresql://repl@db/app --slot app_slot --wait",
+    slot_exit_codes!()
+);
 
 const SLOT_HEALTH_HELP: &str = "\
 Example:
@@ -288,13 +314,18 @@ Examples:
       --streaming parallel --messages --end 0/3000000 --out app.walcap
 
 The slot is acknowledged only up to a transaction end (or an idle keepalive) already synced
-to the file, so a restart resumes where the file stops. SIGINT/SIGTERM stop cleanly.
+to the file (fsynced at the first status update after each --fsync-interval), so a restart
+resumes where the file stops. record never reconnects (--no-loop is its only way).
+--create-slot fails if the slot exists, unless --if-not-exists is given. SIGINT/SIGTERM stop
+cleanly.
 
 Exit status:
   0  stopped at --end, by a signal, or by the server ending the stream
   2  usage error
   3  the capture cannot be written
-  4  the server or the connection failed";
+  4  the server or the connection failed, or --create-slot found the slot already there
+     (without --if-not-exists)
+  5  the replication slot is missing or was invalidated";
 
 const DECODE_EXAMPLES: &str = "\
 Examples:

@@ -100,8 +100,9 @@ pub(crate) async fn record(args: &RecordArgs) -> Result<Summary, RecordError> {
             Ok(created) => {
                 tracing::info!(slot = a.slot, at = %created.consistent_point, "created slot")
             }
-            // 42710 duplicate_object: the slot exists, which is what we wanted.
-            Err(e) if e.code() == Some("42710") => {
+            // 42710 duplicate_object: the slot exists, which --if-not-exists wants (without
+            // it, an error as in pg_recvlogical).
+            Err(e) if e.code() == Some("42710") && a.recvlogical.if_not_exists => {
                 tracing::info!(slot = a.slot, "slot exists; recording from it")
             }
             Err(e) => return Err(e.into()),
@@ -143,6 +144,9 @@ pub(crate) async fn record(args: &RecordArgs) -> Result<Summary, RecordError> {
         end: a.end,
         feedback: FeedbackTracker::new(start, Duration::from_secs(a.status_interval)),
         written_end: start,
+        synced_end: start,
+        fsync_interval: Duration::from_secs(a.recvlogical.fsync_interval),
+        last_sync: Instant::now(),
         acknowledged: start,
         frames: 0,
         tracking: true,
@@ -173,6 +177,11 @@ struct Recorder {
     feedback: FeedbackTracker,
     /// The end of the last whole transaction written to the file.
     written_end: Lsn,
+    /// The end of the last whole transaction fsynced to the file: what may be acknowledged.
+    synced_end: Lsn,
+    /// `--fsync-interval`; zero never fsyncs, and acknowledges what is written.
+    fsync_interval: Duration,
+    last_sync: Instant,
     /// What the server was last told is flushed.
     acknowledged: Lsn,
     frames: u64,
@@ -197,7 +206,7 @@ impl Recorder {
                         break;
                     }
                 }
-                () = tokio::time::sleep_until(due.into()) => self.send_status().await?,
+                () = tokio::time::sleep_until(due.into()) => self.send_status(false).await?,
                 _ = term.recv() => {
                     tracing::info!("SIGTERM: stopping");
                     break;
@@ -208,8 +217,8 @@ impl Recorder {
                 }
             }
         }
-        // The last word to the server: everything in the file, acknowledged.
-        self.send_status().await
+        // The last word to the server: everything in the file, synced and acknowledged.
+        self.send_status(true).await
     }
 
     /// Writes one frame; returns whether `--end` has been reached.
@@ -238,7 +247,7 @@ impl Recorder {
                     return Ok(true);
                 }
                 if k.reply_requested {
-                    self.send_status().await?;
+                    self.send_status(false).await?;
                 }
             }
             Ok(_) => {}
@@ -265,15 +274,22 @@ impl Recorder {
         }
     }
 
-    /// Flushes the file to disk, then tells the server what it holds.
-    async fn send_status(&mut self) -> Result<(), RecordError> {
+    /// Flushes the file (to disk when `--fsync-interval` has passed since the last fsync, or
+    /// `last`), then tells the server what is on disk.
+    async fn send_status(&mut self, last: bool) -> Result<(), RecordError> {
         self.out.flush()?;
-        self.out.get_ref().sync_data()?;
-        // Everything written is on disk now: the file holds every transaction up to
-        // `written_end`, and the tracker adds an idle keepalive's position when that is safe.
+        if self.fsync_interval.is_zero() {
+            self.synced_end = self.written_end;
+        } else if last || self.last_sync.elapsed() >= self.fsync_interval {
+            self.out.get_ref().sync_data()?;
+            self.last_sync = Instant::now();
+            self.synced_end = self.written_end;
+        }
+        // The file holds every transaction up to `synced_end` on disk, and the tracker adds an
+        // idle keepalive's position when that is safe (only once what precedes it is synced).
         let status = self
             .feedback
-            .status(Instant::now(), self.written_end, self.written_end);
+            .status(Instant::now(), self.synced_end, self.synced_end);
         let update = StandbyStatusUpdate {
             write: status.write,
             flush: status.flush,
