@@ -351,7 +351,7 @@ fn dir_contents(dir: &Path, skip: Option<&str>) -> Result<(u64, Vec<String>)> {
 
 /// Builds walstream-cli in release mode and returns its `walstream` binary (wherever the
 /// target directory is), from cargo's JSON messages.
-fn build_walstream(root: &Path) -> Result<PathBuf> {
+pub(super) fn build_walstream(root: &Path) -> Result<PathBuf> {
     eprintln!("==> building walstream-cli (release)");
     let out = Command::new(cargo())
         .current_dir(root)

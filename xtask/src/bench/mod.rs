@@ -1,7 +1,7 @@
 //! `cargo xtask bench [--quick] [--rows N] [--rounds N] [--majors LIST] [--no-parse]
 //! [--parse-time S] [--big-mb N] [--budget-mib N] [--no-big] [--compare OLD.json] [--wrap CMD]
 //! [--drain-bins DIR] [--no-drain] [--backup-size-mb N] [--no-backup] [--walstream-bin PATH]
-//! [--no-instructions]
+//! [--no-instructions] [--no-latency] [--latency-rates LIST] [--latency-seconds N]
 //! [--only LIST]`: the drain benchmark on PostgreSQL 15 and the newest installed major,
 //! the big-transaction bench, the criterion parse benches and the backup bench; one report of
 //! all of them.
@@ -34,6 +34,11 @@
 //! by `walstream receivewal` and by `pg_receivewal`: wall time, CPU time and peak RSS against
 //! PostgreSQL's tools (`backup`). `--only backup` runs it alone.
 //!
+//! **Latency.** Single-row commits at fixed rates (`--latency-rates`, default 20, 200, 2,000
+//! and 20,000 a second, `--latency-seconds` each) followed by walstream's `EventStream`,
+//! `walstream tail`, pg_walstream and pg_recvlogical side by side: p50, p99 and max of arrival
+//! minus commit time (`latency`).
+//!
 //! **Instructions.** Instructions per message of walproto's and pg_walstream's parsers and
 //! decoders on the parse corpora, counted by callgrind (`instructions`): they do not depend on
 //! the machine's load.
@@ -53,6 +58,7 @@
 
 mod backup;
 mod instructions;
+mod latency;
 mod options;
 mod report;
 mod runs;
@@ -103,7 +109,7 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
     };
 
     // The drain consumers (and libpq, for pg_walstream's) only when a drain bench runs.
-    let paths = if opts.drain || opts.big_mb > 0 {
+    let paths = if opts.drain || opts.big_mb > 0 || opts.latency {
         runs::ensure_libpq_dev()?;
         Some(runs::Paths::new(&root, opts.drain_bins.as_deref())?)
     } else {
@@ -137,6 +143,22 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         Some(backup::run_bench(&opts, &root)?)
     } else {
         None
+    };
+
+    let latency = match (&paths, opts.latency) {
+        (Some(paths), true) => {
+            let walstream = match &opts.walstream_bin {
+                Some(path) => path.clone(),
+                None => backup::build_walstream(&root)?,
+            };
+            let programs = latency::Programs {
+                drain_bins: &paths.drain_bins,
+                walstream: &walstream,
+                recvlogical: &paths.recvlogical,
+            };
+            Some(latency::run_bench(&opts, &programs)?)
+        }
+        _ => None,
     };
 
     let instructions = if opts.instructions {
@@ -197,7 +219,7 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         backup_md.as_deref(),
         parse_md.as_deref(),
     );
-    let json = report::report_json(
+    let mut json = report::report_json(
         &run,
         &headline,
         &drains,
@@ -206,10 +228,16 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         parse_json.as_deref(),
         &figures,
     );
+    if let Some(l) = &latency {
+        latency::add_json(&mut json, l);
+    }
     let svg = report::ratios_svg(&headline);
 
     if let Some(counts) = &instructions {
         md.push_str(&counts.report_md());
+    }
+    if let Some(l) = &latency {
+        md.push_str(&latency::report_md(l));
     }
     let mut worse = Vec::new();
     if let (Some(old), Some(path)) = (&old, &opts.compare) {

@@ -45,6 +45,12 @@ pub(super) struct Options {
     pub(super) walstream_bin: Option<PathBuf>,
     /// Whether the instruction counts (callgrind) are taken (`--no-instructions`, `--only`).
     pub(super) instructions: bool,
+    /// Whether the latency bench runs (`--no-latency`, `--only`).
+    pub(super) latency: bool,
+    /// `--latency-rates LIST`: the latency bench's commits a second.
+    pub(super) latency_rates: Vec<u64>,
+    /// `--latency-seconds N`: how long the latency bench writes at each rate.
+    pub(super) latency_seconds: u64,
 }
 
 /// Parses the arguments after `bench`. Explicit sizes win over `--quick` whatever their order,
@@ -68,7 +74,11 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
         backup_mb: 2048,
         walstream_bin: None,
         instructions: true,
+        latency: true,
+        latency_rates: super::latency::LATENCY_RATES.to_vec(),
+        latency_seconds: 10,
     };
+    let mut latency_seconds = None;
     let mut backup_mb = None;
     let mut no_backup = false;
     let mut rows = None;
@@ -84,24 +94,41 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
                 opts.big_mb = 100;
                 opts.parse_time = 1.0;
                 opts.backup_mb = 256;
+                opts.latency_seconds = 3;
+            }
+            "--no-latency" => opts.latency = false,
+            "--latency-seconds" => {
+                latency_seconds = Some(number(iter.next(), "--latency-seconds")?)
+            }
+            "--latency-rates" => {
+                let list = iter
+                    .next()
+                    .ok_or("bench: --latency-rates needs a list, e.g. 20,2000")?;
+                let rates: Option<Vec<u64>> = list
+                    .split(',')
+                    .map(|r| r.trim().replace('_', "").parse().ok().filter(|&r| r > 0))
+                    .collect();
+                opts.latency_rates = rates
+                    .filter(|r| !r.is_empty())
+                    .ok_or("bench: --latency-rates needs a list, e.g. 20,2000")?;
             }
             "--no-drain" => opts.drain = false,
             "--no-backup" => no_backup = true,
             "--no-instructions" => opts.instructions = false,
             "--only" => {
-                let list = iter
-                    .next()
-                    .ok_or("bench: --only needs a list of drain,big,parse,backup,instructions")?;
+                let list = iter.next().ok_or(
+                    "bench: --only needs a list of drain,big,parse,backup,instructions,latency",
+                )?;
                 let only: Vec<&str> = list.split(',').map(str::trim).collect();
-                if let Some(bad) = only
-                    .iter()
-                    .find(|b| !["drain", "big", "parse", "backup", "instructions"].contains(b))
-                {
+                if let Some(bad) = only.iter().find(|b| {
+                    !["drain", "big", "parse", "backup", "instructions", "latency"].contains(b)
+                }) {
                     return Err(format!(
                         "bench: --only: unknown bench {bad:?} (drain, big, parse, backup, \
-                         instructions)"
+                         instructions, latency)"
                     ));
                 }
+                opts.latency = only.contains(&"latency");
                 opts.instructions = only.contains(&"instructions");
                 opts.drain = only.contains(&"drain");
                 opts.parse = only.contains(&"parse");
@@ -167,14 +194,20 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
     if no_big {
         opts.big_mb = 0;
     }
+    if let Some(s) = latency_seconds {
+        opts.latency_seconds = s;
+    }
     if let Some(mb) = backup_mb {
         opts.backup_mb = mb;
     }
     if no_backup {
         opts.backup_mb = 0;
     }
-    if opts.rows == 0 || opts.rounds == 0 || opts.budget_mib == 0 {
-        return Err("bench: --rows, --rounds and --budget-mib must be at least 1".to_owned());
+    if opts.rows == 0 || opts.rounds == 0 || opts.budget_mib == 0 || opts.latency_seconds == 0 {
+        return Err(
+            "bench: --rows, --rounds, --budget-mib and --latency-seconds must be at least 1"
+                .to_owned(),
+        );
     }
     Ok(opts)
 }

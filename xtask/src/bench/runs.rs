@@ -15,9 +15,9 @@ use crate::{cargo, run, Result};
 /// Where the consumers' programs are.
 pub(super) struct Paths {
     /// The directory of `drain-walstream` and `drain-pg-walstream`.
-    drain_bins: PathBuf,
+    pub(super) drain_bins: PathBuf,
     /// PostgreSQL 15's `pg_recvlogical`.
-    recvlogical: PathBuf,
+    pub(super) recvlogical: PathBuf,
 }
 
 impl Paths {

@@ -1,11 +1,13 @@
-//! pg_walstream 0.10 drain consumer (mode `pg_walstream`); see lib.rs.
+//! pg_walstream 0.10 drain consumer (modes `pg_walstream` and `pg_walstream-latency`); see
+//! lib.rs.
 
 use drain_bench::{Args, BoxError, Counts};
 
 fn main() -> std::process::ExitCode {
-    drain_bench::run(&["pg_walstream"], |args| async move {
-        drain_pg_walstream(&args).await
-    })
+    drain_bench::run(
+        &["pg_walstream", "pg_walstream-latency"],
+        |args| async move { drain_pg_walstream(&args).await },
+    )
 }
 
 async fn drain_pg_walstream(args: &Args) -> Result<Counts, BoxError> {
@@ -14,12 +16,18 @@ async fn drain_pg_walstream(args: &Args) -> Result<Counts, BoxError> {
         StreamingMode,
     };
 
-    let end: Lsn = args.end.parse().map_err(|e| format!("END_LSN: {e:?}"))?;
-    let config = ReplicationStreamConfig::builder(args.slot.as_str(), args.publication.as_str())
-        .with_protocol_version(1)
-        .with_streaming_mode(StreamingMode::Off)
-        .with_existing_slot_required(true)
-        .with_stop_at_lsn(end);
+    // The latency mode follows the slot (no end; the bench kills it) and prints
+    // `commit UNIX_MICROS` (the server's commit time) the moment each Commit arrives.
+    let latency = args.mode == "pg_walstream-latency";
+    let mut config =
+        ReplicationStreamConfig::builder(args.slot.as_str(), args.publication.as_str())
+            .with_protocol_version(1)
+            .with_streaming_mode(StreamingMode::Off)
+            .with_existing_slot_required(true);
+    if !latency {
+        let end: Lsn = args.end.parse().map_err(|e| format!("END_LSN: {e:?}"))?;
+        config = config.with_stop_at_lsn(end);
+    }
     // libpq opens a replication connection only when asked to.
     let conninfo = format!("{} replication=database", args.conninfo);
     let mut stream = LogicalReplicationStream::new(&conninfo, config).await?;
@@ -43,7 +51,16 @@ async fn drain_pg_walstream(args: &Args) -> Result<Counts, BoxError> {
                     };
                 }
             }
-            EventType::Commit { end_lsn, .. } => events.update_applied_lsn(*end_lsn),
+            EventType::Commit {
+                end_lsn,
+                commit_timestamp,
+                ..
+            } => {
+                if latency {
+                    println!("commit {}", commit_timestamp.timestamp_micros());
+                }
+                events.update_applied_lsn(*end_lsn);
+            }
             _ => {}
         }
     }

@@ -1,5 +1,5 @@
 //! walstream drain consumer (modes `walstream`, `walstream-mt`, `walstream-raw`,
-//! `walstream-nocoalesce`, `walstream-tx`); see lib.rs.
+//! `walstream-nocoalesce`, `walstream-tx`, `walstream-latency`); see lib.rs.
 
 use std::time::Duration;
 
@@ -13,10 +13,12 @@ fn main() -> std::process::ExitCode {
             "walstream-raw",
             "walstream-nocoalesce",
             "walstream-tx",
+            "walstream-latency",
         ],
         |args| async move {
             match args.mode.as_str() {
                 "walstream-tx" => drain_transactions(&args).await,
+                "walstream-latency" => commit_times(&args).await,
                 "walstream-raw" => drain_walstream(&args, true).await,
                 _ => drain_walstream(&args, false).await,
             }
@@ -69,6 +71,33 @@ async fn drain_walstream(args: &Args, raw: bool) -> Result<Counts, BoxError> {
         events.ack(lsn);
     }
     events.shutdown().await?;
+    Ok(counts)
+}
+
+/// The latency mode: follows the slot (no end; the bench kills it) and prints
+/// `commit UNIX_MICROS` (the server's commit time) the moment each Commit event arrives; the
+/// bench timestamps each line as it reads it.
+async fn commit_times(args: &Args) -> Result<Counts, BoxError> {
+    use walstream::{EventKind, LogicalReplicationStream, ReplicationStreamConfig, Streaming};
+
+    let config = ReplicationStreamConfig::builder(args.slot.as_str(), [args.publication.as_str()])
+        .proto_version(walstream::ProtocolVersion::V1)
+        .streaming(Streaming::Off)
+        .build()?;
+    let mut events = LogicalReplicationStream::connect(&args.conninfo, config)
+        .await?
+        .start();
+    let mut counts = Counts::default();
+    while let Some(event) = events.next_event().await? {
+        if let EventKind::Commit(commit) = &event.kind {
+            counts.rows += 1;
+            // stdout is line-buffered: one write per commit.
+            println!("commit {}", commit.commit_time.unix_micros().unwrap_or(0));
+        }
+        if let Some(lsn) = event.ack_lsn() {
+            events.ack(lsn);
+        }
+    }
     Ok(counts)
 }
 
