@@ -275,10 +275,36 @@ impl OldRow {
         }
     }
 
-    /// The old value of column `index`, when this image really carries it: every column of a
-    /// full row, only the key columns of a key row (its other columns are sent as NULL and
-    /// mean nothing).
-    fn known_value(&self, index: usize) -> Option<ColumnValue> {
+    /// The columns this image really carries, in column order: every column of a full row,
+    /// only the replica identity (key) columns of a key row (pgoutput sends the others as
+    /// NULL, and those NULLs mean nothing). This is the `key` object of the CLI's JSON.
+    ///
+    /// ```
+    /// # fn show(old: &walstream::OldRow) {
+    /// for (column, value) in old.iter() {
+    ///     println!("{} = {:?}", column.name, value.as_text());
+    /// }
+    /// # }
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = (&ColumnInfo, ColumnValue)> + '_ {
+        let key_only = matches!(self, OldRow::Key(_));
+        self.row().iter().filter(move |(c, _)| !key_only || c.key)
+    }
+
+    /// The old value of column `name` when this image carries it (see [`iter`](Self::iter)):
+    /// `None` for a column that does not exist, and for a non-key column of a key row.
+    pub fn get(&self, name: &str) -> Option<ColumnValue> {
+        let (i, _) = self.row().relation.column(name)?;
+        self.carried(i)
+    }
+
+    /// Whether this is the key-only image ([`OldRow::Key`]).
+    pub fn is_key(&self) -> bool {
+        matches!(self, OldRow::Key(_))
+    }
+
+    /// The value of column `index` if this image carries it (see [`iter`](Self::iter)).
+    fn carried(&self, index: usize) -> Option<ColumnValue> {
         let row = self.row();
         if let OldRow::Key(_) = self {
             if !row.relation.columns.get(index).is_some_and(|c| c.key) {
@@ -286,6 +312,13 @@ impl OldRow {
             }
         }
         row.value(index)
+    }
+
+    /// The old value of column `index`, when this image really carries it: every column of a
+    /// full row, only the key columns of a key row (its other columns are sent as NULL and
+    /// mean nothing).
+    fn known_value(&self, index: usize) -> Option<ColumnValue> {
+        self.carried(index)
             .filter(|v| !matches!(v, ColumnValue::UnchangedToast))
     }
 }

@@ -1,7 +1,9 @@
 //! [`Change`]: one change of a transaction, and what it costs in the memory budget.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use walproto::{Lsn, Xid};
+use walproto::{Lsn, RelationInfo, Xid};
 
 use crate::logical::event::{Delete, Insert, LogicalMessage, OldRow, Truncate, Update};
 
@@ -28,6 +30,17 @@ impl Change {
             ChangeKind::Delete(c) => c.xid,
             ChangeKind::Truncate(c) => c.xid,
             ChangeKind::Message(c) => c.xid,
+        }
+    }
+
+    /// The relation of a row change (insert, update, delete); `None` for a truncate, which
+    /// may name several ([`Truncate::relations`]), and for a message.
+    pub fn relation(&self) -> Option<&Arc<RelationInfo>> {
+        match &self.kind {
+            ChangeKind::Insert(c) => Some(&c.relation),
+            ChangeKind::Update(c) => Some(&c.relation),
+            ChangeKind::Delete(c) => Some(&c.relation),
+            ChangeKind::Truncate(_) | ChangeKind::Message(_) => None,
         }
     }
 

@@ -17,6 +17,7 @@
               reach helper functions outside #[test] items)"
 )]
 
+mod api;
 mod backup;
 mod cancel;
 mod credentials;
