@@ -196,10 +196,12 @@ pub struct StreamStats {
     /// delivered; 0 while idle and caught up (that transaction acknowledged and nothing
     /// waiting in the channel), and before the first transaction.
     pub lag_seconds: f64,
-    /// Events delivered to the consumer, by kind.
+    /// Events delivered to the consumer, by kind (a raw stream's XLogData by the pgoutput
+    /// message it holds).
     pub events: EventCounts,
     /// Transactions delivered (events with an [`ack_lsn`](ChangeEvent::ack_lsn): commits,
-    /// prepares, rollbacks of prepared transactions).
+    /// prepares, rollbacks of prepared transactions; in a raw stream, the XLogData holding
+    /// them).
     pub transactions: u64,
     /// Bytes of stream read from the server (the frames events were decoded from).
     pub received_bytes: u64,

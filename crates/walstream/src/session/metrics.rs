@@ -67,7 +67,7 @@ fn kind_index(kind: &EventKind) -> usize {
         EventKind::StreamPrepare(_) => 16,
         EventKind::CommitPrepared(_) => 17,
         EventKind::RollbackPrepared(_) => 18,
-        EventKind::XLogData(_) => 19,
+        EventKind::XLogData(x) => x.data.first().map_or(19, |&t| raw_kind_index(t)),
         EventKind::SnapshotBegin { .. }
         | EventKind::SnapshotTable { .. }
         | EventKind::SnapshotEnd { .. } => 20,
@@ -78,6 +78,37 @@ fn kind_index(kind: &EventKind) -> usize {
         _ => 24,
     }
 }
+
+/// The index of a raw XLogData event by its pgoutput message's tag (`"xlogdata"` for one
+/// that is not a pgoutput message): a raw stream is counted as its decoded twin would be.
+fn raw_kind_index(tag: u8) -> usize {
+    use walproto::pgoutput::tag;
+    match tag {
+        tag::BEGIN => 0,
+        tag::COMMIT => 1,
+        tag::ORIGIN => 2,
+        tag::RELATION => 3,
+        tag::TYPE => 4,
+        tag::INSERT => 5,
+        tag::UPDATE => 6,
+        tag::DELETE => 7,
+        tag::TRUNCATE => 8,
+        tag::MESSAGE => 9,
+        tag::STREAM_START => 10,
+        tag::STREAM_STOP => 11,
+        tag::STREAM_COMMIT => 12,
+        tag::STREAM_ABORT => 13,
+        tag::BEGIN_PREPARE => 14,
+        tag::PREPARE => 15,
+        tag::STREAM_PREPARE => 16,
+        tag::COMMIT_PREPARED => 17,
+        tag::ROLLBACK_PREPARED => 18,
+        _ => 19,
+    }
+}
+
+/// The kinds (by [`kind_index`]) that end a transaction, as [`ChangeEvent::ack_lsn`] has them.
+const TRANSACTION_ENDS: [usize; 6] = [1, 12, 15, 16, 17, 18];
 
 /// Counts of delivered events by kind (the `kind` label of `walstream_events_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -139,10 +170,20 @@ impl Counters {
         let mut transactions = 0;
         let mut newest: Option<(Lsn, Option<i64>)> = None;
         for event in events {
-            if let Some(count) = counts.get_mut(kind_index(&event.kind)) {
+            let kind = kind_index(&event.kind);
+            if let Some(count) = counts.get_mut(kind) {
                 *count += 1;
             }
-            if let Some(end) = event.ack_lsn() {
+            // A raw transaction end has no ack_lsn; its position is where it starts (at or
+            // before its end).
+            let end = match (&event.kind, event.ack_lsn()) {
+                (_, Some(end)) => Some(end),
+                (EventKind::XLogData(_), None) => {
+                    TRANSACTION_ENDS.contains(&kind).then_some(event.lsn)
+                }
+                _ => None,
+            };
+            if let Some(end) = end {
                 transactions += 1;
                 newest = Some((end, event.commit_time.and_then(|t| t.unix_micros())));
             }

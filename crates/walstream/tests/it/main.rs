@@ -29,6 +29,7 @@ mod hostile;
 mod incremental;
 mod lost_slots;
 mod memory;
+mod metrics;
 mod physical;
 mod pitr;
 mod reconnect;

@@ -1,0 +1,191 @@
+//! `tail --metrics-addr` scraped during a live run (CLI.md's names and types, values that
+//! move), and `--stats-interval`'s line on stderr.
+
+use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::record::{bin, setup};
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on the local `port`: the status line and the body.
+fn get(port: u16, path: &str) -> Option<(String, String)> {
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(socket, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    Some((head.lines().next().unwrap().to_owned(), body.to_owned()))
+}
+
+/// The value of the sample `name{labels}` (labels exactly as printed).
+fn sample(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in:\n{body}"))
+        .parse()
+        .unwrap()
+}
+
+/// Sends SIGINT and returns what the child wrote.
+fn interrupt(child: Child) -> std::process::Output {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn tail_serves_prometheus_metrics_that_move_during_the_run() {
+    let cluster = pgtest::cluster(15);
+    let (db, slot) = setup(cluster, "tail_metrics");
+    let port = free_port();
+    let mut child = bin()
+        .args([
+            "tail",
+            &db.conninfo(),
+            "--slot",
+            &slot,
+            "--publication",
+            "p",
+        ])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args(["--status-interval", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The endpoint comes up once the stream has started.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (status, before) = loop {
+        if let Some(got) = get(port, "/metrics") {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "no /metrics endpoint");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let s = |name: &str| format!("{name}{{slot=\"{slot}\"}}");
+    let insert = format!("walstream_events_total{{slot=\"{slot}\",kind=\"insert\"}}");
+    assert_eq!(sample(&before, &insert), 0.0);
+    assert_eq!(sample(&before, &s("walstream_transactions_total")), 0.0);
+    for (name, kind) in [
+        ("walstream_received_lsn", "gauge"),
+        ("walstream_flushed_lsn", "gauge"),
+        ("walstream_server_wal_end_lsn", "gauge"),
+        ("walstream_lag_bytes", "gauge"),
+        ("walstream_lag_seconds", "gauge"),
+        ("walstream_events_total", "counter"),
+        ("walstream_transactions_total", "counter"),
+        ("walstream_received_bytes_total", "counter"),
+        ("walstream_reconnects_total", "counter"),
+        ("walstream_status_updates_total", "counter"),
+    ] {
+        assert!(
+            before.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} {kind}:\n{before}"
+        );
+    }
+    db.psql("INSERT INTO t VALUES (1, 'one'), (2, 'two'); INSERT INTO t VALUES (3, 'three');")
+        .unwrap();
+    // Two transactions printed.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut commits = 0;
+    let mut line = String::new();
+    while commits < 2 {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "tail ended early");
+        commits += usize::from(line.contains("\"type\":\"commit\""));
+    }
+    // Counted, acknowledged (tail acknowledges within a second), and reported.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let (_, body) = get(port, "/metrics").unwrap();
+        if sample(&body, &s("walstream_flushed_lsn")) > sample(&before, &s("walstream_flushed_lsn"))
+            && sample(&body, &s("walstream_lag_bytes")) == 0.0
+        {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never caught up:\n{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(sample(&after, &insert), 3.0);
+    assert_eq!(sample(&after, &s("walstream_transactions_total")), 2.0);
+    assert_eq!(sample(&after, &s("walstream_lag_seconds")), 0.0);
+    assert!(
+        sample(&after, &s("walstream_received_bytes_total"))
+            > sample(&before, &s("walstream_received_bytes_total"))
+    );
+    assert!(
+        sample(&after, &s("walstream_received_lsn"))
+            > sample(&before, &s("walstream_received_lsn"))
+    );
+    assert!(sample(&after, &s("walstream_status_updates_total")) > 0.0);
+    assert_eq!(get(port, "/other").unwrap().0, "HTTP/1.1 404 Not Found");
+    let out = interrupt(child);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The endpoint went with the stream.
+    assert!(get(port, "/metrics").is_none());
+}
+
+#[test]
+fn tail_stats_interval_prints_a_progress_and_lag_line_on_stderr() {
+    let cluster = pgtest::cluster(15);
+    let (db, slot) = setup(cluster, "tail_stats_line");
+    let child = bin()
+        .args([
+            "tail",
+            &db.conninfo(),
+            "--slot",
+            &slot,
+            "--publication",
+            "p",
+        ])
+        .args(["--stats-interval", "1", "--status-interval", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    db.psql("INSERT INTO t VALUES (1, 'one')").unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    let out = interrupt(child);
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("walstream: received "))
+        .collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    let last = lines.last().unwrap();
+    assert!(last.contains("1 transactions"), "{last}");
+    assert!(last.contains(", lag 0 bytes 0.0 s;"), "{last}");
+    // Without the option, no such line.
+    let quiet = bin()
+        .args([
+            "tail",
+            &db.conninfo(),
+            "--slot",
+            &slot,
+            "--publication",
+            "p",
+        ])
+        .args(["--end", "0/1"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("walstream: received "));
+}
