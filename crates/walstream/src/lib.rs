@@ -149,7 +149,7 @@ pub use slots::{SlotInfo, SlotManager};
 pub use snapshot::SnapshotOptions;
 pub use transaction::{
     Change, ChangeKind, ChangeStream, Changes, Transaction, TransactionAssembler,
-    TransactionConfig, TransactionKind, TransactionStream, DEFAULT_MEMORY_BUDGET,
+    TransactionConfig, TransactionItem, TransactionKind, TransactionStream, DEFAULT_MEMORY_BUDGET,
     DEFAULT_SPILL_DISK_BUDGET,
 };
 

@@ -10,7 +10,7 @@ use walproto::{Lsn, Timestamp, Xid};
 use super::spill::SpillWriter;
 use super::{Buffer, Change, ChangeKind, Transaction, TransactionKind};
 use crate::error::{Error, ErrorKind, Result};
-use crate::logical::event::{ChangeEvent, EventKind};
+use crate::logical::event::{ChangeEvent, EventKind, LogicalMessage};
 
 /// The default memory budget for the changes of transactions not yet committed: 64 MiB.
 pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
@@ -53,6 +53,7 @@ pub struct TransactionConfig {
     memory_budget: usize,
     spill_dir: PathBuf,
     spill_disk_budget: u64,
+    messages: bool,
 }
 
 impl Default for TransactionConfig {
@@ -61,6 +62,7 @@ impl Default for TransactionConfig {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             spill_dir: std::env::temp_dir(),
             spill_disk_budget: DEFAULT_SPILL_DISK_BUDGET,
+            messages: false,
         }
     }
 }
@@ -95,6 +97,33 @@ impl TransactionConfig {
         self.spill_disk_budget = bytes;
         self
     }
+
+    /// Whether non-transactional logical decoding messages (`pg_logical_emit_message(false,
+    /// ...)`, which belong to no transaction) are delivered (default: no, they are dropped).
+    /// When on, take them with [`TransactionStream::next_item`](crate::TransactionStream::next_item)
+    /// or [`TransactionAssembler::pop_item`]: each comes as a [`TransactionItem::Message`] at
+    /// its place among the committed transactions. (`next_transaction` and `pop` skip them.)
+    /// The stream must be started with `messages` on
+    /// ([`ReplicationStreamConfigBuilder::messages`](crate::ReplicationStreamConfigBuilder::messages))
+    /// for the server to send any.
+    pub fn messages(mut self, deliver: bool) -> Self {
+        self.messages = deliver;
+        self
+    }
+}
+
+/// What a [`TransactionStream`](crate::TransactionStream) delivers through
+/// [`next_item`](crate::TransactionStream::next_item): committed transactions, and with
+/// [`TransactionConfig::messages`] the non-transactional messages, in the order the server
+/// sent them.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TransactionItem {
+    /// A committed transaction.
+    Transaction(Transaction),
+    /// A non-transactional logical decoding message (`transactional` is false): it was
+    /// emitted outside any transaction's outcome, and is delivered when it arrives.
+    Message(LogicalMessage),
 }
 
 /// Assembles committed transactions from a stream of events: the core of
@@ -127,7 +156,7 @@ pub struct TransactionAssembler {
     streams: HashMap<Xid, Open>,
     in_stream: Option<Xid>,
     prepared: HashMap<String, Prepared>,
-    ready: VecDeque<Transaction>,
+    ready: VecDeque<TransactionItem>,
     in_memory: usize,
     peak_in_memory: usize,
     spilled_bytes: u64,
@@ -156,6 +185,17 @@ impl TransactionAssembler {
 
     /// The next committed transaction, if one is finished.
     pub fn pop(&mut self) -> Option<Transaction> {
+        while let Some(item) = self.ready.pop_front() {
+            if let TransactionItem::Transaction(tx) = item {
+                return Some(tx);
+            }
+        }
+        None
+    }
+
+    /// The next committed transaction or non-transactional message (with
+    /// [`TransactionConfig::messages`]), if one is finished.
+    pub fn pop_item(&mut self) -> Option<TransactionItem> {
         self.ready.pop_front()
     }
 
@@ -192,9 +232,14 @@ impl TransactionAssembler {
     /// The next committed transaction once its spill file, if any, is completely written:
     /// `Ready(None)` when none is finished, `Pending` while the spill thread still writes the
     /// next one's file, an error when it failed to.
-    pub(crate) fn poll_pop(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Transaction>>> {
-        let Some(file) = self.ready.front().map(|tx| tx.changes.file.clone()) else {
-            return Poll::Ready(None);
+    pub(crate) fn poll_pop(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<TransactionItem>>> {
+        let file = match self.ready.front() {
+            None => return Poll::Ready(None),
+            Some(TransactionItem::Transaction(tx)) => tx.changes.file.clone(),
+            Some(TransactionItem::Message(_)) => None,
         };
         if let Some(file) = file {
             let mut written = file.written();
@@ -242,8 +287,12 @@ impl TransactionAssembler {
             EventKind::Update(c) => self.add(change(ChangeKind::Update(c)))?,
             EventKind::Delete(c) => self.add(change(ChangeKind::Delete(c)))?,
             EventKind::Truncate(c) => self.add(change(ChangeKind::Truncate(c)))?,
-            // Non-transactional messages belong to no transaction.
             EventKind::Message(m) if m.transactional => self.add(change(ChangeKind::Message(m)))?,
+            // Non-transactional messages belong to no transaction: delivered on their own
+            // when asked for, else dropped.
+            EventKind::Message(m) if self.config.messages => {
+                self.ready.push_back(TransactionItem::Message(m))
+            }
             EventKind::Commit(c) => {
                 let open = self.take_current("Commit")?;
                 self.finish(
@@ -485,15 +534,16 @@ impl TransactionAssembler {
     ) -> Result<()> {
         self.in_memory -= open.buffer.memory_bytes;
         open.buffer.memory_bytes = 0;
-        self.ready.push_back(Transaction {
-            xid: open.xid,
-            commit_lsn,
-            end_lsn,
-            commit_time,
-            origin: open.origin,
-            kind,
-            changes: open.buffer,
-        });
+        self.ready
+            .push_back(TransactionItem::Transaction(Transaction {
+                xid: open.xid,
+                commit_lsn,
+                end_lsn,
+                commit_time,
+                origin: open.origin,
+                kind,
+                changes: open.buffer,
+            }));
         Ok(())
     }
 }

@@ -25,7 +25,8 @@ use crate::error::{Error, ErrorKind, Result};
 use spill::{SpillFile, SpillReader};
 
 pub use assembler::{
-    TransactionAssembler, TransactionConfig, DEFAULT_MEMORY_BUDGET, DEFAULT_SPILL_DISK_BUDGET,
+    TransactionAssembler, TransactionConfig, TransactionItem, DEFAULT_MEMORY_BUDGET,
+    DEFAULT_SPILL_DISK_BUDGET,
 };
 pub use change::{Change, ChangeKind};
 pub use stream::TransactionStream;

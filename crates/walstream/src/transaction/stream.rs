@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use walproto::Lsn;
 
-use super::{Transaction, TransactionAssembler, TransactionConfig};
+use super::{Transaction, TransactionAssembler, TransactionConfig, TransactionItem};
 use crate::error::{Error, Result};
 use crate::logical::stream::EventStream;
 use crate::session::feedback::SharedLsnFeedback;
@@ -69,9 +69,43 @@ impl EventStream {
 }
 
 impl TransactionStream {
-    /// The next committed transaction; `Ok(None)` when the stream has ended.
+    /// The next committed transaction; `Ok(None)` when the stream has ended. Non-transactional
+    /// messages are skipped (see [`next_item`](Self::next_item)).
     pub async fn next_transaction(&mut self) -> Result<Option<Transaction>> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx))
+            .await
+            .transpose()
+    }
+
+    /// The next committed transaction or, with [`TransactionConfig::messages`] on, the next
+    /// non-transactional logical decoding message, in the order the server sent them;
+    /// `Ok(None)` when the stream has ended. A message needs no acknowledgement of its own:
+    /// acknowledging a later transaction covers it.
+    ///
+    /// ```no_run
+    /// use walstream::{LogicalReplicationStream, ReplicationStreamConfig, TransactionConfig,
+    ///     TransactionItem};
+    ///
+    /// # async fn run() -> walstream::Result<()> {
+    /// let config = ReplicationStreamConfig::builder("app_slot", ["app_pub"])
+    ///     .messages(true)
+    ///     .build()?;
+    /// let mut items = LogicalReplicationStream::connect("postgresql://repl@db/app", config)
+    ///     .await?
+    ///     .start()
+    ///     .into_transactions(TransactionConfig::default().messages(true));
+    /// while let Some(item) = items.next_item().await? {
+    ///     match item {
+    ///         TransactionItem::Transaction(tx) => items.ack(&tx),
+    ///         TransactionItem::Message(m) => println!("{}: {:?}", m.prefix, m.content),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn next_item(&mut self) -> Result<Option<TransactionItem>> {
+        std::future::poll_fn(|cx| self.poll_item(cx))
             .await
             .transpose()
     }
@@ -118,34 +152,53 @@ impl TransactionStream {
     }
 }
 
-impl Stream for TransactionStream {
-    type Item = Result<Transaction>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.ended {
+impl TransactionStream {
+    /// The next item: a finished transaction (once its spill file is written) or message,
+    /// else events taken until one is.
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<TransactionItem>>> {
+        if self.ended {
             return Poll::Ready(None);
         }
         loop {
             // A spilled transaction waits for the spill thread to finish its file, and no
             // event is taken while the thread is behind the memory budget: the socket waits
             // (the driver still sends status updates).
-            let ready = match this.assembler.poll_pop(cx) {
-                Poll::Ready(None) => this.assembler.poll_room(cx).map(|r| r.err().map(Err)),
+            let ready = match self.assembler.poll_pop(cx) {
+                Poll::Ready(None) => self.assembler.poll_room(cx).map(|r| r.err().map(Err)),
                 other => other,
             };
             match ready {
                 Poll::Ready(None) => {}
-                Poll::Ready(Some(Ok(tx))) => return Poll::Ready(Some(Ok(tx))),
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(this.end(e)))),
+                Poll::Ready(Some(Ok(item))) => return Poll::Ready(Some(Ok(item))),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(self.end(e)))),
                 Poll::Pending => return Poll::Pending,
             }
-            match Pin::new(&mut this.events).poll_next(cx) {
+            match Pin::new(&mut self.events).poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
-                    if let Err(e) = this.assembler.push(event) {
-                        return Poll::Ready(Some(Err(this.end(e))));
+                    if let Err(e) = self.assembler.push(event) {
+                        return Poll::Ready(Some(Err(self.end(e))));
                     }
                 }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Committed transactions; non-transactional messages (with [`TransactionConfig::messages`])
+/// are skipped: take them with [`TransactionStream::next_item`].
+impl Stream for TransactionStream {
+    type Item = Result<Transaction>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match self.poll_item(cx) {
+                Poll::Ready(Some(Ok(TransactionItem::Transaction(tx)))) => {
+                    return Poll::Ready(Some(Ok(tx)))
+                }
+                Poll::Ready(Some(Ok(TransactionItem::Message(_)))) => {}
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,

@@ -129,3 +129,74 @@ fn change_relation_and_the_old_key_view() {
     }
     assert!(keys > 0, "the capture has deletes by key");
 }
+
+#[test]
+fn non_transactional_messages_come_through_a_transaction_stream_in_order() {
+    use std::time::Duration;
+    use walstream::{TransactionConfig, TransactionItem};
+
+    pgtest::for_each_major(15, |cluster| {
+        let f = crate::Fixture::new(cluster, "ws_api_msgs");
+        f.db.psql(
+            "INSERT INTO t VALUES (1, 'before');
+             SELECT pg_logical_emit_message(false, 'api', 'outside');
+             BEGIN;
+             INSERT INTO t VALUES (2, 'with messages');
+             SELECT pg_logical_emit_message(true, 'api', 'inside');
+             COMMIT;
+             INSERT INTO t VALUES (-1, 'marker');",
+        )
+        .unwrap();
+        crate::block_on(async {
+            let events = f.start(f.config().messages(true)).await;
+            let mut items = events.into_transactions(TransactionConfig::default().messages(true));
+            let mut got = Vec::new();
+            loop {
+                let item = tokio::time::timeout(Duration::from_secs(60), items.next_item())
+                    .await
+                    .expect("timed out")
+                    .unwrap()
+                    .expect("the stream ended");
+                match item {
+                    TransactionItem::Message(m) => {
+                        assert!(!m.transactional);
+                        got.push(format!("message {}:{}", m.prefix, m.content.escape_ascii()));
+                    }
+                    TransactionItem::Transaction(tx) => {
+                        items.ack(&tx);
+                        let mut done = false;
+                        for change in tx.changes() {
+                            match change.unwrap().kind {
+                                walstream::ChangeKind::Insert(i) => {
+                                    let id = i.new.get("id").unwrap();
+                                    done |= id.as_text() == Some("-1");
+                                    got.push(format!("insert {}", id.as_text().unwrap()));
+                                }
+                                walstream::ChangeKind::Message(m) => {
+                                    assert!(m.transactional);
+                                    got.push(format!("tx message {}", m.content.escape_ascii()));
+                                }
+                                other => panic!("{other:?}"),
+                            }
+                        }
+                        if done {
+                            break;
+                        }
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(
+                got,
+                [
+                    "insert 1",
+                    "message api:outside",
+                    "insert 2",
+                    "tx message inside",
+                    "insert -1"
+                ]
+            );
+            items.shutdown().await.unwrap();
+        });
+    });
+}
