@@ -4,7 +4,7 @@
 //!   protocols 1-4 and every column kind, with exact expected lines;
 //! - `errors`: truncated and corrupt captures, and the exit codes;
 //! - `cli`: the command line itself;
-//! - `record`, `tail`, `reconnect`, `slot`: against real PostgreSQL 15-18 servers;
+//! - `record`, `tail`, `reconnect`, `recvlogical`, `slot`: against real PostgreSQL 15-18 servers;
 //! - `encoding`: LATIN1 and SQL_ASCII databases against real servers;
 //! - `demo`: the throwaway server it finds and starts itself, and what it leaves behind;
 //! - `testdata`: every recorded `testdata/*.walcap` against its committed `.jsonl`
@@ -27,6 +27,7 @@ mod failover;
 mod messages;
 mod metrics;
 mod reconnect;
+mod recvlogical;
 mod receivewal;
 mod receivewal_failover;
 mod record;
