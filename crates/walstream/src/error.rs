@@ -498,7 +498,7 @@ mod tests {
 
     /// No level of the chain is empty or contains the text of a level below it, and `{:#}`
     /// is the levels joined once each.
-    fn assert_each_cause_once(e: &Error) -> Vec<String> {
+    fn assert_each_cause_once<E: std::error::Error + 'static>(e: &E) -> Vec<String> {
         let texts = chain(e);
         for (i, t) in texts.iter().enumerate() {
             assert!(!t.is_empty(), "level {i} of {texts:?} is empty");
@@ -553,6 +553,13 @@ mod tests {
             Some(refused(port).await),
         );
         assert_each_cause_once(&invalidated);
+
+        // A base backup's error shows its wrapped error's text with a prefix, and goes on from
+        // that error's source.
+        let backup = crate::backup::Error::from(refused(port).await);
+        let texts = assert_each_cause_once(&backup);
+        assert_eq!(texts[0], format!("base backup: {conn_text}"));
+        assert_eq!(texts.len(), 2, "{texts:?}");
 
         // The driver task's copy keeps the whole text, causes included, in its message.
         let summary = invalidated.summary();
