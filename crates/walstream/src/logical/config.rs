@@ -94,7 +94,8 @@ pub struct ReplicationStreamConfig {
 
 impl ReplicationStreamConfig {
     /// A builder for a stream of `slot` over `publications`, with the defaults: the highest
-    /// protocol version and streaming mode the server supports, text values, no logical
+    /// protocol version the server supports, streaming off (only committed transactions
+    /// arrive; see [`streaming`](ReplicationStreamConfigBuilder::streaming)), text values, no logical
     /// messages, no two-phase decoding, every origin, start where the slot is, no end, status
     /// every 10 s (or a third of `wal_sender_timeout`), the default [`RetryPolicy`], and an
     /// existing slot required.
@@ -107,7 +108,12 @@ impl ReplicationStreamConfig {
             config: ReplicationStreamConfig {
                 slot: slot.into(),
                 publications: publications.into_iter().map(Into::into).collect(),
-                request: Request::default(),
+                // Streaming off unless asked for: a plain event loop must not see the changes
+                // of transactions that may still abort (ARCHITECTURE.md, "Streaming").
+                request: Request {
+                    streaming: Some(Streaming::Off),
+                    ..Request::default()
+                },
                 start_lsn: None,
                 end_lsn: None,
                 status_interval: DEFAULT_STATUS_INTERVAL,
@@ -173,11 +179,25 @@ impl ReplicationStreamConfigBuilder {
         self
     }
 
-    /// Whether in-progress transactions are streamed (protocol 2+). By default the most the
-    /// negotiated protocol allows: `parallel` with protocol 4, `on` with 2 and 3. With
-    /// [`Streaming::Off`] only whole committed transactions arrive.
+    /// Whether in-progress transactions are streamed (protocol 2+). By default
+    /// [`Streaming::Off`]: only whole committed transactions arrive, so every event an
+    /// [`EventStream`](crate::EventStream) delivers belongs to a transaction that committed.
+    /// With `on` or `parallel`, a large transaction arrives in blocks while it runs and may
+    /// still end with a Stream Abort: consume those through a
+    /// [`TransactionStream`](crate::TransactionStream) (which delivers only what committed)
+    /// or handle [`EventKind::StreamAbort`](crate::EventKind::StreamAbort) yourself.
     pub fn streaming(mut self, streaming: Streaming) -> Self {
         self.config.request.streaming = Some(streaming);
+        self
+    }
+
+    /// Streams in-progress transactions in the most the negotiated protocol allows:
+    /// `parallel` with protocol 4 (PostgreSQL 16+), `on` with 2 and 3 (14, 15), off with 1.
+    /// What a [`TransactionStream`](crate::TransactionStream) wants: the server sends a large
+    /// transaction as it runs instead of decoding it all at commit (less delay and less
+    /// spilling on the server), and the stream still delivers only committed transactions.
+    pub fn highest_streaming(mut self) -> Self {
+        self.config.request.streaming = None;
         self
     }
 
@@ -466,8 +486,19 @@ mod tests {
     }
 
     #[test]
-    fn defaults_take_the_highest_the_server_has() -> Result<()> {
+    fn defaults_take_the_highest_protocol_with_streaming_off() -> Result<()> {
         let c = cfg().build()?;
+        for (num, proto) in [(180_001, 4), (150_010, 3), (140_000, 2), (130_000, 1)] {
+            let n = negotiate(&c, num, "x")?;
+            assert_eq!(n.pgoutput.proto_version.number(), proto, "{num}");
+            assert_eq!(n.pgoutput.streaming, Streaming::Off, "{num}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn highest_streaming_takes_the_most_the_server_has() -> Result<()> {
+        let c = cfg().highest_streaming().build()?;
         for (num, proto, streaming) in [
             (180_001, 4, Streaming::Parallel),
             (160_003, 4, Streaming::Parallel),

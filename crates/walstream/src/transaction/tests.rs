@@ -444,7 +444,7 @@ fn spill_writes_happen_on_the_spill_thread() {
     drop(gate);
     wait_for_room(&a);
     let tx = match a.poll_pop(&mut cx) {
-        std::task::Poll::Ready(Some(Ok(tx))) => tx,
+        std::task::Poll::Ready(Some(Ok(TransactionItem::Transaction(tx)))) => tx,
         other => panic!("{other:?}"),
     };
     assert_eq!(ids(&tx), want);
