@@ -5,7 +5,7 @@
 //! The call sequence:
 //!
 //! 1. [`ReplicationStreamConfig::builder`]: the slot, the publications, and what to change
-//!    from the defaults (the highest protocol and streaming mode the server has).
+//!    from the defaults (the highest protocol the server has, streaming off).
 //! 2. [`LogicalReplicationStream::connect`]: connects (pure Rust, no libpq), negotiates the
 //!    options against `server_version_num` (refusing what the server cannot do, naming the
 //!    version needed), and checks or creates the slot.

@@ -33,7 +33,10 @@ use crate::session::feedback::SharedLsnFeedback;
 /// use walstream::{LogicalReplicationStream, ReplicationStreamConfig, TransactionConfig};
 ///
 /// # async fn run() -> walstream::Result<()> {
-/// let config = ReplicationStreamConfig::builder("app_slot", ["app_pub"]).build()?;
+/// // Large transactions streamed as they run: only committed ones are delivered anyway.
+/// let config = ReplicationStreamConfig::builder("app_slot", ["app_pub"])
+///     .highest_streaming()
+///     .build()?;
 /// let mut txs = LogicalReplicationStream::connect("postgresql://repl@db/app", config)
 ///     .await?
 ///     .start()
