@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use walstream::{CancellationToken, StatsHandle, StreamStats};
+use walstream::{CancellationToken, Lsn, StatsHandle, StreamStats};
 
 /// `--metrics-addr` and `--stats-interval`, which `tail` and `record` take.
 #[derive(Debug, Default, clap::Args)]
@@ -258,4 +258,38 @@ pub(crate) fn stats_line(s: &StreamStats) -> String {
         s.received_bytes,
         s.reconnects,
     )
+}
+
+/// `record`'s `--stats-interval` line: frames and bytes written, the end of the last whole
+/// transaction written, and what the server was told is flushed.
+pub(crate) fn record_line(frames: u64, bytes: u64, written: Lsn, acknowledged: Lsn) -> String {
+    format!(
+        "walstream record: {frames} frames, {bytes} bytes written, transactions written to \
+         {written}, acknowledged {acknowledged}"
+    )
+}
+
+/// A timer that fires every interval, or never without one (a `select!` arm).
+pub(crate) struct Ticker(Option<tokio::time::Interval>);
+
+impl Ticker {
+    /// Fires every `every` (the first time after one interval), or never.
+    pub(crate) fn new(every: Option<Duration>) -> Self {
+        Self(every.map(|every| {
+            let start = tokio::time::Instant::now() + every;
+            let mut interval = tokio::time::interval_at(start, every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        }))
+    }
+
+    /// The next tick.
+    pub(crate) async fn tick(&mut self) {
+        match &mut self.0 {
+            Some(interval) => {
+                interval.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
 }

@@ -66,6 +66,11 @@ pub(crate) struct Summary {
 /// Records until `--end`, a signal, or the end of the stream.
 pub(crate) async fn record(args: &RecordArgs) -> Result<Summary, RecordError> {
     let a = &args.stream;
+    if a.report.metrics_addr.is_some() {
+        return Err(RecordError::Usage(
+            "--metrics-addr is served by tail; record reports with --stats-interval".to_owned(),
+        ));
+    }
     let config = Config::parse(&a.conninfo)?;
     let mut conn = Connection::connect(&config).await?;
     let system = conn.identify_system().await?;
@@ -151,7 +156,8 @@ pub(crate) async fn record(args: &RecordArgs) -> Result<Summary, RecordError> {
         frames: 0,
         tracking: true,
     };
-    rec.run().await?;
+    rec.run(a.report.stats_interval.map(Duration::from_secs))
+        .await?;
     let Recorder {
         stream,
         frames,
@@ -191,9 +197,12 @@ struct Recorder {
 }
 
 impl Recorder {
-    async fn run(&mut self) -> Result<(), RecordError> {
+    /// Records until the end, a signal or a failure; prints the progress line on stderr every
+    /// `stats_every` (`--stats-interval`).
+    async fn run(&mut self, stats_every: Option<Duration>) -> Result<(), RecordError> {
         let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let mut progress = crate::metrics::Ticker::new(stats_every);
         loop {
             let due = self.feedback.next_status_at().unwrap_or_else(Instant::now);
             tokio::select! {
@@ -207,6 +216,17 @@ impl Recorder {
                     }
                 }
                 () = tokio::time::sleep_until(due.into()) => self.send_status(false).await?,
+                () = progress.tick() => {
+                    let buffered = self.out.buffer().len() as u64;
+                    let bytes = self.out.get_ref().metadata()?.len() + buffered;
+                    let line = crate::metrics::record_line(
+                        self.frames,
+                        bytes,
+                        self.written_end,
+                        self.acknowledged,
+                    );
+                    eprintln!("{line}");
+                }
                 _ = term.recv() => {
                     tracing::info!("SIGTERM: stopping");
                     break;

@@ -382,7 +382,11 @@ impl Tail {
                     rows,
                     bytes,
                 } => {
-                    tracing::info!(table = %format_args!("{}.{}", relation.namespace, relation.name), rows, bytes, "snapshot: table copied");
+                    // Progress on stderr, one line a table (the snapshot's part of the summary).
+                    eprintln!(
+                        "walstream: snapshot: {}.{} copied, {rows} rows, {bytes} bytes",
+                        relation.namespace, relation.name
+                    );
                 }
                 EventKind::SnapshotEnd { consistent_point } => {
                     tracing::info!(%consistent_point, "snapshot done; streaming from its consistent point");
