@@ -274,3 +274,78 @@ fn a_range_that_fails_fails_the_snapshot() {
         assert_eq!(err.code(), Some("22012"), "{err}");
     });
 }
+
+/// Rows per second of the initial snapshot of a 10-million-row table on PostgreSQL 15, with
+/// one and two connections, against `COPY ... TO STDOUT (FORMAT binary)` read by psql; prints
+/// the figures (a measurement, not a check: run it in release,
+/// `cargo nextest run --cargo-profile release -p walstream --run-ignored ignored-only
+/// snapshot_parallel::throughput --no-capture`).
+#[test]
+#[ignore = "a measurement of several minutes"]
+fn throughput() {
+    let rows: u64 = std::env::var("WALSTREAM_SNAPSHOT_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let cluster = pgtest::cluster(15);
+    let db = cluster.create_database("ws_snap_bench").unwrap();
+    db.psql(&format!(
+        "CREATE TABLE big (id int, v text);
+         INSERT INTO big SELECT g, 'value number ' || g FROM generate_series(1, {rows}) g;
+         CREATE PUBLICATION big_pub FOR TABLE big;
+         VACUUM ANALYZE big;"
+    ))
+    .unwrap();
+    let psql = std::time::Instant::now();
+    let status = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([
+            "-X",
+            "-q",
+            "-d",
+            &db.conninfo(),
+            "-c",
+            "COPY big TO STDOUT (FORMAT binary)",
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let psql = rows as f64 / psql.elapsed().as_secs_f64();
+    println!("psql COPY (FORMAT binary): {psql:.0} rows/s");
+    for n in [1, 2] {
+        let config =
+            ReplicationStreamConfig::builder(pgtest::unique_name("ws_snap_bench"), ["big_pub"])
+                .create_slot_if_missing(CreateSlot::Temporary)
+                .initial_snapshot(
+                    SnapshotOptions::all_tables()
+                        .parallelism(n)
+                        .parallel_threshold(0),
+                )
+                .build()
+                .unwrap();
+        let (copied, seconds) = block_on(async {
+            let started = std::time::Instant::now();
+            let mut events = LogicalReplicationStream::connect(&db.conninfo(), config)
+                .await
+                .unwrap()
+                .start();
+            let mut copied = 0u64;
+            loop {
+                match events.next_event().await.unwrap().expect("ended").kind {
+                    EventKind::Insert(_) => copied += 1,
+                    EventKind::SnapshotEnd { .. } => break,
+                    _ => {}
+                }
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            events.shutdown().await.unwrap();
+            (copied, seconds)
+        });
+        assert_eq!(copied, rows);
+        let rate = rows as f64 / seconds;
+        println!(
+            "walstream snapshot, {n} connection(s): {rate:.0} rows/s, {:.2} x psql",
+            rate / psql
+        );
+    }
+}
