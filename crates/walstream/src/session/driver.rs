@@ -219,7 +219,8 @@ impl Driver {
                 tracing::warn!(
                     attempt = failures,
                     ?delay,
-                    "replication stream: {error}; reconnecting"
+                    error = %error,
+                    "replication stream lost; reconnecting"
                 );
                 tokio::select! {
                     () = self.stop.cancelled() => return Ok(self.tracker.reported()),
@@ -478,7 +479,10 @@ impl Driver {
             })?;
         tracing::info!(slot = self.config.slot, %start, "replication started");
         let mut progressed = false;
-        match self.pump(&mut copy, &mut progressed).await {
+        // The connection's span: its start position (the driver's span names slot and host).
+        let span = tracing::info_span!("walstream_connection", %start);
+        let pumped = tracing::Instrument::instrument(self.pump(&mut copy, &mut progressed), span);
+        match pumped.await {
             Ok(()) => {
                 self.close(copy).await;
                 Ok(())
@@ -609,7 +613,10 @@ impl Driver {
             }
         };
         let read = bytes as u64;
-        self.shared.metrics.received_bytes.fetch_add(read, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .received_bytes
+            .fetch_add(read, Ordering::Relaxed);
         if !events.is_empty() {
             let batch = Batch { events, bytes };
             if let Some(tx) = &self.tx {
