@@ -1,6 +1,35 @@
-//! Serde (feature `serde`): [`ChangeEvent`], [`Change`], [`Transaction`] and [`Value`] as JSON
-//! in the shape of the CLI's JSON lines (`walstream tail`/`decode`), so that one reader reads
-//! both.
+//! The JSON shape of the `serde` feature: [`ChangeEvent`], [`Change`], [`Transaction`] and
+//! [`Value`] implement `Serialize` in the shape of the CLI's JSON lines (`walstream
+//! tail`/`decode`), so that one reader reads both. This module has no items of its own.
+//!
+//! ```
+//! use walstream::walproto::pgoutput::{Options, ProtocolVersion};
+//! use walstream::{EventDecoder, Lsn, Timestamp};
+//!
+//! // An XLogData at 0/16B3748 carrying a Begin message.
+//! let mut payload = vec![b'w'];
+//! payload.extend_from_slice(&0x16B3748u64.to_be_bytes()); // wal_start
+//! payload.extend_from_slice(&0x16B3748u64.to_be_bytes()); // wal_end
+//! payload.extend_from_slice(&0i64.to_be_bytes()); // send_time
+//! payload.push(b'B');
+//! payload.extend_from_slice(&0x16B3800u64.to_be_bytes()); // final_lsn
+//! payload.extend_from_slice(&1_000_000i64.to_be_bytes()); // commit_time
+//! payload.extend_from_slice(&740u32.to_be_bytes()); // xid
+//! let mut decoder = EventDecoder::new(&Options::new(ProtocolVersion::V1));
+//! let event = decoder.decode(&payload.into())?.unwrap();
+//! assert_eq!(
+//!     serde_json::to_string(&event)?,
+//!     r#"{"type":"begin","lsn":"0/16B3748","final_lsn":"0/16B3800","#.to_owned()
+//!         + r#""commit_time":"2000-01-01T00:00:01.000000Z","xid":740}"#
+//! );
+//! // The scalar types read back.
+//! let lsn: Lsn = serde_json::from_str(r#""0/16B3748""#)?;
+//! let t: Timestamp = serde_json::from_str(r#""2000-01-01T00:00:01.000000Z""#)?;
+//! assert_eq!((lsn, t), (Lsn::new(0x16B3748), Timestamp::new(1_000_000)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! An event in full:
 //!
 //! An event is one object, `type` and `lsn` first, then the fields of its message:
 //!

@@ -109,10 +109,10 @@ struct ReadmeDoctests;
 pub mod backup;
 mod decode;
 mod error;
+#[cfg(feature = "serde")]
+pub mod json;
 mod logical;
 pub mod physical;
-#[cfg(feature = "serde")]
-mod ser;
 mod session;
 mod slots;
 mod snapshot;
