@@ -345,10 +345,18 @@ impl Tail {
                 Ok(next) => next,
                 Err(_) => {
                     self.flush_and_ack(events, false)?;
-                    tokio::select! {
-                        next = events.next_event() => next,
+                    // An idle stream still fsyncs (and acknowledges) the `-f` file in time.
+                    let sync_at = self.sync_due();
+                    let waited = tokio::select! {
+                        next = events.next_event() => Some(next),
+                        () = tokio::time::sleep_until(sync_at.unwrap_or_else(Instant::now).into()), if sync_at.is_some() => None,
                         () = stop.cancelled() => return Ok(()),
-                    }
+                    };
+                    let Some(next) = waited else {
+                        self.flush_and_ack(events, false)?;
+                        continue;
+                    };
+                    next
                 }
             };
             let Some(event) = next? else {
@@ -439,6 +447,17 @@ impl Tail {
             .map_err(TailError::Output)?;
         self.summary.lines += 1;
         Ok(())
+    }
+
+    /// When the `-f` file's next fsync is due, if it holds lines not yet fsynced.
+    fn sync_due(&self) -> Option<Instant> {
+        match self.out.get_ref() {
+            Sink::File {
+                fsync: Some(interval),
+                ..
+            } if self.unsynced_end.is_some() => Some(self.last_sync + *interval),
+            _ => None,
+        }
     }
 
     /// Flushes the output, then acknowledges the last transaction written; to a `-f` file

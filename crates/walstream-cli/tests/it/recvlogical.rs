@@ -215,8 +215,60 @@ fn comma_separated_publications() {
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .filter(|v| v["type"] == "relation")
-            .map(|v| v["name"].as_str().unwrap().to_owned())
+            .map(|v| v["table"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(tables, ["t", "u"]);
+    });
+}
+
+#[test]
+fn tail_file_holds_the_acknowledgement_until_the_fsync() {
+    pgtest::for_each_major(15, |cluster| {
+        let (db, slot) = setup(cluster, "tail_file_held");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("out.jsonl");
+        let start = confirmed_flush(&db, &slot);
+        // An fsync interval longer than the test: only the last one, at SIGINT, acknowledges.
+        let child = bin()
+            .args([
+                "tail",
+                &db.conninfo(),
+                "--slot",
+                &slot,
+                "--publication",
+                "p",
+            ])
+            .args([
+                "--status-interval",
+                "1",
+                "--fsync-interval",
+                "3600",
+                "--file",
+            ])
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        db.psql("INSERT INTO t VALUES (1, 'one')").unwrap();
+        let end = lsn(&db.query("SELECT pg_current_wal_lsn()").unwrap()[0][0]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while last_commit_end(&file) < end {
+            assert!(
+                Instant::now() < deadline,
+                "the commit never reached the file"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Several status intervals (and flushes of the file) later, nothing is acknowledged.
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(confirmed_flush(&db, &slot), start);
+        let out = interrupt(child);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(lsn(&confirmed_flush(&db, &slot)), last_commit_end(&file));
     });
 }
