@@ -13,7 +13,7 @@ use crate::logical::event::{ChangeEvent, EventKind};
 use crate::logical::stream::StreamStats;
 use crate::session::driver::Shared;
 
-/// The `kind` label of each counted kind of event, in [`kind_index`] order.
+/// The `kind` label of each counted kind of event, in `kind_index` order.
 pub const EVENT_KINDS: [&str; EVENT_KIND_COUNT] = [
     "begin",
     "commit",
