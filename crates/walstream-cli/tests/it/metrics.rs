@@ -189,3 +189,84 @@ fn tail_stats_interval_prints_a_progress_and_lag_line_on_stderr() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&quiet.stderr).contains("walstream: received "));
 }
+
+#[test]
+fn record_stats_interval_reports_frames_and_bytes_and_refuses_metrics_addr() {
+    let cluster = pgtest::cluster(15);
+    let (db, slot) = setup(cluster, "record_stats_line");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cap.walcap");
+    let record = |extra: &[&str]| {
+        let mut c = bin();
+        c.args([
+            "record",
+            &db.conninfo(),
+            "--slot",
+            &slot,
+            "--publication",
+            "p",
+        ])
+        .args(extra)
+        .arg("--out")
+        .arg(&out);
+        c
+    };
+    let refused = record(&["--metrics-addr", "127.0.0.1:0"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let child = record(&["--stats-interval", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    db.psql("INSERT INTO t VALUES (1, 'one')").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let stderr = String::from_utf8(interrupt(child).stderr).unwrap();
+    let last = stderr
+        .lines()
+        .filter(|l| l.starts_with("walstream record: "))
+        .last()
+        .unwrap_or_else(|| panic!("no progress line:\n{stderr}"));
+    let frames: u64 = last["walstream record: ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(frames >= 4, "{last}");
+    assert!(!last.contains(" 0 bytes written"), "{last}");
+}
+
+#[test]
+fn tail_snapshot_prints_each_table_copied_on_stderr() {
+    let cluster = pgtest::cluster(15);
+    let db = cluster.create_database("tail_snap_progress").unwrap();
+    let slot = cluster.unique_name("snap_progress");
+    db.psql(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         CREATE PUBLICATION p FOR TABLE t;
+         INSERT INTO t SELECT g, 'x' FROM generate_series(1, 50) g;",
+    )
+    .unwrap();
+    let child = bin()
+        .args([
+            "tail",
+            &db.conninfo(),
+            "--slot",
+            &slot,
+            "--publication",
+            "p",
+        ])
+        .args(["--create-slot", "--snapshot", "--temporary"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = interrupt(child);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("walstream: snapshot: public.t copied"))
+        .unwrap_or_else(|| panic!("no snapshot progress:\n{stderr}"));
+    assert!(line.contains(", 50 rows, "), "{line}");
+}
