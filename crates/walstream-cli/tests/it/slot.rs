@@ -149,8 +149,9 @@ fn slot_help_and_usage() {
     // No --slot: a usage error.
     let (code, _, stderr) = slot(&["create", "host=x"]);
     assert_eq!(code, 2, "{stderr}");
-    // Nothing listens there: a connection failure.
-    let (code, _, stderr) = slot(&["list", "host=127.0.0.1 port=1 connect_timeout=5"]);
+    // Nothing listens there: a connection failure (a user named, so that the conninfo is
+    // complete without USER: one without a user is a usage error).
+    let (code, _, stderr) = slot(&["list", "host=127.0.0.1 port=1 connect_timeout=5 user=x"]);
     assert_eq!(code, 4, "{stderr}");
 }
 
