@@ -223,8 +223,7 @@ fn record_stats_interval_reports_frames_and_bytes_and_refuses_metrics_addr() {
     let stderr = String::from_utf8(interrupt(child).stderr).unwrap();
     let last = stderr
         .lines()
-        .filter(|l| l.starts_with("walstream record: "))
-        .last()
+        .rfind(|l| l.starts_with("walstream record: "))
         .unwrap_or_else(|| panic!("no progress line:\n{stderr}"));
     let frames: u64 = last["walstream record: ".len()..]
         .split(' ')

@@ -170,7 +170,7 @@ pub struct EventStream {
 /// With the `metrics` feature the same values also go to the
 /// [`metrics`](https://docs.rs/metrics) facade every second, under the names of the CLI's
 /// Prometheus endpoint (`walstream_lag_bytes`, `walstream_events_total{kind}`, ...), each with
-/// a `slot` label: see [`publish`](crate::publish_metrics).
+/// a `slot` label (`publish_metrics`, with the feature).
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct StreamStats {
