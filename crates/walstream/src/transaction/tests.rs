@@ -13,7 +13,7 @@ use walproto::{ColumnInfo, Lsn, Oid, RelationInfo, Timestamp, Xid};
 use futures_core::Stream;
 
 use super::*;
-use crate::logical::event::{ChangeEvent, EventKind, Insert, PrepareInfo, Row};
+use crate::logical::event::{ChangeEvent, EventKind, Insert, LogicalMessage, PrepareInfo, Row};
 use crate::{TransactionAssembler, TransactionConfig, TransactionKind};
 
 fn rel() -> Arc<RelationInfo> {
@@ -531,4 +531,46 @@ fn change_stream_reads_spilled_changes_and_yields_to_the_runtime() {
     }
     assert_eq!(ready, tx.len());
     assert_eq!(pending, tx.len() / YIELD_EVERY, "{ready} changes");
+}
+
+fn message(transactional: bool, content: &'static str) -> ChangeEvent {
+    ev(EventKind::Message(LogicalMessage {
+        xid: None,
+        transactional,
+        lsn: Lsn::new(0x50),
+        prefix: "p".into(),
+        content: Bytes::from_static(content.as_bytes()),
+    }))
+}
+
+#[test]
+fn non_transactional_messages_are_items_in_order_only_when_asked_for() {
+    let events = || {
+        vec![
+            begin(1),
+            insert(None, "1"),
+            commit(0x100),
+            message(false, "outside"),
+            begin(2),
+            message(true, "inside"),
+            commit(0x200),
+        ]
+    };
+    // Off (the default): dropped, and the transactions are unchanged.
+    let mut a = assembler();
+    assert_eq!(feed(&mut a, events()).len(), 2);
+    // On: an item between the two transactions; `pop` still skips it.
+    let mut a = TransactionAssembler::new(TransactionConfig::default().messages(true));
+    for e in events() {
+        a.push(e).unwrap();
+    }
+    let kinds: Vec<String> = std::iter::from_fn(|| a.pop_item())
+        .map(|item| match item {
+            TransactionItem::Transaction(tx) => format!("tx {} changes", tx.len()),
+            TransactionItem::Message(m) => format!("message {}", m.content.escape_ascii()),
+        })
+        .collect();
+    assert_eq!(kinds, ["tx 1 changes", "message outside", "tx 1 changes"]);
+    let mut a = TransactionAssembler::new(TransactionConfig::default().messages(true));
+    assert_eq!(feed(&mut a, events()).len(), 2);
 }
