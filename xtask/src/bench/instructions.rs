@@ -299,4 +299,18 @@ mod tests {
             .any(|(k, v)| k == "instructions.mixed.parse_vs_pg_walstream" && *v == 0.25));
         assert!(counts.report_md().contains("500 (met)"));
     }
+
+    #[test]
+    fn compare_holds_instruction_counts_to_two_percent() {
+        let old =
+            "    {\"key\": \"instructions.mixed.walproto-parse\", \"value\": 1000.0000},\n    \
+                   {\"key\": \"parse.mixed.x.ns_per_message\", \"value\": 1000.0000}";
+        let new = vec![
+            ("instructions.mixed.walproto-parse".to_owned(), 1030.0),
+            ("parse.mixed.x.ns_per_message".to_owned(), 1030.0),
+        ];
+        assert_eq!(super::super::report::compare(old, &new).len(), 1);
+        let new = vec![("instructions.mixed.walproto-parse".to_owned(), 1015.0)];
+        assert!(super::super::report::compare(old, &new).is_empty());
+    }
 }
