@@ -370,7 +370,12 @@ async fn published_tables(
     for ((schema, table), w) in wanted {
         let only = Some(w.columns.as_slice()).filter(|_| !w.all_columns);
         let relation = describe(conn, &schema, &table, only).await?;
-        let (size, pages) = relation_size(conn, relation.id).await?;
+        // Sizes only matter to split tables: one copy each needs no extra round trips.
+        let (size, pages) = if options.connections() > 1 {
+            relation_size(conn, relation.id).await?
+        } else {
+            (0, 0)
+        };
         tables.push(Table {
             relation: Arc::new(relation),
             filter: Some(w.filters.join(" OR ")).filter(|_| !w.all_rows),

@@ -35,7 +35,6 @@ enum Report {
     Rows(CopyOutBatch),
     /// A range copied: its rows and `COPY` bytes.
     Done(u64, u64),
-    Failed(Error),
 }
 
 /// The connections that copy ranges, each in its own task.
@@ -105,14 +104,21 @@ impl Pool {
         }
         let (mut done, mut rows, mut bytes) = (0, 0, 0);
         while done < count {
-            match self.reports.recv().await.ok_or_else(closed)? {
+            let report = tokio::select! {
+                report = self.reports.recv() => report.ok_or_else(closed)?,
+                // A connection ends before `finish` only on an error or a panic: either way
+                // its ranges would never be done.
+                Some(ended) = self.workers.join_next() => {
+                    return Err(ended_early(ended));
+                }
+            };
+            match report {
                 Report::Rows(batch) => deliver(batch.events, batch.bytes).await?,
                 Report::Done(r, b) => {
                     done += 1;
                     rows += r;
                     bytes += b;
                 }
-                Report::Failed(e) => return Err(e),
             }
         }
         Ok((rows, bytes))
@@ -122,14 +128,23 @@ impl Pool {
     pub(super) async fn finish(mut self) -> Result<()> {
         self.jobs = None;
         while let Some(joined) = self.workers.join_next().await {
-            joined.map_err(|e| {
-                Error::new(
-                    ErrorKind::Closed,
-                    format!("a connection copying the initial snapshot failed: {e}"),
-                )
-            })??;
+            if !matches!(joined, Ok(Ok(()))) {
+                return Err(ended_early(joined));
+            }
         }
         Ok(())
+    }
+}
+
+/// The error of a connection's task that ended while ranges were left.
+fn ended_early(ended: std::result::Result<Result<()>, tokio::task::JoinError>) -> Error {
+    match ended {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => closed(),
+        Err(e) => Error::new(
+            ErrorKind::Closed,
+            format!("a connection copying the initial snapshot failed: {e}"),
+        ),
     }
 }
 
@@ -175,23 +190,18 @@ async fn work(
             },
         )
         .await;
-        let report = match copied {
-            Ok((rows, bytes)) => {
-                if !out.events.is_empty() {
-                    reports
-                        .send(Report::Rows(out))
-                        .await
-                        .map_err(|_| closed())?;
-                }
-                Report::Done(rows, bytes)
-            }
-            Err(e) => {
-                // The delivery learns of it and stops; this connection may be poisoned.
-                let _ = reports.send(Report::Failed(e)).await;
-                return Err(closed());
-            }
-        };
-        reports.send(report).await.map_err(|_| closed())?;
+        // On an error the task ends with it, which the delivery sees (`Pool::copy`).
+        let (rows, bytes) = copied?;
+        if !out.events.is_empty() {
+            reports
+                .send(Report::Rows(out))
+                .await
+                .map_err(|_| closed())?;
+        }
+        reports
+            .send(Report::Done(rows, bytes))
+            .await
+            .map_err(|_| closed())?;
     }
     conn.simple_query("COMMIT").await?;
     conn.close().await?;
