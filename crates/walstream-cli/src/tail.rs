@@ -340,10 +340,11 @@ impl Tail {
                 return Ok(());
             }
             // Take what is ready; before waiting for more, flush and acknowledge.
-            let ready = tokio::time::timeout(Duration::ZERO, events.next_event()).await;
-            let next = match ready {
-                Ok(next) => next,
-                Err(_) => {
+            // (Polled once without a timer: a zero timeout would wait for the timer's next
+            // millisecond tick whenever nothing is ready, a millisecond of latency per commit.)
+            let next = match ready_now(events) {
+                Some(next) => next,
+                None => {
                     self.flush_and_ack(events, false)?;
                     // An idle stream still fsyncs (and acknowledges) the `-f` file in time.
                     let sync_at = self.sync_due();
@@ -487,5 +488,18 @@ impl Tail {
         }
         self.last_ack = Instant::now();
         Ok(())
+    }
+}
+
+/// The stream's next event if it is ready now, without waiting (`next_event` is cancel-safe:
+/// a pending call is simply dropped).
+fn ready_now(
+    events: &mut EventStream,
+) -> Option<walstream::Result<Option<walstream::ChangeEvent>>> {
+    use std::future::Future;
+    let next = std::pin::pin!(events.next_event());
+    match next.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(r) => Some(r),
+        std::task::Poll::Pending => None,
     }
 }
