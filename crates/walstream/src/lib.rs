@@ -136,9 +136,9 @@ pub use logical::event::{
 pub use logical::stream::{EventStream, LogicalReplicationStream, StatsHandle, StreamStats};
 pub use session::driver::MAX_BATCH_BYTES;
 pub use session::feedback::{FeedbackPositions, FeedbackTracker, SharedLsnFeedback};
-pub use session::metrics::{EventCounts, EVENT_KINDS};
 #[cfg(feature = "metrics")]
 pub use session::metrics::{publish as publish_metrics, PUBLISH_INTERVAL};
+pub use session::metrics::{EventCounts, EVENT_KINDS};
 pub use session::open::FailoverRefusal;
 pub use session::retry::RetryPolicy;
 pub use session::slot_watch::{
