@@ -35,7 +35,6 @@ fn tail_file_acknowledges_only_what_was_fsynced() {
         let (db, slot) = setup(cluster, "tail_file");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("out.jsonl");
-        let start = lsn(&confirmed_flush(&db, &slot));
         let child = bin()
             .args([
                 "tail",
@@ -53,20 +52,28 @@ fn tail_file_acknowledges_only_what_was_fsynced() {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut last_insert_end = 0;
+        // Where each insert's commit ended, at most (the WAL position right after it).
+        let mut insert_ends = Vec::new();
         let mut acked_later = false;
         for i in 0..40 {
             if i < 20 {
                 db.psql(&format!("INSERT INTO t VALUES ({i}, 'v')"))
                     .unwrap();
                 last_insert_end = lsn(&db.query("SELECT pg_current_wal_lsn()").unwrap()[0][0]);
+                insert_ends.push(last_insert_end);
             }
-            // The slot first, then the file: the file only grows, so the slot's position
-            // must be covered by what the file holds afterwards.
+            // The slot first, then the file: the file only grows, so every transaction the
+            // slot has passed must be in what the file holds afterwards. (The slot may pass
+            // the file's last commit: idle and with everything acknowledged, the stream
+            // reports a keepalive's position, which other databases' WAL moves on.)
             let acked = lsn(&confirmed_flush(&db, &slot));
             let in_file = last_commit_end(&file);
+            let passed = insert_ends.iter().filter(|&&end| end <= acked).count();
+            let written = inserts_in(&file);
             assert!(
-                acked <= in_file.max(start),
-                "the slot is at {acked:X}, past the file's last commit {in_file:X}"
+                written >= passed,
+                "the slot is at {acked:X}, past {passed} inserts, but the file holds {written} \
+                 (its last commit ends at {in_file:X})"
             );
             if i >= 20 && in_file >= last_insert_end && acked >= in_file {
                 acked_later = true;
@@ -83,14 +90,19 @@ fn tail_file_acknowledges_only_what_was_fsynced() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.stdout.is_empty(), "lines went to stdout with -f");
-        let inserts = std::fs::read_to_string(&file)
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains("\"type\":\"insert\""))
-            .count();
-        assert_eq!(inserts, 20);
-        assert_eq!(lsn(&confirmed_flush(&db, &slot)), last_commit_end(&file));
+        assert_eq!(inserts_in(&file), 20);
+        // Everything in the file is acknowledged in the end.
+        assert!(lsn(&confirmed_flush(&db, &slot)) >= last_commit_end(&file));
     });
+}
+
+/// How many insert lines `file` holds.
+fn inserts_in(file: &std::path::Path) -> usize {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"type\":\"insert\""))
+        .count()
 }
 
 #[test]
@@ -227,7 +239,6 @@ fn tail_file_holds_the_acknowledgement_until_the_fsync() {
         let (db, slot) = setup(cluster, "tail_file_held");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("out.jsonl");
-        let start = confirmed_flush(&db, &slot);
         // An fsync interval longer than the test: only the last one, at SIGINT, acknowledges.
         let child = bin()
             .args([
@@ -262,13 +273,19 @@ fn tail_file_holds_the_acknowledgement_until_the_fsync() {
         }
         // Several status intervals (and flushes of the file) later, nothing is acknowledged.
         std::thread::sleep(Duration::from_secs(3));
-        assert_eq!(confirmed_flush(&db, &slot), start);
+        // (The slot may have moved to a keepalive's position before the insert: idle with
+        // nothing to acknowledge, the stream reports it. Never past the insert's commit.)
+        let held = lsn(&confirmed_flush(&db, &slot));
+        assert!(
+            held < last_commit_end(&file),
+            "the slot is at {held:X}, past the unsynced commit"
+        );
         let out = interrupt(child);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(lsn(&confirmed_flush(&db, &slot)), last_commit_end(&file));
+        assert!(lsn(&confirmed_flush(&db, &slot)) >= last_commit_end(&file));
     });
 }
