@@ -89,15 +89,6 @@ impl NatsServer {
         }
     }
 
-    /// Kills the server (SIGKILL, as a crash of the process would: what it wrote to its files
-    /// stays in the page cache) and waits for it.
-    pub(crate) fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
     /// Starts the server on the same port with the same store, and waits until it is ready.
     pub(crate) fn start_again(&mut self) {
         assert!(self.child.is_none(), "nats-server is running already");
