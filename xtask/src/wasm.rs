@@ -357,8 +357,22 @@ impl Browser {
         )
     }
 
-    /// Loads `url` and reads the page once its fetches and decoding are done.
+    /// Loads `url` and reads the page once its fetches and decoding are done. A page still
+    /// `loading` when Chromium's virtual time ran out (its fetches are real I/O, which a busy
+    /// machine can hold past the budget) is loaded again, twice at most: a page that never
+    /// finishes still fails.
     fn load(&self, url: &str) -> Result<Page> {
+        let mut page = self.load_once(url)?;
+        for _ in 0..2 {
+            if page.state != "loading" {
+                break;
+            }
+            page = self.load_once(url)?;
+        }
+        Ok(page)
+    }
+
+    fn load_once(&self, url: &str) -> Result<Page> {
         let dom = self.run(&["--dump-dom", url])?;
         let state = between(&dom, "<body data-state=\"", "\"").unwrap_or_default();
         let jsonl = between(&dom, "<pre id=\"jsonl\">", "</pre>").unwrap_or_default();
