@@ -20,11 +20,13 @@ use crate::{Error, Session};
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The settings of every test cluster, on top of pgserver's throwaway defaults: room for the
-/// slots, WAL senders, prepared transactions and connections of many tests at once.
+/// slots, WAL senders, prepared transactions and connections of many tests at once (a test
+/// binary's shared cluster outlives the slots its tests leave behind: 40 ran out in CI once
+/// the physical and topology tests came).
 const TEST_SETTINGS: [(&str, &str); 5] = [
     ("wal_level", "logical"),
-    ("max_wal_senders", "20"),
-    ("max_replication_slots", "40"),
+    ("max_wal_senders", "40"),
+    ("max_replication_slots", "200"),
     ("max_prepared_transactions", "20"),
     ("max_connections", "60"),
 ];
