@@ -9,7 +9,6 @@
 //! has written, after an fsync per message; otherwise each segment once it is complete and
 //! synced, as `pg_receivewal` does.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
@@ -18,12 +17,12 @@ use tokio::sync::mpsc;
 use walproto::Lsn;
 use walstream::physical::{
     PhysicalReplicationStream, PhysicalStreamConfig, PhysicalStreamConfigBuilder, StatusRequester,
-    WalEvent, WalStream, WalWriter,
+    WalEvent, WalWriter,
 };
 use walstream::walconn::{self, Connection, CreateSlotOptions, Replication};
 use walstream::{CancellationToken, ErrorKind, RetryPolicy, SharedLsnFeedback};
 
-use crate::tail::stop_on_signals;
+use crate::tail::{ready_now, stop_on_signals};
 
 /// `walstream receivewal`'s options: `pg_receivewal`'s, long and short forms.
 #[derive(Debug, Args)]
@@ -108,16 +107,6 @@ impl From<walconn::Error> for ReceiveError {
 /// most 32 messages of WAL (4 MB) wait for the writer.
 const MAX_BATCH: usize = 16;
 
-/// The stream's next event if it is ready now, without waiting (`next_event` is cancel-safe:
-/// a pending call is simply dropped).
-fn next_ready(wal: &mut WalStream) -> Option<walstream::Result<Option<WalEvent>>> {
-    let next = std::pin::pin!(wal.next_event());
-    match next.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-        std::task::Poll::Ready(r) => Some(r),
-        std::task::Poll::Pending => None,
-    }
-}
-
 /// What a finished run did.
 #[derive(Debug, Default)]
 pub(crate) struct Summary {
@@ -178,7 +167,7 @@ pub(crate) async fn receivewal(args: &ReceivewalArgs) -> Result<Summary, Receive
                     }
                     batch.push(event);
                     if batch.len() < MAX_BATCH {
-                        next = next_ready(&mut wal);
+                        next = ready_now(wal.next_event());
                     }
                 }
                 Ok(None) => ended = true,

@@ -342,7 +342,7 @@ impl Tail {
             // Take what is ready; before waiting for more, flush and acknowledge.
             // (Polled once without a timer: a zero timeout would wait for the timer's next
             // millisecond tick whenever nothing is ready, a millisecond of latency per commit.)
-            let next = match ready_now(events) {
+            let next = match ready_now(events.next_event()) {
                 Some(next) => next,
                 None => {
                     self.flush_and_ack(events, false)?;
@@ -491,14 +491,11 @@ impl Tail {
     }
 }
 
-/// The stream's next event if it is ready now, without waiting (`next_event` is cancel-safe:
-/// a pending call is simply dropped).
-fn ready_now(
-    events: &mut EventStream,
-) -> Option<walstream::Result<Option<walstream::ChangeEvent>>> {
-    use std::future::Future;
-    let next = std::pin::pin!(events.next_event());
-    match next.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+/// What `future` gives if it is ready at once, without waiting; a pending future is dropped,
+/// so use it only with cancel-safe calls (the streams' `next_event`).
+pub(crate) fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let future = std::pin::pin!(future);
+    match future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
         std::task::Poll::Ready(r) => Some(r),
         std::task::Poll::Pending => None,
     }
