@@ -50,7 +50,7 @@ use crate::{workspace_root, Result};
 const MAX_LINES: usize = 1000;
 
 /// Each workspace crate and the workspace crates its `[dependencies]` may name: the layers of
-/// ARCHITECTURE.md, each depending only on those below it. `pgserver` (finding, starting and
+/// ARCHITECTURE.md, each depending only on those below it. `walstream-pgserver` (finding, starting and
 /// stopping PostgreSQL servers) is not test support: the CLI's `demo` and `pgtest` both use it.
 /// A member missing here fails the rule, so that a new crate is given its place when it is
 /// added.
@@ -58,9 +58,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("walproto", &[]),
     ("walconn", &["walproto"]),
     ("walstream", &["walconn", "walproto"]),
-    ("walstream-cli", &["walstream", "walproto", "pgserver"]),
-    ("pgserver", &[]),
-    ("pgtest", &["pgserver"]),
+    ("walstream-cli", &["walstream", "walproto", "walstream-pgserver"]),
+    ("walstream-pgserver", &[]),
+    ("pgtest", &["walstream-pgserver"]),
     ("nostd-check", &["walproto"]),
     ("walcap-inspector", &["walproto"]),
     ("walstream-jetstream", &["walstream"]),

@@ -18,7 +18,7 @@
 //! 6. [`Cluster::remove`] to clean up and hear what went wrong, or just drop the guard.
 //!
 //! ```no_run
-//! use pgserver::{Cluster, Search, ServerUser};
+//! use walstream_pgserver::{Cluster, Search, ServerUser};
 //!
 //! let user = ServerUser::detect()?;
 //! let found = Search::from_env().find();
@@ -29,7 +29,7 @@
 //! let port = cluster.start()?;
 //! println!("PostgreSQL {} on 127.0.0.1:{port}", cluster.major());
 //! cluster.remove()?;
-//! # Ok::<(), pgserver::Error>(())
+//! # Ok::<(), walstream_pgserver::Error>(())
 //! ```
 //!
 //! # Where server binaries are found

@@ -17,7 +17,7 @@ const SYSTEM_DIR: &str = "/usr/lib/postgresql";
 /// The places to look for server binaries, read from the environment once.
 ///
 /// ```no_run
-/// let found = pgserver::Search::from_env().find();
+/// let found = walstream_pgserver::Search::from_env().find();
 /// for install in &found {
 ///     println!("PostgreSQL {} in {} ({})", install.major(), install.bin_dir().display(),
 ///         install.source());

@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pgserver::{Cluster, Installation, Installations, Search, ServerUser, Source};
+use walstream_pgserver::{Cluster, Installation, Installations, Search, ServerUser, Source};
 
 /// PostgreSQL 15 as the search finds it.
 fn pg15() -> Installation {
@@ -68,7 +68,7 @@ fn a_server_starts_listens_and_drop_leaves_nothing_behind() {
     assert!(dir.starts_with(std::env::temp_dir()), "{}", dir.display());
     let port = cluster.port();
     assert_ne!(port, 0);
-    TcpStream::connect((pgserver::HOST, port)).unwrap();
+    TcpStream::connect((walstream_pgserver::HOST, port)).unwrap();
     assert!(cluster
         .socket_dir()
         .join(format!(".s.PGSQL.{port}"))
@@ -85,7 +85,7 @@ fn a_server_starts_listens_and_drop_leaves_nothing_behind() {
     assert!(!dir.exists(), "{} is left behind", dir.display());
     // The guard waited for the postmaster: it is gone (or an unreaped zombie) already.
     assert!(!alive(pid), "postmaster {pid} still runs");
-    assert!(TcpStream::connect((pgserver::HOST, port)).is_err());
+    assert!(TcpStream::connect((walstream_pgserver::HOST, port)).is_err());
 }
 
 #[test]
@@ -98,7 +98,7 @@ fn stop_start_again_and_remove() {
     assert!(eventually(10, || !alive(first)));
     cluster.start_again().unwrap();
     assert_eq!(cluster.port(), port);
-    TcpStream::connect((pgserver::HOST, port)).unwrap();
+    TcpStream::connect((walstream_pgserver::HOST, port)).unwrap();
     let second = cluster.postmaster_pid().unwrap();
 
     let dir = cluster.dir().to_path_buf();
