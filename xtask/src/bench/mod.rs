@@ -2,9 +2,9 @@
 //! [--parse-time S] [--big-mb N] [--budget-mib N] [--no-big] [--compare OLD.json] [--wrap CMD]
 //! [--drain-bins DIR] [--no-drain] [--backup-size-mb N] [--no-backup] [--walstream-bin PATH]
 //! [--no-instructions] [--no-latency] [--latency-rates LIST] [--latency-seconds N]
-//! [--only LIST]`: the drain benchmark on PostgreSQL 15 and the newest installed major,
-//! the big-transaction bench, the criterion parse benches and the backup bench; one report of
-//! all of them.
+//! [--snapshot-rows N] [--no-snapshot] [--only LIST]`: the drain benchmark on PostgreSQL 15
+//! and the newest installed major, the big-transaction bench, the criterion parse benches, the
+//! backup bench and the snapshot bench; one report of all of them.
 //!
 //! **Drain.** For each major, a throwaway cluster (pgtest) gets table
 //! `bench (id int4 primary key, v text)` and a publication; one logical slot per consumer and
@@ -39,6 +39,10 @@
 //! `walstream tail`, pg_walstream and pg_recvlogical side by side: p50, p99 and max of arrival
 //! minus commit time (`latency`).
 //!
+//! **Snapshot.** The initial snapshot of a `--snapshot-rows` table (10,000,000 rows by
+//! default) on PostgreSQL 15, by psql's binary `COPY` and by walstream with one and two
+//! connections: rows a second and the ratios (`snapshot`). `--only snapshot` runs it alone.
+//!
 //! **Instructions.** Instructions per message of walproto's and pg_walstream's parsers and
 //! decoders on the parse corpora, counted by callgrind (`instructions`): they do not depend on
 //! the machine's load.
@@ -62,6 +66,7 @@ mod latency;
 mod options;
 mod report;
 mod runs;
+mod snapshot;
 mod stats;
 
 use std::fs;
@@ -145,6 +150,12 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         None
     };
 
+    let snapshot = if opts.snapshot_rows > 0 {
+        Some(snapshot::run_bench(&opts, &root)?)
+    } else {
+        None
+    };
+
     let latency = match (&paths, opts.latency) {
         (Some(paths), true) => {
             let walstream = match &opts.walstream_bin {
@@ -206,6 +217,10 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         headline.extend(backup::headline(b));
         figures.extend(backup::figures(b));
     }
+    if let Some(s) = &snapshot {
+        headline.extend(snapshot::headline(s));
+        figures.extend(snapshot::figures(s));
+    }
     if let Some(counts) = &instructions {
         figures.extend(counts.figures());
     }
@@ -231,6 +246,9 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
     if let Some(l) = &latency {
         latency::add_json(&mut json, l);
     }
+    if let Some(s) = &snapshot {
+        snapshot::add_json(&mut json, s);
+    }
     let svg = report::ratios_svg(&headline);
 
     if let Some(counts) = &instructions {
@@ -238,6 +256,9 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
     }
     if let Some(l) = &latency {
         md.push_str(&latency::report_md(l));
+    }
+    if let Some(s) = &snapshot {
+        md.push_str(&snapshot::report_md(s));
     }
     let mut worse = Vec::new();
     if let (Some(old), Some(path)) = (&old, &opts.compare) {

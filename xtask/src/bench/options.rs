@@ -51,6 +51,8 @@ pub(super) struct Options {
     pub(super) latency_rates: Vec<u64>,
     /// `--latency-seconds N`: how long the latency bench writes at each rate.
     pub(super) latency_seconds: u64,
+    /// Rows of the snapshot bench's table (`--snapshot-rows`); 0 skips it.
+    pub(super) snapshot_rows: u64,
 }
 
 /// Parses the arguments after `bench`. Explicit sizes win over `--quick` whatever their order,
@@ -77,7 +79,10 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
         latency: true,
         latency_rates: super::latency::LATENCY_RATES.to_vec(),
         latency_seconds: 10,
+        snapshot_rows: 10_000_000,
     };
+    let mut snapshot_rows = None;
+    let mut no_snapshot = false;
     let mut latency_seconds = None;
     let mut backup_mb = None;
     let mut no_backup = false;
@@ -95,7 +100,10 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
                 opts.parse_time = 1.0;
                 opts.backup_mb = 256;
                 opts.latency_seconds = 3;
+                opts.snapshot_rows = 1_000_000;
             }
+            "--no-snapshot" => no_snapshot = true,
+            "--snapshot-rows" => snapshot_rows = Some(number(iter.next(), "--snapshot-rows")?),
             "--no-latency" => opts.latency = false,
             "--latency-seconds" => {
                 latency_seconds = Some(number(iter.next(), "--latency-seconds")?)
@@ -117,15 +125,24 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
             "--no-instructions" => opts.instructions = false,
             "--only" => {
                 let list = iter.next().ok_or(
-                    "bench: --only needs a list of drain,big,parse,backup,instructions,latency",
+                    "bench: --only needs a list of drain,big,parse,backup,instructions,latency,snapshot",
                 )?;
                 let only: Vec<&str> = list.split(',').map(str::trim).collect();
                 if let Some(bad) = only.iter().find(|b| {
-                    !["drain", "big", "parse", "backup", "instructions", "latency"].contains(b)
+                    ![
+                        "drain",
+                        "big",
+                        "parse",
+                        "backup",
+                        "instructions",
+                        "latency",
+                        "snapshot",
+                    ]
+                    .contains(b)
                 }) {
                     return Err(format!(
                         "bench: --only: unknown bench {bad:?} (drain, big, parse, backup, \
-                         instructions, latency)"
+                         instructions, latency, snapshot)"
                     ));
                 }
                 opts.latency = only.contains(&"latency");
@@ -135,6 +152,7 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
                 opts.earlier_parse = opts.parse;
                 no_big |= !only.contains(&"big");
                 no_backup |= !only.contains(&"backup");
+                no_snapshot |= !only.contains(&"snapshot");
             }
             "--backup-size-mb" => backup_mb = Some(number(iter.next(), "--backup-size-mb")?),
             "--walstream-bin" => {
@@ -203,6 +221,12 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
     if no_backup {
         opts.backup_mb = 0;
     }
+    if let Some(rows) = snapshot_rows {
+        opts.snapshot_rows = rows;
+    }
+    if no_snapshot {
+        opts.snapshot_rows = 0;
+    }
     if opts.rows == 0 || opts.rounds == 0 || opts.budget_mib == 0 || opts.latency_seconds == 0 {
         return Err(
             "bench: --rows, --rounds, --budget-mib and --latency-seconds must be at least 1"
@@ -254,5 +278,35 @@ mod tests {
         assert!(parse_options(&args(&["--only", "drain,backups"])).is_err());
         let opts = parse_options(&args(&["--no-backup"])).unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(opts.backup_mb, 0);
+    }
+
+    #[test]
+    fn only_snapshot_runs_the_snapshot_bench_alone() {
+        let opts =
+            parse_options(&args(&["--only", "snapshot"])).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(opts.snapshot_rows, 10_000_000);
+        assert_eq!(
+            (
+                opts.drain,
+                opts.big_mb,
+                opts.parse,
+                opts.backup_mb,
+                opts.latency
+            ),
+            (false, 0, false, 0, false)
+        );
+        assert!(!opts.instructions);
+        let opts = parse_options(&args(&["--snapshot-rows", "2_000", "--quick"]))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(opts.snapshot_rows, 2000);
+        let opts = parse_options(&args(&["--quick", "--only", "snapshot,backup"]))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!((opts.snapshot_rows, opts.backup_mb), (1_000_000, 256));
+        let opts =
+            parse_options(&args(&["--only", "backup"])).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(opts.snapshot_rows, 0);
+        let opts = parse_options(&args(&["--no-snapshot"])).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(opts.snapshot_rows, 0);
+        assert!(parse_options(&args(&["--snapshot-rows"])).is_err());
     }
 }
