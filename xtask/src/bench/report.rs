@@ -158,11 +158,16 @@ pub(super) fn report_md(
             md,
             "\n## Big transaction, PostgreSQL {}\n\nOne transaction of {} rows ({} MiB of \
              {BIG_VALUE_BYTES}-byte text values, {} bytes of WAL), streamed while in progress \
-             (protocol 4, `streaming = on`). `walstream-tx`: a `TransactionStream` with \
+             (protocol {}, `streaming = on`). `walstream-tx`: a `TransactionStream` with \
              `memory_budget({} MiB)`, every change read (`tx.changes()`, spilled ones back \
              from their file); `pg_recvlogical` for reference (writes the stream to /dev/null). \
              One round.\n",
-            b.version, b.rows, b.mb, b.wal_bytes, b.budget_mib
+            b.version,
+            b.rows,
+            b.mb,
+            b.wal_bytes,
+            super::runs::big_protocol(b.major).number(),
+            b.budget_mib
         );
         let _ = writeln!(
             md,

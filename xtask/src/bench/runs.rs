@@ -270,14 +270,13 @@ pub(super) fn big_transaction(opts: &Options, paths: &Paths, major: u32) -> Resu
     );
     let conninfo = db.conninfo();
     let budget = opts.budget_mib * 1024 * 1024;
+    // The protocol walstream negotiates on this server (4 on 16+, 3 on 15): pg_recvlogical
+    // must ask for no more than the server has.
+    let proto = format!("proto_version={}", big_protocol(major).number());
     let at = Endpoint {
         conninfo: &conninfo,
         end_lsn: &end_lsn,
-        recv_options: &[
-            "proto_version=4",
-            "streaming=on",
-            "publication_names=bench_pub",
-        ],
+        recv_options: &[&proto, "streaming=on", "publication_names=bench_pub"],
     };
     let mut samples = Vec::new();
     for consumer in BIG_CONSUMERS {
@@ -303,6 +302,12 @@ pub(super) fn big_transaction(opts: &Options, paths: &Paths, major: u32) -> Resu
         budget_mib: opts.budget_mib,
         samples,
     })
+}
+
+/// The pgoutput protocol of the big transaction on `major`: the highest the server speaks,
+/// which is what walstream's consumer negotiates.
+pub(super) fn big_protocol(major: u32) -> walproto::pgoutput::ProtocolVersion {
+    walproto::pgoutput::ProtocolVersion::max_for_server(major * 10_000)
 }
 
 /// The slot of `consumer` in `round` (slot names allow no `-`).
@@ -463,4 +468,16 @@ fn wait4(pid: u32) -> Result<(ChildStatus, Usage)> {
             nvcsw: u64::try_from(usage.ru_nvcsw).unwrap_or(0),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::big_protocol;
+
+    #[test]
+    fn the_big_transaction_asks_no_server_for_more_than_it_has() {
+        // PostgreSQL 15 refuses proto_version=4 ("we only support protocol 3 or lower").
+        let numbers: Vec<u8> = [15, 16, 17, 18].map(|m| big_protocol(m).number()).to_vec();
+        assert_eq!(numbers, [3, 4, 4, 4]);
+    }
 }
