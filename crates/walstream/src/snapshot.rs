@@ -8,22 +8,20 @@
 //! connections, each importing the same exported snapshot: still one consistent snapshot.
 //! See [`parallel`].
 
+mod copy_parser;
 mod parallel;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use walconn::{quote_ident, quote_literal, Connection, Replication};
-use walproto::owned::TupleBuf;
-use walproto::pgoutput::{ReplicaIdentity, TupleData};
+use walproto::pgoutput::ReplicaIdentity;
 use walproto::{ColumnInfo, Lsn, Oid, RelationInfo};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::logical::event::{ChangeEvent, EventKind, Insert, Row};
 
-/// The signature that starts a binary `COPY` stream.
-pub(crate) const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+pub(crate) use copy_parser::CopyParser;
 
 /// What the initial snapshot copies.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -174,27 +172,35 @@ where
     let rel = &table.relation;
     let mut parser = CopyParser::new(rel.columns.len());
     let (mut rows, mut bytes) = (0u64, 0u64);
+    // Room for as many events as the last batch had: no regrowing the vector row by row.
+    let mut expected = out.events.capacity();
     let mut copy = conn.copy_out(sql).await?;
     while let Some(chunk) = copy.next().await? {
         bytes += chunk.len() as u64;
         out.bytes += chunk.len();
-        parser.feed(&chunk);
-        while let Some(tuple) = parser
-            .next_row()
-            .map_err(|m| copy_error(&table.name(), &m))?
-        {
-            rows += 1;
-            out.events.push(event(
-                consistent_point,
-                EventKind::Insert(Insert {
-                    xid: None,
-                    new: Row::new(rel.clone(), tuple),
-                    relation: rel.clone(),
-                }),
-            ));
-        }
+        parser
+            .rows(&chunk, |tuple| {
+                rows += 1;
+                out.events.push(event(
+                    consistent_point,
+                    EventKind::Insert(Insert {
+                        xid: None,
+                        new: Row::new(rel.clone(), tuple),
+                        relation: rel.clone(),
+                    }),
+                ));
+            })
+            .map_err(|m| copy_error(&table.name(), &m))?;
         if out.bytes >= crate::MAX_BATCH_BYTES {
-            sink(std::mem::take(out)).await?;
+            expected = expected.max(out.events.len());
+            let full = std::mem::replace(
+                out,
+                CopyOutBatch {
+                    events: Vec::with_capacity(expected),
+                    bytes: 0,
+                },
+            );
+            sink(full).await?;
         }
     }
     if !parser.finished() {
@@ -483,186 +489,4 @@ async fn describe(
         replica_identity,
         columns,
     })
-}
-
-/// Parses PostgreSQL's binary `COPY` format into pgoutput tuples with binary values.
-pub(crate) struct CopyParser {
-    buf: BytesMut,
-    columns: usize,
-    header_done: bool,
-    trailer_seen: bool,
-}
-
-impl CopyParser {
-    pub(crate) fn new(columns: usize) -> Self {
-        Self {
-            buf: BytesMut::new(),
-            columns,
-            header_done: false,
-            trailer_seen: false,
-        }
-    }
-
-    pub(crate) fn feed(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
-    }
-
-    pub(crate) fn finished(&self) -> bool {
-        self.trailer_seen
-    }
-
-    /// The next whole row, `None` when more bytes are needed (or after the trailer).
-    pub(crate) fn next_row(&mut self) -> std::result::Result<Option<TupleBuf>, String> {
-        if !self.header_done {
-            let fixed = COPY_SIGNATURE.len() + 8;
-            let Some(head) = self.buf.get(..fixed) else {
-                return Ok(None);
-            };
-            if head.get(..COPY_SIGNATURE.len()) != Some(COPY_SIGNATURE) {
-                return Err("not a binary COPY stream".into());
-            }
-            let ext = head
-                .get(COPY_SIGNATURE.len() + 4..fixed)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes)
-                .ok_or("bad header")? as usize;
-            if self.buf.len() < fixed + ext {
-                return Ok(None);
-            }
-            self.buf.advance(fixed + ext);
-            self.header_done = true;
-        }
-        if self.trailer_seen {
-            return Ok(None);
-        }
-        // Find where this row ends without consuming it.
-        let mut at = 2;
-        let Some(count) = self
-            .buf
-            .get(..2)
-            .and_then(|b| <[u8; 2]>::try_from(b).ok())
-            .map(i16::from_be_bytes)
-        else {
-            return Ok(None);
-        };
-        if count == -1 {
-            self.buf.advance(2);
-            self.trailer_seen = true;
-            return Ok(None);
-        }
-        if usize::try_from(count).ok() != Some(self.columns) {
-            return Err(format!(
-                "a row of {count} fields for {} columns",
-                self.columns
-            ));
-        }
-        let mut fields = Vec::with_capacity(self.columns);
-        for _ in 0..self.columns {
-            let Some(len) = self
-                .buf
-                .get(at..at + 4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(i32::from_be_bytes)
-            else {
-                return Ok(None);
-            };
-            at += 4;
-            if len < 0 {
-                fields.push(None);
-                continue;
-            }
-            let len = len as usize;
-            if self.buf.len() < at + len {
-                return Ok(None);
-            }
-            fields.push(Some((at, len)));
-            at += len;
-        }
-        let row = self.buf.split_to(at).freeze();
-        let mut tuple = BytesMut::with_capacity(at + self.columns);
-        tuple.put_u16(u16::try_from(self.columns).map_err(|_| "too many columns")?);
-        for f in fields {
-            match f.and_then(|(start, len)| row.get(start..start + len)) {
-                None => tuple.put_u8(b'n'),
-                Some(value) => {
-                    tuple.put_u8(b'b');
-                    tuple.put_u32(u32::try_from(value.len()).map_err(|_| "value too long")?);
-                    tuple.put_slice(value);
-                }
-            }
-        }
-        let tuple: Bytes = tuple.freeze();
-        let view = TupleData::parse(&tuple).map_err(|e| e.to_string())?;
-        TupleBuf::from_view(&tuple, &view)
-            .map(Some)
-            .ok_or_else(|| "tuple".to_owned())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use walproto::owned::ColumnValue;
-
-    fn stream(rows: &[&[Option<&[u8]>]]) -> Vec<u8> {
-        let mut v = COPY_SIGNATURE.to_vec();
-        v.extend_from_slice(&0u32.to_be_bytes());
-        v.extend_from_slice(&0u32.to_be_bytes());
-        for row in rows {
-            v.extend_from_slice(&(row.len() as i16).to_be_bytes());
-            for f in *row {
-                match f {
-                    None => v.extend_from_slice(&(-1i32).to_be_bytes()),
-                    Some(b) => {
-                        v.extend_from_slice(&(b.len() as i32).to_be_bytes());
-                        v.extend_from_slice(b);
-                    }
-                }
-            }
-        }
-        v.extend_from_slice(&(-1i16).to_be_bytes());
-        v
-    }
-
-    #[test]
-    fn binary_copy_rows_in_any_chunking() {
-        let data = stream(&[
-            &[Some(b"\0\0\0\x01"), None],
-            &[Some(b"\0\0\0\x02"), Some(b"")],
-        ]);
-        for chunk in [1, 3, 7, data.len()] {
-            let mut p = CopyParser::new(2);
-            let mut rows = Vec::new();
-            for c in data.chunks(chunk) {
-                p.feed(c);
-                while let Some(t) = p.next_row().unwrap() {
-                    rows.push(t.values().collect::<Vec<_>>());
-                }
-            }
-            assert!(p.finished());
-            assert_eq!(
-                rows,
-                [
-                    vec![
-                        ColumnValue::Binary(Bytes::from_static(b"\0\0\0\x01")),
-                        ColumnValue::Null
-                    ],
-                    vec![
-                        ColumnValue::Binary(Bytes::from_static(b"\0\0\0\x02")),
-                        ColumnValue::Binary(Bytes::new())
-                    ],
-                ]
-            );
-        }
-    }
-
-    #[test]
-    fn a_wrong_field_count_or_signature_is_an_error() {
-        let mut p = CopyParser::new(3);
-        p.feed(&stream(&[&[None]]));
-        assert!(p.next_row().is_err());
-        let mut p = CopyParser::new(1);
-        p.feed(b"PGCOPY\nXXXXXXXXXXXXXXXXXXXX");
-        assert!(p.next_row().is_err());
-    }
 }
