@@ -2,6 +2,7 @@
 //! [--parse-time S] [--big-mb N] [--budget-mib N] [--no-big] [--compare OLD.json] [--wrap CMD]
 //! [--drain-bins DIR] [--no-drain] [--backup-size-mb N] [--no-backup] [--walstream-bin PATH]
 //! [--no-instructions] [--no-latency] [--latency-rates LIST] [--latency-seconds N]
+//! [--no-many] [--many-streams N] [--many-runtime current|multi|both]
 //! [--snapshot-rows N] [--no-snapshot] [--only LIST]`: the drain benchmark on PostgreSQL 15
 //! and the newest installed major, the big-transaction bench, the criterion parse benches, the
 //! backup bench and the snapshot bench; one report of all of them.
@@ -43,6 +44,11 @@
 //! default) on PostgreSQL 15, by psql's binary `COPY` and by walstream with one and two
 //! connections: rows a second and the ratios (`snapshot`). `--only snapshot` runs it alone.
 //!
+//! **Many streams.** `--many-streams` slots (100 by default) over five databases followed by
+//! one process on one tokio runtime, each database with a steady trickle and one burst,
+//! against the same workload through one stream: RSS per idle stream, CPU per row, the
+//! longest interval between status updates (`many`). `--only many` runs it alone.
+//!
 //! **Instructions.** Instructions per message of walproto's and pg_walstream's parsers and
 //! decoders on the parse corpora, counted by callgrind (`instructions`): they do not depend on
 //! the machine's load.
@@ -63,6 +69,7 @@
 mod backup;
 mod instructions;
 mod latency;
+mod many;
 mod options;
 mod report;
 mod runs;
@@ -114,7 +121,7 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
     };
 
     // The drain consumers (and libpq, for pg_walstream's) only when a drain bench runs.
-    let paths = if opts.drain || opts.big_mb > 0 || opts.latency {
+    let paths = if opts.drain || opts.big_mb > 0 || opts.latency || opts.many {
         runs::ensure_libpq_dev()?;
         Some(runs::Paths::new(&root, opts.drain_bins.as_deref())?)
     } else {
@@ -172,6 +179,10 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
         _ => None,
     };
 
+    let many = match (&paths, opts.many) {
+        (Some(paths), true) => Some(many::run_bench(&opts, &paths.drain_bins)?),
+        _ => None,
+    };
     let instructions = if opts.instructions {
         instructions::run_bench(&root)?
     } else {
@@ -224,6 +235,12 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
     if let Some(counts) = &instructions {
         figures.extend(counts.figures());
     }
+    if let Some(m) = &many {
+        let ratios = many::headline(m);
+        figures.extend(ratios.iter().map(|r| (format!("ratio.{}", r.key), r.value)));
+        figures.extend(many::figures(m));
+        headline.extend(ratios);
+    }
     let backup_md = backup.as_ref().map(backup::report_md);
     let backup_json = backup.as_ref().map(backup::report_json);
     let mut md = report::report_md(
@@ -246,6 +263,9 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
     if let Some(l) = &latency {
         latency::add_json(&mut json, l);
     }
+    if let Some(m) = &many {
+        many::add_json(&mut json, m);
+    }
     if let Some(s) = &snapshot {
         snapshot::add_json(&mut json, s);
     }
@@ -256,6 +276,9 @@ pub(crate) fn main(args: &[String]) -> Result<()> {
     }
     if let Some(l) = &latency {
         md.push_str(&latency::report_md(l));
+    }
+    if let Some(m) = &many {
+        md.push_str(&many::report_md(m));
     }
     if let Some(s) = &snapshot {
         md.push_str(&snapshot::report_md(s));

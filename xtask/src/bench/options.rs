@@ -51,6 +51,12 @@ pub(super) struct Options {
     pub(super) latency_rates: Vec<u64>,
     /// `--latency-seconds N`: how long the latency bench writes at each rate.
     pub(super) latency_seconds: u64,
+    /// Whether the many-streams bench runs (`--no-many`, `--only`).
+    pub(super) many: bool,
+    /// `--many-streams N`: the streams of the many-streams bench.
+    pub(super) many_streams: usize,
+    /// `--many-runtime current|multi|both`: the runtime flavours it measures.
+    pub(super) many_runtimes: Vec<String>,
     /// Rows of the snapshot bench's table (`--snapshot-rows`); 0 skips it.
     pub(super) snapshot_rows: u64,
 }
@@ -79,6 +85,9 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
         latency: true,
         latency_rates: super::latency::LATENCY_RATES.to_vec(),
         latency_seconds: 10,
+        many: true,
+        many_streams: 100,
+        many_runtimes: super::many::MANY_RUNTIMES.map(str::to_owned).to_vec(),
         snapshot_rows: 10_000_000,
     };
     let mut snapshot_rows = None;
@@ -105,6 +114,19 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
             "--no-snapshot" => no_snapshot = true,
             "--snapshot-rows" => snapshot_rows = Some(number(iter.next(), "--snapshot-rows")?),
             "--no-latency" => opts.latency = false,
+            "--no-many" => opts.many = false,
+            "--many-streams" => {
+                let n = number(iter.next(), "--many-streams")?;
+                opts.many_streams = usize::try_from(n).map_err(|e| e.to_string())?;
+            }
+            "--many-runtime" => {
+                let flavour = iter.next().map(String::as_str);
+                opts.many_runtimes = match flavour {
+                    Some("both") => super::many::MANY_RUNTIMES.map(str::to_owned).to_vec(),
+                    Some(f) if super::many::MANY_RUNTIMES.contains(&f) => vec![f.to_owned()],
+                    _ => return Err("bench: --many-runtime needs current, multi or both".into()),
+                };
+            }
             "--latency-seconds" => {
                 latency_seconds = Some(number(iter.next(), "--latency-seconds")?)
             }
@@ -125,7 +147,7 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
             "--no-instructions" => opts.instructions = false,
             "--only" => {
                 let list = iter.next().ok_or(
-                    "bench: --only needs a list of drain,big,parse,backup,instructions,latency,snapshot",
+                    "bench: --only needs a list of drain,big,parse,backup,instructions,latency,snapshot,many",
                 )?;
                 let only: Vec<&str> = list.split(',').map(str::trim).collect();
                 if let Some(bad) = only.iter().find(|b| {
@@ -137,15 +159,17 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
                         "instructions",
                         "latency",
                         "snapshot",
+                        "many",
                     ]
                     .contains(b)
                 }) {
                     return Err(format!(
                         "bench: --only: unknown bench {bad:?} (drain, big, parse, backup, \
-                         instructions, latency, snapshot)"
+                         instructions, latency, snapshot, many)"
                     ));
                 }
                 opts.latency = only.contains(&"latency");
+                opts.many = only.contains(&"many");
                 opts.instructions = only.contains(&"instructions");
                 opts.drain = only.contains(&"drain");
                 opts.parse = only.contains(&"parse");
@@ -227,9 +251,15 @@ pub(super) fn parse_options(args: &[String]) -> Result<Options> {
     if no_snapshot {
         opts.snapshot_rows = 0;
     }
-    if opts.rows == 0 || opts.rounds == 0 || opts.budget_mib == 0 || opts.latency_seconds == 0 {
+    if opts.rows == 0
+        || opts.rounds == 0
+        || opts.budget_mib == 0
+        || opts.latency_seconds == 0
+        || opts.many_streams == 0
+    {
         return Err(
-            "bench: --rows, --rounds, --budget-mib and --latency-seconds must be at least 1"
+            "bench: --rows, --rounds, --budget-mib, --latency-seconds and \
+                    --many-streams must be at least 1"
                 .to_owned(),
         );
     }
@@ -278,6 +308,45 @@ mod tests {
         assert!(parse_options(&args(&["--only", "drain,backups"])).is_err());
         let opts = parse_options(&args(&["--no-backup"])).unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(opts.backup_mb, 0);
+    }
+
+    #[test]
+    fn only_many_takes_its_stream_count_and_runtime() {
+        let opts = parse_options(&args(&[
+            "--quick",
+            "--only",
+            "many",
+            "--many-streams",
+            "40",
+        ]))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(
+            (
+                opts.many,
+                opts.drain,
+                opts.latency,
+                opts.big_mb,
+                opts.backup_mb
+            ),
+            (true, false, false, 0, 0)
+        );
+        assert_eq!((opts.many_streams, opts.many_runtimes.len()), (40, 2));
+        let opts = parse_options(&args(&["--many-runtime", "multi"]))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!((opts.many, opts.many_streams), (true, 100));
+        assert_eq!(opts.many_runtimes, vec!["multi".to_owned()]);
+        assert!(parse_options(&args(&["--many-runtime", "threads"])).is_err());
+        assert!(parse_options(&args(&["--many-streams", "0"])).is_err());
+        assert!(
+            !parse_options(&args(&["--only", "latency"]))
+                .unwrap_or_else(|e| unreachable!("{e}"))
+                .many
+        );
+        assert!(
+            !parse_options(&args(&["--no-many"]))
+                .unwrap_or_else(|e| unreachable!("{e}"))
+                .many
+        );
     }
 
     #[test]
