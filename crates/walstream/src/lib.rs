@@ -138,7 +138,7 @@ pub use session::driver::MAX_BATCH_BYTES;
 pub use session::feedback::{FeedbackPositions, FeedbackTracker, SharedLsnFeedback};
 #[cfg(feature = "metrics")]
 pub use session::metrics::{publish as publish_metrics, PUBLISH_INTERVAL};
-pub use session::metrics::{EventCounts, EVENT_KINDS};
+pub use session::metrics::{EventCounts, StreamCounters, EVENT_KINDS};
 pub use session::open::FailoverRefusal;
 pub use session::retry::RetryPolicy;
 pub use session::slot_watch::{

@@ -135,7 +135,12 @@ impl LogicalReplicationStream {
             stop.clone(),
         );
         #[cfg(feature = "metrics")]
-        crate::session::metrics::spawn_publisher(slot, shared.clone(), stop.clone());
+        crate::session::metrics::spawn_publisher(
+            slot,
+            shared.clone(),
+            stop.clone(),
+            crate::session::metrics::publish,
+        );
         let handle = tokio::spawn(driver.run(self.session.conn).instrument(span));
         EventStream {
             rx,
@@ -189,8 +194,14 @@ pub struct StreamStats {
     /// end of the WAL the server has decoded for this slot, so for a logical stream the same
     /// as [`received`](Self::received).
     pub server_wal_end: Lsn,
-    /// The lag in bytes: [`server_wal_end`](Self::server_wal_end) minus what is acknowledged
-    /// (or reported, if further).
+    /// The flush position the next status update reports: what is acknowledged or, while
+    /// the stream is idle with every transaction acknowledged, the server's keepalive position
+    /// ([`FeedbackTracker::safe_flush`](crate::FeedbackTracker::safe_flush)); at least
+    /// [`reported_flush`](Self::reported_flush).
+    pub safe_flush: Lsn,
+    /// The lag in bytes: [`server_wal_end`](Self::server_wal_end) minus
+    /// [`safe_flush`](Self::safe_flush) (0 while idle with everything acknowledged, without
+    /// waiting for the next status update).
     pub lag_bytes: u64,
     /// The lag in time, in seconds: now minus the commit time of the newest transaction
     /// delivered; 0 while idle and caught up (that transaction acknowledged and nothing
@@ -205,6 +216,9 @@ pub struct StreamStats {
     pub transactions: u64,
     /// Bytes of stream read from the server (the frames events were decoded from).
     pub received_bytes: u64,
+    /// Bytes of changes written to spill files by the [`TransactionStream`](crate::TransactionStream)
+    /// over this stream (0 without one).
+    pub spilled_bytes: u64,
     /// Bytes of stream in batches handed to the channel and not yet taken by the consumer.
     pub buffered_bytes: usize,
     /// The most bytes that were ever waiting so.
@@ -216,7 +230,7 @@ pub struct StreamStats {
 
 /// Reads a stream's [`StreamStats`] apart from the stream: [`EventStream::stats_handle`].
 #[derive(Clone, Debug)]
-pub struct StatsHandle(Arc<Shared>);
+pub struct StatsHandle(pub(crate) Arc<Shared>);
 
 impl StatsHandle {
     /// The stream's stats now.

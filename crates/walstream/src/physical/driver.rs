@@ -41,10 +41,11 @@ pub(crate) struct Batch {
 }
 
 /// What the driver and the consumer share: the logical stream's counters and
-/// acknowledgements, and the hot standby xmin.
+/// acknowledgements (read apart by a [`StatsHandle`](crate::StatsHandle) and the metrics
+/// publisher), and the hot standby xmin.
 #[derive(Debug, Default)]
 pub(crate) struct PhysicalShared {
-    pub(crate) base: Shared,
+    pub(crate) base: Arc<Shared>,
     /// The full transaction id (epoch in the high half) to send as hot standby feedback;
     /// zero for none.
     pub(crate) standby_xmin: AtomicU64,
@@ -348,6 +349,7 @@ impl Driver {
                 return Err(self.fail(error).await);
             }
             let resume = self.tracker.restart(self.shared.base.feedback.flushed());
+            self.shared.base.metrics.observe(&self.tracker);
             self.rewind(resume);
             // One notice per resumption: a notice of an attempt that failed before it was
             // delivered is replaced by the next one.
@@ -565,8 +567,10 @@ impl Driver {
     async fn read_batch(&mut self, copy: &mut CopyBoth, first: Bytes) -> Result<()> {
         let mut events = Vec::new();
         let mut bytes = 0;
+        let mut received = 0;
         let mut frame = first;
         let result = loop {
+            received += frame.len() as u64;
             if let Err(e) = self.on_frame(copy, &frame, &mut events, &mut bytes).await {
                 break Err(e);
             }
@@ -580,6 +584,11 @@ impl Driver {
                 Err(e) => break Err(e.into()),
             }
         };
+        self.shared
+            .base
+            .metrics
+            .received_bytes
+            .fetch_add(received, Ordering::Relaxed);
         if let (false, Some(tx)) = (events.is_empty(), &self.tx) {
             let batch = Batch { events, bytes };
             let size = batch.bytes;
@@ -646,6 +655,7 @@ impl Driver {
             Ok(ServerMessage::PrimaryKeepalive(k)) => {
                 self.tracker
                     .on_keepalive(k.wal_end, k.reply_requested, false);
+                self.shared.base.metrics.observe(&self.tracker);
                 if k.reply_requested {
                     self.send_status(copy, false).await?;
                 }

@@ -15,7 +15,7 @@ use walconn::{Replication, SystemInfo};
 use walproto::Lsn;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::logical::stream::StreamStats;
+use crate::logical::stream::{StatsHandle, StreamStats};
 use crate::physical::config::PhysicalStreamConfig;
 use crate::physical::driver::{check_timeline, open, Driver, Item, Opened, PhysicalShared};
 use crate::physical::event::WalEvent;
@@ -169,6 +169,10 @@ impl PhysicalReplicationStream {
     pub fn start(self) -> WalStream {
         let (tx, rx) = mpsc::channel(self.config.channel_batches());
         let stop = self.config.cancel.child_token();
+        // A stream without a slot is published with an empty `slot` label (Prometheus reads
+        // it as no label at all).
+        #[cfg(feature = "metrics")]
+        let slot = self.config.slot.clone().unwrap_or_default();
         let (driver, shared) = Driver::new(
             self.conn_config,
             self.config,
@@ -176,6 +180,13 @@ impl PhysicalReplicationStream {
             (self.timeline, self.start_lsn),
             tx,
             stop.clone(),
+        );
+        #[cfg(feature = "metrics")]
+        crate::session::metrics::spawn_publisher(
+            slot,
+            Arc::clone(&shared.base),
+            stop.clone(),
+            crate::session::metrics::publish_wal,
         );
         let handle = tokio::spawn(driver.run(self.opened.conn));
         WalStream {
@@ -246,9 +257,21 @@ impl WalStream {
         StatusRequester(Arc::clone(&self.shared.status_now))
     }
 
-    /// The stream's counters.
+    /// The stream's counters: positions, the lag in bytes, bytes received, reconnects and
+    /// status updates (the logical stream's events, transactions and lag in time stay 0).
+    ///
+    /// With the `metrics` feature the same values also go to the
+    /// [`metrics`](https://docs.rs/metrics) facade every second, with the slot's name as the
+    /// `slot` label (empty without a slot), as a logical stream's do.
     pub fn stats(&self) -> StreamStats {
         self.shared.base.stats()
+    }
+
+    /// A handle that reads [`stats`](Self::stats) from elsewhere (a metrics endpoint, a
+    /// progress line), valid as long as it is kept; after the stream has ended it keeps the
+    /// last values.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(Arc::clone(&self.shared.base))
     }
 
     /// A token that stops this stream when cancelled (a child of the configured one).

@@ -232,6 +232,7 @@ impl Driver {
                 return Err(self.fail(error).await);
             }
             let resume = self.tracker.restart(self.shared.feedback.flushed());
+            self.shared.metrics.observe(&self.tracker);
             self.follower.reset();
             // One notice per resumption: a notice of an attempt that failed before it was
             // delivered is replaced by the next one, which says the same and more (and keeps
@@ -680,6 +681,7 @@ impl Driver {
                 let between = self.follower.between_transactions();
                 self.tracker
                     .on_keepalive(k.wal_end, k.reply_requested, between);
+                self.shared.metrics.observe(&self.tracker);
                 if between
                     && self
                         .config

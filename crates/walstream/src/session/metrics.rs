@@ -1,17 +1,23 @@
-//! What a running stream counts (events by kind, transactions, bytes, the commit time of the
-//! newest transaction delivered), how [`StreamStats`] is made from it, and, with the
-//! `metrics` feature, how the same values reach the [`metrics`](https://docs.rs/metrics)
-//! facade (so a Prometheus, StatsD or OpenTelemetry exporter installed by the application
-//! publishes them).
+//! What a running stream counts (events by kind, transactions, bytes, spilled bytes, the
+//! commit time of the newest transaction delivered), how [`StreamStats`] is made from it,
+//! [`StreamCounters`] for a stream driven outside walstream, and, with the `metrics` feature,
+//! how the same values reach the [`metrics`](https://docs.rs/metrics) facade (so a
+//! Prometheus, StatsD or OpenTelemetry exporter installed by the application publishes them).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
+use bytes::Bytes;
+use walproto::pgoutput::Options;
+use walproto::replication::ServerMessage;
 use walproto::Lsn;
 
 use crate::logical::event::{ChangeEvent, EventKind};
-use crate::logical::stream::StreamStats;
+use crate::logical::follow::Follower;
+use crate::logical::stream::{StatsHandle, StreamStats};
 use crate::session::driver::Shared;
+use crate::session::feedback::FeedbackTracker;
 
 /// The `kind` label of each counted kind of event, in `kind_index` order.
 pub const EVENT_KINDS: [&str; EVENT_KIND_COUNT] = [
@@ -149,6 +155,12 @@ pub(crate) struct Counters {
     newest_commit_unix_micros: AtomicI64,
     /// The end LSN of the newest transaction delivered.
     newest_end: AtomicU64,
+    /// Bytes of changes written to spill files by the [`TransactionStream`](crate::TransactionStream)
+    /// on this stream: its assembler adds to this counter.
+    pub(crate) spilled_bytes: Arc<AtomicU64>,
+    /// The driver's feedback tracker as of its last keepalive or reconnect: what it would report
+    /// as flushed ([`FeedbackTracker::safe_flush`]) is what the lag is measured from.
+    tracker: Mutex<Option<FeedbackTracker>>,
 }
 
 impl Default for Counters {
@@ -159,11 +171,29 @@ impl Default for Counters {
             received_bytes: AtomicU64::new(0),
             newest_commit_unix_micros: AtomicI64::new(i64::MIN),
             newest_end: AtomicU64::new(0),
+            spilled_bytes: Arc::default(),
+            tracker: Mutex::new(None),
         }
     }
 }
 
 impl Counters {
+    /// Keeps a copy of the driver's `tracker`: called where what it would report as flushed
+    /// can move without a status update (a keepalive, a reconnect).
+    pub(crate) fn observe(&self, tracker: &FeedbackTracker) {
+        *self.tracker.lock().unwrap_or_else(PoisonError::into_inner) = Some(tracker.clone());
+    }
+
+    /// What the next status update would report as flushed for an application that has
+    /// acknowledged `acked`: the tracker's rule, on its last copy.
+    fn safe_flush(&self, acked: Lsn) -> Lsn {
+        self.tracker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map_or(acked, |t| t.safe_flush(acked))
+    }
+
     /// Counts a batch of events handed to the consumer.
     pub(crate) fn delivered(&self, events: &[ChangeEvent]) {
         let mut counts = [0u64; EVENT_KIND_COUNT];
@@ -217,13 +247,18 @@ pub(crate) fn stats(shared: &Shared) -> StreamStats {
     let c = &shared.metrics;
     let reported_flush = Lsn::new(shared.reported_flush.load(Ordering::Acquire));
     let acknowledged = shared.feedback.flushed();
-    let received = Lsn::new(shared.received.load(Ordering::Relaxed));
+    // Read before the tracker's copy, which the driver updates first: a keepalive arriving
+    // meanwhile cannot make the lag look larger than it is.
+    let received = Lsn::new(shared.received.load(Ordering::Acquire));
+    // Idle with everything acknowledged, the keepalive's position is already safe: the lag
+    // is measured from what the next status update will say, not from the last one.
+    let safe_flush = c.safe_flush(acknowledged).max(reported_flush);
     let buffered_bytes = shared.buffered_bytes.load(Ordering::Acquire);
     let newest_end = Lsn::new(c.newest_end.load(Ordering::Acquire));
     let newest_commit = c.newest_commit_unix_micros.load(Ordering::Relaxed);
     // Idle and caught up: the newest transaction delivered is acknowledged and nothing waits
     // in the channel.
-    let caught_up = acknowledged.max(reported_flush) >= newest_end && buffered_bytes == 0;
+    let caught_up = safe_flush >= newest_end && buffered_bytes == 0;
     let lag_seconds = if caught_up || newest_commit == i64::MIN {
         0.0
     } else {
@@ -237,15 +272,15 @@ pub(crate) fn stats(shared: &Shared) -> StreamStats {
         received,
         acknowledged,
         server_wal_end,
-        lag_bytes: server_wal_end
-            .get()
-            .saturating_sub(acknowledged.max(reported_flush).get()),
+        safe_flush,
+        lag_bytes: server_wal_end.get().saturating_sub(safe_flush.get()),
         lag_seconds,
         events: EventCounts(std::array::from_fn(|i| {
             c.events.get(i).map_or(0, |e| e.load(Ordering::Relaxed))
         })),
         transactions: c.transactions.load(Ordering::Relaxed),
         received_bytes: c.received_bytes.load(Ordering::Relaxed),
+        spilled_bytes: c.spilled_bytes.load(Ordering::Relaxed),
         buffered_bytes,
         peak_buffered_bytes: shared.peak_buffered_bytes.load(Ordering::Acquire),
         slot_safe_wal_size: shared
@@ -259,20 +294,14 @@ pub(crate) fn stats(shared: &Shared) -> StreamStats {
 #[cfg(feature = "metrics")]
 pub const PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Sets the `metrics` facade's gauges and counters of the stream on `slot` to `stats`: the
-/// names of the CLI's Prometheus endpoint, each with a `slot` label (and `kind` for
-/// `walstream_events_total`). Counters are set to the stream's totals
+/// Sets the `metrics` facade's gauges and counters of the logical stream on `slot` to
+/// `stats`: the names of the CLI's Prometheus endpoint, each with a `slot` label (and `kind`
+/// for `walstream_events_total`). Counters are set to the stream's totals
 /// ([`metrics::Counter::absolute`]).
 #[cfg(feature = "metrics")]
 pub fn publish(slot: &str, stats: &StreamStats) {
+    publish_wal(slot, stats);
     let slot = slot.to_owned();
-    let lsn = |l: Lsn| l.get() as f64;
-    metrics::gauge!("walstream_received_lsn", "slot" => slot.clone()).set(lsn(stats.received));
-    metrics::gauge!("walstream_flushed_lsn", "slot" => slot.clone())
-        .set(lsn(stats.acknowledged.max(stats.reported_flush)));
-    metrics::gauge!("walstream_server_wal_end_lsn", "slot" => slot.clone())
-        .set(lsn(stats.server_wal_end));
-    metrics::gauge!("walstream_lag_bytes", "slot" => slot.clone()).set(stats.lag_bytes as f64);
     metrics::gauge!("walstream_lag_seconds", "slot" => slot.clone()).set(stats.lag_seconds);
     for (kind, count) in stats.events.iter() {
         metrics::counter!("walstream_events_total", "slot" => slot.clone(), "kind" => kind)
@@ -280,6 +309,21 @@ pub fn publish(slot: &str, stats: &StreamStats) {
     }
     metrics::counter!("walstream_transactions_total", "slot" => slot.clone())
         .absolute(stats.transactions);
+    metrics::counter!("walstream_spilled_bytes_total", "slot" => slot)
+        .absolute(stats.spilled_bytes);
+}
+
+/// The part of [`publish`] that any replication stream has, logical or physical: positions,
+/// the lag in bytes, bytes received, reconnects, status updates, the slot's `safe_wal_size`.
+#[cfg(feature = "metrics")]
+pub(crate) fn publish_wal(slot: &str, stats: &StreamStats) {
+    let slot = slot.to_owned();
+    let lsn = |l: Lsn| l.get() as f64;
+    metrics::gauge!("walstream_received_lsn", "slot" => slot.clone()).set(lsn(stats.received));
+    metrics::gauge!("walstream_flushed_lsn", "slot" => slot.clone()).set(lsn(stats.safe_flush));
+    metrics::gauge!("walstream_server_wal_end_lsn", "slot" => slot.clone())
+        .set(lsn(stats.server_wal_end));
+    metrics::gauge!("walstream_lag_bytes", "slot" => slot.clone()).set(stats.lag_bytes as f64);
     metrics::counter!("walstream_received_bytes_total", "slot" => slot.clone())
         .absolute(stats.received_bytes);
     metrics::counter!("walstream_reconnects_total", "slot" => slot.clone())
@@ -291,13 +335,14 @@ pub fn publish(slot: &str, stats: &StreamStats) {
     }
 }
 
-/// Publishes the stream's stats every [`PUBLISH_INTERVAL`] until `stop` is cancelled (and once
-/// more then).
+/// Publishes the stream's stats with `publish` every [`PUBLISH_INTERVAL`] until `stop` is
+/// cancelled (and once more then).
 #[cfg(feature = "metrics")]
 pub(crate) fn spawn_publisher(
     slot: String,
-    shared: std::sync::Arc<Shared>,
+    shared: Arc<Shared>,
     stop: tokio_util::sync::CancellationToken,
+    publish: fn(&str, &StreamStats),
 ) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(PUBLISH_INTERVAL);
@@ -310,6 +355,85 @@ pub(crate) fn spawn_publisher(
         }
         publish(&slot, &stats(&shared));
     });
+}
+
+impl StatsHandle {
+    /// The stream's count of spilled bytes, for the assembler of a `TransactionStream` over it.
+    pub(crate) fn spill_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.0.metrics.spilled_bytes)
+    }
+}
+
+/// The counters of a logical stream that the application drives itself on a walconn
+/// [`CopyBoth`](walconn::CopyBoth) (as the CLI's `record` does), read as [`StreamStats`]
+/// through [`handle`](Self::handle) with the rules of an [`EventStream`](crate::EventStream)
+/// in raw mode: events by the pgoutput message each XLogData holds, the lag in time from the
+/// newest transaction's commit time, the lag in bytes from what the
+/// [`FeedbackTracker`] would report.
+///
+/// Tell it every payload received ([`received`](Self::received)) and every status update
+/// sent ([`status_sent`](Self::status_sent)).
+#[derive(Debug)]
+pub struct StreamCounters {
+    shared: Arc<Shared>,
+    follower: Follower,
+}
+
+impl StreamCounters {
+    /// Counters for a stream started with `options` (its protocol version and streaming mode
+    /// decide where transactions end).
+    pub fn new(options: &Options) -> Self {
+        Self {
+            shared: Arc::default(),
+            follower: Follower::new(options.proto_version, options.streaming, true),
+        }
+    }
+
+    /// One CopyData payload received from the server, as it was sent (`w` XLogData, `k`
+    /// keepalive): its bytes, the server's `wal_end`, and an XLogData's message counted as an
+    /// event of its kind.
+    pub fn received(&mut self, payload: &Bytes) {
+        let wal_end = match ServerMessage::parse(payload) {
+            Ok(ServerMessage::XLogData(x)) => {
+                if let Ok(followed) = self.follower.follow(payload, &x) {
+                    self.shared.metrics.delivered(&[followed.event]);
+                }
+                Some(x.wal_end)
+            }
+            Ok(ServerMessage::PrimaryKeepalive(k)) => Some(k.wal_end),
+            _ => None,
+        };
+        if let Some(wal_end) = wal_end {
+            self.shared
+                .received
+                .fetch_max(wal_end.get(), Ordering::Relaxed);
+        }
+        self.shared
+            .metrics
+            .received_bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+    }
+
+    /// A status update was sent, as `tracker` decided it, reporting `flush` as flushed for an
+    /// application that had acknowledged `acknowledged`.
+    pub fn status_sent(&self, tracker: &FeedbackTracker, acknowledged: Lsn, flush: Lsn) {
+        self.shared.feedback.set_flushed(acknowledged);
+        self.shared.metrics.observe(tracker);
+        self.shared.status_updates.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .reported_flush
+            .fetch_max(flush.get(), Ordering::AcqRel);
+    }
+
+    /// A handle that reads the stats from elsewhere (a metrics endpoint, a progress line).
+    pub fn handle(&self) -> StatsHandle {
+        StatsHandle(Arc::clone(&self.shared))
+    }
+
+    /// The stats now.
+    pub fn stats(&self) -> StreamStats {
+        stats(&self.shared)
+    }
 }
 
 /// The first host of a connection configuration with its port (`db:5432`, or the socket

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -159,7 +160,8 @@ pub struct TransactionAssembler {
     ready: VecDeque<TransactionItem>,
     in_memory: usize,
     peak_in_memory: usize,
-    spilled_bytes: u64,
+    /// Shared with the stream's stats when over an `EventStream` (`StreamStats::spilled_bytes`).
+    spilled_bytes: Arc<AtomicU64>,
     /// Inside the initial snapshot, at this consistent point.
     snapshot: Option<Lsn>,
 }
@@ -178,8 +180,16 @@ impl TransactionAssembler {
             ready: VecDeque::new(),
             in_memory: 0,
             peak_in_memory: 0,
-            spilled_bytes: 0,
+            spilled_bytes: Arc::default(),
             snapshot: None,
+        }
+    }
+
+    /// An assembler that counts the bytes it spills into `spilled` (a stream's stats).
+    pub(crate) fn counting_spills(config: TransactionConfig, spilled: Arc<AtomicU64>) -> Self {
+        Self {
+            spilled_bytes: spilled,
+            ..Self::new(config)
         }
     }
 
@@ -213,7 +223,7 @@ impl TransactionAssembler {
 
     /// Bytes written (or being written) to spill files so far.
     pub fn spilled_bytes(&self) -> u64 {
-        self.spilled_bytes
+        self.spilled_bytes.load(Ordering::Relaxed)
     }
 
     /// Ready when [`over_budget`](Self::over_budget) is false (or a spill write failed);
@@ -513,7 +523,8 @@ impl TransactionAssembler {
         let before = file.bytes();
         self.writer
             .write(file, open.xid, open.buffer.memory.drain(..))?;
-        self.spilled_bytes += file.bytes() - before;
+        self.spilled_bytes
+            .fetch_add(file.bytes() - before, Ordering::Relaxed);
         self.in_memory -= open.buffer.memory_bytes;
         open.buffer.memory_bytes = 0;
         tracing::debug!(xid = %open.xid, spilled = file.bytes(), "spilled a transaction's changes");

@@ -63,9 +63,10 @@ pub struct TransactionStream {
 impl EventStream {
     /// Turns the event stream into a stream of committed transactions.
     pub fn into_transactions(self, config: TransactionConfig) -> TransactionStream {
+        let spilled = self.stats_handle().spill_counter();
         TransactionStream {
             events: self,
-            assembler: TransactionAssembler::new(config),
+            assembler: TransactionAssembler::counting_spills(config, spilled),
             ended: false,
         }
     }
