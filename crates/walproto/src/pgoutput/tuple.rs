@@ -47,45 +47,27 @@ impl<'a> TupleData<'a> {
 
     /// Reads one tuple from `r`, checking every column kind and length, so that iterating it
     /// later cannot fail.
+    #[inline(always)]
     pub(crate) fn read(r: &mut Reader<'a>) -> Result<Self, Error> {
         let at = r.offset();
         let ncols = r.u16()?;
         // Every column takes at least its kind byte.
         r.check_count(u32::from(ncols), 1, at)?;
-        let start = r.rest();
-        let base = r.offset();
-        // This loop runs once per column of every row, so it works on the slice directly
-        // rather than through the reader's per-field calls (measured: two thirds of the parse
-        // time went there). Errors are rare and carry the kinds and offsets the reader gives.
-        let offset_of = |rest: &[u8]| base + (start.len() - rest.len());
-        let mut rest = start;
-        for _ in 0..ncols {
-            let Some((&kind, after)) = rest.split_first() else {
-                return Err(r.error_at(ErrorKind::UnexpectedEof, offset_of(rest)));
-            };
-            rest = match kind {
-                NULL | UNCHANGED_TOAST => after,
-                TEXT | BINARY => {
-                    let len_at = offset_of(after);
-                    let Some((len, value)) = after.split_first_chunk::<4>() else {
-                        return Err(r.error_at(ErrorKind::UnexpectedEof, len_at));
-                    };
-                    let len = i32::from_be_bytes(*len);
-                    let Ok(n) = u32::try_from(len) else {
-                        return Err(r.error_at(ErrorKind::NegativeLength(len), len_at));
-                    };
-                    match value.get(n as usize..) {
-                        Some(after_value) => after_value,
-                        None => return Err(r.error_at(ErrorKind::LengthOutOfBounds(n), len_at)),
-                    }
-                }
-                other => {
-                    return Err(r.error_at(ErrorKind::UnknownColumnKind(other), offset_of(rest)));
-                }
-            };
+        let rest = r.rest();
+        // A length with its top bit set is negative, never a value's; below 2 GiB of columns
+        // such a length is also longer than what is left, which the walk checks anyway.
+        let walked = if rest.len() <= i32::MAX as usize {
+            walk_columns::<false>(rest, ncols)
+        } else {
+            walk_columns::<true>(rest, ncols)
+        };
+        match walked {
+            Ok(len) => Ok(TupleData {
+                ncols,
+                data: r.bytes(len)?,
+            }),
+            Err(bad) => Err(column_error(r, rest, bad)),
         }
-        let data = r.bytes(start.len() - rest.len())?;
-        Ok(TupleData { ncols, data })
     }
 
     /// Re-wraps the body of a tuple that was validated earlier (by [`TupleData::read`]).
@@ -120,6 +102,58 @@ impl<'a> TupleData<'a> {
     pub fn encode(&self, out: &mut impl BufMut) {
         out.put_u16(self.ncols);
         out.put_slice(self.data);
+    }
+}
+
+/// Walks `ncols` columns at the start of `data`: the length they take, or the offset in `data`
+/// of the first bad one (for [`column_error`] to name).
+///
+/// This runs once per column of every row, so it works on the slice directly rather than
+/// through the reader's per-field calls, and each column is one slice pattern: a value's kind
+/// and length come with one bounds check, values first (the common case). `SIGNED` checks that
+/// lengths are not negative, which only columns of 2 GiB or more need (see
+/// [`TupleData::read`]).
+#[inline(never)]
+fn walk_columns<const SIGNED: bool>(data: &[u8], ncols: u16) -> Result<usize, usize> {
+    let mut rest = data;
+    for _ in 0..ncols {
+        rest = match rest {
+            [TEXT | BINARY, l0, l1, l2, l3, value @ ..] => {
+                let len = u32::from_be_bytes([*l0, *l1, *l2, *l3]);
+                match value.get(len as usize..) {
+                    Some(after) if !SIGNED || len <= i32::MAX as u32 => after,
+                    _ => return Err(data.len() - rest.len()),
+                }
+            }
+            [NULL | UNCHANGED_TOAST, after @ ..] => after,
+            _ => return Err(data.len() - rest.len()),
+        };
+    }
+    Ok(data.len() - rest.len())
+}
+
+/// The error for the column at offset `bad` of `columns` (what `r` had left after the count),
+/// which [`walk_columns`] found bad: the same kinds and offsets as reading it field by field
+/// would give.
+#[cold]
+#[inline(never)]
+fn column_error(r: &Reader<'_>, columns: &[u8], bad: usize) -> Error {
+    let at = r.offset() + bad;
+    let rest = columns.get(bad..).unwrap_or_default();
+    let Some((&kind, after)) = rest.split_first() else {
+        return r.error_at(ErrorKind::UnexpectedEof, at);
+    };
+    if !matches!(kind, TEXT | BINARY) {
+        return r.error_at(ErrorKind::UnknownColumnKind(kind), at);
+    }
+    let Some((len, _)) = after.split_first_chunk::<4>() else {
+        return r.error_at(ErrorKind::UnexpectedEof, at + 1);
+    };
+    let len = i32::from_be_bytes(*len);
+    match u32::try_from(len) {
+        Err(_) => r.error_at(ErrorKind::NegativeLength(len), at + 1),
+        // The walk only stops at a value whose length is negative or too long.
+        Ok(n) => r.error_at(ErrorKind::LengthOutOfBounds(n), at + 1),
     }
 }
 
@@ -162,25 +196,28 @@ impl<'a> Iterator for Columns<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Column<'a>> {
-        // The tuple was validated when parsed, so none of the `?` below can stop early; they
-        // are here so that even a bug elsewhere could not turn into a panic.
-        self.left = self.left.checked_sub(1)?;
-        let (&kind, rest) = self.rest.split_first()?;
-        let (column, rest) = match kind {
-            NULL => (Column::Null, rest),
-            UNCHANGED_TOAST => (Column::UnchangedToast, rest),
-            _ => {
-                let (len, rest) = rest.split_first_chunk::<4>()?;
-                let (value, rest) = rest.split_at_checked(u32::from_be_bytes(*len) as usize)?;
-                let column = if kind == BINARY {
+        // The tuple was validated when parsed: its bytes are exactly `left` columns, so the
+        // columns end with the bytes, and neither `None` below can come early; they are here
+        // so that even a bug elsewhere could not turn into a panic.
+        let (column, rest) = match self.rest {
+            // Values first: they are the common case.
+            [kind @ (TEXT | BINARY), l0, l1, l2, l3, rest @ ..] => {
+                let len = u32::from_be_bytes([*l0, *l1, *l2, *l3]);
+                let (value, rest) = rest.split_at_checked(len as usize)?;
+                let column = if *kind == BINARY {
                     Column::Binary(value)
                 } else {
                     Column::Text(value)
                 };
                 (column, rest)
             }
+            [NULL, rest @ ..] => (Column::Null, rest),
+            // Validation let nothing else through.
+            [_, rest @ ..] => (Column::UnchangedToast, rest),
+            [] => return None,
         };
         self.rest = rest;
+        self.left = self.left.saturating_sub(1);
         Some(column)
     }
 
@@ -317,6 +354,35 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::NegativeLength(-1));
         let e = TupleData::parse(&[0, 1, b'n', b'n']).unwrap_err();
         assert_eq!((e.kind(), e.offset()), (ErrorKind::TrailingBytes, 3));
+    }
+
+    #[test]
+    fn columns_count_down_to_the_end() {
+        let bytes = tuple_bytes(&[Column::Text(b"a"), Column::Null, Column::UnchangedToast]);
+        let t = TupleData::parse(&bytes).unwrap();
+        let mut columns = t.columns();
+        for left in (0..3).rev() {
+            assert!(columns.next().is_some());
+            assert_eq!(columns.len(), left);
+        }
+        assert_eq!(columns.next(), None);
+        assert_eq!(columns.len(), 0);
+    }
+
+    #[test]
+    fn the_walk_with_and_without_sign_checks_agree() {
+        // Below 2 GiB a negative length is also too long, so both walks refuse it at its
+        // column; on good columns both give the length they take.
+        let good = tuple_bytes(&[Column::Text(b"hi"), Column::Null, Column::Binary(b"")]);
+        let body = &good[2..];
+        assert_eq!(walk_columns::<false>(body, 3), Ok(body.len()));
+        assert_eq!(walk_columns::<true>(body, 3), Ok(body.len()));
+        let negative = [b'n', b't', 0xFF, 0xFF, 0xFF, 0xFE, b'x'];
+        assert_eq!(walk_columns::<false>(&negative, 2), Err(1));
+        assert_eq!(walk_columns::<true>(&negative, 2), Err(1));
+        // Fewer than five bytes left: a NULL still fits, a value's length does not.
+        assert_eq!(walk_columns::<false>(b"un", 2), Ok(2));
+        assert_eq!(walk_columns::<false>(&[b'n', b't', 0, 0], 2), Err(1));
     }
 
     #[test]
