@@ -708,6 +708,11 @@ impl Connection {
         &mut self.write_buf
     }
 
+    /// The read buffer, for readers that take several whole frames at once (`CopyOut::next_chunk`).
+    pub(crate) fn read_buf(&mut self) -> &mut BytesMut {
+        &mut self.read_buf
+    }
+
     /// Sends `Terminate` and closes the socket.
     ///
     /// Consumes the connection: dropping the future drops the connection (the socket is

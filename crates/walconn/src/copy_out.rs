@@ -1,4 +1,5 @@
-//! `COPY ... TO STDOUT`: the rows of a copy as raw CopyData payloads.
+//! `COPY ... TO STDOUT`: the rows of a copy as raw CopyData payloads, one at a time
+//! ([`CopyOut::next`]) or all those one read brought at once ([`CopyOut::next_chunk`]).
 
 use bytes::Bytes;
 use postgres_protocol::message::backend::Message;
@@ -6,6 +7,12 @@ use postgres_protocol::message::frontend;
 
 use crate::conn::{server_error, unexpected, Connection};
 use crate::error::{Error, Result};
+
+/// The tag of a CopyData message.
+const COPY_DATA_TAG: u8 = b'd';
+
+/// A message's header: its tag and its length (which counts itself, not the tag).
+const HEADER_LEN: usize = 5;
 
 impl Connection {
     /// Starts `sql`, a `COPY ... TO STDOUT` (any format), and returns the reader of its data.
@@ -74,33 +81,120 @@ impl CopyOut<'_> {
     /// end: dropping the `CopyOut` earlier poisons the connection (see
     /// [`Connection::copy_out`]).
     pub async fn next(&mut self) -> Result<Option<Bytes>> {
-        if self.done {
-            return Ok(None);
-        }
-        if self.error.is_some() {
-            self.conn.read_until_ready().await?;
-            self.done = true;
-            self.conn.end_operation();
-            return Err(self.error.take().unwrap_or_else(Error::poisoned));
-        }
         loop {
+            if self.done {
+                return Ok(None);
+            }
+            if self.error.is_some() {
+                return self.end_with_error().await;
+            }
             match self.conn.read_raw().await? {
                 Message::CopyData(body) => return Ok(Some(body.into_bytes())),
-                Message::CopyDone | Message::CommandComplete(_) | Message::ParameterStatus(_) => {}
-                Message::ReadyForQuery(_) => {
-                    self.done = true;
-                    self.conn.end_operation();
-                    return Ok(None);
-                }
-                Message::ErrorResponse(body) => {
-                    self.error = Some(server_error(&body)?);
-                    self.conn.read_until_ready().await?;
-                    self.done = true;
-                    self.conn.end_operation();
-                    return Err(self.error.take().unwrap_or_else(Error::poisoned));
-                }
-                other => return Err(unexpected(&other, "COPY data")),
+                other => self.control(other).await?,
             }
         }
+    }
+
+    /// Every CopyData message already read from the socket, at least one (waiting for it),
+    /// as one [`CopyChunk`]; `None` once the copy has ended and the connection is ready for
+    /// the next command. What [`next`](Self::next) would return one by one, without a `Bytes`
+    /// per message: the fast way through a big copy.
+    ///
+    /// Cancel-safe, as [`next`](Self::next) is: only whole messages are taken.
+    pub async fn next_chunk(&mut self) -> Result<Option<CopyChunk>> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if self.error.is_some() {
+                return self.end_with_error().await;
+            }
+            if self.conn.fill_frame().await? == COPY_DATA_TAG {
+                let buf = self.conn.read_buf();
+                let (mut end, mut payload) = (0, 0);
+                // The first frame is whole (`fill_frame`); take the whole ones after it too.
+                while let Some(header) = buf.get(end..).and_then(|b| b.first_chunk::<HEADER_LEN>())
+                {
+                    let [tag, len @ ..] = *header;
+                    let len = u32::from_be_bytes(len) as usize;
+                    if tag != COPY_DATA_TAG || len < 4 || buf.len() - end <= len {
+                        break;
+                    }
+                    payload += len - 4;
+                    end += len + 1;
+                }
+                if end == 0 {
+                    return Err(Error::protocol(
+                        "a CopyData message shorter than its header",
+                    ));
+                }
+                let frames = buf.split_to(end).freeze();
+                return Ok(Some(CopyChunk { frames, payload }));
+            }
+            let msg = self.conn.read_raw().await?;
+            self.control(msg).await?;
+        }
+    }
+
+    /// Handles a message other than CopyData: the copy's end, or the server's error.
+    async fn control(&mut self, msg: Message) -> Result<()> {
+        match msg {
+            Message::CopyDone | Message::CommandComplete(_) | Message::ParameterStatus(_) => Ok(()),
+            Message::ReadyForQuery(_) => {
+                self.done = true;
+                self.conn.end_operation();
+                Ok(())
+            }
+            Message::ErrorResponse(body) => {
+                self.error = Some(server_error(&body)?);
+                self.end_with_error::<()>().await.map(|_| ())
+            }
+            other => Err(unexpected(&other, "COPY data")),
+        }
+    }
+
+    /// Reads up to `ReadyForQuery` after the server's error, then returns the error.
+    async fn end_with_error<T>(&mut self) -> Result<Option<T>> {
+        self.conn.read_until_ready().await?;
+        self.done = true;
+        self.conn.end_operation();
+        Err(self.error.take().unwrap_or_else(Error::poisoned))
+    }
+}
+
+/// CopyData messages of a [`CopyOut`], as one read brought them
+/// ([`CopyOut::next_chunk`]): whole messages, in order, sharing the connection's read buffer.
+#[derive(Clone, Debug)]
+pub struct CopyChunk {
+    /// Whole CopyData messages, headers included.
+    frames: Bytes,
+    /// The bytes of their payloads.
+    payload: usize,
+}
+
+impl CopyChunk {
+    /// The payloads' bytes, all together.
+    pub fn len(&self) -> usize {
+        self.payload
+    }
+
+    /// Whether the payloads hold no bytes (a chunk holds at least one message, which may be
+    /// empty).
+    pub fn is_empty(&self) -> bool {
+        self.payload == 0
+    }
+
+    /// Each message's payload, in order (for binary format: parts of one byte stream).
+    pub fn payloads(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut rest: &[u8] = &self.frames;
+        std::iter::from_fn(move || {
+            let header = rest.first_chunk::<HEADER_LEN>()?;
+            let [_, len @ ..] = *header;
+            let len = u32::from_be_bytes(len) as usize;
+            // Checked when the chunk was taken: each length is at least 4 and inside it.
+            let payload = rest.get(HEADER_LEN..len + 1)?;
+            rest = rest.get(len + 1..).unwrap_or_default();
+            Some(payload)
+        })
     }
 }

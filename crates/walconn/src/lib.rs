@@ -121,6 +121,6 @@ pub use config::{
 };
 pub use conn::{Connection, Phase, MAX_MESSAGE_LEN, MAX_STARTUP_MESSAGE_LEN};
 pub use copy_both::{CancelToken, CopyBoth, Ended, LogicalReplicationOptions, NextTimeline};
-pub use copy_out::CopyOut;
+pub use copy_out::{CopyChunk, CopyOut};
 pub use error::{DbError, Error, ErrorKind, MessageTooLong, Result};
 pub use walproto;

@@ -175,22 +175,24 @@ where
     // Room for as many events as the last batch had: no regrowing the vector row by row.
     let mut expected = out.events.capacity();
     let mut copy = conn.copy_out(sql).await?;
-    while let Some(chunk) = copy.next().await? {
+    while let Some(chunk) = copy.next_chunk().await? {
         bytes += chunk.len() as u64;
         out.bytes += chunk.len();
-        parser
-            .rows(&chunk, |tuple| {
-                rows += 1;
-                out.events.push(event(
-                    consistent_point,
-                    EventKind::Insert(Insert {
-                        xid: None,
-                        new: Row::new(rel.clone(), tuple),
-                        relation: rel.clone(),
-                    }),
-                ));
-            })
-            .map_err(|m| copy_error(&table.name(), &m))?;
+        for payload in chunk.payloads() {
+            parser
+                .rows(payload, |tuple| {
+                    rows += 1;
+                    out.events.push(event(
+                        consistent_point,
+                        EventKind::Insert(Insert {
+                            xid: None,
+                            new: Row::new(rel.clone(), tuple),
+                            relation: rel.clone(),
+                        }),
+                    ));
+                })
+                .map_err(|m| copy_error(&table.name(), &m))?;
+        }
         if out.bytes >= crate::MAX_BATCH_BYTES {
             expected = expected.max(out.events.len());
             let full = std::mem::replace(
