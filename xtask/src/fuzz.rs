@@ -66,7 +66,7 @@ const PGPASS_SEEDS: &[&str] = &[
     "h:1:d:u:p\n*:*:*:*:any\nh\\:1:d:u:a\\\\b:c\r\n\n",
 ];
 
-/// Hand-written seeds for `value_decode`: a type (its index in walstream's `oid::NAMES`), a
+/// Hand-written seeds for `value_decode`: a type (its index in walstream's `oid::DECODED`), a
 /// format (0 text, 1 binary), a value.
 const VALUE_SEEDS: &[(u8, u8, &[u8])] = &[
     (0, 0, b"t"),

@@ -197,7 +197,10 @@ impl Connection {
     ) -> Result<Connection> {
         let first = Self::connect_one(config, host, addr, port, attrs, config.sslmode).await;
         match (config.sslmode, first) {
-            (SslMode::Allow, Err(e)) if matches!(e.kind(), ErrorKind::Auth | ErrorKind::Db) => {
+            // Without the `tls` feature there is no TLS to retry with: the refusal stands.
+            (SslMode::Allow, Err(e))
+                if cfg!(feature = "tls") && matches!(e.kind(), ErrorKind::Auth | ErrorKind::Db) =>
+            {
                 tracing::debug!(error = %format_args!("{e:#}"), "plaintext refused, retrying with TLS (sslmode=allow)");
                 Self::connect_one(config, host, addr, port, attrs, SslMode::Require).await
             }
@@ -361,6 +364,7 @@ impl Connection {
                         plain |= m == sasl::SCRAM_SHA_256;
                     }
                     let endpoint = match &self.stream {
+                        #[cfg(feature = "tls")]
                         Stream::Tls(s) => tls::server_end_point(s),
                         _ => None,
                     };

@@ -17,6 +17,12 @@ pub enum ErrorKind {
     Io,
     /// The TLS handshake or certificate checks failed, or TLS was required but refused.
     Tls,
+    /// TLS was asked for (`sslmode` require, verify-ca or verify-full, `channel_binding=require`,
+    /// or TLS material given to [`ConfigBuilder`](crate::ConfigBuilder) in memory), but walconn
+    /// was built without its `tls` feature. Returned by [`Config::parse`](crate::Config::parse)
+    /// and [`ConfigBuilder::build`](crate::ConfigBuilder::build), before any connection;
+    /// never retryable.
+    TlsUnavailable,
     /// Authentication failed or could not be carried out as configured.
     Auth,
     /// The server sent an `ErrorResponse`; [`Error::db`] has its fields.

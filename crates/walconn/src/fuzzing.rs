@@ -10,7 +10,7 @@ use walproto::Lsn;
 
 use crate::config::conninfo::Raw;
 use crate::config::Config;
-use crate::{pgpass, tls, Connection, CreateSlotOptions, LogicalReplicationOptions};
+use crate::{pgpass, Connection, CreateSlotOptions, LogicalReplicationOptions};
 
 /// How long [`server_bytes`] lets one input run before calling it a hang. Everything is in
 /// memory and the pipe closes when the input is exhausted, so an input takes milliseconds
@@ -161,7 +161,9 @@ async fn client_session(pipe: tokio::io::DuplexStream, config: &Config) {
 /// Walks a DER certificate to its `signatureAlgorithm` for the `tls-server-end-point` channel
 /// binding: never panics, the OID found lies inside the input, and the hash is SHA-256,
 /// SHA-384 or SHA-512.
+#[cfg(feature = "tls")]
 pub fn cert_walk(data: &[u8]) {
+    use crate::tls;
     if let Some(oid) = tls::signature_algorithm(data) {
         let inside = data.as_ptr_range();
         assert!(
@@ -190,6 +192,7 @@ mod tests {
                 "conninfo" => conninfo,
                 "pgpass" => pgpass,
                 "server_bytes" => server_bytes,
+                #[cfg(feature = "tls")]
                 "cert_walk" => cert_walk,
                 _ => return None,
             })

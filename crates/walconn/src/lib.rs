@@ -102,6 +102,12 @@ mod error;
 mod lowat;
 mod pgpass;
 mod stream;
+#[cfg(feature = "tls")]
+mod tls;
+// Without the `tls` feature: the same functions, plaintext only (`sslmode` disable, allow,
+// prefer), and `ErrorKind::TlsUnavailable` for what needs TLS.
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
 mod tls;
 
 #[doc(hidden)]

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+#[cfg(feature = "tls")]
 use tokio_rustls::client::TlsStream;
 
 /// One of the transports PostgreSQL speaks over. (TLS over a Unix socket is not offered, as in
@@ -14,6 +15,8 @@ use tokio_rustls::client::TlsStream;
 pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// TLS over TCP (the `tls` feature).
+    #[cfg(feature = "tls")]
     Tls(Box<TlsStream<TcpStream>>),
     /// The client end of an in-memory pipe whose other end plays the server: the seam through
     /// which `fuzzing::server_bytes` drives startup, commands and CopyBoth without a socket.
@@ -26,6 +29,7 @@ impl Stream {
         use std::os::fd::AsFd as _;
         match self {
             Stream::Tcp(s) => Some(s.as_fd()),
+            #[cfg(feature = "tls")]
             Stream::Tls(s) => Some(s.get_ref().0.as_fd()),
             Stream::Unix(_) | Stream::Memory(_) => None,
         }
@@ -41,6 +45,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::Memory(s) => Pin::new(s).poll_read(cx, buf),
         }
@@ -56,6 +61,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::Memory(s) => Pin::new(s).poll_write(cx, buf),
         }
@@ -65,6 +71,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::Memory(s) => Pin::new(s).poll_flush(cx),
         }
@@ -74,6 +81,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Memory(s) => Pin::new(s).poll_shutdown(cx),
         }

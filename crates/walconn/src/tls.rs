@@ -1,4 +1,6 @@
-//! TLS with rustls: the `SSLRequest` negotiation and libpq's `sslmode` checks.
+//! TLS with rustls (the `tls` feature): the `SSLRequest` negotiation and libpq's `sslmode`
+//! checks. Without the feature, `tls_off.rs` stands in for this module with the same
+//! functions: plaintext for the modes that allow it, [`ErrorKind::TlsUnavailable`] for the rest.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -17,7 +19,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::{Config, SslMode, SslNegotiation, SslRootCert};
+use crate::config::{ChannelBinding, ClientCertPem, Config, SslMode, SslNegotiation, SslRootCert};
 use crate::error::{Error, ErrorKind, Result};
 use crate::stream::Stream;
 
@@ -379,11 +381,27 @@ fn root_store(config: &Config) -> Result<RootCertStore> {
     Ok(roots)
 }
 
+/// Checks the TLS material given in memory when a configuration is built: at least one root
+/// certificate, and the client certificate and its key, must parse. (Every `sslmode` and
+/// `channel_binding` can be honoured: `tls_off.rs` refuses those that need TLS.)
+pub(crate) fn check_config(
+    _sslmode: SslMode,
+    _channel_binding: ChannelBinding,
+    roots: Option<&SslRootCert>,
+    client: Option<&ClientCertPem>,
+) -> Result<()> {
+    if let Some(SslRootCert::Pem(pem)) = roots {
+        certificates_from_pem(pem, "the root certificates given in memory")?;
+    }
+    if let Some(client) = client {
+        certificates_from_pem(&client.cert, "the client certificate given in memory")?;
+        key_from_pem(&client.key.0)?;
+    }
+    Ok(())
+}
+
 /// The certificates of PEM bytes given in memory (`what` names them in errors): at least one.
-pub(crate) fn certificates_from_pem(
-    pem: &[u8],
-    what: &str,
-) -> Result<Vec<CertificateDer<'static>>> {
+fn certificates_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::new(ErrorKind::Tls, format!("could not read {what}")).with_source(e))?;
@@ -397,7 +415,7 @@ pub(crate) fn certificates_from_pem(
 }
 
 /// The private key of PEM bytes given in memory (the first key; PKCS#8, PKCS#1 or SEC1).
-pub(crate) fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
+fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
         Error::new(
             ErrorKind::Tls,

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use serde::de::IgnoredAny;
 use walproto::pgoutput::Column;
 use walproto::Oid;
-use walstream::value::{oid, Value};
+use walstream::value::oid::{self, Type};
+use walstream::value::Value;
 
 use crate::json::{base64, string};
 
@@ -79,8 +80,16 @@ pub(crate) fn wal2json(out: &mut String, type_oid: Oid, column: Column<'_>) -> R
             }
         }
     };
-    match type_oid {
-        oid::INT2 | oid::INT4 | oid::INT8 | oid::OID | oid::FLOAT4 | oid::FLOAT8 | oid::NUMERIC => {
+    match oid::catalog_type(type_oid) {
+        Some(
+            Type::INT2
+            | Type::INT4
+            | Type::INT8
+            | Type::OID
+            | Type::FLOAT4
+            | Type::FLOAT8
+            | Type::NUMERIC,
+        ) => {
             if matches!(text, "NaN" | "Infinity" | "-Infinity") {
                 out.push_str("null");
             } else if json_number(text) {
@@ -89,8 +98,8 @@ pub(crate) fn wal2json(out: &mut String, type_oid: Oid, column: Column<'_>) -> R
                 string(out, text);
             }
         }
-        oid::BOOL => out.push_str(if text == "t" { "true" } else { "false" }),
-        oid::BYTEA => string(out, text.strip_prefix("\\x").unwrap_or(text)),
+        Some(Type::BOOL) => out.push_str(if text == "t" { "true" } else { "false" }),
+        Some(Type::BYTEA) => string(out, text.strip_prefix("\\x").unwrap_or(text)),
         _ => string(out, text),
     }
     Ok(())
@@ -100,15 +109,17 @@ pub(crate) fn wal2json(out: &mut String, type_oid: Oid, column: Column<'_>) -> R
 /// arrays of decoded element types (json is handled before).
 fn decoded_when_typed(type_oid: Oid) -> bool {
     matches!(
-        type_oid,
-        oid::BOOL
-            | oid::INT2
-            | oid::INT4
-            | oid::INT8
-            | oid::OID
-            | oid::FLOAT4
-            | oid::FLOAT8
-            | oid::NUMERIC
+        oid::catalog_type(type_oid),
+        Some(
+            Type::BOOL
+                | Type::INT2
+                | Type::INT4
+                | Type::INT8
+                | Type::OID
+                | Type::FLOAT4
+                | Type::FLOAT8
+                | Type::NUMERIC
+        )
     ) || oid::element_type(type_oid).is_some()
 }
 
@@ -119,24 +130,23 @@ fn decoded_when_typed(type_oid: Oid) -> bool {
 /// becomes an array too. `None` for other types, and for an array that does not parse
 /// (multi-dimensional).
 fn text_elements(type_oid: Oid, text: &str) -> Option<Value> {
-    /// `box[]`: the one built-in array type whose elements are separated by `;`.
-    const BOX_ARRAY: Oid = Oid(1020);
     let element = oid::element_type(type_oid).or_else(|| oid::catalog_element(type_oid))?;
-    if type_oid == BOX_ARRAY || decoded_when_typed(element) || is_json(element) {
+    // `box[]`: the one built-in array type whose elements are separated by `;`.
+    if type_oid == oid::of(&Type::BOX_ARRAY) || decoded_when_typed(element) || is_json(element) {
         return None;
     }
-    Value::decode_text(oid::TEXT_ARRAY, text).ok()
+    Value::decode_text(oid::of(&Type::TEXT_ARRAY), text).ok()
 }
 
 fn is_json(type_oid: Oid) -> bool {
-    matches!(type_oid, oid::JSON | oid::JSONB)
+    matches!(oid::catalog_type(type_oid), Some(Type::JSON | Type::JSONB))
 }
 
 /// The JSON text of a binary `json` (its text) or `jsonb` (a version byte 1, then its text).
 fn binary_json_text(type_oid: Oid, bytes: &[u8]) -> Option<&str> {
-    let text = match type_oid {
-        oid::JSON => bytes,
-        oid::JSONB => bytes.strip_prefix(&[1])?,
+    let text = match oid::catalog_type(type_oid) {
+        Some(Type::JSON) => bytes,
+        Some(Type::JSONB) => bytes.strip_prefix(&[1])?,
         _ => return None,
     };
     std::str::from_utf8(text).ok()
@@ -348,54 +358,63 @@ mod tests {
         ] {
             assert!(!f64_round_trips(no), "{no}");
         }
-        assert_eq!(typed_text(oid::NUMERIC, "12.3400"), "12.3400");
-        assert_eq!(typed_text(oid::NUMERIC, "0.1"), "0.1");
+        assert_eq!(typed_text(oid::of(&Type::NUMERIC), "12.3400"), "12.3400");
+        assert_eq!(typed_text(oid::of(&Type::NUMERIC), "0.1"), "0.1");
         assert_eq!(
-            typed_text(oid::NUMERIC, "1.00000000000000000001"),
+            typed_text(oid::of(&Type::NUMERIC), "1.00000000000000000001"),
             "\"1.00000000000000000001\""
         );
-        assert_eq!(typed_text(oid::NUMERIC, "NaN"), "\"NaN\"");
-        assert_eq!(typed_text(oid::NUMERIC, "-Infinity"), "\"-Infinity\"");
+        assert_eq!(typed_text(oid::of(&Type::NUMERIC), "NaN"), "\"NaN\"");
+        assert_eq!(
+            typed_text(oid::of(&Type::NUMERIC), "-Infinity"),
+            "\"-Infinity\""
+        );
     }
 
     #[test]
     fn typed_values() {
         assert_eq!(
-            typed_text(oid::INT8, "-9223372036854775808"),
+            typed_text(oid::of(&Type::INT8), "-9223372036854775808"),
             "-9223372036854775808"
         );
-        assert_eq!(typed_text(oid::BOOL, "t"), "true");
-        assert_eq!(typed_text(oid::FLOAT8, "1e+100"), "1e+100");
-        assert_eq!(typed_text(oid::FLOAT8, "0.1"), "0.1");
-        assert_eq!(typed_text(oid::FLOAT4, "NaN"), "\"NaN\"");
-        assert_eq!(typed_text(oid::FLOAT8, "-Infinity"), "\"-Infinity\"");
+        assert_eq!(typed_text(oid::of(&Type::BOOL), "t"), "true");
+        assert_eq!(typed_text(oid::of(&Type::FLOAT8), "1e+100"), "1e+100");
+        assert_eq!(typed_text(oid::of(&Type::FLOAT8), "0.1"), "0.1");
+        assert_eq!(typed_text(oid::of(&Type::FLOAT4), "NaN"), "\"NaN\"");
         assert_eq!(
-            typed_text(oid::JSONB, "{\"b\": [1, \"x y\"], \"a\": {}}"),
+            typed_text(oid::of(&Type::FLOAT8), "-Infinity"),
+            "\"-Infinity\""
+        );
+        assert_eq!(
+            typed_text(oid::of(&Type::JSONB), "{\"b\": [1, \"x y\"], \"a\": {}}"),
             "{\"b\":[1,\"x y\"],\"a\":{}}"
         );
         assert_eq!(
-            typed_text(oid::JSON, "{\"a\":1,\n \"a\": \"\\\" \"}"),
+            typed_text(oid::of(&Type::JSON), "{\"a\":1,\n \"a\": \"\\\" \"}"),
             "{\"a\":1,\"a\":\"\\\" \"}",
             "json keeps duplicate keys and escaped quotes"
         );
-        assert_eq!(typed_text(oid::INT4_ARRAY, "{1,NULL,3}"), "[1,null,3]");
         assert_eq!(
-            typed_text(oid::TEXT_ARRAY, "{a,\"b c\",NULL}"),
+            typed_text(oid::of(&Type::INT4_ARRAY), "{1,NULL,3}"),
+            "[1,null,3]"
+        );
+        assert_eq!(
+            typed_text(oid::of(&Type::TEXT_ARRAY), "{a,\"b c\",NULL}"),
             "[\"a\",\"b c\",null]"
         );
         assert_eq!(
-            typed_text(oid::NUMERIC_ARRAY, "{1.5,0.123456789012345678}"),
+            typed_text(oid::of(&Type::NUMERIC_ARRAY), "{1.5,0.123456789012345678}"),
             "[1.5,\"0.123456789012345678\"]"
         );
         assert_eq!(
-            typed_text(oid::TIMESTAMPTZ, "2024-01-02 03:04:05+05:30"),
+            typed_text(oid::of(&Type::TIMESTAMPTZ), "2024-01-02 03:04:05+05:30"),
             "\"2024-01-02 03:04:05+05:30\"",
             "the server's text, unchanged"
         );
         assert_eq!(typed_text(Oid(16_400), "happy"), "\"happy\"");
         assert_eq!(
             typed_text(
-                oid::TIMESTAMPTZ_ARRAY,
+                oid::of(&Type::TIMESTAMPTZ_ARRAY),
                 "{\"2024-01-02 03:04:05+05:30\",NULL}"
             ),
             "[\"2024-01-02 03:04:05+05:30\",null]",
@@ -407,38 +426,52 @@ mod tests {
             "inet[], an array of a type not decoded here"
         );
         assert_eq!(
-            typed_text(oid::BYTEA_ARRAY, "{\"\\\\x01\"}"),
+            typed_text(oid::of(&Type::BYTEA_ARRAY), "{\"\\\\x01\"}"),
             "[\"\\\\x01\"]"
         );
         assert_eq!(typed_text(Oid(1020), "{(1,1),(0,0)}"), "\"{(1,1),(0,0)}\"");
         assert_eq!(
-            typed_text(oid::INT4_ARRAY, "{{1,2},{3,4}}"),
+            typed_text(oid::of(&Type::INT4_ARRAY), "{{1,2},{3,4}}"),
             "\"{{1,2},{3,4}}\"",
             "a multi-dimensional array falls back to the text"
         );
-        assert_eq!(typed_binary(oid::INT4, &7i32.to_be_bytes()), "7");
-        assert_eq!(typed_binary(oid::JSONB, b"\x01{\"a\": 1}"), "{\"a\":1}");
-        assert_eq!(typed_binary(oid::BYTEA, b"\x00\xff"), "\"\\\\x00ff\"");
+        assert_eq!(typed_binary(oid::of(&Type::INT4), &7i32.to_be_bytes()), "7");
+        assert_eq!(
+            typed_binary(oid::of(&Type::JSONB), b"\x01{\"a\": 1}"),
+            "{\"a\":1}"
+        );
+        assert_eq!(
+            typed_binary(oid::of(&Type::BYTEA), b"\x00\xff"),
+            "\"\\\\x00ff\""
+        );
         assert_eq!(typed_binary(Oid(16_400), b"\x01"), "{\"binary\":\"AQ==\"}");
         let mut out = String::new();
-        typed(&mut out, oid::TEXT, Column::UnchangedToast).unwrap();
+        typed(&mut out, oid::of(&Type::TEXT), Column::UnchangedToast).unwrap();
         assert_eq!(out, "{\"unchanged_toast\":true}");
-        assert!(typed(&mut out, oid::TEXT, Column::Text(b"\xff")).is_err());
+        assert!(typed(&mut out, oid::of(&Type::TEXT), Column::Text(b"\xff")).is_err());
     }
 
     #[test]
     fn wal2json_values() {
-        assert_eq!(w2j(oid::INT4, "42"), "42");
-        assert_eq!(w2j(oid::NUMERIC, "2.34"), "2.34");
-        assert_eq!(w2j(oid::FLOAT8, "1e+100"), "1e+100");
-        assert_eq!(w2j(oid::FLOAT8, "NaN"), "null");
-        assert_eq!(w2j(oid::NUMERIC, "-Infinity"), "null");
-        assert_eq!(w2j(oid::BOOL, "f"), "false");
-        assert_eq!(w2j(oid::BYTEA, "\\x00ff"), "\"00ff\"");
-        assert_eq!(w2j(oid::JSONB, "{\"a\": 1}"), "\"{\\\"a\\\": 1}\"");
-        assert_eq!(w2j(oid::INT4_ARRAY, "{1,2}"), "\"{1,2}\"");
+        assert_eq!(w2j(oid::of(&Type::INT4), "42"), "42");
+        assert_eq!(w2j(oid::of(&Type::NUMERIC), "2.34"), "2.34");
+        assert_eq!(w2j(oid::of(&Type::FLOAT8), "1e+100"), "1e+100");
+        assert_eq!(w2j(oid::of(&Type::FLOAT8), "NaN"), "null");
+        assert_eq!(w2j(oid::of(&Type::NUMERIC), "-Infinity"), "null");
+        assert_eq!(w2j(oid::of(&Type::BOOL), "f"), "false");
+        assert_eq!(w2j(oid::of(&Type::BYTEA), "\\x00ff"), "\"00ff\"");
+        assert_eq!(
+            w2j(oid::of(&Type::JSONB), "{\"a\": 1}"),
+            "\"{\\\"a\\\": 1}\""
+        );
+        assert_eq!(w2j(oid::of(&Type::INT4_ARRAY), "{1,2}"), "\"{1,2}\"");
         let mut out = String::new();
-        wal2json(&mut out, oid::INT2, Column::Binary(&5i16.to_be_bytes())).unwrap();
+        wal2json(
+            &mut out,
+            oid::of(&Type::INT2),
+            Column::Binary(&5i16.to_be_bytes()),
+        )
+        .unwrap();
         assert_eq!(out, "5");
     }
 

@@ -4,6 +4,7 @@ use std::fmt;
 
 use walproto::Lsn;
 
+#[cfg(feature = "typed")]
 use crate::value::{GetError, RowError};
 
 use crate::session::open::FailoverRefusal;
@@ -111,18 +112,22 @@ struct Inner {
     row: Option<RowCause>,
 }
 
-/// The cause of an [`ErrorKind::Row`] error.
+/// The cause of an [`ErrorKind::Row`] error (none without the `typed` feature).
 #[derive(Debug)]
 enum RowCause {
+    #[cfg(feature = "typed")]
     Row(RowError),
+    #[cfg(feature = "typed")]
     Get(GetError),
 }
 
 impl RowCause {
     fn as_error(&self) -> &(dyn std::error::Error + 'static) {
-        match self {
-            RowCause::Row(e) => e,
-            RowCause::Get(e) => e,
+        match *self {
+            #[cfg(feature = "typed")]
+            RowCause::Row(ref e) => e,
+            #[cfg(feature = "typed")]
+            RowCause::Get(ref e) => e,
         }
     }
 }
@@ -462,6 +467,7 @@ impl std::error::Error for Error {
     }
 }
 
+#[cfg(feature = "typed")]
 impl From<RowError> for Error {
     fn from(e: RowError) -> Self {
         Self::from_inner(Inner {
@@ -471,6 +477,7 @@ impl From<RowError> for Error {
     }
 }
 
+#[cfg(feature = "typed")]
 impl From<GetError> for Error {
     fn from(e: GetError) -> Self {
         Self::from_inner(Inner {
@@ -567,6 +574,7 @@ mod tests {
         assert_each_cause_once(&summary);
     }
 
+    #[cfg(feature = "typed")]
     #[test]
     fn row_errors_convert() {
         let row = <RowError as serde::de::Error>::custom("invalid digit found in string");

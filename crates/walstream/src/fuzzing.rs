@@ -5,12 +5,13 @@
 
 use bytes::Bytes;
 use walproto::replication::{ServerMessage, XLogData};
-use walproto::{Lsn, Oid, Timestamp};
+use walproto::{Lsn, Timestamp};
 
 use crate::backup::{Manifest, TarEntry, TarError, TarEvent, TarReader, BLOCK};
 use crate::logical::follow::Follower;
 use crate::snapshot::CopyParser;
 use crate::transaction::{TransactionAssembler, TransactionConfig};
+#[cfg(feature = "typed")]
 use crate::value::{oid, Value};
 
 /// The snapshot's binary `COPY` parser: the first byte is the column count (0-15) and the
@@ -50,13 +51,14 @@ fn copy_rows(columns: usize, stream: &[u8], chunk: usize) -> CopyRows {
 /// The value decoders: the first byte picks a type the [`oid`] module knows (or, past them,
 /// one it does not), the second the format (even: text, odd: binary); the rest is the value.
 /// What decodes as text is also decoded through [`Value::decode`]'s text path.
+#[cfg(feature = "typed")]
 pub fn value_decode(data: &[u8]) {
     let [which, format, value @ ..] = data else {
         return;
     };
-    let type_oid = oid::NAMES
+    let type_oid = oid::DECODED
         .get(usize::from(*which))
-        .map_or(Oid(u32::from(*which)), |&(o, _)| o);
+        .map_or(walproto::Oid(u32::from(*which)), oid::of);
     if format % 2 == 0 {
         if let Ok(text) = std::str::from_utf8(value) {
             let _ = Value::decode_text(type_oid, text);
@@ -312,9 +314,10 @@ mod tests {
     }
 
     /// Every known type, in both formats, on a few values.
+    #[cfg(feature = "typed")]
     #[test]
     fn every_type_both_formats() {
-        for which in 0..=u8::try_from(oid::NAMES.len()).unwrap() {
+        for which in 0..=u8::try_from(oid::DECODED.len()).unwrap() {
             for format in 0..2 {
                 for value in [
                     &b""[..],

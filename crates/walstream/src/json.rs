@@ -78,6 +78,7 @@ use walproto::{Lsn, RelationInfo};
 
 use crate::logical::event::{ChangeEvent, EventKind, OldRow, PrepareInfo, Row};
 use crate::transaction::{Change, ChangeKind, Transaction, TransactionKind};
+#[cfg(feature = "typed")]
 use crate::value::{Raw, Value};
 
 const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -277,6 +278,7 @@ impl Serialize for Transaction {
     }
 }
 
+#[cfg(feature = "typed")]
 impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -319,6 +321,7 @@ impl Serialize for Value {
 
 /// A finite float as a number, else `"NaN"`, `"Infinity"` or `"-Infinity"` (JSON has no such
 /// numbers).
+#[cfg(feature = "typed")]
 fn float<S: Serializer>(s: S, x: f64) -> Result<S::Ok, S::Error> {
     if x.is_finite() {
         s.serialize_f64(x)

@@ -117,6 +117,7 @@ mod session;
 mod slots;
 mod snapshot;
 mod transaction;
+#[cfg(feature = "typed")]
 pub mod value;
 
 #[doc(hidden)]

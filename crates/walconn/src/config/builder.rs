@@ -277,7 +277,12 @@ impl ConfigBuilder {
     /// [`Config::parse`] refuses (host, address and port lists that do not pair up, a port
     /// of 0, `sslmode` too weak for the system roots or for direct TLS, channel binding
     /// without TLS), a missing user, and PEM material in which no certificate (or no key)
-    /// parses.
+    /// parses. Without walconn's `tls` feature, TLS material given in memory
+    /// ([`ssl_root_cert_pem`](Self::ssl_root_cert_pem),
+    /// [`ssl_client_cert_pem`](Self::ssl_client_cert_pem)), `sslmode` require or stricter and
+    /// `channel_binding=require` are refused with
+    /// [`ErrorKind::TlsUnavailable`](crate::ErrorKind::TlsUnavailable): the methods are there
+    /// in every build, so that code compiles with the feature off and says so when it runs.
     pub fn build(self) -> Result<Config> {
         let user = self
             .user
@@ -304,13 +309,12 @@ impl ConfigBuilder {
         check_root_mode(self.sslrootcert.as_ref(), sslmode)?;
         check_channel_binding(self.channel_binding, sslmode)?;
         check_negotiation(self.sslnegotiation, sslmode)?;
-        if let Some(SslRootCert::Pem(pem)) = &self.sslrootcert {
-            tls::certificates_from_pem(pem, "the root certificates given in memory")?;
-        }
-        if let Some(client) = &self.client_cert_pem {
-            tls::certificates_from_pem(&client.cert, "the client certificate given in memory")?;
-            tls::key_from_pem(&client.key.0)?;
-        }
+        tls::check_config(
+            sslmode,
+            self.channel_binding,
+            self.sslrootcert.as_ref(),
+            self.client_cert_pem.as_ref(),
+        )?;
         let nonzero = |d: Option<Duration>| d.filter(|d| !d.is_zero());
         Ok(Config {
             hosts,

@@ -769,6 +769,7 @@ impl Tls {
         let sslmode = sslmode(raw, sslrootcert.as_ref())?;
         let channel_binding = channel_binding(raw, sslmode)?;
         let sslnegotiation = sslnegotiation(raw, sslmode)?;
+        crate::tls::check_config(sslmode, channel_binding, sslrootcert.as_ref(), None)?;
         let dot_pg = home.map(|h| h.join(".postgresql"));
         let in_dot_pg = |name: &str| existing(dot_pg.as_ref().map(|d| d.join(name)));
         Ok(Tls {

@@ -28,36 +28,38 @@ fn from_sql<'a, T: FromSql<'a>>(ty: &Type, raw: &'a [u8]) -> Result<T, String> {
 }
 
 fn scalar(type_oid: Oid, raw: &Bytes) -> Result<Value, String> {
-    Ok(match type_oid {
-        oid::BOOL => Value::Bool(from_sql(&Type::BOOL, raw)?),
-        oid::INT2 => Value::Int2(from_sql(&Type::INT2, raw)?),
-        oid::INT4 => Value::Int4(from_sql(&Type::INT4, raw)?),
-        oid::INT8 => Value::Int8(from_sql(&Type::INT8, raw)?),
-        oid::OID => Value::Oid(from_sql(&Type::OID, raw)?),
-        oid::FLOAT4 => Value::Float4(from_sql(&Type::FLOAT4, raw)?),
-        oid::FLOAT8 => Value::Float8(from_sql(&Type::FLOAT8, raw)?),
-        oid::NUMERIC => Value::Numeric(numeric(raw)?),
-        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME => {
+    Ok(match oid::catalog_type(type_oid) {
+        Some(Type::BOOL) => Value::Bool(from_sql(&Type::BOOL, raw)?),
+        Some(Type::INT2) => Value::Int2(from_sql(&Type::INT2, raw)?),
+        Some(Type::INT4) => Value::Int4(from_sql(&Type::INT4, raw)?),
+        Some(Type::INT8) => Value::Int8(from_sql(&Type::INT8, raw)?),
+        Some(Type::OID) => Value::Oid(from_sql(&Type::OID, raw)?),
+        Some(Type::FLOAT4) => Value::Float4(from_sql(&Type::FLOAT4, raw)?),
+        Some(Type::FLOAT8) => Value::Float8(from_sql(&Type::FLOAT8, raw)?),
+        Some(Type::NUMERIC) => Value::Numeric(numeric(raw)?),
+        Some(Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME) => {
             Value::Text(from_sql(&Type::TEXT, raw)?)
         }
         // The send form of bytea is the bytes: share the frame rather than copy.
-        oid::BYTEA => Value::Bytea(raw.clone()),
-        oid::UUID => Value::Uuid(from_sql(&Type::UUID, raw)?),
-        oid::DATE => Value::Date(
+        Some(Type::BYTEA) => Value::Bytea(raw.clone()),
+        Some(Type::UUID) => Value::Uuid(from_sql(&Type::UUID, raw)?),
+        Some(Type::DATE) => Value::Date(
             match from_sql::<postgres_types::Date<NaiveDate>>(&Type::DATE, raw)? {
                 postgres_types::Date::NegInfinity => Infinitable::NegInfinity,
                 postgres_types::Date::Value(d) => Infinitable::Finite(d),
                 postgres_types::Date::PosInfinity => Infinitable::Infinity,
             },
         ),
-        oid::TIME => Value::Time(time(raw)?),
-        oid::TIMESTAMP => Value::Timestamp(timestamp::<NaiveDateTime>(&Type::TIMESTAMP, raw)?),
-        oid::TIMESTAMPTZ => {
+        Some(Type::TIME) => Value::Time(time(raw)?),
+        Some(Type::TIMESTAMP) => {
+            Value::Timestamp(timestamp::<NaiveDateTime>(&Type::TIMESTAMP, raw)?)
+        }
+        Some(Type::TIMESTAMPTZ) => {
             Value::TimestampTz(timestamp::<DateTime<Utc>>(&Type::TIMESTAMPTZ, raw)?)
         }
-        oid::INTERVAL => Value::Interval(interval(raw)?),
-        oid::JSON => Value::Json(from_sql(&Type::JSON, raw)?),
-        oid::JSONB => Value::Json(from_sql(&Type::JSONB, raw)?),
+        Some(Type::INTERVAL) => Value::Interval(interval(raw)?),
+        Some(Type::JSON) => Value::Json(from_sql(&Type::JSON, raw)?),
+        Some(Type::JSONB) => Value::Json(from_sql(&Type::JSONB, raw)?),
         _ => Value::Unknown {
             type_oid,
             raw: Raw::Binary(raw.clone()),
@@ -270,21 +272,24 @@ mod tests {
     #[test]
     fn scalars_through_from_sql() {
         let b = |v: &[u8]| Bytes::copy_from_slice(v);
-        assert_eq!(decode(oid::INT4, &b(&[0, 0, 1, 0])), Ok(Value::Int4(256)));
-        assert!(decode(oid::INT4, &b(&[0, 0, 1])).is_err());
         assert_eq!(
-            decode(oid::TIMESTAMPTZ, &b(&i64::MAX.to_be_bytes())),
+            decode(oid::of(&Type::INT4), &b(&[0, 0, 1, 0])),
+            Ok(Value::Int4(256))
+        );
+        assert!(decode(oid::of(&Type::INT4), &b(&[0, 0, 1])).is_err());
+        assert_eq!(
+            decode(oid::of(&Type::TIMESTAMPTZ), &b(&i64::MAX.to_be_bytes())),
             Ok(Value::TimestampTz(Infinitable::Infinity))
         );
         assert_eq!(
-            decode(oid::DATE, &b(&i32::MIN.to_be_bytes())),
+            decode(oid::of(&Type::DATE), &b(&i32::MIN.to_be_bytes())),
             Ok(Value::Date(Infinitable::NegInfinity))
         );
-        assert!(decode(oid::TIME, &b(&DAY_MICROS.to_be_bytes()))
+        assert!(decode(oid::of(&Type::TIME), &b(&DAY_MICROS.to_be_bytes()))
             .unwrap_err()
             .contains("24:00:00"));
         assert_eq!(
-            decode(oid::JSONB, &b(b"\x01{\"a\":1}")),
+            decode(oid::of(&Type::JSONB), &b(b"\x01{\"a\":1}")),
             Ok(Value::Json(serde_json::json!({"a": 1})))
         );
         let mut iv = Vec::new();
@@ -292,7 +297,7 @@ mod tests {
         iv.extend(2i32.to_be_bytes());
         iv.extend((-3i32).to_be_bytes());
         assert_eq!(
-            decode(oid::INTERVAL, &b(&iv)),
+            decode(oid::of(&Type::INTERVAL), &b(&iv)),
             Ok(Value::Interval(Interval {
                 months: -3,
                 days: 2,
@@ -310,15 +315,15 @@ mod tests {
         }
         let raw = Bytes::from(raw);
         assert_eq!(
-            decode(oid::INT4_ARRAY, &raw),
+            decode(oid::of(&Type::INT4_ARRAY), &raw),
             Ok(Value::Array(vec![Value::Int4(1), Value::Null]))
         );
-        assert!(decode(oid::INT8_ARRAY, &raw)
+        assert!(decode(oid::of(&Type::INT8_ARRAY), &raw)
             .unwrap_err()
             .contains("not int8"));
         let empty: Vec<u8> = [0i32, 0, 23].iter().flat_map(|x| x.to_be_bytes()).collect();
         assert_eq!(
-            decode(oid::INT4_ARRAY, &Bytes::from(empty)),
+            decode(oid::of(&Type::INT4_ARRAY), &Bytes::from(empty)),
             Ok(Value::Array(vec![]))
         );
     }

@@ -14,7 +14,8 @@ use uuid::Uuid;
 use walproto::pgoutput::Column;
 use walproto::Oid;
 
-use super::{oid, Infinitable, Interval, Raw, Value, ValueError};
+use super::oid::{self, Type};
+use super::{Infinitable, Interval, Raw, Value, ValueError};
 use crate::{ColumnValue, Row};
 
 /// A column of a [`Row`]: by name (`&str`) or by position (`usize`).
@@ -216,8 +217,10 @@ impl<'a, T: FromValue> FromColumn<'a> for T {
 /// Whether a value of `type_oid` is text a `&str` may borrow: the text types, and types
 /// [`Value::decode`] keeps as the server's text (enums, domains and the like), in text form.
 fn borrows_as_text(type_oid: Oid, binary: bool) -> bool {
-    matches!(type_oid, oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME)
-        || (!binary && oid::type_name(type_oid).is_none())
+    matches!(
+        oid::catalog_type(type_oid),
+        Some(Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME)
+    ) || (!binary && !oid::is_decoded(type_oid))
 }
 
 impl<'a> FromColumn<'a> for &'a str {
@@ -250,7 +253,7 @@ impl<'a> FromColumn<'a> for &'a [u8] {
         match column.column {
             Column::Null => Err(ColumnError::Mismatch(Mismatch::Null)),
             Column::UnchangedToast => Err(ColumnError::Mismatch(Mismatch::UnchangedToast)),
-            Column::Binary(b) if column.type_oid == oid::BYTEA => Ok(b),
+            Column::Binary(b) if column.type_oid == oid::of(&Type::BYTEA) => Ok(b),
             _ => Err(ColumnError::Mismatch(Mismatch::WrongType)),
         }
     }
@@ -556,15 +559,23 @@ mod tests {
     #[test]
     fn getters_convert_by_name_and_position() {
         let r = row(&[
-            ("id", oid::INT8, Column::Text(b"42")),
-            ("small", oid::INT2, Column::Binary(&7i16.to_be_bytes())),
-            ("name", oid::VARCHAR, Column::Text(b"abc")),
-            ("missing", oid::TEXT, Column::Null),
-            ("tags", oid::TEXT_ARRAY, Column::Text(b"{a,NULL}")),
-            ("n", oid::NUMERIC, Column::Text(b"12.3400")),
-            ("d", oid::DATE, Column::Text(b"infinity")),
-            ("big", oid::TEXT, Column::UnchangedToast),
-            ("by", oid::BYTEA, Column::Binary(b"\x00\x01")),
+            ("id", oid::of(&Type::INT8), Column::Text(b"42")),
+            (
+                "small",
+                oid::of(&Type::INT2),
+                Column::Binary(&7i16.to_be_bytes()),
+            ),
+            ("name", oid::of(&Type::VARCHAR), Column::Text(b"abc")),
+            ("missing", oid::of(&Type::TEXT), Column::Null),
+            (
+                "tags",
+                oid::of(&Type::TEXT_ARRAY),
+                Column::Text(b"{a,NULL}"),
+            ),
+            ("n", oid::of(&Type::NUMERIC), Column::Text(b"12.3400")),
+            ("d", oid::of(&Type::DATE), Column::Text(b"infinity")),
+            ("big", oid::of(&Type::TEXT), Column::UnchangedToast),
+            ("by", oid::of(&Type::BYTEA), Column::Binary(b"\x00\x01")),
             ("mood", Oid(16_500), Column::Text(b"happy")),
         ]);
         assert_eq!(r.try_get::<i64>("id"), Ok(42));
@@ -640,7 +651,7 @@ mod tests {
     fn timestamptz_into_system_time() {
         let r = row(&[(
             "at",
-            oid::TIMESTAMPTZ,
+            oid::of(&Type::TIMESTAMPTZ),
             Column::Text(b"1970-01-01 00:00:01.5+00"),
         )]);
         assert_eq!(
@@ -652,13 +663,13 @@ mod tests {
     #[test]
     fn errors_name_the_column_and_both_types() {
         let r = row(&[
-            ("price", oid::NUMERIC, Column::Text(b"1.5")),
-            ("when", oid::DATE, Column::Text(b"2024-13-01")),
-            ("gone", oid::INT4, Column::Null),
+            ("price", oid::of(&Type::NUMERIC), Column::Text(b"1.5")),
+            ("when", oid::of(&Type::DATE), Column::Text(b"2024-13-01")),
+            ("gone", oid::of(&Type::INT4), Column::Null),
         ]);
         let e = r.try_get::<i32>("price").unwrap_err();
         assert_eq!(e.column(), "price");
-        assert_eq!(e.type_oid(), Some(oid::NUMERIC));
+        assert_eq!(e.type_oid(), Some(oid::of(&Type::NUMERIC)));
         assert_eq!(e.rust_type(), "i32");
         assert_eq!(
             e.to_string(),

@@ -10,13 +10,14 @@
 //! serde. [`Value::to_text`] gives a binary value's text as the server would print it.
 //!
 //! ```
-//! use walstream::value::{oid, Value};
+//! use walstream::value::oid::{self, Type};
+//! use walstream::value::Value;
 //! use walstream::ColumnValue;
 //!
 //! let text = ColumnValue::Text("{1,NULL,3}".into());
-//! let v = Value::decode(oid::INT4_ARRAY, &text).unwrap();
+//! let v = Value::decode(oid::of(&Type::INT4_ARRAY), &text).unwrap();
 //! assert_eq!(v, Value::Array(vec![Value::Int4(1), Value::Null, Value::Int4(3)]));
-//! assert_eq!(Value::decode(oid::TEXT, &ColumnValue::UnchangedToast).unwrap(),
+//! assert_eq!(Value::decode(oid::of(&Type::TEXT), &ColumnValue::UnchangedToast).unwrap(),
 //!            Value::UnchangedToast);
 //! ```
 //!

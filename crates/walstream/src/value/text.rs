@@ -8,7 +8,8 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta};
 use uuid::Uuid;
 use walproto::Oid;
 
-use super::{oid, Infinitable, Interval, Raw, Value};
+use super::oid::{self, Type};
+use super::{Infinitable, Interval, Raw, Value};
 
 /// Microseconds in a second, a minute, an hour.
 const SECOND: i64 = 1_000_000;
@@ -24,28 +25,28 @@ pub(super) fn decode(type_oid: Oid, s: &str) -> Result<Value, String> {
 }
 
 fn scalar(type_oid: Oid, s: &str) -> Result<Value, String> {
-    Ok(match type_oid {
-        oid::BOOL => Value::Bool(match s {
+    Ok(match oid::catalog_type(type_oid) {
+        Some(Type::BOOL) => Value::Bool(match s {
             "t" => true,
             "f" => false,
             _ => return Err(format!("expected `t` or `f`, got {s:?}")),
         }),
-        oid::INT2 => Value::Int2(parse_int(s)?),
-        oid::INT4 => Value::Int4(parse_int(s)?),
-        oid::INT8 => Value::Int8(parse_int(s)?),
-        oid::OID => Value::Oid(parse_int(s)?),
-        oid::FLOAT4 => Value::Float4(parse_float(s, f32::NAN, f32::INFINITY)?),
-        oid::FLOAT8 => Value::Float8(parse_float(s, f64::NAN, f64::INFINITY)?),
-        oid::NUMERIC => Value::Numeric(parse_numeric(s)?),
-        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME => Value::Text(s.to_owned()),
-        oid::BYTEA => Value::Bytea(parse_bytea(s)?.into()),
-        oid::UUID => Value::Uuid(Uuid::parse_str(s).map_err(|e| format!("{s:?}: {e}"))?),
-        oid::DATE => Value::Date(parse_date(s)?),
-        oid::TIME => Value::Time(parse_time(s)?),
-        oid::TIMESTAMP => Value::Timestamp(parse_timestamp(s)?),
-        oid::TIMESTAMPTZ => Value::TimestampTz(parse_timestamptz(s)?),
-        oid::INTERVAL => Value::Interval(parse_interval(s)?),
-        oid::JSON | oid::JSONB => {
+        Some(Type::INT2) => Value::Int2(parse_int(s)?),
+        Some(Type::INT4) => Value::Int4(parse_int(s)?),
+        Some(Type::INT8) => Value::Int8(parse_int(s)?),
+        Some(Type::OID) => Value::Oid(parse_int(s)?),
+        Some(Type::FLOAT4) => Value::Float4(parse_float(s, f32::NAN, f32::INFINITY)?),
+        Some(Type::FLOAT8) => Value::Float8(parse_float(s, f64::NAN, f64::INFINITY)?),
+        Some(Type::NUMERIC) => Value::Numeric(parse_numeric(s)?),
+        Some(Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME) => Value::Text(s.to_owned()),
+        Some(Type::BYTEA) => Value::Bytea(parse_bytea(s)?.into()),
+        Some(Type::UUID) => Value::Uuid(Uuid::parse_str(s).map_err(|e| format!("{s:?}: {e}"))?),
+        Some(Type::DATE) => Value::Date(parse_date(s)?),
+        Some(Type::TIME) => Value::Time(parse_time(s)?),
+        Some(Type::TIMESTAMP) => Value::Timestamp(parse_timestamp(s)?),
+        Some(Type::TIMESTAMPTZ) => Value::TimestampTz(parse_timestamptz(s)?),
+        Some(Type::INTERVAL) => Value::Interval(parse_interval(s)?),
+        Some(Type::JSON | Type::JSONB) => {
             Value::Json(serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))?)
         }
         _ => Value::Unknown {
@@ -509,25 +510,31 @@ mod tests {
 
     #[test]
     fn scalars() {
-        assert_eq!(v(oid::BOOL, "t"), Value::Bool(true));
-        assert_eq!(v(oid::BOOL, "f"), Value::Bool(false));
-        assert!(err(oid::BOOL, "true").contains("expected `t` or `f`"));
-        assert_eq!(v(oid::INT2, "-32768"), Value::Int2(i16::MIN));
-        assert!(err(oid::INT2, "32768").contains("32768"));
-        assert_eq!(v(oid::INT4, "2147483647"), Value::Int4(i32::MAX));
-        assert_eq!(v(oid::INT8, "-9223372036854775808"), Value::Int8(i64::MIN));
-        assert_eq!(v(oid::OID, "4294967295"), Value::Oid(u32::MAX));
-        assert_eq!(v(oid::TEXT, ""), Value::Text(String::new()));
-        assert_eq!(v(oid::BPCHAR, "ab  "), Value::Text("ab  ".into()));
+        assert_eq!(v(oid::of(&Type::BOOL), "t"), Value::Bool(true));
+        assert_eq!(v(oid::of(&Type::BOOL), "f"), Value::Bool(false));
+        assert!(err(oid::of(&Type::BOOL), "true").contains("expected `t` or `f`"));
+        assert_eq!(v(oid::of(&Type::INT2), "-32768"), Value::Int2(i16::MIN));
+        assert!(err(oid::of(&Type::INT2), "32768").contains("32768"));
+        assert_eq!(v(oid::of(&Type::INT4), "2147483647"), Value::Int4(i32::MAX));
         assert_eq!(
-            v(oid::UUID, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            v(oid::of(&Type::INT8), "-9223372036854775808"),
+            Value::Int8(i64::MIN)
+        );
+        assert_eq!(v(oid::of(&Type::OID), "4294967295"), Value::Oid(u32::MAX));
+        assert_eq!(v(oid::of(&Type::TEXT), ""), Value::Text(String::new()));
+        assert_eq!(
+            v(oid::of(&Type::BPCHAR), "ab  "),
+            Value::Text("ab  ".into())
+        );
+        assert_eq!(
+            v(oid::of(&Type::UUID), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
             Value::Uuid(Uuid::from_u128(0xa0eebc99_9c0b_4ef8_bb6d_6bb9bd380a11))
         );
         assert_eq!(
-            v(oid::JSONB, r#"{"a": [1, null, "x"]}"#),
+            v(oid::of(&Type::JSONB), r#"{"a": [1, null, "x"]}"#),
             Value::Json(serde_json::json!({"a": [1, null, "x"]}))
         );
-        assert!(err(oid::JSON, "{").starts_with("not JSON"));
+        assert!(err(oid::of(&Type::JSON), "{").starts_with("not JSON"));
         assert_eq!(
             v(Oid(600), "(1,2)"),
             Value::Unknown {
@@ -539,22 +546,31 @@ mod tests {
 
     #[test]
     fn floats() {
-        assert!(matches!(v(oid::FLOAT8, "NaN"), Value::Float8(x) if x.is_nan()));
-        assert_eq!(v(oid::FLOAT8, "Infinity"), Value::Float8(f64::INFINITY));
+        assert!(matches!(v(oid::of(&Type::FLOAT8), "NaN"), Value::Float8(x) if x.is_nan()));
         assert_eq!(
-            v(oid::FLOAT8, "-Infinity"),
+            v(oid::of(&Type::FLOAT8), "Infinity"),
+            Value::Float8(f64::INFINITY)
+        );
+        assert_eq!(
+            v(oid::of(&Type::FLOAT8), "-Infinity"),
             Value::Float8(f64::NEG_INFINITY)
         );
-        assert_eq!(v(oid::FLOAT8, "1e+100"), Value::Float8(1e100));
-        assert_eq!(v(oid::FLOAT8, "1.5e-07"), Value::Float8(1.5e-7));
+        assert_eq!(v(oid::of(&Type::FLOAT8), "1e+100"), Value::Float8(1e100));
+        assert_eq!(v(oid::of(&Type::FLOAT8), "1.5e-07"), Value::Float8(1.5e-7));
         assert!(
-            matches!(v(oid::FLOAT8, "-0"), Value::Float8(x) if x == 0.0 && x.is_sign_negative())
+            matches!(v(oid::of(&Type::FLOAT8), "-0"), Value::Float8(x) if x == 0.0 && x.is_sign_negative())
         );
-        assert_eq!(v(oid::FLOAT4, "3.4028235e+38"), Value::Float4(f32::MAX));
-        assert_eq!(v(oid::FLOAT4, "0.1"), Value::Float4(0.1));
-        assert!(matches!(v(oid::FLOAT4, "NaN"), Value::Float4(x) if x.is_nan()));
+        assert_eq!(
+            v(oid::of(&Type::FLOAT4), "3.4028235e+38"),
+            Value::Float4(f32::MAX)
+        );
+        assert_eq!(v(oid::of(&Type::FLOAT4), "0.1"), Value::Float4(0.1));
+        assert!(matches!(v(oid::of(&Type::FLOAT4), "NaN"), Value::Float4(x) if x.is_nan()));
         for bad in ["inf", "nan", "", "1,5", "infinity"] {
-            assert!(err(oid::FLOAT8, bad).contains("not a number"), "{bad}");
+            assert!(
+                err(oid::of(&Type::FLOAT8), bad).contains("not a number"),
+                "{bad}"
+            );
         }
     }
 
@@ -568,10 +584,13 @@ mod tests {
             "-Infinity",
             "123456789012345678901234567890.000000000000000000001",
         ] {
-            assert_eq!(v(oid::NUMERIC, s), Value::Numeric(s.into()));
+            assert_eq!(v(oid::of(&Type::NUMERIC), s), Value::Numeric(s.into()));
         }
         for bad in ["1e5", "", "-", "1.", ".5", "nan", "1.2.3"] {
-            assert!(err(oid::NUMERIC, bad).contains("not a decimal"), "{bad}");
+            assert!(
+                err(oid::of(&Type::NUMERIC), bad).contains("not a decimal"),
+                "{bad}"
+            );
         }
     }
 
@@ -593,7 +612,7 @@ mod tests {
             .unwrap_err()
             .contains("invalid escape at byte 2"));
         assert_eq!(
-            v(oid::BYTEA, "\\x00"),
+            v(oid::of(&Type::BYTEA), "\\x00"),
             Value::Bytea(bytes::Bytes::from_static(b"\0"))
         );
     }
@@ -601,57 +620,66 @@ mod tests {
     #[test]
     fn dates_and_times() {
         assert_eq!(
-            v(oid::DATE, "2024-02-29"),
+            v(oid::of(&Type::DATE), "2024-02-29"),
             Value::Date(Infinitable::Finite(date(2024, 2, 29)))
         );
-        assert_eq!(v(oid::DATE, "infinity"), Value::Date(Infinitable::Infinity));
         assert_eq!(
-            v(oid::DATE, "-infinity"),
+            v(oid::of(&Type::DATE), "infinity"),
+            Value::Date(Infinitable::Infinity)
+        );
+        assert_eq!(
+            v(oid::of(&Type::DATE), "-infinity"),
             Value::Date(Infinitable::NegInfinity)
         );
         // 44 BC is astronomical year -43.
         assert_eq!(
-            v(oid::DATE, "0044-03-15 BC"),
+            v(oid::of(&Type::DATE), "0044-03-15 BC"),
             Value::Date(Infinitable::Finite(date(-43, 3, 15)))
         );
         assert_eq!(
-            v(oid::DATE, "10000-01-01"),
+            v(oid::of(&Type::DATE), "10000-01-01"),
             Value::Date(Infinitable::Finite(date(10000, 1, 1)))
         );
-        assert!(err(oid::DATE, "5874897-12-31").contains("chrono"));
-        assert!(err(oid::DATE, "2023-02-29").contains("not a date"));
-        assert!(err(oid::DATE, "24-01-01").contains("year"));
+        assert!(err(oid::of(&Type::DATE), "5874897-12-31").contains("chrono"));
+        assert!(err(oid::of(&Type::DATE), "2023-02-29").contains("not a date"));
+        assert!(err(oid::of(&Type::DATE), "24-01-01").contains("year"));
 
         let t = |h, m, s, us| NaiveTime::from_hms_micro_opt(h, m, s, us).unwrap();
-        assert_eq!(v(oid::TIME, "00:00:00"), Value::Time(t(0, 0, 0, 0)));
         assert_eq!(
-            v(oid::TIME, "23:59:59.999999"),
+            v(oid::of(&Type::TIME), "00:00:00"),
+            Value::Time(t(0, 0, 0, 0))
+        );
+        assert_eq!(
+            v(oid::of(&Type::TIME), "23:59:59.999999"),
             Value::Time(t(23, 59, 59, 999_999))
         );
-        assert_eq!(v(oid::TIME, "01:02:03.5"), Value::Time(t(1, 2, 3, 500_000)));
-        assert!(err(oid::TIME, "24:00:00").contains("24:00:00"));
-        assert!(err(oid::TIME, "23:59:60").contains("second"));
-        assert!(err(oid::TIME, "01:02:03.1234567").contains("fraction"));
+        assert_eq!(
+            v(oid::of(&Type::TIME), "01:02:03.5"),
+            Value::Time(t(1, 2, 3, 500_000))
+        );
+        assert!(err(oid::of(&Type::TIME), "24:00:00").contains("24:00:00"));
+        assert!(err(oid::of(&Type::TIME), "23:59:60").contains("second"));
+        assert!(err(oid::of(&Type::TIME), "01:02:03.1234567").contains("fraction"));
 
         assert_eq!(
-            v(oid::TIMESTAMP, "2024-01-02 03:04:05.06"),
+            v(oid::of(&Type::TIMESTAMP), "2024-01-02 03:04:05.06"),
             Value::Timestamp(Infinitable::Finite(
                 date(2024, 1, 2).and_time(t(3, 4, 5, 60_000))
             ))
         );
         assert_eq!(
-            v(oid::TIMESTAMP, "0001-01-01 00:00:00 BC"),
+            v(oid::of(&Type::TIMESTAMP), "0001-01-01 00:00:00 BC"),
             Value::Timestamp(Infinitable::Finite(date(0, 1, 1).and_time(t(0, 0, 0, 0))))
         );
         assert_eq!(
-            v(oid::TIMESTAMP, "-infinity"),
+            v(oid::of(&Type::TIMESTAMP), "-infinity"),
             Value::Timestamp(Infinitable::NegInfinity)
         );
     }
 
     #[test]
     fn timestamptz_offsets_to_utc() {
-        let utc = |s: &str| match v(oid::TIMESTAMPTZ, s) {
+        let utc = |s: &str| match v(oid::of(&Type::TIMESTAMPTZ), s) {
             Value::TimestampTz(Infinitable::Finite(t)) => t,
             other => panic!("{other:?}"),
         };
@@ -673,11 +701,11 @@ mod tests {
             Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap()
         );
         assert_eq!(
-            v(oid::TIMESTAMPTZ, "infinity"),
+            v(oid::of(&Type::TIMESTAMPTZ), "infinity"),
             Value::TimestampTz(Infinitable::Infinity)
         );
-        assert!(err(oid::TIMESTAMPTZ, "2024-01-02 03:04:05").contains("offset"));
-        assert!(err(oid::TIMESTAMPTZ, "2024-01-02 03:04:05+5").contains("offset"));
+        assert!(err(oid::of(&Type::TIMESTAMPTZ), "2024-01-02 03:04:05").contains("offset"));
+        assert!(err(oid::of(&Type::TIMESTAMPTZ), "2024-01-02 03:04:05+5").contains("offset"));
     }
 
     #[test]
@@ -717,19 +745,19 @@ mod tests {
 
     #[test]
     fn arrays() {
-        assert_eq!(v(oid::INT4_ARRAY, "{}"), Value::Array(vec![]));
+        assert_eq!(v(oid::of(&Type::INT4_ARRAY), "{}"), Value::Array(vec![]));
         assert_eq!(
-            v(oid::INT4_ARRAY, "{1,NULL,-3}"),
+            v(oid::of(&Type::INT4_ARRAY), "{1,NULL,-3}"),
             Value::Array(vec![Value::Int4(1), Value::Null, Value::Int4(-3)])
         );
         assert_eq!(
-            v(oid::INT4_ARRAY, "[0:1]={7,8}"),
+            v(oid::of(&Type::INT4_ARRAY), "[0:1]={7,8}"),
             Value::Array(vec![Value::Int4(7), Value::Int4(8)])
         );
         let text = |s: &str| Value::Text(s.into());
         assert_eq!(
             v(
-                oid::TEXT_ARRAY,
+                oid::of(&Type::TEXT_ARRAY),
                 r#"{plain,"a,b","say \"hi\"","back\\slash","",NULL,"NULL",null,"  x ",{braced}}"#
                     .replace("{braced}", "\"{}\"")
                     .as_str()
@@ -749,17 +777,18 @@ mod tests {
         );
         // Unquoted elements lose surrounding whitespace but keep escaped characters.
         assert_eq!(
-            v(oid::TEXT_ARRAY, r"{ a b , c\ }"),
+            v(oid::of(&Type::TEXT_ARRAY), r"{ a b , c\ }"),
             Value::Array(vec![text("a b"), text("c ")])
         );
         assert_eq!(
-            v(oid::BYTEA_ARRAY, r#"{"\\x00","\\x5c"}"#),
+            v(oid::of(&Type::BYTEA_ARRAY), r#"{"\\x00","\\x5c"}"#),
             Value::Array(vec![
                 Value::Bytea(bytes::Bytes::from_static(b"\0")),
                 Value::Bytea(bytes::Bytes::from_static(b"\\")),
             ])
         );
-        let Value::Array(floats) = v(oid::FLOAT8_ARRAY, "{NaN,Infinity,-Infinity,1.5}") else {
+        let Value::Array(floats) = v(oid::of(&Type::FLOAT8_ARRAY), "{NaN,Infinity,-Infinity,1.5}")
+        else {
             panic!("not an array")
         };
         assert!(matches!(floats[0], Value::Float8(x) if x.is_nan()));
@@ -771,11 +800,13 @@ mod tests {
                 Value::Float8(1.5)
             ]
         );
-        assert!(err(oid::INT4_ARRAY, "{{1,2},{3,4}}").contains("multi-dimensional"));
-        assert!(err(oid::INT4_ARRAY, "[1:2][1:1]={{1},{2}}").contains("multi-dimensional"));
-        assert!(err(oid::INT4_ARRAY, "{1,x}").contains("element 1"));
-        assert!(err(oid::INT4_ARRAY, "{1,}").contains("element 1 is empty"));
-        assert!(err(oid::INT4_ARRAY, "1,2").contains("expected {...}"));
-        assert!(err(oid::TEXT_ARRAY, r#"{"a}"#).contains("unterminated"));
+        assert!(err(oid::of(&Type::INT4_ARRAY), "{{1,2},{3,4}}").contains("multi-dimensional"));
+        assert!(
+            err(oid::of(&Type::INT4_ARRAY), "[1:2][1:1]={{1},{2}}").contains("multi-dimensional")
+        );
+        assert!(err(oid::of(&Type::INT4_ARRAY), "{1,x}").contains("element 1"));
+        assert!(err(oid::of(&Type::INT4_ARRAY), "{1,}").contains("element 1 is empty"));
+        assert!(err(oid::of(&Type::INT4_ARRAY), "1,2").contains("expected {...}"));
+        assert!(err(oid::of(&Type::TEXT_ARRAY), r#"{"a}"#).contains("unterminated"));
     }
 }

@@ -2,7 +2,8 @@
 //! value compared with what the server prints for it through an ordinary query.
 
 use serde::Deserialize;
-use walstream::value::{from_row, oid, Infinitable, Interval, MaybeUnchanged, RowValues, Value};
+use walstream::value::oid::{self, Type};
+use walstream::value::{from_row, Infinitable, Interval, MaybeUnchanged, RowValues, Value};
 use walstream::{ColumnValue, EventKind, Insert, LogicalReplicationStream, Row, Update};
 
 use crate::{block_on, read_transactions, Fixture};
@@ -333,8 +334,8 @@ fn values_text_and_binary_match_the_server() {
         assert_eq!(escape[1][0], r"\000\\");
         for (h, e) in hex.iter().zip(&escape) {
             assert_eq!(
-                Value::decode_text(oid::BYTEA, &h[0]).unwrap(),
-                Value::decode_text(oid::BYTEA, &e[0]).unwrap()
+                Value::decode_text(oid::of(&Type::BYTEA), &h[0]).unwrap(),
+                Value::decode_text(oid::of(&Type::BYTEA), &e[0]).unwrap()
             );
         }
     });
