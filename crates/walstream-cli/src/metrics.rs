@@ -166,7 +166,6 @@ pub(crate) fn exposition(slot: &str, stats: &StreamStats) -> String {
         }
     };
     let one = |v: String| vec![(String::new(), v)];
-    let flushed = stats.acknowledged.max(stats.reported_flush);
     metric(
         "walstream_received_lsn",
         "gauge",
@@ -176,8 +175,8 @@ pub(crate) fn exposition(slot: &str, stats: &StreamStats) -> String {
     metric(
         "walstream_flushed_lsn",
         "gauge",
-        "The WAL position acknowledged (flushed), as a number.",
-        &one(flushed.get().to_string()),
+        "The WAL position acknowledged (flushed): what the next status update reports, as a number.",
+        &one(stats.safe_flush.get().to_string()),
     );
     metric(
         "walstream_server_wal_end_lsn",
@@ -188,7 +187,7 @@ pub(crate) fn exposition(slot: &str, stats: &StreamStats) -> String {
     metric(
         "walstream_lag_bytes",
         "gauge",
-        "The server's wal_end minus the acknowledged position.",
+        "The server's wal_end minus the flushed position.",
         &one(stats.lag_bytes.to_string()),
     );
     metric(
@@ -221,6 +220,12 @@ pub(crate) fn exposition(slot: &str, stats: &StreamStats) -> String {
         &one(stats.received_bytes.to_string()),
     );
     metric(
+        "walstream_spilled_bytes_total",
+        "counter",
+        "Bytes of large transactions' changes written to spill files.",
+        &one(stats.spilled_bytes.to_string()),
+    );
+    metric(
         "walstream_reconnects_total",
         "counter",
         "Reconnects after a lost connection.",
@@ -249,7 +254,7 @@ pub(crate) fn stats_line(s: &StreamStats) -> String {
         "walstream: received {}, acknowledged {}, server wal_end {}, lag {} bytes {:.1} s; \
          {} events, {} transactions, {} bytes received, {} reconnects",
         s.received,
-        s.acknowledged.max(s.reported_flush),
+        s.safe_flush,
         s.server_wal_end,
         s.lag_bytes,
         s.lag_seconds,

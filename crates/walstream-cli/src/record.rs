@@ -19,7 +19,7 @@ use walstream::walconn::{
     self, Config, Connection, CopyBoth, CreateSlotOptions, LogicalReplicationOptions,
     SnapshotAction,
 };
-use walstream::FeedbackTracker;
+use walstream::{FeedbackTracker, StreamCounters};
 
 use crate::RecordArgs;
 
@@ -66,11 +66,6 @@ pub(crate) struct Summary {
 /// Records until `--end`, a signal, or the end of the stream.
 pub(crate) async fn record(args: &RecordArgs) -> Result<Summary, RecordError> {
     let a = &args.stream;
-    if a.report.metrics_addr.is_some() {
-        return Err(RecordError::Usage(
-            "--metrics-addr is served by tail; record reports with --stats-interval".to_owned(),
-        ));
-    }
     let config = Config::parse(&a.conninfo)?;
     let mut conn = Connection::connect(&config).await?;
     let system = conn.identify_system().await?;
@@ -142,8 +137,27 @@ pub(crate) async fn record(args: &RecordArgs) -> Result<Summary, RecordError> {
     let stream = conn
         .start_logical_replication(&a.slot, start, &options)
         .await?;
+    // `--metrics-addr`: tail's endpoint, on counters of this recording (its own progress line
+    // is `--stats-interval`'s).
+    let counters = a
+        .report
+        .metrics_addr
+        .is_some()
+        .then(|| StreamCounters::new(&pgoutput));
+    let _reporting = match &counters {
+        Some(counters) => {
+            let endpoint = crate::metrics::ReportArgs {
+                metrics_addr: a.report.metrics_addr.clone(),
+                stats_interval: None,
+            };
+            let started = crate::metrics::start(&a.slot, counters.handle(), &endpoint).await;
+            Some(started.map_err(|e| RecordError::Usage(e.to_string()))?)
+        }
+        None => None,
+    };
     let mut rec = Recorder {
         stream,
+        counters,
         out,
         boundaries: Boundaries::new(pgoutput.proto_version, pgoutput.streaming),
         end: a.end,
@@ -174,6 +188,8 @@ pub(crate) async fn record(args: &RecordArgs) -> Result<Summary, RecordError> {
 
 struct Recorder {
     stream: CopyBoth,
+    /// The stream's stats for `--metrics-addr` (none without it).
+    counters: Option<StreamCounters>,
     out: BufWriter<File>,
     /// Where the stream is between transactions (walproto's one rule).
     boundaries: Boundaries,
@@ -242,7 +258,10 @@ impl Recorder {
     }
 
     /// Writes one frame; returns whether `--end` has been reached.
-    async fn on_frame(&mut self, frame: &[u8]) -> Result<bool, RecordError> {
+    async fn on_frame(&mut self, frame: &bytes::Bytes) -> Result<bool, RecordError> {
+        if let Some(counters) = &mut self.counters {
+            counters.received(frame);
+        }
         // The frame as `capture::write_frame` lays it out, straight into the buffered file.
         self.out
             .write_all(&u32::try_from(frame.len()).unwrap_or(u32::MAX).to_be_bytes())?;
@@ -318,6 +337,9 @@ impl Recorder {
             reply_requested: false,
         };
         self.stream.send_status_update(&update).await?;
+        if let Some(counters) = &self.counters {
+            counters.status_sent(&self.feedback, self.synced_end, status.flush);
+        }
         self.acknowledged = status.flush;
         tracing::debug!(flush = %status.flush, "status update");
         Ok(())

@@ -396,3 +396,50 @@ fn a_physical_stream_counts_and_publishes_its_positions_and_bytes() {
         )
         .unwrap();
 }
+
+#[test]
+fn stream_counters_count_every_capture_as_its_decoded_events() {
+    use bytes::Bytes;
+    use walstream::walproto::capture::{Capture, Header};
+    use walstream::walproto::replication::ServerMessage;
+    use walstream::{EventDecoder, EventKind, StreamCounters};
+
+    let captures = pgtest::testdata::listed_captures();
+    assert!(!captures.is_empty());
+    for name in captures {
+        let file = std::fs::read(pgtest::testdata::dir().join(format!("{name}.walcap"))).unwrap();
+        let capture = Capture::parse(&file).unwrap();
+        let options = Header::from_json(capture.header()).unwrap().options();
+        let mut counters = StreamCounters::new(&options);
+        let mut decoder = EventDecoder::new(&options);
+        let (mut events, mut ends, mut inserts, mut commits) = (0, 0, 0, 0);
+        let (mut bytes, mut wal_end) = (0u64, walstream::Lsn::ZERO);
+        for frame in capture.frames() {
+            let payload = Bytes::copy_from_slice(frame.unwrap().payload);
+            counters.received(&payload);
+            bytes += payload.len() as u64;
+            match ServerMessage::parse(&payload).unwrap() {
+                ServerMessage::XLogData(x) => wal_end = wal_end.max(x.wal_end),
+                ServerMessage::PrimaryKeepalive(k) => wal_end = wal_end.max(k.wal_end),
+                _ => {}
+            }
+            let Some(event) = decoder.decode(&payload).unwrap() else {
+                continue;
+            };
+            events += 1;
+            ends += u64::from(event.ack_lsn().is_some());
+            inserts += u64::from(matches!(event.kind, EventKind::Insert(_)));
+            commits += u64::from(matches!(event.kind, EventKind::Commit(_)));
+        }
+        let s = counters.stats();
+        assert_eq!(s.events.total(), events, "{name}");
+        assert_eq!(s.transactions, ends, "{name}");
+        assert_eq!(s.events.get("insert"), inserts, "{name}");
+        assert_eq!(s.events.get("commit"), commits, "{name}");
+        assert_eq!(s.received_bytes, bytes, "{name}");
+        assert_eq!((s.received, s.server_wal_end), (wal_end, wal_end), "{name}");
+        // Nothing acknowledged yet: the lag is everything received.
+        assert_eq!(s.lag_bytes, wal_end.get(), "{name}");
+        assert_eq!(counters.handle().stats().transactions, ends, "{name}");
+    }
+}
