@@ -1,6 +1,8 @@
 //! Repository automation, run as `cargo xtask <command>` (see `.cargo/config.toml`).
 //!
 //! - `nostd`: builds walproto for a target without `std`.
+//! - `lean`: walconn and walstream with `--no-default-features` (no TLS, no typed values):
+//!   clippy clean, and walconn's tests of the build without TLS.
 //! - `pg install` / `pg list`: PostgreSQL 16-18 server binaries for the live tests.
 //! - `test [args]`: the project's test command (installs servers, prints the PostgreSQL majors
 //!   found, then runs every test, `tidy`'s rules among them).
@@ -31,6 +33,8 @@ type Result<T> = std::result::Result<T, String>;
 
 const USAGE: &str = "usage: cargo xtask <command>
   nostd             build walproto for a target without std
+  lean              walconn and walstream without default features (no TLS, no typed
+                    values): clippy -D warnings, and walconn's no-TLS tests
   pg install        fetch PostgreSQL 16-18 server binaries into the cache (idempotent)
   pg list           show which PostgreSQL majors the tests will use
   test [ARGS...]    pg install, then run every test (ARGS go to nextest or cargo test)
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
     let rest = args.get(1..).unwrap_or_default();
     let result = match args.first().map(String::as_str) {
         Some("nostd") => nostd(),
+        Some("lean") => lean(),
         Some("pg") => pg::main(rest),
         Some("test") => test(rest),
         Some("capture") => capture::main(rest),
@@ -92,6 +97,31 @@ fn nostd() -> Result<()> {
         run(Command::new("rustup").args(["target", "add", TARGET]))?;
     }
     run(Command::new(cargo()).args(["build", "-p", "nostd-check", "--target", TARGET]))
+}
+
+/// The libraries as `default-features = false` leaves them: walconn without TLS and walstream
+/// without TLS or typed values must build warning-free (clippy, `-D warnings`; walconn with its
+/// tests, which must compile either way), and walconn's tests of the plaintext-only build (the
+/// `tls` module's stand-in, `tls_off.rs`) must pass. walstream's tests are not built here:
+/// its dev-dependency on itself turns the default features back on.
+fn lean() -> Result<()> {
+    let clippy = |args: &[&str]| {
+        run(Command::new(cargo())
+            .args(["clippy", "--no-default-features"])
+            .args(args)
+            .args(["--", "-D", "warnings"]))
+    };
+    clippy(&["-p", "walconn", "--all-targets"])?;
+    clippy(&["-p", "walstream"])?;
+    run(Command::new(cargo()).args([
+        "test",
+        "-p",
+        "walconn",
+        "--no-default-features",
+        "--lib",
+        "--",
+        "tls::tests",
+    ]))
 }
 
 /// `pg install`, the PostgreSQL majors found (each with its version and directory), then every
