@@ -10,10 +10,10 @@
 //!
 //! The decode loop below calls walproto exactly as the CLI's `decode.rs` does: the capture
 //! framing, [`ServerMessage::parse`], one [`Decoder`] made from the capture header, then the
-//! contract's JSON writer, of which `json.rs` is a copy (the CLI's own now renders typed values
-//! through walstream, which does not build for wasm). The tests hold the lines to the CLI's
-//! output for every recorded capture in `testdata/`, and its error messages to the CLI's
-//! wording.
+//! contract's JSON writer, [`walproto::json`], which the CLI uses too (with the untyped
+//! values: the CLI's `--typed` goes through walstream, which does not build for wasm). The
+//! tests hold the lines to the CLI's output for every recorded capture in `testdata/`, and its
+//! error messages to the CLI's wording.
 //!
 //! ```
 //! let file = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/pg16-v1.walcap"))?;
@@ -29,9 +29,8 @@ use std::fmt;
 use walproto::capture::{Capture, Header, MAGIC};
 use walproto::pgoutput::Message;
 use walproto::replication::{ServerMessage, XLOG_DATA_HEADER_LEN};
-use walproto::{Decoder, Lsn, Xid};
+use walproto::{json, Decoder, Lsn, Xid};
 
-mod json;
 pub mod wasm;
 
 /// What [`inspect`] found in a capture file: everything that decoded, and the first problem.
@@ -151,7 +150,13 @@ fn decode(file: &[u8], found: &mut Inspection) -> Result<(), Failure> {
             }
         };
         let line_start = found.jsonl.len();
-        if let Err(e) = json::message(&mut found.jsonl, x.wal_start, &message, &decoder) {
+        if let Err(e) = json::message(
+            &mut found.jsonl,
+            x.wal_start,
+            &message,
+            &decoder,
+            json::untyped_value,
+        ) {
             // The writer may have left part of a line.
             found.jsonl.truncate(line_start);
             return Err(Failure {

@@ -15,6 +15,7 @@
 //!   new archive, manifest, archive or manifest data, progress;
 //! - timeline history files as `TIMELINE_HISTORY` returns them ([`timeline`]);
 //! - the `WALCAP1` capture file framing ([`capture`]);
+//! - the JSON lines of the `walstream` CLI's contract (`json`, feature `json`);
 //! - owned forms backed by [`bytes::Bytes`] for values that cross tasks ([`owned`]).
 //!
 //! Every parse borrows from its input, checks each length and count against the bytes left
@@ -48,6 +49,9 @@ pub mod backup;
 pub mod capture;
 mod decoder;
 mod error;
+#[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+pub mod json;
 pub mod owned;
 pub mod pgoutput;
 mod reader;

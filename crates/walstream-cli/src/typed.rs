@@ -9,6 +9,7 @@
 
 use bytes::Bytes;
 use serde::de::IgnoredAny;
+use walproto::json::NotUtf8;
 use walproto::pgoutput::Column;
 use walproto::Oid;
 use walstream::value::oid::{self, Type};
@@ -16,14 +17,14 @@ use walstream::value::Value;
 
 use crate::json::{base64, string};
 
-/// Appends `column`, of type `type_oid`, as `--typed` renders it. `Err(())` when a text value
+/// Appends `column`, of type `type_oid`, as `--typed` renders it. `Err(NotUtf8)` when a text value
 /// is not valid UTF-8 (the caller names the column).
-pub(crate) fn typed(out: &mut String, type_oid: Oid, column: Column<'_>) -> Result<(), ()> {
+pub(crate) fn typed(out: &mut String, type_oid: Oid, column: Column<'_>) -> Result<(), NotUtf8> {
     match column {
         Column::Null => out.push_str("null"),
         Column::UnchangedToast => out.push_str("{\"unchanged_toast\":true}"),
         Column::Text(bytes) => {
-            let text = std::str::from_utf8(bytes).map_err(|_| ())?;
+            let text = std::str::from_utf8(bytes).map_err(|_| NotUtf8)?;
             if is_json(type_oid) {
                 json_text(out, text);
             } else if let Some(elements) = text_elements(type_oid, text) {
@@ -50,17 +51,17 @@ pub(crate) fn typed(out: &mut String, type_oid: Oid, column: Column<'_>) -> Resu
 
 /// Appends `column` as wal2json's `pg_decode_write_value` writes it: the numeric types as bare
 /// numbers (`NaN` and the infinities as `null`), booleans as `true`/`false`, `bytea` as its
-/// hex digits without `\x`, everything else as the server's text in a string. `Err(())` when
+/// hex digits without `\x`, everything else as the server's text in a string. `Err(NotUtf8)` when
 /// a text value is not valid UTF-8. Unchanged TOAST values are left out by the caller, as
 /// wal2json leaves them out.
-pub(crate) fn wal2json(out: &mut String, type_oid: Oid, column: Column<'_>) -> Result<(), ()> {
+pub(crate) fn wal2json(out: &mut String, type_oid: Oid, column: Column<'_>) -> Result<(), NotUtf8> {
     let owned;
     let text = match column {
         Column::Null | Column::UnchangedToast => {
             out.push_str("null");
             return Ok(());
         }
-        Column::Text(bytes) => std::str::from_utf8(bytes).map_err(|_| ())?,
+        Column::Text(bytes) => std::str::from_utf8(bytes).map_err(|_| NotUtf8)?,
         Column::Binary(bytes) => {
             let text = match binary_json_text(type_oid, bytes) {
                 Some(text) => Some(text.to_owned()),

@@ -29,6 +29,7 @@
 //! - A message whose content is not UTF-8 has `"content":{"base64":..}` (wal2json would write
 //!   the bytes as they are, which is not JSON).
 
+use walproto::json::NotUtf8;
 use walproto::pgoutput::{Column, Columns, Message, OldTuple, Streaming};
 use walproto::{ColumnInfo, Decoder, Oid, RelationInfo};
 use walstream::value::oid;
@@ -213,7 +214,7 @@ fn columns_array<'c>(
         } else {
             typed::wal2json(out, col.type_oid, value)
         };
-        rendered.map_err(|()| RenderError::InvalidUtf8 {
+        rendered.map_err(|NotUtf8| RenderError::InvalidUtf8 {
             relation: format!("{}.{}", rel.namespace, rel.name),
             column: col.name.clone(),
         })?;

@@ -1,25 +1,50 @@
-//! The contract's JSON lines (`shared/CLI.md`, "JSON lines") for decoded pgoutput messages,
-//! exactly as `walstream decode` prints them.
+//! The JSON lines of the `walstream` CLI's contract (`CLI.md`, "JSON lines") for decoded
+//! pgoutput messages, keepalives, relations and reconnects: the one writer that `walstream
+//! decode`, `walstream tail` and the wasm capture inspector share, so that their lines are
+//! the same byte for byte.
 //!
-//! This is a copy of the message half of the CLI's writer (`crates/walstream-cli/src/json.rs`),
-//! not a second design: that writer now also renders typed values (`--typed`) and wal2json
-//! through walstream, which does not build for wasm32, so it cannot be compiled here. The
-//! copy is held to the CLI's output byte for byte, for every recorded capture: by
-//! `tests/it` (`testdata/*.jsonl`, which the CLI's own test pins to `walstream decode`), by
-//! `tests/node.mjs` (the same, on the wasm module) and by `cargo xtask wasm --test` (the page
-//! against `walstream decode`, in Chromium). A change to the contract changes both.
+//! Each function appends one JSON object and a newline to a `String` the caller reuses from
+//! line to line. Lines are written straight from the borrowed message, with no intermediate
+//! tree, in the contract's key order (`type`, `lsn`, then the fields of the message type).
+//! Row values go through a [`ValueWriter`]: [`untyped_value`] writes the contract's untyped
+//! form (text as a string, binary as `{"binary":"<base64>"}`, an unchanged TOASTed value as
+//! `{"unchanged_toast":true}`); the CLI's `--typed` passes a writer of its own.
+//!
+//! ```
+//! use walproto::pgoutput::{Message, ProtocolVersion, Streaming};
+//! use walproto::{json, Decoder, Lsn};
+//!
+//! let mut decoder = Decoder::new(ProtocolVersion::V1, Streaming::Off);
+//! let begin = b"B\0\0\0\0\x01\x6B\x37\x48\0\0\0\0\0\0\0\0\0\0\x02\xE4";
+//! let decoded = decoder.decode(begin)?;
+//! let mut line = String::new();
+//! json::message(&mut line, Lsn::new(0x16B_3748), &decoded.message, &decoder, json::untyped_value)
+//!     .expect("a Begin always has a JSON form");
+//! assert_eq!(
+//!     line,
+//!     "{\"type\":\"begin\",\"lsn\":\"0/16B3748\",\"final_lsn\":\"0/16B3748\",\
+//!      \"commit_time\":\"2000-01-01T00:00:00.000000Z\",\"xid\":740}\n"
+//! );
+//! # Ok::<(), walproto::Error>(())
+//! ```
+//!
+//! Needs the `json` feature (with `alloc` only: it builds for `no_std` and wasm).
 
-use std::fmt::{self, Display, Write as _};
+use alloc::format;
+use alloc::string::String;
+use core::fmt::{self, Display, Write as _};
 
 use base64::Engine as _;
-use walproto::pgoutput::{Column, Message, OldTuple, ReplicaIdentity};
-use walproto::{Decoder, Lsn, Oid, RelationInfo, Timestamp};
+
+use crate::pgoutput::{Column, Message, OldTuple, ReplicaIdentity};
+use crate::replication::PrimaryKeepalive;
+use crate::{Decoder, Lsn, Oid, RelationInfo, Timestamp};
 
 /// Why a message that decoded cannot be written as the contract's JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum RenderError {
+pub enum RenderError {
     /// A row or truncate names a relation the decoder has no description of. The decoder
-    /// already rejects these; the renderer checks again rather than guess a name.
+    /// already rejects these; the writer checks again rather than guess a name.
     UnknownRelation(Oid),
     /// A text-format column value is not valid UTF-8, so it cannot be a JSON string without
     /// changing it (a database whose encoding is not UTF-8, such as `SQL_ASCII`).
@@ -29,7 +54,7 @@ pub(crate) enum RenderError {
         /// The column's name.
         column: String,
     },
-    /// A message type this version of the CLI does not know how to print.
+    /// A message type the contract has no line for.
     Unsupported(u8),
 }
 
@@ -53,9 +78,37 @@ impl Display for RenderError {
     }
 }
 
+#[cfg(feature = "std")]
+impl std::error::Error for RenderError {}
+
+/// A text value that is not valid UTF-8: what a [`ValueWriter`] returns when it cannot write
+/// a value as JSON (the caller names the column, in [`RenderError::InvalidUtf8`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotUtf8;
+
+/// Writes one row value, of type `type_oid`, as JSON: [`untyped_value`], or a writer that
+/// renders values by their types.
+pub type ValueWriter = fn(&mut String, Oid, Column<'_>) -> Result<(), NotUtf8>;
+
+/// The contract's untyped form of a row value: `null`, `{"unchanged_toast":true}`, a text
+/// value as a JSON string, a binary value as `{"binary":"<base64>"}`. The type is not used.
+pub fn untyped_value(out: &mut String, _type_oid: Oid, value: Column<'_>) -> Result<(), NotUtf8> {
+    match value {
+        Column::Null => out.push_str("null"),
+        Column::UnchangedToast => out.push_str("{\"unchanged_toast\":true}"),
+        Column::Text(bytes) => string(out, core::str::from_utf8(bytes).map_err(|_| NotUtf8)?),
+        Column::Binary(bytes) => {
+            out.push_str("{\"binary\":");
+            base64(out, bytes);
+            out.push('}');
+        }
+    }
+    Ok(())
+}
+
 /// The contract's `type` for a pgoutput message type byte, if it is one.
-pub(crate) fn type_name(tag: u8) -> Option<&'static str> {
-    use walproto::pgoutput::tag;
+pub fn type_name(tag: u8) -> Option<&'static str> {
+    use crate::pgoutput::tag;
     Some(match tag {
         tag::BEGIN => "begin",
         tag::COMMIT => "commit",
@@ -81,7 +134,7 @@ pub(crate) fn type_name(tag: u8) -> Option<&'static str> {
 }
 
 /// A message type byte for humans: `'I'`, or `0x01` when not printable.
-pub(crate) fn tag_display(tag: u8) -> String {
+pub fn tag_display(tag: u8) -> String {
     if tag.is_ascii_graphic() {
         format!("'{}'", char::from(tag))
     } else {
@@ -89,16 +142,18 @@ pub(crate) fn tag_display(tag: u8) -> String {
     }
 }
 
-/// Appends one JSON line for `msg`, carried by the XLogData whose `wal_start` is `lsn`.
+/// Appends one JSON line for `msg`, carried by the XLogData whose `wal_start` is `lsn`, with
+/// row values written by `values`.
 ///
 /// `decoder` must be the one that just decoded `msg`: row messages take `schema` and `table`
 /// (and column names) from its relation cache. On error, `out` may hold part of a line; the
 /// caller discards it.
-pub(crate) fn message(
+pub fn message(
     out: &mut String,
     lsn: Lsn,
     msg: &Message<'_>,
     decoder: &Decoder,
+    values: ValueWriter,
 ) -> Result<(), RenderError> {
     let name = type_name(msg.tag()).ok_or(RenderError::Unsupported(msg.tag()))?;
     let mut o = Object::start(out, name, lsn);
@@ -142,20 +197,20 @@ pub(crate) fn message(
         Message::Insert(m) => {
             let rel = relation(decoder, m.relation_id)?;
             o.relation(rel);
-            o.row("new", rel, m.new.columns(), false)?;
+            o.row("new", rel, m.new.columns(), false, values)?;
         }
         Message::Update(m) => {
             let rel = relation(decoder, m.relation_id)?;
             o.relation(rel);
             if let Some(old) = &m.old {
-                o.old(rel, old)?;
+                o.old(rel, old, values)?;
             }
-            o.row("new", rel, m.new.columns(), false)?;
+            o.row("new", rel, m.new.columns(), false, values)?;
         }
         Message::Delete(m) => {
             let rel = relation(decoder, m.relation_id)?;
             o.relation(rel);
-            o.old(rel, &m.old)?;
+            o.old(rel, &m.old, values)?;
         }
         Message::Truncate(m) => {
             let out = o.key("relation_ids");
@@ -187,7 +242,7 @@ pub(crate) fn message(
         Message::Message(m) => {
             o.bool("transactional", m.transactional());
             o.str("prefix", m.prefix);
-            match std::str::from_utf8(m.content) {
+            match core::str::from_utf8(m.content) {
                 Ok(text) => o.str("content", text),
                 Err(_) => {
                     let out = o.key("content");
@@ -255,6 +310,62 @@ pub(crate) fn message(
     Ok(())
 }
 
+/// Appends one JSON line for a primary keepalive; its `lsn` is its `wal_end`.
+pub fn keepalive(out: &mut String, k: &PrimaryKeepalive) {
+    let mut o = Object::start(out, "keepalive", k.wal_end);
+    o.lsn("wal_end", k.wal_end);
+    o.time("send_time", k.send_time);
+    o.bool("reply_requested", k.reply_requested);
+    o.end();
+}
+
+/// Appends the `relation` line of a relation described some other way than by a Relation
+/// message (the CLI's initial snapshot reads it from the catalog), in that message's shape.
+pub fn relation_info(out: &mut String, lsn: Lsn, rel: &RelationInfo) {
+    let mut o = Object::start(out, "relation", lsn);
+    o.num("relation_id", rel.id.0);
+    o.str("schema", &rel.namespace);
+    o.str("table", &rel.name);
+    o.raw("replica_identity", replica_identity(rel.replica_identity));
+    relation_columns(
+        o.key("columns"),
+        rel.columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.type_oid.0, c.type_modifier, c.key)),
+    );
+    o.end();
+}
+
+/// Appends the contract's `reconnected` line ("Reconnects"): printed before the first line of
+/// a new connection, so that a reader knows to drop the transactions it has not seen end;
+/// with the old and the new timeline after a failover.
+pub fn reconnected(out: &mut String, resume_lsn: Lsn, reason: &str, timelines: Option<(u32, u32)>) {
+    let mut o = Object::start(out, "reconnected", resume_lsn);
+    o.lsn("resume_lsn", resume_lsn);
+    o.str("reason", reason);
+    if let Some((old, new)) = timelines {
+        o.num("old_timeline", old);
+        o.num("new_timeline", new);
+    }
+    o.end();
+}
+
+/// Appends an `insert` line of a row that came some other way than an Insert message (the
+/// CLI's initial snapshot copies rows with `COPY`), with values written by `values`.
+pub fn insert<'c>(
+    out: &mut String,
+    lsn: Lsn,
+    rel: &RelationInfo,
+    columns: impl Iterator<Item = Column<'c>>,
+    values: ValueWriter,
+) -> Result<(), RenderError> {
+    let mut o = Object::start(out, "insert", lsn);
+    o.relation(rel);
+    o.row("new", rel, columns, false, values)?;
+    o.end();
+    Ok(())
+}
+
 /// One JSON object being written: every field after the first is preceded by a comma.
 ///
 /// Keys are `'static` names from the contract, written without escaping.
@@ -318,10 +429,15 @@ impl<'o> Object<'o> {
     }
 
     /// `key` (replica identity columns only) or `old` (every column).
-    fn old(&mut self, rel: &RelationInfo, old: &OldTuple<'_>) -> Result<(), RenderError> {
+    fn old(
+        &mut self,
+        rel: &RelationInfo,
+        old: &OldTuple<'_>,
+        values: ValueWriter,
+    ) -> Result<(), RenderError> {
         match old {
-            OldTuple::Key(t) => self.row("key", rel, t.columns(), true),
-            OldTuple::Full(t) => self.row("old", rel, t.columns(), false),
+            OldTuple::Key(t) => self.row("key", rel, t.columns(), true, values),
+            OldTuple::Full(t) => self.row("old", rel, t.columns(), false, values),
         }
     }
 
@@ -333,6 +449,7 @@ impl<'o> Object<'o> {
         rel: &RelationInfo,
         columns: impl Iterator<Item = Column<'c>>,
         key_only: bool,
+        values: ValueWriter,
     ) -> Result<(), RenderError> {
         let out = self.key(name);
         out.push('{');
@@ -348,24 +465,10 @@ impl<'o> Object<'o> {
             first = false;
             string(out, &col.name);
             out.push(':');
-            match value {
-                Column::Null => out.push_str("null"),
-                Column::UnchangedToast => out.push_str("{\"unchanged_toast\":true}"),
-                Column::Text(bytes) => match std::str::from_utf8(bytes) {
-                    Ok(text) => string(out, text),
-                    Err(_) => {
-                        return Err(RenderError::InvalidUtf8 {
-                            relation: format!("{}.{}", rel.namespace, rel.name),
-                            column: col.name.clone(),
-                        })
-                    }
-                },
-                Column::Binary(bytes) => {
-                    out.push_str("{\"binary\":");
-                    base64(out, bytes);
-                    out.push('}');
-                }
-            }
+            values(out, col.type_oid, value).map_err(|NotUtf8| RenderError::InvalidUtf8 {
+                relation: format!("{}.{}", rel.namespace, rel.name),
+                column: col.name.clone(),
+            })?;
         }
         out.push('}');
         Ok(())
@@ -430,14 +533,14 @@ fn display(out: &mut String, value: impl Display) {
 }
 
 /// Appends `bytes` as a quoted RFC 4648 base64 string (standard alphabet, padded).
-fn base64(out: &mut String, bytes: &[u8]) {
+pub fn base64(out: &mut String, bytes: &[u8]) {
     out.push('"');
     base64::engine::general_purpose::STANDARD.encode_string(bytes, out);
     out.push('"');
 }
 
 /// Appends `s` as a quoted JSON string.
-pub(crate) fn string(out: &mut String, s: &str) {
+pub fn string(out: &mut String, s: &str) {
     out.push('"');
     escape(out, s);
     out.push('"');
@@ -446,7 +549,7 @@ pub(crate) fn string(out: &mut String, s: &str) {
 /// Appends `s` escaped for the inside of a JSON string (RFC 8259 section 7): `"`, `\` and the
 /// control characters below U+0020, with the short forms where JSON has them and `\u00XX`
 /// (lower-case hex, as serde_json writes it) otherwise. Everything else is copied as UTF-8.
-pub(crate) fn escape(out: &mut String, s: &str) {
+pub fn escape(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut start = 0;
