@@ -34,6 +34,7 @@
 //! [`Manifest::verify`] is blocking (call it in `spawn_blocking` from async code).
 
 pub mod combine;
+mod data_file;
 mod error;
 mod inject;
 mod manifest;

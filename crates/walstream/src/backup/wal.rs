@@ -23,8 +23,15 @@ use crate::physical::{
     PhysicalReplicationStream, PhysicalStreamConfig, WalEvent, WalSegmentSize, WalWriter,
 };
 
-/// WAL events between the stream and the writer thread.
-const CHANNEL_EVENTS: usize = 16;
+/// WAL events between the stream and the writer thread (each at most
+/// [`MAX_WAL_MESSAGE`](crate::physical::MAX_WAL_MESSAGE) of WAL).
+const CHANNEL_EVENTS: usize = 4;
+
+/// The WAL stream's own buffer ([`buffer_bytes`](crate::physical::PhysicalStreamConfigBuilder::buffer_bytes)):
+/// streaming starts at the start of the backup's first segment, so up to a segment of WAL
+/// is there at once; a small buffer keeps the backup's memory low (the server waits for the
+/// writer instead), where the default would hold megabytes of it.
+const WAL_BUFFER_BYTES: usize = 256 << 10;
 
 /// What the WAL streamer needs from the backup: where to connect, where the backup starts,
 /// the segment size.
@@ -70,6 +77,7 @@ impl WalStreamer {
             .create_slot_if_missing(source.create_slot)
             .start_lsn(start)
             .timeline(source.start.timeline)
+            .buffer_bytes(WAL_BUFFER_BYTES)
             .build()
             .map_err(Error::Wal)?;
         let physical =

@@ -12,11 +12,12 @@ use std::future::Future;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::{mpsc, oneshot};
 use walproto::Lsn;
 
+use super::data_file::DataFile;
 use super::error::{Error, Result};
 use super::inject::RecoveryInjector;
 use super::stream::{BackupEvent, BackupStream};
@@ -414,12 +415,10 @@ fn prepare(dir: &Path) -> Result<Target> {
     }
 }
 
-/// A file being written.
+/// A file written through a buffer: the manifest, or an archive of a tar backup.
 struct OpenFile {
     out: BufWriter<File>,
     path: PathBuf,
-    mode: u32,
-    mtime: i64,
 }
 
 fn create(path: &Path) -> Result<BufWriter<File>> {
@@ -482,8 +481,6 @@ fn open_manifest(dir: &Path, current: &mut Option<OpenFile>) -> Result<()> {
         *current = Some(OpenFile {
             out: create(&path)?,
             path,
-            mode: 0o600,
-            mtime: 0,
         });
     }
     Ok(())
@@ -503,7 +500,7 @@ struct PlainSink {
     targets: Vec<Target>,
     /// The current archive's root directory.
     root: Option<PathBuf>,
-    file: Option<OpenFile>,
+    file: Option<DataFile>,
     manifest: Option<OpenFile>,
 }
 
@@ -524,15 +521,10 @@ impl PlainSink {
     }
 
     fn end_file(&mut self) -> Result<()> {
-        if let Some(f) = self.file.take() {
-            let file = flush(f.out, &f.path)?;
-            file.set_permissions(fs::Permissions::from_mode(f.mode))
-                .map_err(|e| Error::io(&f.path, "set the mode of", e))?;
-            let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(f.mtime.max(0).unsigned_abs());
-            file.set_modified(mtime)
-                .map_err(|e| Error::io(&f.path, "set the modification time of", e))?;
+        match self.file.take() {
+            Some(f) => f.finish(),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn entry(
@@ -561,17 +553,7 @@ impl PlainSink {
                 std::os::unix::fs::symlink(&target, &full)
                     .map_err(|e| Error::io(&full, "create the link", e))?;
             }
-            EntryKind::File => {
-                if let Some(parent) = full.parent() {
-                    fs::create_dir_all(parent).map_err(|e| Error::io(parent, "create", e))?;
-                }
-                self.file = Some(OpenFile {
-                    out: create(&full)?,
-                    path: full,
-                    mode,
-                    mtime,
-                });
-            }
+            EntryKind::File => self.file = Some(DataFile::create(full, mode, mtime)?),
         }
         Ok(())
     }
@@ -643,7 +625,7 @@ impl Sink for PlainSink {
                 ..
             } => self.entry(&path, kind, mode, mtime, link)?,
             BackupEvent::Data(d) => match &mut self.file {
-                Some(f) => write(&mut f.out, &f.path, &d)?,
+                Some(f) => f.push(d)?,
                 None => return Err(Error::Protocol("file data outside a file".into())),
             },
             BackupEvent::EntryEnd => self.end_file()?,
@@ -732,8 +714,6 @@ impl Sink for TarSink {
                 self.file = Some(OpenFile {
                     out: create(&path)?,
                     path,
-                    mode: 0o600,
-                    mtime: 0,
                 });
             }
             BackupEvent::ArchiveBytes(d) => match (&mut self.file, &mut self.injector) {
