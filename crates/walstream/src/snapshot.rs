@@ -169,8 +169,11 @@ where
     F: FnMut(CopyOutBatch) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
-    let rel = &table.relation;
-    let mut parser = CopyParser::new(rel.columns.len());
+    let mut parser = CopyParser::new(table.relation.columns.len());
+    // Each batch's rows share a copy of the relation of their own: the consumer drops one
+    // batch's events on its thread while this task makes the next batch's on another, and a
+    // reference count both changed for every row would bounce between their cores.
+    let mut rel = Arc::new(RelationInfo::clone(&table.relation));
     let (mut rows, mut bytes) = (0u64, 0u64);
     // Room for as many events as the last batch had: no regrowing the vector row by row.
     let mut expected = out.events.capacity();
@@ -178,21 +181,19 @@ where
     while let Some(chunk) = copy.next_chunk().await? {
         bytes += chunk.len() as u64;
         out.bytes += chunk.len();
-        for payload in chunk.payloads() {
-            parser
-                .rows(payload, |tuple| {
-                    rows += 1;
-                    out.events.push(event(
-                        consistent_point,
-                        EventKind::Insert(Insert {
-                            xid: None,
-                            new: Row::new(rel.clone(), tuple),
-                            relation: rel.clone(),
-                        }),
-                    ));
-                })
-                .map_err(|m| copy_error(&table.name(), &m))?;
-        }
+        parser
+            .rows(chunk.payloads(), |tuple| {
+                rows += 1;
+                out.events.push(event(
+                    consistent_point,
+                    EventKind::Insert(Insert {
+                        xid: None,
+                        new: Row::new(rel.clone(), tuple),
+                        relation: rel.clone(),
+                    }),
+                ));
+            })
+            .map_err(|m| copy_error(&table.name(), &m))?;
         if out.bytes >= crate::MAX_BATCH_BYTES {
             expected = expected.max(out.events.len());
             let full = std::mem::replace(
@@ -203,6 +204,7 @@ where
                 },
             );
             sink(full).await?;
+            rel = Arc::new(RelationInfo::clone(&table.relation));
         }
     }
     if !parser.finished() {

@@ -26,8 +26,8 @@ const MIN_SPARE: usize = 2 * 1024;
 /// Parses PostgreSQL's binary `COPY` format into pgoutput tuples with binary values.
 ///
 /// Call sequence: [`new`](Self::new) with the number of columns, then either
-/// [`rows`](Self::rows) with each chunk of the stream, or [`feed`](Self::feed) with each chunk
-/// and [`next_row`](Self::next_row) until it returns `None`; at the end
+/// [`rows`](Self::rows) with the stream's chunks as they come, or [`feed`](Self::feed) with
+/// each chunk and [`next_row`](Self::next_row) until it returns `None`; at the end
 /// [`finished`](Self::finished) says whether the trailer was seen. Both ways give the same rows
 /// and errors, however the stream is chunked.
 pub(crate) struct CopyParser {
@@ -36,17 +36,16 @@ pub(crate) struct CopyParser {
     state: State,
 }
 
-/// Where the parser is, and where it writes.
+/// Where the parser is, and what it wrote.
 struct State {
-    /// The tuples' buffer: empty between rows (each row is split off once written).
+    /// Tuples written and not yet handed out, one after another.
     out: BytesMut,
+    /// Where each of them lies in `out`.
+    spans: Vec<(usize, usize)>,
     columns: usize,
     header_done: bool,
     trailer_seen: bool,
 }
-
-/// What one step consumed: its bytes, and the row when it was one.
-type Step = (usize, Option<TupleBuf>);
 
 impl CopyParser {
     pub(crate) fn new(columns: usize) -> Self {
@@ -54,6 +53,7 @@ impl CopyParser {
             pending: BytesMut::new(),
             state: State {
                 out: BytesMut::new(),
+                spans: Vec::new(),
                 columns,
                 header_done: false,
                 trailer_seen: false,
@@ -74,47 +74,63 @@ impl CopyParser {
     /// The next whole row of what was fed, `None` when more bytes are needed (or after the
     /// trailer).
     pub(crate) fn next_row(&mut self) -> Result<Option<TupleBuf>, String> {
-        while let Some((used, row)) = self.state.step(&self.pending)? {
+        let mut got = None;
+        while got.is_none() {
+            self.state.make_room(&mut |t| got = Some(t))?;
+            let Some(used) = self.state.step(&self.pending)? else {
+                break;
+            };
             self.pending.advance(used);
-            if row.is_some() {
-                return Ok(row);
-            }
+            self.state.flush(&mut |t| got = Some(t))?;
         }
-        Ok(None)
+        Ok(got)
     }
 
-    /// Parses `chunk`, the next part of the stream, handing each whole row to `row`. Rows whole
-    /// in `chunk` are read from it directly; a row that continues in the next chunk is kept.
-    pub(crate) fn rows(
+    /// Parses `chunks`, the next parts of the stream, handing each whole row to `row`. Rows
+    /// whole in a chunk are read from it directly, and the rows of all of `chunks` are handed
+    /// out as slices of one buffer; a row that continues past the last chunk is kept for the
+    /// next call.
+    pub(crate) fn rows<'a>(
         &mut self,
-        chunk: &[u8],
+        chunks: impl IntoIterator<Item = &'a [u8]>,
         mut row: impl FnMut(TupleBuf),
     ) -> Result<(), String> {
-        if !self.pending.is_empty() {
-            self.feed(chunk);
-            while let Some(tuple) = self.next_row()? {
-                row(tuple);
+        for chunk in chunks {
+            if self.state.trailer_seen {
+                break;
             }
-            return Ok(());
-        }
-        let mut input = chunk;
-        while let Some((used, tuple)) = self.state.step(input)? {
-            input = input.get(used..).unwrap_or_default();
-            if let Some(tuple) = tuple {
-                row(tuple);
+            if self.pending.is_empty() {
+                let mut input = chunk;
+                loop {
+                    self.state.make_room(&mut row)?;
+                    let Some(used) = self.state.step(input)? else {
+                        break;
+                    };
+                    input = input.get(used..).unwrap_or_default();
+                }
+                if !self.state.trailer_seen {
+                    self.pending.extend_from_slice(input);
+                }
+            } else {
+                self.pending.extend_from_slice(chunk);
+                loop {
+                    self.state.make_room(&mut row)?;
+                    let Some(used) = self.state.step(&self.pending)? else {
+                        break;
+                    };
+                    self.pending.advance(used);
+                }
             }
         }
-        if !self.state.trailer_seen {
-            self.pending.extend_from_slice(input);
-        }
-        Ok(())
+        self.state.flush(&mut row)
     }
 }
 
 impl State {
-    /// Reads the header, one row or the trailer from the start of `input`: `None` when
-    /// `input` does not hold the whole of it yet (or after the trailer).
-    fn step(&mut self, input: &[u8]) -> Result<Option<Step>, String> {
+    /// Reads the header, one row or the trailer from the start of `input`, a row into `out`
+    /// and `spans`; returns the bytes it took, `None` when `input` does not hold the whole of
+    /// it yet (or after the trailer).
+    fn step(&mut self, input: &[u8]) -> Result<Option<usize>, String> {
         if self.trailer_seen {
             return Ok(None);
         }
@@ -126,7 +142,7 @@ impl State {
         };
         if count == -1 {
             self.trailer_seen = true;
-            return Ok(Some((2, None)));
+            return Ok(Some(2));
         }
         if usize::try_from(count).ok() != Some(self.columns) {
             return Err(format!(
@@ -134,22 +150,44 @@ impl State {
                 self.columns
             ));
         }
+        let start = self.out.len();
         match self.row(input, count.unsigned_abs()) {
             Some(at) => {
-                let tuple = self.out.split().freeze();
-                let view = TupleData::parse(&tuple).map_err(|e| e.to_string())?;
-                let row = TupleBuf::from_view(&tuple, &view).ok_or("tuple")?;
-                Ok(Some((at, Some(row))))
+                self.spans.push((start, self.out.len()));
+                Ok(Some(at))
             }
             None => {
-                self.out.clear();
+                self.out.truncate(start);
                 Ok(None)
             }
         }
     }
 
+    /// Hands the rows written so far to `row`, as slices of one buffer.
+    fn flush(&mut self, row: &mut impl FnMut(TupleBuf)) -> Result<(), String> {
+        if self.spans.is_empty() {
+            return Ok(());
+        }
+        let all = self.out.split().freeze();
+        for (start, end) in self.spans.drain(..) {
+            let tuple = all.get(start..end).ok_or("a tuple outside its buffer")?;
+            let view = TupleData::parse(tuple).map_err(|e| e.to_string())?;
+            row(TupleBuf::from_view(&all, &view).ok_or("a tuple outside its buffer")?);
+        }
+        Ok(())
+    }
+
+    /// Starts a new buffer when the current one is nearly full, handing out its rows first.
+    fn make_room(&mut self, row: &mut impl FnMut(TupleBuf)) -> Result<(), String> {
+        if self.out.capacity() - self.out.len() < MIN_SPARE {
+            self.flush(row)?;
+            self.out = BytesMut::with_capacity(OUT_CHUNK);
+        }
+        Ok(())
+    }
+
     /// The signature, flags and header extension.
-    fn header(&mut self, input: &[u8]) -> Result<Option<Step>, String> {
+    fn header(&mut self, input: &[u8]) -> Result<Option<usize>, String> {
         let fixed = COPY_SIGNATURE.len() + 8;
         let Some(head) = input.get(..fixed) else {
             return Ok(None);
@@ -170,7 +208,7 @@ impl State {
             return Ok(None);
         }
         self.header_done = true;
-        Ok(Some((total, None)))
+        Ok(Some(total))
     }
 
     /// Writes the row of `columns` fields at the start of `input` into `out` as a pgoutput
@@ -178,9 +216,6 @@ impl State {
     /// `out` holding part of it). Nothing is written for bytes `input` does not have, so `out`
     /// grows by at most about the length of `input`.
     fn row(&mut self, input: &[u8], columns: u16) -> Option<usize> {
-        if self.out.capacity() < MIN_SPARE {
-            self.out = BytesMut::with_capacity(OUT_CHUNK);
-        }
         self.out.put_u16(columns);
         let mut at = 2;
         for _ in 0..columns {
@@ -262,7 +297,7 @@ mod tests {
             let mut p = CopyParser::new(2);
             let mut rows = Vec::new();
             for c in data.chunks(chunk) {
-                p.rows(c, |t| rows.push(t.values().collect::<Vec<_>>()))
+                p.rows([c], |t| rows.push(t.values().collect::<Vec<_>>()))
                     .unwrap();
             }
             assert!(p.finished(), "chunks of {chunk}");
@@ -283,7 +318,7 @@ mod tests {
         let data = stream(&rows);
         let mut p = CopyParser::new(1);
         let mut got = Vec::new();
-        p.rows(&data, |t| got.push(t)).unwrap();
+        p.rows(data.chunks(1000), |t| got.push(t)).unwrap();
         assert!(p.finished());
         assert_eq!(got.len(), 5000);
         assert_eq!(
@@ -302,7 +337,7 @@ mod tests {
         p.feed(&stream(&[&[None]]));
         assert!(p.next_row().is_err());
         let mut p = CopyParser::new(3);
-        assert!(p.rows(&stream(&[&[None]]), |_| {}).is_err());
+        assert!(p.rows([stream(&[&[None]]).as_slice()], |_| {}).is_err());
         let mut p = CopyParser::new(1);
         p.feed(b"PGCOPY\nXXXXXXXXXXXXXXXXXXXX");
         assert!(p.next_row().is_err());
