@@ -201,7 +201,7 @@ impl Decoder {
         let tag = message.tag();
         // Everything that can fail is checked before the boundaries move, so a bad message
         // leaves the decoder as it was. Row messages look their relation up once.
-        self.boundaries.check(&message)?;
+        let checked = self.boundaries.checked(&message)?;
         let relation = match &message {
             Message::Relation(rel) => {
                 self.store_relation(rel)?;
@@ -234,8 +234,7 @@ impl Decoder {
         // Judged before following it, which would close the streamed transaction it ends.
         let stray_abort =
             matches!(&message, Message::StreamAbort(a) if self.boundaries.is_stray_abort(a));
-        // Checked above: following it cannot fail now.
-        self.boundaries.advance(&message)?;
+        self.boundaries.apply(checked);
         Ok(Decoded {
             message,
             relation,

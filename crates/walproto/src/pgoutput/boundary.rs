@@ -95,6 +95,14 @@ impl Message<'_> {
     }
 }
 
+/// A message's step and the state it leads to, checked by [`Boundaries::checked`] and not
+/// yet followed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checked {
+    step: Step,
+    state: State,
+}
+
 /// The transaction boundaries of one replication session.
 ///
 /// Call sequence: [`Boundaries::new`] with the options the stream was started with, then for
@@ -219,11 +227,27 @@ impl Boundaries {
 
     /// Whether `message` can come now, without following it.
     pub fn check(&self, message: &Message<'_>) -> Result<(), Error> {
-        self.next_state(Step::of(message), message.tag()).map(drop)
+        self.checked(message).map(drop)
     }
 
-    fn step(&mut self, step: Step, tag: u8) -> Result<(), Error> {
-        self.state = self.next_state(step, tag)?;
+    /// What following `message` will do, checked and not yet done: for
+    /// [`Decoder`](crate::Decoder), which follows a message only once nothing else about it can
+    /// fail, and so works its step out once rather than in [`check`](Self::check) and again in
+    /// [`advance`](Self::advance).
+    #[inline]
+    pub(crate) fn checked(&self, message: &Message<'_>) -> Result<Checked, Error> {
+        let step = Step::of(message);
+        Ok(Checked {
+            step,
+            state: self.next_state(step, message.tag())?,
+        })
+    }
+
+    /// Follows a message [`checked`](Self::checked) against the boundaries as they still are.
+    #[inline]
+    pub(crate) fn apply(&mut self, checked: Checked) {
+        let Checked { step, state } = checked;
+        self.state = state;
         match step {
             Step::StreamStart(x) if !self.overflowed && !self.open_streams.contains(&x) => {
                 if self.open_streams.len() >= MAX_OPEN_STREAMS {
@@ -237,10 +261,16 @@ impl Boundaries {
             }
             _ => {}
         }
+    }
+
+    fn step(&mut self, step: Step, tag: u8) -> Result<(), Error> {
+        let state = self.next_state(step, tag)?;
+        self.apply(Checked { step, state });
         Ok(())
     }
 
     /// The state after `step`, or [`ErrorKind::OutOfOrder`] if it cannot come now.
+    #[inline]
     fn next_state(&self, step: Step, tag: u8) -> Result<State, Error> {
         let in_change_scope = !matches!(self.state, State::Idle);
         Ok(match (step, self.state) {
