@@ -60,6 +60,7 @@ mod proxy;
 mod seed;
 mod session;
 mod standby;
+mod topology;
 
 // The async test support needs tokio: behind the `async` feature, so that xtask stays std-only.
 #[cfg(feature = "async")]
@@ -82,6 +83,7 @@ pub use standby::{
     compare_databases, wait_caught_up, wait_caught_up_within, Recovery, WriteLoad,
     REPLICATION_TIMEOUT,
 };
+pub use topology::Topology;
 
 /// What to run when no server is available.
 pub const INSTALL_HINT: &str = "install PostgreSQL 16-18 with `cargo xtask pg install` \

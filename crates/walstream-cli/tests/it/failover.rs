@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgtest::{Cluster, Recovery, WriteLoad, HOST, SUPERUSER};
+use pgtest::{Cluster, Topology, WriteLoad};
 use serde_json::Value;
 
 use crate::record::bin;
@@ -81,44 +81,11 @@ impl Printed {
 #[test]
 fn tail_follows_a_failover_slot_to_the_promoted_standby() {
     pgtest::for_each_installed_major(17, |major| {
-        let primary = pgtest::Config::primary(major).start().unwrap();
-        primary
-            .psql(
-                "postgres",
-                &format!("SELECT pg_create_physical_replication_slot('{STANDBY_SLOT}', true)"),
-            )
-            .unwrap();
-        let standby = primary
-            .standby_with(
-                &Recovery::standby_of(&primary)
-                    .slot(STANDBY_SLOT)
-                    .setting("sync_replication_slots", "on")
-                    .setting("hot_standby_feedback", "on"),
-            )
-            .unwrap();
-        primary
-            .psql(
-                "postgres",
-                &format!(
-                    "ALTER SYSTEM SET synchronized_standby_slots = '{STANDBY_SLOT}';
-                     SELECT pg_reload_conf();"
-                ),
-            )
-            .unwrap();
-        let db = primary.create_database(DB).unwrap();
-        db.psql(&format!(
-            "CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, payload text);
-             CREATE PUBLICATION p FOR TABLE {TABLE};"
-        ))
-        .unwrap();
-        pgtest::wait_caught_up(&primary, &standby).unwrap();
-
-        let conninfo = format!(
-            "host={HOST},{HOST} port={},{} user={SUPERUSER} dbname={DB} \
-             target_session_attrs=read-write",
-            primary.port(),
-            standby.port()
-        );
+        let t = Topology::failover(major, STANDBY_SLOT).unwrap();
+        t.wait_for_standby(STANDBY_SLOT).unwrap();
+        t.table(DB, TABLE, "p").unwrap();
+        let (primary, standby) = (&t.primary, &t.standby);
+        let conninfo = t.conninfo(DB);
         let mut child = bin()
             .args(["tail", &conninfo, "--slot", "fo_tail", "--publication", "p"])
             .args(["--create-slot", "--failover"])
@@ -151,7 +118,7 @@ fn tail_follows_a_failover_slot_to_the_promoted_standby() {
                 == "t"
         });
 
-        let load = WriteLoad::start(&primary, DB, TABLE).unwrap();
+        let load = WriteLoad::start(primary, DB, TABLE).unwrap();
         wait_for("rows through tail", || printed().ids.len() >= 50);
         wait_for("the slot synchronized to the standby", || {
             standby
@@ -169,13 +136,13 @@ fn tail_follows_a_failover_slot_to_the_promoted_standby() {
         primary.crash().unwrap();
         let _ = load.stop();
         standby.promote().unwrap();
-        let load = WriteLoad::start(&standby, DB, TABLE).unwrap();
-        let at_promotion = table_ids(&standby).len();
+        let load = WriteLoad::start(standby, DB, TABLE).unwrap();
+        let at_promotion = table_ids(standby).len();
         wait_for("rows on the new primary", || {
-            table_ids(&standby).len() >= at_promotion + 100
+            table_ids(standby).len() >= at_promotion + 100
         });
         load.stop().unwrap();
-        let expected = table_ids(&standby);
+        let expected = table_ids(standby);
         wait_for("every row of the new primary through tail", || {
             printed().ids.iter().collect::<BTreeSet<_>>().len() >= expected.len()
         });

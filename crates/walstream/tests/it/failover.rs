@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgtest::{Cluster, Recovery, WriteLoad, HOST, SUPERUSER};
+use pgtest::{Cluster, Recovery, Topology, WriteLoad};
 use walstream::{
     ColumnValue, CreateSlot, Error, ErrorKind, EventKind, EventStream, FailoverRefusal,
     InvalidationReason, LogicalReplicationStream, ReplicationStreamConfig,
@@ -32,110 +32,16 @@ const STANDBY_SLOT: &str = "standby_1";
 /// How long the waits of this file wait: several servers share two cores.
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A primary and its standby, the standby streaming through [`STANDBY_SLOT`] with slot
-/// synchronization on (`hot_standby_feedback` too, as synchronization needs).
-struct Topology {
-    primary: Cluster,
-    standby: Cluster,
-}
-
-impl Topology {
-    /// The topology; with `wait_for_standby`, the primary's `synchronized_standby_slots` names
-    /// the standby's slot (logical walsenders send nothing the standby has not flushed).
-    fn start(major: u32, wait_for_standby: bool) -> Self {
-        let primary = pgtest::Config::primary(major).start().unwrap();
-        primary
-            .psql(
-                "postgres",
-                &format!("SELECT pg_create_physical_replication_slot('{STANDBY_SLOT}', true)"),
-            )
-            .unwrap();
-        let standby = primary
-            .standby_with(
-                &Recovery::standby_of(&primary)
-                    .slot(STANDBY_SLOT)
-                    .setting("sync_replication_slots", "on")
-                    .setting("hot_standby_feedback", "on"),
-            )
-            .unwrap();
-        // Set after the standby's copy, so that the standby, once promoted, does not wait for
-        // a slot it does not have.
-        if wait_for_standby {
-            primary
-                .psql(
-                    "postgres",
-                    &format!(
-                        "ALTER SYSTEM SET synchronized_standby_slots = '{STANDBY_SLOT}';
-                         SELECT pg_reload_conf();"
-                    ),
-                )
-                .unwrap();
-        }
-        let db = primary.create_database(DB).unwrap();
-        db.psql(&format!(
-            "CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, payload text);
-             CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE};"
-        ))
-        .unwrap();
-        pgtest::wait_caught_up(&primary, &standby).unwrap();
-        Self { primary, standby }
+/// The failover topology of pgtest with [`DB`]'s table and publication; with
+/// `wait_for_standby`, the primary's `synchronized_standby_slots` names the standby's slot
+/// (logical walsenders send nothing the standby has not flushed).
+fn failover_topology(major: u32, wait_for_standby: bool) -> Topology {
+    let t = Topology::failover(major, STANDBY_SLOT).unwrap();
+    if wait_for_standby {
+        t.wait_for_standby(STANDBY_SLOT).unwrap();
     }
-
-    /// Both hosts, the primary first, for a read-write server.
-    fn conninfo(&self) -> String {
-        format!(
-            "host={HOST},{HOST} port={},{} user={SUPERUSER} dbname={DB} \
-             target_session_attrs=read-write connect_timeout=5",
-            self.primary.port(),
-            self.standby.port()
-        )
-    }
-
-    /// Waits until the standby holds `slot` as a synchronized, persistent slot (a temporary
-    /// synced slot is dropped at promotion).
-    fn wait_synced(&self, slot: &str) {
-        wait_for(&format!("slot {slot} synchronized to the standby"), || {
-            self.standby
-                .psql(
-                    "postgres",
-                    &format!(
-                        "SELECT synced AND NOT temporary AND confirmed_flush_lsn IS NOT NULL \
-                         FROM pg_replication_slots WHERE slot_name = '{slot}'"
-                    ),
-                )
-                .unwrap()
-                == "t"
-        });
-    }
-
-    /// Creates logical slot `slot` on the standby (not a synchronized one), asking the
-    /// primary for the running-transactions record the creation waits for.
-    fn create_standby_slot(&self, slot: &str) {
-        create_standby_slot(&self.primary, &self.standby, slot);
-    }
-}
-
-/// Creates logical slot `slot` in [`DB`] on `standby`, running `pg_log_standby_snapshot()` on
-/// `primary` meanwhile: a slot on a standby is ready once the standby replays a
-/// running-transactions record, which an idle primary writes seldom.
-fn create_standby_slot(primary: &Cluster, standby: &Cluster, slot: &str) {
-    let done = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
-                if let Err(e) = primary.psql("postgres", "SELECT pg_log_standby_snapshot()") {
-                    println!("pg_log_standby_snapshot: {e}");
-                }
-            }
-        });
-        let created = standby.psql(
-            DB,
-            &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
-        );
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        created.unwrap();
-    });
+    t.table(DB, TABLE, PUBLICATION).unwrap();
+    t
 }
 
 /// Polls `ok` every 100 ms until it holds, failing after [`WAIT`].
@@ -257,8 +163,8 @@ fn a_promoted_standby_with_a_synchronized_slot_continues_the_stream_without_loss
 }
 
 async fn failover_without_loss(major: u32) {
-    let t = Topology::start(major, true);
-    let conninfo = t.conninfo();
+    let t = failover_topology(major, true);
+    let conninfo = t.conninfo(DB);
     // The failover slot, created by the stream.
     let (out, task) = spawn_stream(
         &conninfo,
@@ -277,7 +183,7 @@ async fn failover_without_loss(major: u32) {
             )
             .unwrap();
     }
-    t.create_standby_slot("fo_other");
+    t.create_standby_slot(DB, "fo_other").unwrap();
     let (plain, _) = spawn_stream(&conninfo, config("fo_plain")).await;
     let (other, _) = spawn_stream(&conninfo, config("fo_other")).await;
 
@@ -285,7 +191,7 @@ async fn failover_without_loss(major: u32) {
     wait_for("transactions through the failover slot", || {
         out.lock().unwrap().ids.len() >= 50
     });
-    t.wait_synced("fo_failover");
+    t.wait_synced("fo_failover").unwrap();
     // More after the slot is synchronized, so that the stream is ahead of the synchronized
     // copy's position when the primary goes.
     let seen = out.lock().unwrap().ids.len();
@@ -360,9 +266,9 @@ fn a_standby_promoted_behind_the_stream_is_refused() {
 /// transactions. Its synchronized slot is there, but its timeline 2 branched off before the
 /// stream's position: resuming there would lose what the stream already has.
 async fn switch_before_resume(major: u32) {
-    let t = Topology::start(major, false);
+    let t = failover_topology(major, false);
     let (out, _task) = spawn_stream(
-        &t.conninfo(),
+        &t.conninfo(DB),
         config("fo_behind")
             .create_slot_if_missing(CreateSlot::Permanent)
             .failover(true),
@@ -435,17 +341,12 @@ fn a_stream_from_a_standby_follows_the_primary_until_a_conflict_invalidates_its_
 /// invalidates the slot: the stream ends with `SlotInvalidated`, naming the reason
 /// (`wal_level_insufficient`; PostgreSQL 16 says only that it was a conflict).
 async fn standby_decoding(major: u32) {
-    let primary = pgtest::Config::primary(major).start().unwrap();
-    let standby = primary
-        .standby_with(&Recovery::standby_of(&primary).setting("hot_standby_feedback", "on"))
-        .unwrap();
-    let db = primary.create_database(DB).unwrap();
-    db.psql(&format!(
-        "CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, payload text);
-         CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE};"
-    ))
+    let t = Topology::start(major, |p| {
+        Recovery::standby_of(p).setting("hot_standby_feedback", "on")
+    })
     .unwrap();
-    pgtest::wait_caught_up(&primary, &standby).unwrap();
+    let db = t.table(DB, TABLE, PUBLICATION).unwrap();
+    let (primary, standby) = (&t.primary, &t.standby);
     // The primary is nudged while the stream creates its slot on the standby.
     let nudging = tokio::spawn(nudge(primary.conninfo("postgres")));
     let (out, _task) = spawn_stream(
@@ -463,7 +364,7 @@ async fn standby_decoding(major: u32) {
     });
     assert_eq!(
         out.lock().unwrap().ids.iter().collect::<BTreeSet<_>>(),
-        table_ids(&primary).iter().collect::<BTreeSet<_>>()
+        table_ids(primary).iter().collect::<BTreeSet<_>>()
     );
     primary
         .psql("postgres", "ALTER SYSTEM SET wal_level = replica")
@@ -500,9 +401,9 @@ async fn nudge(conninfo: String) {
 fn no_writable_server_is_retried_for_the_failover_window_then_gives_up() {
     pgtest::for_each_installed_major(17, |major| {
         block_on(async {
-            let t = Topology::start(major, false);
+            let t = failover_topology(major, false);
             let (out, _task) = spawn_stream(
-                &t.conninfo(),
+                &t.conninfo(DB),
                 config("fo_window")
                     .create_slot_if_missing(CreateSlot::Permanent)
                     .failover_window(Duration::from_secs(3)),
@@ -575,32 +476,24 @@ fn a_slot_invalidated_on_the_new_primary_ends_the_stream_typed() {
 /// The new primary's slot of that name (here the standby's own, whose WAL the standby's
 /// `max_slot_wal_keep_size` let go) is invalidated: `SlotInvalidated`, naming the reason.
 async fn invalidated_there(major: u32) {
-    let primary = pgtest::Config::primary(major).start().unwrap();
-    let standby = primary
-        .standby_with(&Recovery::standby_of(&primary).setting("max_slot_wal_keep_size", "1"))
-        .unwrap();
-    let db = primary.create_database(DB).unwrap();
-    db.psql(&format!(
-        "CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, payload text);
-         CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE};
-         SELECT pg_create_logical_replication_slot('fo_inv', 'pgoutput');"
-    ))
+    let t = Topology::start(major, |p| {
+        Recovery::standby_of(p).setting("max_slot_wal_keep_size", "1")
+    })
     .unwrap();
-    pgtest::wait_caught_up(&primary, &standby).unwrap();
-    create_standby_slot(&primary, &standby, "fo_inv");
-    let conninfo = format!(
-        "host={HOST},{HOST} port={},{} user={SUPERUSER} dbname={DB} \
-         target_session_attrs=read-write",
-        primary.port(),
-        standby.port()
-    );
+    let db = t.table(DB, TABLE, PUBLICATION).unwrap();
+    let (primary, standby) = (&t.primary, &t.standby);
+    db.psql("SELECT pg_create_logical_replication_slot('fo_inv', 'pgoutput');")
+        .unwrap();
+    pgtest::wait_caught_up(primary, standby).unwrap();
+    t.create_standby_slot(DB, "fo_inv").unwrap();
+    let conninfo = t.conninfo(DB);
     let (out, _task) = spawn_stream(&conninfo, config("fo_inv")).await;
     wait_for("the standby's slot invalidated (wal_removed)", || {
         db.psql(&format!(
             "INSERT INTO {TABLE} (payload) VALUES ('x'); SELECT pg_switch_wal(); CHECKPOINT;"
         ))
         .unwrap();
-        pgtest::wait_caught_up(&primary, &standby).unwrap();
+        pgtest::wait_caught_up(primary, standby).unwrap();
         standby.psql("postgres", "CHECKPOINT").unwrap();
         standby
             .psql(
@@ -635,18 +528,13 @@ fn a_stream_from_a_standby_goes_on_after_that_standby_is_promoted() {
 /// the same server, now on timeline 2. A reconnect there (the walsender terminated) resumes,
 /// announcing timelines 1 and 2, and the rows written after the promotion arrive, each once.
 async fn decoding_standby_promoted(major: u32) {
-    let primary = pgtest::Config::primary(major).start().unwrap();
-    let standby = primary
-        .standby_with(&Recovery::standby_of(&primary).setting("hot_standby_feedback", "on"))
-        .unwrap();
-    let db = primary.create_database(DB).unwrap();
-    db.psql(&format!(
-        "CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, payload text);
-         CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE};"
-    ))
+    let t = Topology::start(major, |p| {
+        Recovery::standby_of(p).setting("hot_standby_feedback", "on")
+    })
     .unwrap();
-    pgtest::wait_caught_up(&primary, &standby).unwrap();
-    create_standby_slot(&primary, &standby, "on_promoted");
+    let db = t.table(DB, TABLE, PUBLICATION).unwrap();
+    let (primary, standby) = (&t.primary, &t.standby);
+    t.create_standby_slot(DB, "on_promoted").unwrap();
     let (out, _task) = spawn_stream(&standby.conninfo(DB), config("on_promoted")).await;
     let insert = format!("INSERT INTO {TABLE} (payload) VALUES ('x')");
     for _ in 0..3 {
@@ -672,7 +560,7 @@ async fn decoding_standby_promoted(major: u32) {
     for _ in 0..3 {
         standby.psql(DB, &insert).unwrap();
     }
-    let expected = table_ids(&standby);
+    let expected = table_ids(standby);
     wait_for("every row", || {
         let out = out.lock().unwrap();
         out.error.is_some() || out.ids.iter().collect::<BTreeSet<_>>().len() >= expected.len()
@@ -700,19 +588,13 @@ fn catalog_rows_removed_under_a_standby_slot_end_its_stream_typed() {
 /// (`rows_removed`; PostgreSQL 16: a conflict) and the stream decoding there ends with
 /// `SlotInvalidated`.
 async fn rows_removed(major: u32) {
-    let primary = pgtest::Config::primary(major).start().unwrap();
-    let standby = primary
-        .standby_with(&Recovery::standby_of(&primary).setting("hot_standby_feedback", "off"))
-        .unwrap();
-    let db = primary.create_database(DB).unwrap();
-    db.psql(&format!(
-        "CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, payload text);
-         CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE};"
-    ))
+    let t = Topology::start(major, |p| {
+        Recovery::standby_of(p).setting("hot_standby_feedback", "off")
+    })
     .unwrap();
-    pgtest::wait_caught_up(&primary, &standby).unwrap();
-    create_standby_slot(&primary, &standby, "on_removed");
-    let (out, _task) = spawn_stream(&standby.conninfo(DB), config("on_removed")).await;
+    let db = t.table(DB, TABLE, PUBLICATION).unwrap();
+    t.create_standby_slot(DB, "on_removed").unwrap();
+    let (out, _task) = spawn_stream(&t.standby.conninfo(DB), config("on_removed")).await;
     db.psql(&format!("INSERT INTO {TABLE} (payload) VALUES ('x')"))
         .unwrap();
     wait_for("a row through the standby", || {
