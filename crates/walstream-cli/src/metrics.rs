@@ -237,6 +237,18 @@ pub(crate) fn exposition(slot: &str, stats: &StreamStats) -> String {
         "Status updates sent to the server.",
         &one(stats.status_updates.to_string()),
     );
+    if let Some(status) = &stats.slot_wal_status {
+        metric(
+            "walstream_slot_wal_status",
+            "gauge",
+            "The slot's wal_status as last read: 1 for the current status.",
+            &status
+                .gauge_samples()
+                .into_iter()
+                .map(|(name, v)| (format!(",status=\"{name}\""), v.to_string()))
+                .collect::<Vec<_>>(),
+        );
+    }
     if let Some(size) = stats.slot_safe_wal_size {
         metric(
             "walstream_slot_safe_wal_size_bytes",

@@ -120,6 +120,7 @@ fn tail_serves_prometheus_metrics_that_move_during_the_run() {
         let (_, body) = get(port, "/metrics").unwrap();
         if sample(&body, &s("walstream_flushed_lsn")) > sample(&before, &s("walstream_flushed_lsn"))
             && sample(&body, &s("walstream_lag_bytes")) == 0.0
+            && body.contains("walstream_slot_wal_status{")
         {
             break body;
         }
@@ -129,6 +130,12 @@ fn tail_serves_prometheus_metrics_that_move_during_the_run() {
     assert_eq!(sample(&after, &insert), 3.0);
     assert_eq!(sample(&after, &s("walstream_transactions_total")), 2.0);
     assert_eq!(sample(&after, &s("walstream_lag_seconds")), 0.0);
+    // The slot check read the slot at the start: its wal_status, one sample per status.
+    let status =
+        |name: &str| format!("walstream_slot_wal_status{{slot=\"{slot}\",status=\"{name}\"}}");
+    assert_eq!(sample(&after, &status("reserved")), 1.0, "{after}");
+    assert_eq!(sample(&after, &status("lost")), 0.0, "{after}");
+    assert!(after.contains("# TYPE walstream_slot_wal_status gauge\n"));
     assert!(
         sample(&after, &s("walstream_received_bytes_total"))
             > sample(&before, &s("walstream_received_bytes_total"))

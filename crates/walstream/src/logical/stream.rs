@@ -176,7 +176,7 @@ pub struct EventStream {
 /// [`metrics`](https://docs.rs/metrics) facade every second, under the names of the CLI's
 /// Prometheus endpoint (`walstream_lag_bytes`, `walstream_events_total{kind}`, ...), each with
 /// a `slot` label (`publish_metrics`, with the feature).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct StreamStats {
     /// Successful reconnects.
@@ -226,6 +226,9 @@ pub struct StreamStats {
     /// The slot's `safe_wal_size` in bytes as the slot check last read it (`None` before the
     /// first read, with the check off, or when the server has no limit).
     pub slot_safe_wal_size: Option<i64>,
+    /// The slot's `wal_status` as the slot check last read it (`None` before the first read
+    /// or with the check off).
+    pub slot_wal_status: Option<crate::WalStatus>,
 }
 
 /// Reads a stream's [`StreamStats`] apart from the stream: [`EventStream::stats_handle`].

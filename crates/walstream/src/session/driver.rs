@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     /// The slot's `safe_wal_size` as last read by the slot check, if `slot_safe_wal_known`.
     pub(crate) slot_safe_wal_size: AtomicI64,
     pub(crate) slot_safe_wal_known: AtomicBool,
+    /// The slot's `wal_status` as last read by the slot check.
+    pub(crate) slot_wal_status: std::sync::Mutex<Option<crate::WalStatus>>,
     /// Events, transactions and bytes (`StreamStats`, the `metrics` feature).
     pub(crate) metrics: crate::session::metrics::Counters,
 }

@@ -287,6 +287,11 @@ pub(crate) fn stats(shared: &Shared) -> StreamStats {
             .slot_safe_wal_known
             .load(Ordering::Acquire)
             .then(|| shared.slot_safe_wal_size.load(Ordering::Acquire)),
+        slot_wal_status: shared
+            .slot_wal_status
+            .lock()
+            .ok()
+            .and_then(|status| status.clone()),
     }
 }
 
@@ -330,6 +335,12 @@ pub(crate) fn publish_wal(slot: &str, stats: &StreamStats) {
         .absolute(stats.reconnects);
     metrics::counter!("walstream_status_updates_total", "slot" => slot.clone())
         .absolute(stats.status_updates);
+    if let Some(status) = &stats.slot_wal_status {
+        for (name, value) in status.gauge_samples() {
+            metrics::gauge!("walstream_slot_wal_status", "slot" => slot.clone(), "status" => name)
+                .set(value);
+        }
+    }
     if let Some(size) = stats.slot_safe_wal_size {
         metrics::gauge!("walstream_slot_safe_wal_size_bytes", "slot" => slot).set(size as f64);
     }

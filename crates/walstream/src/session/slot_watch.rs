@@ -134,6 +134,19 @@ impl WalStatus {
         }
     }
 
+    /// The samples of the gauge `walstream_slot_wal_status{status}`: 1 for this status, 0
+    /// for each other status PostgreSQL has, so that a status the slot left does not stay 1.
+    pub fn gauge_samples(&self) -> Vec<(String, f64)> {
+        let mut samples: Vec<(String, f64)> = ["reserved", "extended", "unreserved", "lost"]
+            .into_iter()
+            .map(|name| (name.to_owned(), f64::from(u8::from(name == self.as_str()))))
+            .collect();
+        if let Self::Other(name) = self {
+            samples.push((name.clone(), 1.0));
+        }
+        samples
+    }
+
     /// The name PostgreSQL gives it.
     pub fn as_str(&self) -> &str {
         match self {
@@ -649,6 +662,9 @@ pub(crate) fn spawn_watch(
             shared
                 .slot_safe_wal_known
                 .store(status.safe_wal_size.is_some(), Ordering::Release);
+            if let Ok(mut known) = shared.slot_wal_status.lock() {
+                known.clone_from(&status.wal_status);
+            }
             let now = alarm(&status, threshold);
             if now <= worst {
                 if now < worst {
@@ -738,6 +754,27 @@ mod tests {
             lag_bytes: Some(lag),
             max_slot_wal_keep_size: Some(100 << 20),
         }
+    }
+
+    #[test]
+    fn wal_status_gauge_samples_mark_only_the_current_status() {
+        let one = |status: &WalStatus| -> Vec<String> {
+            let samples = status.gauge_samples();
+            assert_eq!(
+                samples.iter().map(|(_, v)| v).sum::<f64>(),
+                1.0,
+                "{samples:?}"
+            );
+            samples.into_iter().map(|(n, _)| n).collect()
+        };
+        let known = ["reserved", "extended", "unreserved", "lost"];
+        for name in known {
+            let status = WalStatus::from_name(name);
+            assert_eq!(one(&status), known);
+            assert!(status.gauge_samples().contains(&(name.to_owned(), 1.0)));
+        }
+        let other = WalStatus::from_name("someday");
+        assert_eq!(one(&other).last().map(String::as_str), Some("someday"));
     }
 
     #[test]
