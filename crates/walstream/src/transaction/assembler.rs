@@ -521,8 +521,10 @@ impl TransactionAssembler {
         let file = Arc::get_mut(file)
             .ok_or_else(|| Error::new(ErrorKind::Spill, "a spill file is shared while written"))?;
         let before = file.bytes();
+        // The vector itself goes to the spill thread, which frees it once written: its slots
+        // are not kept at their largest, nor copied, while the next changes arrive.
         self.writer
-            .write(file, open.xid, open.buffer.memory.drain(..))?;
+            .write(file, open.xid, std::mem::take(&mut open.buffer.memory))?;
         self.spilled_bytes
             .fetch_add(file.bytes() - before, Ordering::Relaxed);
         self.in_memory -= open.buffer.memory_bytes;

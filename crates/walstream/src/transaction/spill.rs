@@ -42,13 +42,10 @@ use crate::logical::event::{Delete, Insert, LogicalMessage, OldRow, Row, Truncat
 /// bounds at 1 GiB.
 const MAX_RECORD: usize = 1 << 30;
 
-/// Changes go to the spill thread in jobs of about this many encoded bytes: the thread tells
-/// the stream after each job, so a stream waiting for room resumes after this much is
-/// written, not after the whole spill.
-const JOB_BYTES: usize = 1 << 20;
-
 /// The spill thread writes its encoded records in pieces of about this many bytes (its one
-/// buffer, reused: more than this plus one record is never held encoded).
+/// buffer, reused: more than this plus one record is never held encoded), and tells the
+/// stream after each piece, so a stream waiting for room resumes as soon as this much is
+/// written, not after the whole spill.
 const WRITE_BUFFER: usize = 128 * 1024;
 
 /// The read buffer of a spill file's reader.
@@ -90,7 +87,9 @@ pub(crate) struct WriterShared {
     pub(crate) gate: Mutex<()>,
 }
 
-/// Changes for the spill thread to encode and write at `offset` of `file`.
+/// Changes for the spill thread to encode and write at `offset` of `file`: one job per spill,
+/// the transaction's own vector of changes (moving them into smaller vectors would hold a
+/// second copy of each change's slot while they wait).
 struct Job {
     file: Arc<FileData>,
     offset: u64,
@@ -101,19 +100,6 @@ struct Job {
     changes: Vec<Change>,
     /// The file's relation table when the job was sent: every relation of `changes` is in it.
     relations: Arc<HashMap<usize, u32>>,
-}
-
-impl Job {
-    fn new(file: &SpillFile) -> Job {
-        Job {
-            file: Arc::clone(&file.data),
-            offset: 0,
-            bytes: 0,
-            held: 0,
-            changes: Vec::new(),
-            relations: Arc::default(),
-        }
-    }
 }
 
 impl SpillWriter {
@@ -159,13 +145,13 @@ impl SpillWriter {
         &mut self,
         file: &mut SpillFile,
         xid: Xid,
-        changes: impl IntoIterator<Item = Change>,
+        changes: Vec<Change>,
     ) -> Result<()> {
         self.check()?;
-        let mut job = Job::new(file);
-        for change in changes {
-            let len = file.register(&change)?;
-            let needed = self.shared.on_disk.load(Ordering::Acquire) + job.bytes + len;
+        let (mut bytes, mut held) = (0, 0);
+        for change in &changes {
+            let len = file.register(change)?;
+            let needed = self.shared.on_disk.load(Ordering::Acquire) + bytes + len;
             if needed > self.disk_budget {
                 return Err(Error::new(
                     ErrorKind::SpillBudget,
@@ -178,19 +164,23 @@ impl SpillWriter {
                 )
                 .at(change.lsn));
             }
-            job.bytes += len;
-            job.held += change.size();
-            job.changes.push(change);
-            file.count += 1;
-            if job.bytes >= JOB_BYTES as u64 {
-                let next = Job::new(file);
-                self.send(file, std::mem::replace(&mut job, next))?;
-            }
+            bytes += len;
+            held += change.size();
         }
-        if !job.changes.is_empty() {
-            self.send(file, job)?;
+        if changes.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        file.count += changes.len();
+        let job = Job {
+            file: Arc::clone(&file.data),
+            offset: file.bytes,
+            bytes,
+            held,
+            changes,
+            // The table as it is now, with every relation of the job's changes.
+            relations: Arc::clone(&file.index),
+        };
+        self.send(file, job)
     }
 
     /// Bytes handed to the spill thread and not yet written.
@@ -222,7 +212,7 @@ impl SpillWriter {
         )
     }
 
-    fn send(&mut self, file: &mut SpillFile, mut job: Job) -> Result<()> {
+    fn send(&mut self, file: &mut SpillFile, job: Job) -> Result<()> {
         let jobs = match &self.jobs {
             Some(jobs) => jobs,
             None => {
@@ -237,9 +227,6 @@ impl SpillWriter {
                 self.jobs.insert(tx)
             }
         };
-        job.offset = file.bytes;
-        // The table as it is now, with every relation of the job's changes.
-        job.relations = Arc::clone(&file.index);
         file.bytes += job.bytes;
         self.shared.in_flight.fetch_add(job.held, Ordering::AcqRel);
         self.shared.on_disk.fetch_add(job.bytes, Ordering::AcqRel);
@@ -263,10 +250,22 @@ fn run(jobs: &mpsc::Receiver<Job>, shared: &WriterShared) {
             changes,
             relations,
         } = job;
+        let mut released = 0;
         // After a failed write the rest of that file is useless: skip it.
         let result = match lock(&file.state).error {
             Some(_) => Ok(()),
-            None => write_job(&file.file, offset, bytes, changes, &relations, &mut buf),
+            None => {
+                let mut out = Out {
+                    file: &file.file,
+                    offset,
+                    end: offset + bytes,
+                    buf: &mut buf,
+                    shared,
+                    held,
+                    released: &mut released,
+                };
+                out.write_job(changes, &relations)
+            }
         };
         {
             let mut state = lock(&file.state);
@@ -280,53 +279,79 @@ fn run(jobs: &mpsc::Receiver<Job>, shared: &WriterShared) {
             }
         }
         file.changed.notify_all();
-        // The changes were freed as they were written, before the budget sees them gone.
-        shared.in_flight.fetch_sub(held, Ordering::AcqRel);
-        if let Some(waker) = lock(&shared.waker).take() {
-            waker.wake();
-        }
+        // What was not released piece by piece (all of it when the job was skipped or failed):
+        // the changes are freed by now.
+        release(shared, held - released);
     }
 }
 
-/// Encodes `changes` into `buf` a piece at a time and writes them at `offset` of `file`,
-/// freeing each change once encoded; `bytes` is what their records were counted as taking.
-fn write_job(
-    file: &File,
-    mut offset: u64,
-    bytes: u64,
-    changes: Vec<Change>,
-    relations: &HashMap<usize, u32>,
-    buf: &mut BytesMut,
-) -> io::Result<()> {
-    let end = offset + bytes;
-    buf.clear();
-    for change in changes {
-        encode(&change, relations, buf)?;
-        if buf.len() >= WRITE_BUFFER {
-            offset = write_out(file, offset, end, buf)?;
-        }
+/// `bytes` of changes in flight are freed: less to wait for, and the stream is told.
+fn release(shared: &WriterShared, bytes: usize) {
+    shared.in_flight.fetch_sub(bytes, Ordering::AcqRel);
+    if let Some(waker) = lock(&shared.waker).take() {
+        waker.wake();
     }
-    offset = write_out(file, offset, end, buf)?;
-    if offset != end {
-        return Err(bad("records shorter than counted"));
-    }
-    // One record far larger than the buffer is not kept for the rest of the stream.
-    if buf.capacity() > 2 * WRITE_BUFFER {
-        *buf = BytesMut::new();
-    }
-    Ok(())
 }
 
-/// Writes `buf` at `offset` (never past `end`, where the next job's records start) and
-/// empties it; the offset after it.
-fn write_out(file: &File, offset: u64, end: u64, buf: &mut BytesMut) -> io::Result<u64> {
-    let after = offset + buf.len() as u64;
-    if after > end {
-        return Err(bad("records longer than counted"));
+/// Where the spill thread writes one job.
+struct Out<'a> {
+    file: &'a File,
+    /// Where the next piece goes.
+    offset: u64,
+    /// Where the job's records end (the next job's start).
+    end: u64,
+    buf: &'a mut BytesMut,
+    shared: &'a WriterShared,
+    /// What the job's changes count in the budget.
+    held: usize,
+    /// How much of `held` was released so far.
+    released: &'a mut usize,
+}
+
+impl Out<'_> {
+    /// Encodes `changes` a piece at a time and writes them, freeing each change once encoded
+    /// and releasing each piece's changes from the budget once written.
+    fn write_job(
+        &mut self,
+        changes: Vec<Change>,
+        relations: &HashMap<usize, u32>,
+    ) -> io::Result<()> {
+        self.buf.clear();
+        let mut encoded = 0;
+        for change in changes {
+            encode(&change, relations, self.buf)?;
+            encoded += change.size();
+            drop(change);
+            if self.buf.len() >= WRITE_BUFFER {
+                self.write_out(std::mem::take(&mut encoded))?;
+            }
+        }
+        self.write_out(encoded)?;
+        if self.offset != self.end {
+            return Err(bad("records shorter than counted"));
+        }
+        // One record far larger than the buffer is not kept for the rest of the stream.
+        if self.buf.capacity() > 2 * WRITE_BUFFER {
+            *self.buf = BytesMut::new();
+        }
+        Ok(())
     }
-    write_all_at(file, buf, offset)?;
-    buf.clear();
-    Ok(after)
+
+    /// Writes the buffer (never past the job's end) and empties it, then releases `freed`
+    /// bytes of the budget: the changes it held are gone.
+    fn write_out(&mut self, freed: usize) -> io::Result<()> {
+        let after = self.offset + self.buf.len() as u64;
+        if after > self.end {
+            return Err(bad("records longer than counted"));
+        }
+        write_all_at(self.file, self.buf, self.offset)?;
+        self.buf.clear();
+        self.offset = after;
+        let freed = freed.min(self.held - *self.released);
+        *self.released += freed;
+        release(self.shared, freed);
+        Ok(())
+    }
 }
 
 /// A temporary file of one transaction's changes; its space returns when it is dropped (and
