@@ -19,9 +19,10 @@ const PAD_CHUNK: usize = 1 << 20;
 ///
 /// - Each segment goes to a file named as the server names it (`XLogFileName`:
 ///   `TTTTTTTTXXXXXXXXYYYYYYYY`, the timeline, then the segment number in two halves). The
-///   segment in progress is `NAME.partial`, created at the segment size and filled with zeros
-///   (so that a later write cannot fail for want of space, and the file never looks complete
-///   by its size alone).
+///   segment in progress is `NAME.partial`, created at the segment size and reading as zeros:
+///   its blocks allocated (`fallocate`), or zeros written where the file system cannot
+///   allocate, so that a later write cannot fail for want of space, and the file never looks
+///   complete by its size alone.
 /// - Data is written at its position's offset in the segment: bytes sent again after a
 ///   reconnect (the stream resumes at the last acknowledged position, at or before what was
 ///   written) overwrite themselves with the same bytes.
@@ -371,7 +372,8 @@ impl WalWriter {
     }
 
     /// Opens segment `segno`'s `.partial` file: an existing one of the segment size, or a new
-    /// one padded with zeros and synced (with the directory) before anything is written.
+    /// one allocated (or padded with zeros) and synced, with the directory, before anything is
+    /// written.
     fn open_partial(&self, segno: u64) -> Result<File> {
         let name = self.size.file_name(self.timeline, segno);
         let done = self.dir.join(&name);
@@ -410,6 +412,13 @@ impl WalWriter {
                 ),
             ));
         }
+        if allocate(&file, self.size.bytes()) {
+            file.sync_all().map_err(|e| io_error("syncing", &path, e))?;
+            sync_dir(&self.dir)?;
+            return Ok(file);
+        }
+        file.set_len(0)
+            .map_err(|e| io_error("truncating", &path, e))?;
         let zeros = vec![0u8; PAD_CHUNK];
         let mut left = self.size.bytes();
         let mut writer = &file;
@@ -476,6 +485,23 @@ impl WalWriter {
             format!("{message} (WAL directory {})", self.dir.display()),
         )
         .at(lsn)
+    }
+}
+
+/// Gives the empty `file` `len` bytes that read as zeros, with their blocks allocated but
+/// not written (`fallocate`): a later write cannot fail for want of space, as with zeros
+/// written, without writing and syncing a segment of zeros first (what `pg_receivewal` does:
+/// half the bytes it writes are those zeros). `false` where the file system cannot (the
+/// caller writes the zeros then).
+fn allocate(file: &File, len: u64) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len).is_ok()
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (file, len);
+        false
     }
 }
 
