@@ -8,7 +8,6 @@
 //! says why.
 
 use std::fs::{self, File, OpenOptions};
-use std::future::Future;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -207,13 +206,16 @@ struct Target {
 }
 
 enum Cmd {
-    /// Events in stream order: as many as the stream had ready, so that the writer thread is
-    /// woken once per batch rather than once per archive message.
+    /// Events in stream order, a batch's worth (or what is left at the end), so that the
+    /// writer thread is woken once per batch rather than once per archive message.
     Events(Vec<BackupEvent>),
     Abort(String),
 }
 
-/// A batch for the writer thread is closed at this many events or bytes of data.
+/// A batch for the writer thread is closed at this many events or bytes of data. The async
+/// side waits for a whole batch before handing it over (the writer is usually faster than
+/// the server, and woken for whatever happened to be ready it slept and woke a few times per
+/// megabyte); only the backup's end, or its failure, sends a smaller one.
 const BATCH_EVENTS: usize = 256;
 const BATCH_BYTES: usize = 256 << 10;
 
@@ -222,16 +224,6 @@ fn event_bytes(event: &BackupEvent) -> usize {
     match event {
         BackupEvent::Data(b) | BackupEvent::ArchiveBytes(b) | BackupEvent::Manifest(b) => b.len(),
         _ => 0,
-    }
-}
-
-/// The stream's next event if it is ready now, without waiting (`BackupStream::next` is
-/// cancel-safe, so a pending call is simply dropped).
-fn next_ready(stream: &mut BackupStream) -> Option<Result<Option<BackupEvent>>> {
-    let next = std::pin::pin!(stream.next());
-    match next.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-        std::task::Poll::Ready(r) => Some(r),
-        std::task::Poll::Pending => None,
     }
 }
 
@@ -275,7 +267,7 @@ async fn drive<S: Sink>(
     let mut batch_bytes = 0;
     let mut ended = false;
     while begun && failure.is_none() && !ended {
-        // Wait for one event, then take what else is ready, up to a batch.
+        // A batch's worth of events, or up to the end.
         let mut next = Some(stream.next().await);
         while let Some(result) = next.take() {
             match result {
@@ -303,7 +295,7 @@ async fn drive<S: Sink>(
                         batch.push(event);
                     }
                     if batch.len() < BATCH_EVENTS && batch_bytes < BATCH_BYTES {
-                        next = next_ready(&mut stream);
+                        next = Some(stream.next().await);
                     }
                 }
                 Ok(None) => ended = true,
