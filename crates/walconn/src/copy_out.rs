@@ -198,3 +198,91 @@ impl CopyChunk {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use crate::{Config, Connection};
+
+    /// A backend message: tag, length, body.
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// Startup (trust), then a `COPY` of `rows` CopyData messages written in pieces of
+    /// `piece` bytes; `error` ends it with an ErrorResponse instead of CopyDone.
+    async fn copy(rows: &[&[u8]], piece: usize, error: bool) -> (Vec<Vec<u8>>, Option<String>) {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (mut from_client, mut to_client) = tokio::io::split(server);
+        let mut script = msg(b'R', &0u32.to_be_bytes());
+        script.extend(msg(b'Z', b"I"));
+        let mut copy = msg(b'H', &[1, 0, 0]);
+        for row in rows {
+            copy.extend(msg(b'd', row));
+        }
+        if error {
+            copy.extend(msg(b'E', b"SERROR\0C22012\0Mdivision by zero\0\0"));
+        } else {
+            copy.extend(msg(b'c', b""));
+            copy.extend(msg(b'C', b"COPY 3\0"));
+        }
+        copy.extend(msg(b'Z', b"I"));
+        let server = async move {
+            let mut buf = [0; 4096];
+            let _ = from_client.read(&mut buf).await;
+            to_client.write_all(&script).await.unwrap();
+            let _ = from_client.read(&mut buf).await;
+            for p in copy.chunks(piece) {
+                to_client.write_all(p).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            let _ = from_client.read(&mut buf).await;
+        };
+        let client = async move {
+            let config = Config::parse_with_env("user=u dbname=d", |_| None).unwrap();
+            let mut conn = Connection::over_pipe(client, &config).await.unwrap();
+            copy_client(&mut conn).await
+        };
+        tokio::join!(server, client).1
+    }
+
+    async fn copy_client(conn: &mut Connection) -> (Vec<Vec<u8>>, Option<String>) {
+        let mut copy = conn.copy_out("COPY t TO STDOUT").await.unwrap();
+        let mut got = Vec::new();
+        loop {
+            match copy.next_chunk().await {
+                Ok(Some(chunk)) => {
+                    let payloads: Vec<Vec<u8>> = chunk.payloads().map(<[u8]>::to_vec).collect();
+                    assert!(!payloads.is_empty());
+                    assert_eq!(chunk.len(), payloads.iter().map(Vec::len).sum::<usize>());
+                    got.extend(payloads);
+                }
+                Ok(None) => return (got, None),
+                Err(e) => return (got, Some(e.to_string())),
+            }
+        }
+    }
+
+    #[test]
+    fn next_chunk_gives_every_payload_in_order_however_they_arrive() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let rows: [&[u8]; 4] = [b"first row", b"", b"third", &[7; 3000]];
+        for piece in [1, 5, 100, 1 << 16] {
+            let (got, error) = rt.block_on(copy(&rows, piece, false));
+            assert_eq!(got, rows.map(<[u8]>::to_vec), "pieces of {piece}");
+            assert_eq!(error, None);
+            let (got, error) = rt.block_on(copy(&rows, piece, true));
+            assert_eq!(got.len(), 4);
+            assert!(
+                error.unwrap().contains("division by zero"),
+                "pieces of {piece}"
+            );
+        }
+    }
+}
