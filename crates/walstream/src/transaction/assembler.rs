@@ -16,6 +16,15 @@ use crate::logical::event::{ChangeEvent, EventKind, LogicalMessage};
 /// The default memory budget for the changes of transactions not yet committed: 64 MiB.
 pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
 
+/// What a [`TransactionStream`](crate::TransactionStream) holds besides the changes, counted in
+/// the memory budget so that it bounds what is resident: the spill thread's write buffer, a
+/// spill reader's buffer, and the event stream's batches of frames at the default
+/// [`buffer_batches`](crate::ReplicationStreamConfigBuilder::buffer_batches) (those queued,
+/// one pending and one being read). Never more than a quarter of a budget, so that a small
+/// budget still holds changes.
+const STREAM_BUFFERS: usize =
+    super::spill::BUFFERS + (crate::DEFAULT_BUFFER_BATCHES + 2) * crate::MAX_BATCH_BYTES;
+
 /// The default disk budget of the spill files: 16 GiB. A transaction that needs more is
 /// rare (hundreds of millions of small rows), and one that needs much more is more likely
 /// a runaway than data to apply; the bound keeps it from filling the disk the system needs.
@@ -69,10 +78,12 @@ impl Default for TransactionConfig {
 }
 
 impl TransactionConfig {
-    /// The most bytes of changes of uncommitted transactions held in memory; beyond it the
-    /// largest transaction's changes go to a temporary file (default 64 MiB). It bounds the
-    /// buffered changes, not the process: add its baseline and the stream's read buffers
-    /// (measured: a 1 GiB streamed transaction through a 64 MiB budget peaks at about 72 MB).
+    /// The most bytes of changes of uncommitted transactions held in memory, together with
+    /// the stream's read batches and spill buffers (about 1 MiB at the defaults); beyond it
+    /// the largest transaction's changes go to a temporary file (default 64 MiB). It bounds
+    /// what the stream holds, not the process: add the program itself (the bench's consumer,
+    /// about 4 MB; measured: a 256 MiB streamed transaction through a 64 MiB budget peaks at
+    /// about 71 MB).
     pub fn memory_budget(mut self, bytes: usize) -> Self {
         self.memory_budget = bytes;
         self
@@ -218,7 +229,7 @@ impl TransactionAssembler {
     /// Whether more than the memory budget is held because the spill thread has not yet
     /// written what it was given: stop pushing until it is false.
     pub fn over_budget(&self) -> bool {
-        self.held() > self.config.memory_budget
+        self.held() > self.limit()
     }
 
     /// Bytes written (or being written) to spill files so far.
@@ -466,6 +477,12 @@ impl TransactionAssembler {
         self.writer.shared()
     }
 
+    /// The most bytes of changes held: the budget less the stream's buffers.
+    fn limit(&self) -> usize {
+        let budget = self.config.memory_budget;
+        budget - STREAM_BUFFERS.min(budget / 4)
+    }
+
     /// Changes in memory, and on their way to a spill file.
     fn held(&self) -> usize {
         self.in_memory + self.writer.in_flight()
@@ -494,7 +511,7 @@ impl TransactionAssembler {
         self.peak_in_memory = self.peak_in_memory.max(self.held());
         // Only what stays in memory decides: bytes on their way to disk are already spilled,
         // and spilling more would not free them sooner.
-        while self.in_memory > self.config.memory_budget {
+        while self.in_memory > self.limit() {
             if !self.spill_largest().map_err(|e| at(e, lsn))? {
                 break;
             }

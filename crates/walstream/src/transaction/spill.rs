@@ -48,8 +48,11 @@ const MAX_RECORD: usize = 1 << 30;
 /// written, not after the whole spill.
 const WRITE_BUFFER: usize = 128 * 1024;
 
+/// The spill buffers that count in the memory budget: the spill thread's, and one reader's.
+pub(crate) const BUFFERS: usize = WRITE_BUFFER + READ_BUFFER;
+
 /// The read buffer of a spill file's reader.
-const READ_BUFFER: usize = 256 * 1024;
+const READ_BUFFER: usize = 64 * 1024;
 
 const INSERT: u8 = b'I';
 const UPDATE: u8 = b'U';
