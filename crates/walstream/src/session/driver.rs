@@ -33,6 +33,11 @@ use crate::snapshot::{self, SnapshotOptions};
 /// for the memory bound it gives.
 pub const MAX_BATCH_BYTES: usize = 64 * 1024;
 
+/// A batch is also closed once it holds this many events: each event is about three times the
+/// bytes of a small row message, so a batch of 64 KiB of them held 300 KB of events, 1.25 MB
+/// with the channel full (most of a drain consumer's heap).
+const MAX_BATCH_EVENTS: usize = 512;
+
 /// How long the last status update and the clean end of the copy may take before the
 /// connection is simply dropped.
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -606,7 +611,11 @@ impl Driver {
             if let Err(e) = self.on_frame(copy, &frame, &mut events).await {
                 break Err(e);
             }
-            if self.ended || bytes >= MAX_BATCH_BYTES || !copy.has_buffered_frame() {
+            if self.ended
+                || bytes >= MAX_BATCH_BYTES
+                || events.len() >= MAX_BATCH_EVENTS
+                || !copy.has_buffered_frame()
+            {
                 break Ok(());
             }
             match copy.recv().await {
