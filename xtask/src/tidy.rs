@@ -58,7 +58,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("walproto", &[]),
     ("walconn", &["walproto"]),
     ("walstream", &["walconn", "walproto"]),
-    ("walstream-cli", &["walstream", "walproto", "walstream-pgserver"]),
+    (
+        "walstream-cli",
+        &["walstream", "walproto", "walstream-pgserver"],
+    ),
     ("walstream-pgserver", &[]),
     ("pgtest", &["walstream-pgserver"]),
     ("nostd-check", &["walproto"]),
