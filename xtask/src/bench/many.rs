@@ -13,7 +13,8 @@
 //! 2. every database gets a steady trickle of single-row commits, all databases at once
 //!    (`trickle`: every stream has counted every row);
 //! 3. every database gets one burst, a transaction of many rows (`burst`);
-//! 4. a few idle seconds more (`after`), then the process quits.
+//! 4. a few idle seconds more (`after`), then `malloc_trim(0)` (`trimmed`: what glibc kept
+//!    but nothing uses is given back), then the process quits.
 //!
 //! The consumer reports its own `VmRSS`/`VmHWM` (the kernel's figures, not the library's)
 //! and `getrusage` CPU time at each phase, and the sum of its streams' reconnects. Beside it
@@ -407,6 +408,7 @@ fn phases(
                 .push(consumer.phase(Some(&format!("wait burst {expect}")))?);
             std::thread::sleep(Duration::from_secs(5));
             run.phases.push(consumer.phase(Some("report after"))?);
+            run.phases.push(consumer.phase(Some("trim trimmed"))?);
             Ok(())
         })();
         stop.store(true, Ordering::Relaxed);
@@ -559,9 +561,10 @@ pub(super) fn report_md(m: &Many) -> String {
          baseline: the same workload on one database through one stream, same binary, same \
          runtime. RSS is the process's `VmRSS` (the kernel's), CPU `getrusage`; the status \
          interval is the longest between two `pg_stat_replication.reply_time`s of one \
-         walsender, sampled every {} ms.\n\n\
-         | runtime | streams | RSS empty MB | RSS idle MB | RSS per idle stream KB | idle CPU ms/s per stream | CPU per row µs | CPU per row vs 1 stream | peak RSS MB | longest status interval s | reconnects | walsenders replaced |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         walsender, sampled every {} ms. After the burst and 5 s idle: `RSS after`, and again after \
+         `malloc_trim(0)` (memory glibc kept but nothing uses given back).\n\n\
+         | runtime | streams | RSS empty MB | RSS idle MB | RSS per idle stream KB | idle CPU ms/s per stream | CPU per row µs | CPU per row vs 1 stream | peak RSS MB | RSS after MB | after malloc_trim MB | longest status interval s | reconnects | walsenders replaced |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         m.version,
         w.databases,
         w.per_db,
@@ -576,7 +579,7 @@ pub(super) fn report_md(m: &Many) -> String {
         for (run, base) in [(&r.single, None), (&r.many, Some(&r.single))] {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.1} | {:.1} | {:.0} | {:.3} | {:.2} | {} | {:.1} | {:.1} | {} | {} |",
+                "| {} | {} | {:.1} | {:.1} | {:.0} | {:.3} | {:.2} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
                 r.flavour,
                 run.streams,
                 mb(run.phase("empty").rss_kib),
@@ -589,6 +592,8 @@ pub(super) fn report_md(m: &Many) -> String {
                     run.cpu_per_row_us() / b.cpu_per_row_us()
                 )),
                 mb(run.phase("after").hwm_kib),
+                mb(run.phase("after").rss_kib),
+                mb(run.phase("trimmed").rss_kib),
                 run.max_reply_gap_s,
                 run.phase("after").reconnects,
                 run.walsenders_replaced,

@@ -11,10 +11,13 @@
 //! The bench drives it on stdin, one command a line, and reads one line per command on stdout:
 //!
 //! - at start, before any command, `phase empty ...`: the process with its runtime, no stream;
-//! - `connect`: connects every stream at once, waits until all are started, `phase idle ...`;
+//! - `connect`: connects every stream at once, waits until all are started,
+//!   `phase connected ...`;
 //! - `wait NAME ROWS`: waits until the streams have counted `ROWS` inserts in all (at most
 //!   [`WAIT_LIMIT`]), `phase NAME ...`;
 //! - `report NAME`: `phase NAME ...` at once;
+//! - `trim NAME`: `malloc_trim(0)` (glibc gives back the free memory it keeps), then
+//!   `phase NAME ...`: what is left is memory in use;
 //! - `quit`: shuts every stream down and exits.
 //!
 //! A phase line: `phase NAME streams=N rows=R min_rows=M rss_kib=K hwm_kib=H user_us=U
@@ -55,7 +58,8 @@ struct Shared {
 }
 
 fn main() -> ExitCode {
-    let usage = "usage: many-streams current|multi PUBLICATION SLOT_PREFIX SLOTS_PER_DB CONNINFO...";
+    let usage =
+        "usage: many-streams current|multi PUBLICATION SLOT_PREFIX SLOTS_PER_DB CONNINFO...";
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let [flavour, publication, prefix, per_db, conninfos @ ..] = argv.as_slice() else {
         eprintln!("{usage}");
@@ -138,7 +142,7 @@ async fn commands(streams: Vec<(String, String)>, publication: String) -> Result
                         >= connected
                 })
                 .await;
-                report("idle", &shared, connected)?;
+                report("connected", &shared, connected)?;
             }
             ["wait", name, rows] => {
                 let rows: u64 = rows.parse().map_err(|e| format!("wait {name}: {e}"))?;
@@ -146,6 +150,11 @@ async fn commands(streams: Vec<(String, String)>, publication: String) -> Result
                 report(name, &shared, connected)?;
             }
             ["report", name] => report(name, &shared, connected)?,
+            ["trim", name] => {
+                // SAFETY: `malloc_trim` only returns free heap memory to the system.
+                unsafe { libc::malloc_trim(0) };
+                report(name, &shared, connected)?;
+            }
             ["quit"] => break,
             _ => return Err(format!("unknown command {line:?}").into()),
         }
@@ -209,7 +218,12 @@ fn report(name: &str, shared: &Shared, streams: usize) -> Result<(), BoxError> {
     };
     let (user_us, sys_us) = cpu_micros();
     let (mut reconnects, mut status_updates) = (0, 0);
-    for s in shared.stats.lock().map_err(|_| "stats lock poisoned")?.iter() {
+    for s in shared
+        .stats
+        .lock()
+        .map_err(|_| "stats lock poisoned")?
+        .iter()
+    {
         let s = s.stats();
         reconnects += s.reconnects;
         status_updates += s.status_updates;
